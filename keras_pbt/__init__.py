@@ -1,0 +1,70 @@
+"""keras-pbt: Population-Based Training for Keras 3 on TensorFlow.
+
+The pure policy (search space, selection, explore, lineage, stores) imports
+no TensorFlow; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
+`ScaledSchedule`, summaries) is imported on first use, so
+`import keras_pbt.lineage` stays light (the TensorBoard plugin uses it).
+"""
+
+import importlib
+
+from keras_pbt.explore import Explorer
+from keras_pbt.lineage import LineageRecord
+from keras_pbt.policy import Decision
+from keras_pbt.policy import PBTPolicy
+from keras_pbt.selection import Report
+from keras_pbt.selection import Selection
+from keras_pbt.selection import TruncationSelection
+from keras_pbt.space import Choice
+from keras_pbt.space import Hyperparameter
+from keras_pbt.space import IntUniform
+from keras_pbt.space import LogUniform
+from keras_pbt.space import Uniform
+from keras_pbt.space import sample_space
+from keras_pbt.store import BarrierTimeoutError
+from keras_pbt.store import InMemoryStore
+from keras_pbt.store import PopulationStore
+from keras_pbt.store import Snapshot
+
+__version__ = "0.1.0"
+
+# Public names that need TensorFlow/Keras, imported lazily (PEP 562).
+_LAZY = {
+    "PBTCallback": "keras_pbt.callback",
+    "HyperparameterApplier": "keras_pbt.hyperparameters",
+    "ScaledSchedule": "keras_pbt.hyperparameters",
+    "MemberSummaryWriter": "keras_pbt.summary",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_pbt' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
+
+__all__ = [
+    "BarrierTimeoutError",
+    "Choice",
+    "Decision",
+    "Explorer",
+    "Hyperparameter",
+    "InMemoryStore",
+    "IntUniform",
+    "LineageRecord",
+    "LogUniform",
+    "PBTPolicy",
+    "PopulationStore",
+    "Report",
+    "Selection",
+    "Snapshot",
+    "TruncationSelection",
+    "Uniform",
+    "sample_space",
+] + sorted(_LAZY)

@@ -1,0 +1,401 @@
+"""`PBTCallback`: Population-Based Training inside one `model.fit` call."""
+
+import math
+import numbers
+import time
+import zlib
+
+import keras
+import numpy as np
+
+from keras_pbt import lineage as lineage_lib
+from keras_pbt import policy as policy_lib
+from keras_pbt import selection as selection_lib
+from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.store import PopulationStore
+
+
+def _positive_int(name, value, allow_none=True, allow_zero=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (
+        0 if allow_zero else 1
+    ):
+        low = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"`{name}` must be a {low} int. Received: {name}={value!r}")
+    return int(value)
+
+
+class PBTCallback(keras.callbacks.Callback):
+    """Population-Based Training for one member, inside `model.fit`.
+
+    Every `interval_epochs` epochs (or `interval_steps` optimizer steps) the
+    member reports its monitored metric to a shared `store`. When it ranks in
+    the losing quantile it copies a better member's weights **and** optimizer
+    state, then trains on with explored hyperparameters, in the same `fit`
+    call. New hyperparameters are used by the very next step (the learning
+    rate and user variables are assigned; traced optimizer floats such as
+    `momentum` trigger one retrace).
+
+    Run one `fit` per member, in threads of one process, each with its own
+    `PBTCallback` on the same store (or use `keras_pbt.Population`).
+
+    Args:
+        store: the `PopulationStore` shared by the population
+            (e.g. `keras_pbt.InMemoryStore()`).
+        member_id: this member's id (int or str), unique in the store.
+        space: dict name -> `Uniform` / `LogUniform` / `IntUniform` /
+            `Choice`: the hyperparameters PBT tunes.
+        monitor: metric to rank by. Defaults to `"val_accuracy"`.
+        interval_epochs: judge every this many epochs.
+        interval_steps: judge every this many optimizer steps instead (hooks
+            batches, which turns off Keras' asynchronous batch dispatch;
+            the monitored metric must be in the batch logs). Give exactly one
+            of the two; defaults to `interval_epochs=1`.
+        burn_in: no decisions until this many epochs (or steps) are done.
+            Defaults to `0`.
+        mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
+        quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
+            Defaults to `0.2`.
+        selection: `"truncation"` or a `keras_pbt.Selection`. Defaults to
+            `"truncation"`.
+        factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
+        resample_probability: chance to resample a value instead of
+            perturbing it. Defaults to `0.25`.
+        explore_fn: optional `fn(hparams, rng) -> dict` replacing explore.
+        hparams: initial hyperparameters to apply at the start of training;
+            by default they are read from the model (optimizer fields and
+            `keras.Variable` setters).
+        setters: dict name -> `keras.Variable` or `fn(model, value)` for
+            hyperparameters that are not optimizer fields (a loss weight, a
+            dropout rate, a regularisation strength).
+        synchronous: if True, all live members meet at each boundary and
+            decide together; if False, decide against the latest comparable
+            reports of the others. Defaults to `False`.
+        sync_timeout: seconds a synchronous boundary waits. Defaults to `600`.
+        on_timeout: `"raise"` (a clear error naming the missing members) or
+            `"continue"` (go on without them). Defaults to `"raise"`.
+        copy_optimizer_state: copy the parent's optimizer state on exploit
+            (True) or reset it (False). Defaults to `True`.
+        seed: tie-breaking and explore seed. Defaults to the store's seed.
+        logdir: if given, write TensorBoard summaries to
+            `logdir/member_<id>`.
+        verbose: 0 silent, 1 prints a line per exploit. Defaults to `0`.
+
+    Example:
+
+    ```python
+    store = keras_pbt.InMemoryStore()
+    space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1),
+             "momentum": keras_pbt.Uniform(0.5, 0.99)}
+    cb = keras_pbt.PBTCallback(store, member_id=3, space=space,
+                               monitor="val_accuracy", interval_epochs=1)
+    model.fit(x, y, validation_data=(xv, yv), epochs=30, callbacks=[cb])
+    ```
+    """
+
+    def __init__(
+        self,
+        store,
+        member_id,
+        space,
+        monitor="val_accuracy",
+        interval_epochs=None,
+        interval_steps=None,
+        burn_in=0,
+        mode="auto",
+        quantile=0.2,
+        selection="truncation",
+        factors=(0.8, 1.2),
+        resample_probability=0.25,
+        explore_fn=None,
+        hparams=None,
+        setters=None,
+        synchronous=False,
+        sync_timeout=600.0,
+        on_timeout="raise",
+        copy_optimizer_state=True,
+        seed=None,
+        logdir=None,
+        verbose=0,
+    ):
+        super().__init__()
+        if not isinstance(store, PopulationStore):
+            raise TypeError(
+                f"`store` must be a keras_pbt PopulationStore (e.g. InMemoryStore()). "
+                f"Received: store={store!r}"
+            )
+        if member_id is None or not isinstance(member_id, (int, str)) or isinstance(
+            member_id, bool
+        ):
+            raise TypeError(f"`member_id` must be an int or a str. Received: member_id={member_id!r}")
+        if interval_epochs is not None and interval_steps is not None:
+            raise ValueError(
+                "Give one of `interval_epochs` and `interval_steps`. Received: "
+                f"interval_epochs={interval_epochs!r}, interval_steps={interval_steps!r}"
+            )
+        self.interval_epochs = _positive_int("interval_epochs", interval_epochs)
+        self.interval_steps = _positive_int("interval_steps", interval_steps)
+        if self.interval_epochs is None and self.interval_steps is None:
+            self.interval_epochs = 1
+        self.burn_in = _positive_int("burn_in", burn_in, allow_none=False, allow_zero=True)
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"`monitor` must be a metric name. Received: monitor={monitor!r}")
+        self.monitor = monitor
+        self.mode = selection_lib.resolve_mode(mode, monitor)
+        if not isinstance(sync_timeout, numbers.Real) or not sync_timeout > 0 or not math.isfinite(
+            sync_timeout
+        ):
+            raise ValueError(
+                f"`sync_timeout` must be a positive number of seconds. Received: sync_timeout={sync_timeout!r}"
+            )
+        if on_timeout not in ("raise", "continue"):
+            raise ValueError(
+                f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
+            )
+        self.store = store
+        self.member_id = member_id
+        self.policy = policy_lib.PBTPolicy(
+            space, self.mode, selection, quantile, factors, resample_probability,
+            explore_fn, seed=store.seed if seed is None else seed,
+        )
+        self.space = self.policy.space
+        if hparams is not None:
+            hparams = dict(hparams)
+            unknown = sorted(set(hparams) - set(self.space))
+            missing = sorted(set(self.space) - set(hparams))
+            if unknown or missing:
+                raise ValueError(
+                    f"`hparams` must name exactly the hyperparameters of `space`; "
+                    f"unknown: {unknown}, missing: {missing}. Received: hparams={hparams!r}"
+                )
+            hparams = {k: self.space[k].clip(v) for k, v in hparams.items()}
+        self.initial_hparams = hparams
+        if setters is not None and not hasattr(setters, "items"):
+            raise TypeError(f"`setters` must be a dict. Received: setters={setters!r}")
+        self.setters = dict(setters or {})
+        self.synchronous = bool(synchronous)
+        self.sync_timeout = float(sync_timeout)
+        self.on_timeout = on_timeout
+        self.copy_optimizer_state = bool(copy_optimizer_state)
+        self.logdir = logdir
+        self.verbose = verbose
+        self._rng = np.random.default_rng(
+            [self.policy.seed, zlib.crc32(repr(member_id).encode())]
+        )
+        store.register(member_id, hparams)
+
+        # State kept across fit calls: a member's progress continues.
+        self.hparams = hparams
+        self.steps = 0  # this member's own optimizer steps
+        self.epochs = 0  # epochs trained by this member
+        self.interval = 0  # boundaries passed
+        self.exploits = 0
+        self.last_decision = None
+        self._applier = None
+        self._writer = None
+        self._initialised = False
+        if self.interval_steps is not None:
+            # Hook batches only when asked to: overriding a batch hook turns
+            # off Keras' asynchronous dispatch for the whole fit.
+            self.on_train_batch_end = self._on_train_batch_end
+
+    # ------------------------------------------------------------------ fit
+
+    def on_train_begin(self, logs=None):
+        self.store.register(self.member_id, self.hparams, exist_ok=True)
+        self._applier = HyperparameterApplier(self.model, list(self.space), self.setters)
+        if self.hparams is None:
+            read = self._applier.read()
+            unreadable = [n for n, v in read.items() if v is None]
+            if unreadable:
+                raise ValueError(
+                    f"Cannot read the initial value of {unreadable} from the model; "
+                    "pass `hparams=` with the member's initial hyperparameters."
+                )
+            self.hparams = {n: self.space[n].clip(v) for n, v in read.items()}
+        self._applier.apply(self.hparams, force=True)
+        self._iterations_mark = self._read_iterations()
+        self._steps_at_mark = self.steps
+        self._epochs_done = 0
+        self._next_step_boundary = self._step_boundary_after(self.steps)
+        if self.logdir is not None and self._writer is None:
+            from keras_pbt.summary import MemberSummaryWriter
+
+            self._writer = MemberSummaryWriter(self.logdir, self.member_id)
+        if not self._initialised:
+            self._initialised = True
+            record = lineage_lib.LineageRecord(
+                member=self.member_id, step=self.steps, action="init",
+                hparams=dict(self.hparams), hparams_before=None, monitor=self.monitor,
+                mode=self.mode, reason="initial hyperparameters", time=time.time(),
+            )
+            self._record(record, metric=None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_done += 1
+        self.epochs += 1
+        if self.interval_epochs is None or self._epochs_done % self.interval_epochs:
+            return
+        self._boundary(logs or {}, last=self._is_last_epoch(epoch))
+
+    def _on_train_batch_end(self, batch, logs=None):
+        steps = self._steps_at_mark + (self._read_iterations() - self._iterations_mark)
+        if steps < self._next_step_boundary:
+            return
+        total = self._total_steps()
+        self._boundary(logs or {}, last=total is not None and steps >= total)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+        self.store.leave(self.member_id, reason="finished")
+
+    # ------------------------------------------------------------- helpers
+
+    def _read_iterations(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _step_boundary_after(self, steps):
+        if self.interval_steps is None:
+            return None
+        return (steps // self.interval_steps + 1) * self.interval_steps
+
+    def _is_last_epoch(self, epoch):
+        epochs = (self.params or {}).get("epochs")
+        return epochs is not None and epoch + 1 >= epochs
+
+    def _total_steps(self):
+        params = self.params or {}
+        if params.get("steps") and params.get("epochs"):
+            return self._fit_start_steps + params["steps"] * params["epochs"]
+        return None
+
+    def set_params(self, params):
+        super().set_params(params)
+        self._fit_start_steps = self.steps
+
+    def _sync_steps(self):
+        now = self._read_iterations()
+        self.steps = self._steps_at_mark + (now - self._iterations_mark)
+        self._iterations_mark, self._steps_at_mark = now, self.steps
+
+    def _read_metric(self, logs):
+        if self.monitor in logs:
+            value = logs[self.monitor]
+            return float(keras.ops.convert_to_numpy(value))
+        keys = sorted(logs)
+        hint = ""
+        if self.monitor.startswith("val_") and self.interval_steps is not None:
+            hint = (" Validation metrics exist only at the end of an epoch: use "
+                    "`interval_epochs`, or monitor a training metric.")
+        elif self.monitor.startswith("val_"):
+            hint = " Did you pass `validation_data` to fit?"
+        raise ValueError(
+            f"PBTCallback(member_id={self.member_id!r}) monitors `{self.monitor}`, "
+            f"which is not in the logs. Available keys: {keys}.{hint}"
+        )
+
+    def _record(self, record, metric):
+        self.store.add_lineage(record)
+        if self._writer is not None:
+            self._writer.write(
+                record.step,
+                metric=None if metric is None else (self.monitor, metric),
+                hparams=record.hparams,
+                records=[record],
+            )
+
+    def _boundary(self, logs, last):
+        self._sync_steps()
+        self._next_step_boundary = self._step_boundary_after(self.steps)
+        metric = self._read_metric(logs)
+        self.interval += 1
+        step, interval = self.steps, self.interval
+        report = selection_lib.Report(
+            self.member_id, step, metric, dict(self.hparams), interval, time.time()
+        )
+        self.store.report(report)
+        judged = not last and self._progress() > self.burn_in
+        if not judged:
+            reason = "end of training" if last else "burn-in"
+            decision = policy_lib.Decision(
+                self.member_id, "keep", dict(self.hparams), dict(self.hparams), metric, reason=reason
+            )
+            self._finish(decision, step, interval, None)
+            return
+        if self.synchronous:
+            reports = self.store.wait_for_interval(
+                self.member_id, interval, self.sync_timeout, self.on_timeout
+            )
+        else:
+            window = self._interval_length()
+            reports = policy_lib.comparable_reports(
+                self.member_id, step, self.store.histories(), window
+            )
+        key = interval
+        if self.member_id in self.policy.parent_candidates(reports, key):
+            self.store.publish(
+                snapshot_lib.capture(self.model, self.member_id, step, self.hparams, metric)
+            )
+        # Synchronous parents publish right after the barrier and the loser
+        # waits for that snapshot; asynchronous losers copy only what exists.
+        available = None if self.synchronous else self.store.snapshot_members()
+        decision = self.policy.decide(self.member_id, reports, key, self._rng, available)
+        copied_step = None
+        if decision.is_exploit:
+            snap = self.store.snapshot(
+                decision.parent,
+                min_step=decision.parent_step if self.synchronous else None,
+                timeout=self.sync_timeout if self.synchronous else 0.0,
+            )
+            if snap is None:
+                decision = policy_lib.Decision(
+                    self.member_id, "keep", dict(self.hparams), dict(self.hparams), metric,
+                    reason=f"snapshot of member {decision.parent!r} unavailable",
+                )
+            else:
+                snapshot_lib.restore(self.model, snap, self.copy_optimizer_state)
+                self._applier.apply(decision.hparams)
+                self._iterations_mark = self._read_iterations()
+                copied_step = snap.step
+                self.exploits += 1
+                if self.verbose:
+                    changes = ", ".join(
+                        f"{k} {_fmt(decision.hparams_before.get(k))} -> {_fmt(v)} ({decision.ops.get(k, '')})"
+                        for k, v in decision.hparams.items()
+                    )
+                    print(
+                        f"PBT member {self.member_id!r} step {step}: {self.monitor}="
+                        f"{metric:.4g}, copies member {decision.parent!r} "
+                        f"({decision.parent_metric:.4g} at step {snap.step}); {changes}",
+                        flush=True,
+                    )
+        self._finish(decision, step, interval, copied_step)
+
+    def _progress(self):
+        # Burn-in counts the member's whole training, across fit calls.
+        if self.interval_epochs is not None:
+            return self.epochs
+        return self.steps
+
+    def _interval_length(self):
+        if self.interval_steps is not None:
+            return self.interval_steps
+        steps = (self.params or {}).get("steps")
+        return (steps or 1) * self.interval_epochs
+
+    def _finish(self, decision, step, interval, copied_step):
+        self.hparams = dict(decision.hparams)
+        self.last_decision = decision
+        record = decision.to_record(
+            step, interval, self.monitor, self.mode, time.time(), parent_step=copied_step
+        )
+        self._record(record, metric=decision.metric)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return repr(v)

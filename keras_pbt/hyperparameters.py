@@ -1,0 +1,261 @@
+"""Applying hyperparameters to a compiled Keras model so the next step uses them.
+
+Keras' compiled train step captures plain Python floats of the optimizer
+(momentum, beta_1, epsilon, weight_decay, clipnorm, ...) when it is traced:
+setting `optimizer.momentum = 0.9` in the middle of `fit` is silently
+ignored. This module assigns what lives in a variable (the learning rate,
+user `keras.Variable`s) and, only when a traced value really changed, forces
+Keras to retrace the train step.
+"""
+
+import numbers
+
+import keras
+
+
+class _Setter:
+    traced = False  # True: a change needs the train step retraced
+
+    def read(self):
+        return None
+
+    def apply(self, value):
+        raise NotImplementedError
+
+
+class _LearningRateSetter(_Setter):
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def read(self):
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def apply(self, value):
+        self.optimizer.learning_rate.assign(float(value))
+
+
+class _OptimizerAttrSetter(_Setter):
+    traced = True
+
+    def __init__(self, optimizer, name):
+        self.optimizer = optimizer
+        self.name = name
+
+    def read(self):
+        return getattr(self.optimizer, self.name)
+
+    def apply(self, value):
+        current = getattr(self.optimizer, self.name)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = int(value) if isinstance(current, int) and float(value).is_integer() \
+                and not isinstance(current, bool) else float(value)
+        setattr(self.optimizer, self.name, value)
+
+
+class _VariableSetter(_Setter):
+    def __init__(self, variable):
+        self.variable = variable
+
+    def read(self):
+        value = keras.ops.convert_to_numpy(self.variable)
+        return value.item() if value.ndim == 0 else value.tolist()
+
+    def apply(self, value):
+        self.variable.assign(value)
+
+
+class _CallableSetter(_Setter):
+    traced = True
+
+    def __init__(self, fn, model):
+        self.fn = fn
+        self.model = model
+
+    def apply(self, value):
+        self.fn(self.model, value)
+
+
+def _inner_optimizer(optimizer):
+    # A LossScaleOptimizer wraps the optimizer that holds the hyperparameters.
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _is_schedule(lr):
+    return isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(lr) and not isinstance(lr, keras.Variable)
+    )
+
+
+class HyperparameterApplier:
+    """Applies named hyperparameters to a compiled model.
+
+    Supported names: `learning_rate` (assigned, no retrace), any numeric
+    field of the model's optimizer (`momentum`, `beta_1`, `beta_2`,
+    `epsilon`, `weight_decay`, `clipnorm`, `rho`, ...: set, then the train
+    step is retraced once), and user hyperparameters given in `setters`.
+
+    Args:
+        model: a compiled `keras.Model` whose optimizer is built.
+        names: the hyperparameter names to manage.
+        setters: optional dict name -> `keras.Variable` (assigned, no retrace)
+            or callable `fn(model, value)` (called, then the train step is
+            retraced). A setter takes precedence over an optimizer field of
+            the same name.
+
+    Raises:
+        ValueError: naming a hyperparameter that is neither an optimizer
+            field nor in `setters`.
+        TypeError: when `learning_rate` is tuned but the optimizer uses a
+            learning-rate schedule.
+
+    Example:
+
+    >>> applier = HyperparameterApplier(model, ["learning_rate", "momentum"])
+    >>> applier.apply({"learning_rate": 0.05, "momentum": 0.9})
+    """
+
+    def __init__(self, model, names, setters=None):
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("The model has no optimizer: compile it before training with PBT.")
+        self.model = model
+        self.optimizer = _inner_optimizer(model.optimizer)
+        setters = dict(setters or {})
+        self._setters = {}
+        for name in names:
+            self._setters[name] = self._resolve(name, setters.get(name))
+        if "momentum" in self._setters and isinstance(
+            self._setters["momentum"], _OptimizerAttrSetter
+        ):
+            self._ensure_momentum_slots()
+        self._current = {}
+
+    def _resolve(self, name, setter):
+        if setter is not None:
+            if isinstance(setter, keras.Variable):
+                return _VariableSetter(setter)
+            if callable(setter):
+                return _CallableSetter(setter, self.model)
+            raise TypeError(
+                f"`setters[{name!r}]` must be a keras.Variable or a callable "
+                f"fn(model, value). Received: {setter!r}"
+            )
+        opt = self.optimizer
+        if name == "learning_rate":
+            if _is_schedule(getattr(opt, "_learning_rate", None)):
+                raise TypeError(
+                    "Cannot tune `learning_rate`: the optimizer uses a learning-rate "
+                    f"schedule ({type(opt._learning_rate).__name__}) and PBT needs a "
+                    "float it can assign. Compile with a float learning rate, or keep "
+                    "the schedule and tune a multiplier: wrap it in "
+                    "keras_pbt.ScaledSchedule and tune 'learning_rate_scale'."
+                )
+            return _LearningRateSetter(opt)
+        if name == "learning_rate_scale":
+            lr = getattr(opt, "_learning_rate", None)
+            scale = getattr(lr, "scale", None)
+            if scale is None:
+                raise ValueError(
+                    "Hyperparameter 'learning_rate_scale' needs the optimizer's "
+                    "learning rate to be a keras_pbt.ScaledSchedule."
+                )
+            return _VariableSetter(scale)
+        value = getattr(opt, name, _MISSING)
+        if value is _MISSING or callable(value) or not (
+            value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+        ):
+            raise ValueError(
+                f"Hyperparameter {name!r} is not a numeric field of the optimizer "
+                f"{type(opt).__name__} and no setter was given for it. Pass "
+                f"setters={{{name!r}: keras.Variable(...) or fn(model, value)}}."
+            )
+        return _OptimizerAttrSetter(opt, name)
+
+    def _ensure_momentum_slots(self):
+        # Keras SGD built with momentum=0 has no momentum slots; every member
+        # needs them so that a later momentum > 0 works and snapshots match.
+        opt = self.optimizer
+        if not isinstance(opt, keras.optimizers.SGD) or not opt.built:
+            return
+        if len(opt.momentums) == len(self.model.trainable_variables):
+            return
+        with self.model.distribute_strategy.scope():
+            opt.momentums = opt.add_optimizer_variables(
+                self.model.trainable_variables, "momentum"
+            )
+
+    @property
+    def names(self):
+        return list(self._setters)
+
+    def read(self):
+        """Current values, `None` for a callable setter (it cannot be read)."""
+        return {name: s.read() for name, s in self._setters.items()}
+
+    def unreadable(self):
+        return [n for n, s in self._setters.items() if isinstance(s, _CallableSetter)]
+
+    def apply(self, values, force=False):
+        """Applies `values` (a dict); returns True if the train step was retraced.
+
+        Variables are always assigned (an exploit may have overwritten them).
+        A traced value that changed (or all, with `force`) is set and the
+        model's train function is rebuilt once, so the very next step uses it.
+        """
+        retrace = False
+        for name, value in values.items():
+            setter = self._setters.get(name)
+            if setter is None:
+                continue
+            if setter.traced:
+                if not force and name in self._current and self._current[name] == value:
+                    continue
+                retrace = True
+            setter.apply(value)
+            self._current[name] = value
+        if retrace:
+            self.model.make_train_function(force=True)
+        return retrace
+
+
+_MISSING = object()
+
+
+@keras.saving.register_keras_serializable(package="keras_pbt")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule times a tunable scale.
+
+    PBT cannot assign a schedule, but it can tune its scale: compile with
+    `ScaledSchedule(schedule)` and put `"learning_rate_scale"` in the space.
+
+    Args:
+        schedule: a `keras.optimizers.schedules.LearningRateSchedule`.
+        scale: the initial multiplier. Defaults to `1.0`.
+
+    Example:
+
+    >>> sched = ScaledSchedule(keras.optimizers.schedules.CosineDecay(0.1, 1000))
+    >>> model.compile(keras.optimizers.SGD(sched), "mse")
+    >>> space = {"learning_rate_scale": keras_pbt.LogUniform(0.1, 10.0)}
+    """
+
+    def __init__(self, schedule, scale=1.0):
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            raise TypeError(
+                "`schedule` must be a keras LearningRateSchedule. "
+                f"Received: schedule={schedule!r}"
+            )
+        self.schedule = schedule
+        self.scale = keras.Variable(float(scale), trainable=False, name="learning_rate_scale")
+
+    def __call__(self, step):
+        return self.schedule(step) * keras.ops.cast(self.scale, "float32")
+
+    def get_config(self):
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "scale": float(keras.ops.convert_to_numpy(self.scale)),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["scale"])

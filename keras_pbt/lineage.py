@@ -1,0 +1,150 @@
+"""Lineage records: who copied whom, when, with which hyperparameters.
+
+Pure Python. A record is a versioned dict with named fields; it is the one
+format written by the callback, the population and the keras-tuner oracle,
+and read by the TensorBoard plugin.
+
+JSON form: `{"version": 1, "member": ..., ...}`. Non-finite floats are
+written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"` so that the
+JSON is standard (browsers reject a bare `NaN`).
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, Optional
+
+LINEAGE_VERSION = 1
+
+# Name shared by the summary writer and the TensorBoard plugin.
+PLUGIN_NAME = "pbt_lineage"
+# Tag of the plugin's tensor summaries in each member's run.
+LINEAGE_TAG = "pbt_lineage"
+
+ACTIONS = ("init", "keep", "exploit", "restart")
+
+
+@dataclasses.dataclass
+class LineageRecord:
+    """One decision about one member at one interval boundary.
+
+    Attributes:
+        member: the member id.
+        step: the member's own optimizer-step count at the decision.
+        action: `"init"` (first hyperparameters), `"keep"` (no change),
+            `"exploit"` (copied `parent` and explored), or `"restart"`
+            (a failed member restarted from `parent`).
+        hparams: hyperparameters after the decision.
+        hparams_before: hyperparameters before the decision.
+        metric: the member's monitored metric at the boundary (None for init).
+        parent: the member copied, or None.
+        parent_step: the parent's step at the copied snapshot, or None.
+        parent_metric: the parent's metric at that step, or None.
+        ops: name -> operation text (`"* 1.2"`, `"resample"`, ...).
+        interval: the boundary index (0 for init).
+        monitor: the monitored metric's name.
+        mode: `"min"` or `"max"`.
+        reason: free text (`"truncation"`, `"burn-in"`, the error of a fault).
+        time: wall-clock time (`time.time()`).
+        version: the record format version.
+    """
+
+    member: Any
+    step: int
+    action: str
+    hparams: Dict[str, Any]
+    hparams_before: Optional[Dict[str, Any]] = None
+    metric: Optional[float] = None
+    parent: Any = None
+    parent_step: Optional[int] = None
+    parent_metric: Optional[float] = None
+    ops: Dict[str, str] = dataclasses.field(default_factory=dict)
+    interval: int = 0
+    monitor: str = ""
+    mode: str = ""
+    reason: str = ""
+    time: float = 0.0
+    version: int = LINEAGE_VERSION
+
+    def __post_init__(self):
+        if self.action not in ACTIONS:
+            raise ValueError(
+                f"`action` must be one of {ACTIONS}. Received: action={self.action!r}"
+            )
+
+    def to_dict(self):
+        """A plain, JSON-safe dict (non-finite floats become strings)."""
+        return _encode(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data):
+        """Builds a record from `to_dict()` output, checking version and fields.
+
+        Raises:
+            ValueError: if the data is not a record of a known version.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"A lineage record must be a JSON object. Received: {data!r}")
+        version = data.get("version")
+        if version != LINEAGE_VERSION:
+            raise ValueError(
+                f"Unsupported lineage record version {version!r} "
+                f"(this keras-pbt reads version {LINEAGE_VERSION})."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = {"member", "step", "action", "hparams"} - set(data)
+        if missing:
+            raise ValueError(f"Lineage record lacks fields {sorted(missing)}: {data!r}")
+        return cls(**_decode({k: v for k, v in data.items() if k in names}))
+
+    @property
+    def is_exploit(self):
+        return self.action in ("exploit", "restart")
+
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
+        return _encode(obj.item())
+    return obj
+
+
+def _decode(data):
+    for key in ("metric", "parent_metric"):
+        if isinstance(data.get(key), str) and data[key] in _NONFINITE:
+            data[key] = _NONFINITE[data[key]]
+    return data
+
+
+def dumps(records):
+    """Serialises a list of records (or dicts) to standard JSON text.
+
+    Returns:
+        `'{"version": 1, "records": [...]}'`.
+    """
+    rows = [r.to_dict() if isinstance(r, LineageRecord) else _encode(r) for r in records]
+    return json.dumps({"version": LINEAGE_VERSION, "records": rows}, allow_nan=False)
+
+
+def loads(text):
+    """Parses `dumps` output back into `LineageRecord`s.
+
+    Raises:
+        ValueError: on malformed JSON or an unknown version.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("version") != LINEAGE_VERSION:
+        raise ValueError(
+            f"Not a keras-pbt lineage payload of version {LINEAGE_VERSION}: {text[:200]!r}"
+        )
+    return [LineageRecord.from_dict(r) for r in data.get("records", [])]

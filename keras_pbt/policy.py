@@ -1,0 +1,206 @@
+"""The PBT decision: rank, select, explore. Pure Python + NumPy.
+
+The policy turns reports into `Decision`s; only the Keras glue acts on them.
+The same object serves the callback, the population and the keras-tuner
+oracle.
+"""
+
+import dataclasses
+import numbers
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from keras_pbt import explore as explore_lib
+from keras_pbt import lineage as lineage_lib
+from keras_pbt import selection as selection_lib
+from keras_pbt import space as space_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What one member does at one boundary.
+
+    Attributes:
+        member: the deciding member.
+        action: `"keep"` or `"exploit"`.
+        hparams: hyperparameters to train with from now on.
+        hparams_before: hyperparameters up to now.
+        metric: the member's metric at the boundary.
+        parent: the member to copy (exploit only).
+        parent_step: the step of the parent's report that won the selection.
+        parent_metric: the parent's metric in that report.
+        ops: name -> operation applied by explore.
+        reason: why (`"truncation"`, `"not in bottom quantile"`, ...).
+    """
+
+    member: Any
+    action: str
+    hparams: Dict[str, Any]
+    hparams_before: Dict[str, Any]
+    metric: float
+    parent: Any = None
+    parent_step: Optional[int] = None
+    parent_metric: Optional[float] = None
+    ops: Dict[str, str] = dataclasses.field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def is_exploit(self):
+        return self.action == "exploit"
+
+    def to_record(self, step, interval, monitor="", mode="", time=0.0, parent_step=None):
+        """The `LineageRecord` of this decision.
+
+        Args:
+            step: the member's step at the decision.
+            interval: the boundary index.
+            parent_step: the step of the snapshot actually copied, if it
+                differs from the report's.
+        """
+        return lineage_lib.LineageRecord(
+            member=self.member,
+            step=int(step),
+            action=self.action,
+            hparams=dict(self.hparams),
+            hparams_before=dict(self.hparams_before),
+            metric=self.metric,
+            parent=self.parent,
+            parent_step=parent_step if parent_step is not None else self.parent_step,
+            parent_metric=self.parent_metric,
+            ops=dict(self.ops),
+            interval=int(interval),
+            monitor=monitor,
+            mode=mode,
+            reason=self.reason,
+            time=time,
+        )
+
+
+def _new_seed():
+    return int(np.random.SeedSequence().entropy % (2**63))
+
+
+class PBTPolicy:
+    """Ranking, selection and explore for one population.
+
+    Args:
+        space: dict name -> `Hyperparameter` (`Uniform`, `LogUniform`,
+            `IntUniform`, `Choice`).
+        mode: `"min"` or `"max"` (resolve `"auto"` first with
+            `selection.resolve_mode`).
+        selection: `"truncation"` or a `Selection` instance. Defaults to
+            `"truncation"`.
+        quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
+            Defaults to `0.2`.
+        factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
+        resample_probability: explore's chance to resample. Defaults to `0.25`.
+        explore_fn: optional custom explore function `(hparams, rng) -> dict`.
+        seed: int seed for tie-breaking; every member of a population must use
+            the same one. Defaults to a fresh random seed.
+
+    Example:
+
+    >>> from keras_pbt.space import LogUniform
+    >>> from keras_pbt.selection import Report
+    >>> policy = PBTPolicy({"lr": LogUniform(1e-4, 1e-1)}, mode="max", seed=0)
+    >>> reports = [Report(0, 10, 0.9, {"lr": 0.01}), Report(1, 10, 0.5, {"lr": 0.1})]
+    >>> d = policy.decide(1, reports, key=1, rng=np.random.default_rng(1))
+    >>> d.action, d.parent
+    ('exploit', 0)
+    """
+
+    def __init__(self, space, mode="max", selection="truncation", quantile=0.2,
+                 factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
+                 seed=None):
+        self.space = space_lib.validate_space(space)
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+        self.mode = mode
+        self.selection = selection_lib.get_selection(
+            selection, selection_lib.check_quantile(quantile)
+        )
+        self.explorer = explore_lib.Explorer(factors, resample_probability, explore_fn)
+        if seed is None:
+            seed = _new_seed()
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+        self.seed = int(seed)
+
+    def ranking_rng(self, key):
+        """The tie-breaking generator for boundary `key` (same for all members)."""
+        return np.random.default_rng([self.seed, int(key)])
+
+    def rank(self, reports, key):
+        return selection_lib.rank(reports, self.mode, self.ranking_rng(key))
+
+    def parent_candidates(self, reports, key):
+        """Members of `reports` that may be copied at boundary `key`."""
+        return set(self.selection.parent_candidates(self.rank(reports, key), self.mode))
+
+    def decide(self, member, reports, key, rng, available=None):
+        """Decides for `member` given the comparable `reports` (its own included).
+
+        Args:
+            member: the deciding member's id.
+            reports: `Report`s of the comparable members, one per member.
+            key: int boundary key for tie-breaking (same for every member
+                deciding at that boundary).
+            rng: the deciding member's own `numpy.random.Generator`
+                (parent draw and explore).
+            available: optional set of members that can be copied now.
+
+        Returns:
+            A `Decision`.
+        """
+        mine = [r for r in reports if r.member == member]
+        if len(mine) != 1:
+            raise ValueError(
+                f"`reports` must hold exactly one report of member {member!r}; "
+                f"found {len(mine)}."
+            )
+        me = mine[0]
+        before = dict(me.hparams)
+        parent = self.selection.choose_parent(
+            member, self.rank(reports, key), self.mode, rng, available
+        )
+        if parent is None:
+            return Decision(member, "keep", before, before, me.metric, reason="selection kept it")
+        new, ops = self.explorer(dict(parent.hparams), self.space, rng)
+        return Decision(
+            member, "exploit", new, before, me.metric,
+            parent=parent.member, parent_step=parent.step,
+            parent_metric=parent.metric, ops=ops, reason=self.selection.name,
+        )
+
+
+def comparable_reports(member, step, histories, window):
+    """The reports to rank `member` against in asynchronous PBT.
+
+    For every member, its latest report at or before `step` (so a member that
+    is further ahead is judged at the same progress), dropping members whose
+    latest such report is older than `step - window` (too far behind to
+    compare) and members with no report yet.
+
+    Args:
+        member: the deciding member (its own report at `step` is included).
+        step: the deciding member's step.
+        histories: dict member -> list of `Report` in step order.
+        window: the largest allowed lag in steps (usually one interval).
+
+    Returns:
+        A list of `Report`, one per comparable member.
+    """
+    out = []
+    for m, history in histories.items():
+        latest = None
+        for r in reversed(history):
+            if r.step <= step:
+                latest = r
+                break
+        if latest is None:
+            continue
+        if m != member and latest.step < step - window:
+            continue
+        out.append(latest)
+    return out

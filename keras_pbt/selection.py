@@ -1,0 +1,237 @@
+"""Ranking and selection: who is a loser, and whom it copies.
+
+Pure Python + NumPy.
+"""
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Mapping, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One member's monitored metric at one interval boundary.
+
+    Attributes:
+        member: the member id (int or str).
+        step: the member's own count of optimizer steps at the boundary.
+        metric: the monitored value (may be NaN or inf: those rank last).
+        hparams: the hyperparameters the member trained with up to here.
+        interval: the boundary index (1 for the first judged boundary).
+        time: wall-clock time of the report (`time.time()`), 0 if unknown.
+    """
+
+    member: Any
+    step: int
+    metric: float
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    interval: int = 0
+    time: float = 0.0
+
+
+def is_finite(x):
+    return isinstance(x, numbers.Real) and math.isfinite(x)
+
+
+def resolve_mode(mode, monitor):
+    """Returns `"min"` or `"max"` for a Keras-style `mode` and `monitor`.
+
+    `"auto"` follows Keras: names with accuracy, AUC, precision, recall, F1,
+    IoU or "score" are maximised; losses and errors are minimised.
+
+    Args:
+        mode: `"auto"`, `"min"` or `"max"`.
+        monitor: the metric name, e.g. `"val_accuracy"`.
+
+    Returns:
+        `"min"` or `"max"`.
+
+    Raises:
+        ValueError: naming `mode` when it is unknown, or when `"auto"` cannot
+            tell the direction of `monitor`.
+    """
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(
+            f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}"
+        )
+    if mode != "auto":
+        return mode
+    name = str(monitor).lower()
+    if name.startswith("val_"):
+        name = name[4:]
+    for word in ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "score"):
+        if word in name:
+            return "max"
+    for word in ("loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hinge",
+                 "divergence", "perplexity"):
+        if word in name:
+            return "min"
+    raise ValueError(
+        f"Could not infer whether `monitor={monitor!r}` should be minimised or "
+        "maximised. Pass mode='min' or mode='max'. Received: mode='auto'"
+    )
+
+
+def rank(reports, mode, rng):
+    """Orders reports best first.
+
+    Non-finite metrics (NaN, inf, -inf) rank last whatever the mode. Equal
+    metrics are ordered by a permutation drawn from `rng`, assigned in a
+    canonical member order so that the result does not depend on the order
+    of `reports`.
+
+    Args:
+        reports: a sequence of `Report`.
+        mode: `"min"` or `"max"`.
+        rng: a `numpy.random.Generator` for tie-breaking.
+
+    Returns:
+        A new list of the same reports, best first.
+    """
+    reports = sorted(reports, key=lambda r: str(r.member))
+    ties = rng.permutation(len(reports))
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(i):
+        m = reports[i].metric
+        if not is_finite(m):
+            return (1, 0.0, ties[i])
+        return (0, sign * m, ties[i])
+
+    return [reports[i] for i in sorted(range(len(reports)), key=key)]
+
+
+def is_better(a, b, mode):
+    """True if metric `a` is strictly better than `b` (non-finite is never better)."""
+    if not is_finite(a):
+        return False
+    if not is_finite(b):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def quantile_count(n, quantile):
+    """How many members are in the bottom (and top) quantile.
+
+    `ceil(n * quantile)`, at most `floor(n / 2)`, so the two groups never
+    overlap.
+
+    Example:
+
+    >>> [quantile_count(n, 0.2) for n in (1, 2, 3, 5, 10)]
+    [0, 1, 1, 1, 2]
+    """
+    return min(math.ceil(n * quantile - 1e-9), n // 2)
+
+
+def check_quantile(quantile):
+    if (
+        isinstance(quantile, bool)
+        or not isinstance(quantile, numbers.Real)
+        or not 0 < quantile <= 0.5
+    ):
+        raise ValueError(
+            f"`quantile` must be in (0, 0.5]. Received: quantile={quantile!r}"
+        )
+    return float(quantile)
+
+
+class Selection:
+    """Interface of a selection strategy (truncation, tournament, ...).
+
+    A strategy sees the ranked reports of the comparable members (best first,
+    including the deciding member) and says which member, if any, the
+    deciding member copies.
+    """
+
+    name = "selection"
+
+    def parent_candidates(self, ranked, mode):
+        """Members that may be chosen as a parent: they publish snapshots."""
+        raise NotImplementedError
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        """Returns the parent's `Report`, or `None` to keep training as is.
+
+        Args:
+            member: the deciding member's id.
+            ranked: `Report`s best first (from `rank`).
+            mode: `"min"` or `"max"`.
+            rng: the deciding member's `numpy.random.Generator`.
+            available: optional set of member ids that can be copied now
+                (have a snapshot); `None` means all.
+        """
+        raise NotImplementedError
+
+
+class TruncationSelection(Selection):
+    """The bottom `quantile` copies a member drawn from the top `quantile`.
+
+    The quantile holds `ceil(n * quantile)` members, at most `floor(n / 2)`.
+    A parent must be strictly better than the loser: a tie never causes an
+    exploit.
+
+    Args:
+        quantile: fraction in `(0, 0.5]`. Defaults to `0.2`.
+
+    Example:
+
+    >>> sel = TruncationSelection(quantile=0.25)
+    """
+
+    name = "truncation"
+
+    def __init__(self, quantile=0.2):
+        self.quantile = check_quantile(quantile)
+
+    def parent_candidates(self, ranked, mode):
+        k = quantile_count(len(ranked), self.quantile)
+        return [r.member for r in ranked[:k]]
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        k = quantile_count(len(ranked), self.quantile)
+        if k == 0:
+            return None
+        bottom = [r.member for r in ranked[len(ranked) - k:]]
+        if member not in bottom:
+            return None
+        me = next(r for r in ranked if r.member == member)
+        top = [
+            r for r in ranked[:k]
+            if r.member != member
+            and is_better(r.metric, me.metric, mode)
+            and (available is None or r.member in available)
+        ]
+        if not top:
+            return None
+        return top[int(rng.integers(len(top)))]
+
+
+_SELECTIONS = {"truncation": TruncationSelection}
+
+
+def get_selection(selection, quantile=0.2):
+    """Returns a `Selection` from a name or passes an instance through.
+
+    Args:
+        selection: `"truncation"` or a `Selection` instance.
+        quantile: used when building a strategy by name.
+    """
+    if isinstance(selection, Selection):
+        return selection
+    if selection in _SELECTIONS:
+        return _SELECTIONS[selection](quantile=quantile)
+    raise ValueError(
+        f"`selection` must be one of {sorted(_SELECTIONS)} or a Selection "
+        f"instance. Received: selection={selection!r}"
+    )
+
+
+def best_report(reports, mode) -> Optional[Report]:
+    """The best of `reports` (ties: the first in canonical order), or None."""
+    best = None
+    for r in sorted(reports, key=lambda r: str(r.member)):
+        if best is None or is_better(r.metric, best.metric, mode):
+            best = r
+    return best

@@ -1,0 +1,113 @@
+"""Capturing and restoring a member's weights and optimizer state.
+
+A capture copies every model weight and every optimizer variable (slots,
+iteration count, learning rate) to host memory in one go, between two train
+steps of the member's own thread: the copy is consistent and the member can
+go on training. A restore checks that the layouts match before assigning,
+since a plain `zip` would silently drop what does not pair up.
+"""
+
+import numpy as np
+
+from keras_pbt.store import Snapshot
+
+
+def _model_variables(model):
+    return list(model.weights)
+
+
+def _optimizer_variables(model):
+    return list(model.optimizer.variables)
+
+
+def _slot_kind(name):
+    # Optimizer slot names embed the model variable's path, which differs
+    # between members ("dense_kernel_momentum" vs "dense_3_kernel_momentum");
+    # the trailing word says what the slot is.
+    return name.rsplit("_", 1)[-1]
+
+
+def layout(model):
+    """`(kind, name, shape, dtype)` of every weight, then every optimizer variable."""
+    rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in _model_variables(model)]
+    rows += [
+        ("optimizer", _slot_kind(v.name), tuple(v.shape), str(v.dtype))
+        for v in _optimizer_variables(model)
+    ]
+    return tuple(rows)
+
+
+def _to_numpy(variable):
+    return np.array(variable.numpy(), copy=True)
+
+
+def capture(model, member, step, hparams=None, metric=None):
+    """Copies `model`'s weights and optimizer variables into a `Snapshot`.
+
+    Args:
+        model: a compiled, built `keras.Model`.
+        member: the member id.
+        step: the member's step.
+        hparams: its hyperparameters now.
+        metric: its metric now.
+
+    Returns:
+        A `Snapshot` (read-only arrays).
+    """
+    return Snapshot(
+        member=member,
+        step=int(step),
+        weights=tuple(_to_numpy(v) for v in _model_variables(model)),
+        optimizer=tuple(_to_numpy(v) for v in _optimizer_variables(model)),
+        hparams=dict(hparams or {}),
+        metric=metric,
+        layout=layout(model),
+    )
+
+
+def _mismatch(model_layout, snap_layout):
+    if len(model_layout) != len(snap_layout):
+        mine = sum(1 for r in model_layout if r[0] == "optimizer")
+        theirs = sum(1 for r in snap_layout if r[0] == "optimizer")
+        return (
+            f"the model has {len(model_layout) - mine} weights and {mine} optimizer "
+            f"variables, the snapshot {len(snap_layout) - theirs} and {theirs}"
+        )
+    for a, b in zip(model_layout, snap_layout):
+        if a != b:
+            return f"{a} does not match the snapshot's {b}"
+    return None
+
+
+def restore(model, snapshot, copy_optimizer_state=True):
+    """Assigns a `Snapshot` to `model`.
+
+    Args:
+        model: the receiving model (built, same architecture and optimizer).
+        snapshot: the `Snapshot` to copy.
+        copy_optimizer_state: if True, copy the optimizer's variables too
+            (slots and iteration count). If False, reset the optimizer state:
+            every optimizer variable but the learning rate is set to zero,
+            as in a freshly built optimizer.
+
+    Raises:
+        ValueError: if the layouts differ (other architecture, other
+            optimizer, or SGD slots present in one and not the other).
+    """
+    problem = _mismatch(layout(model), snapshot.layout)
+    if problem:
+        raise ValueError(
+            f"Cannot copy member {snapshot.member!r}'s state: {problem}. Members of a "
+            "population must share the architecture and the optimizer class."
+        )
+    for variable, value in zip(_model_variables(model), snapshot.weights):
+        variable.assign(value)
+    opt_vars = _optimizer_variables(model)
+    if copy_optimizer_state:
+        for variable, value in zip(opt_vars, snapshot.optimizer):
+            variable.assign(value)
+    else:
+        lr = getattr(model.optimizer, "_learning_rate", None)
+        for variable in opt_vars:
+            if variable is not lr:
+                variable.assign(np.zeros(variable.shape, dtype=variable.dtype))

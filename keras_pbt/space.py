@@ -1,0 +1,306 @@
+"""Search-space specifications: what values a hyperparameter may take.
+
+Pure Python + NumPy. Every spec can sample a value, clip a value into its
+range, perturb a value by a factor and describe itself as a dict.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _check_finite(name, value, arg):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{arg}` of {name} must be a real number. Received: {arg}={value!r}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(
+            f"`{arg}` of {name} must be finite. Received: {arg}={value!r}"
+        )
+
+
+class Hyperparameter:
+    """Base class of a search-space entry.
+
+    Subclasses implement `sample`, `clip`, `perturb` and `to_dict`.
+    """
+
+    def sample(self, rng):
+        """Draws a value from the space with `rng` (a `numpy.random.Generator`)."""
+        raise NotImplementedError
+
+    def clip(self, value):
+        """Returns `value` moved into the space's range."""
+        raise NotImplementedError
+
+    def perturb(self, value, factor, rng):
+        """Returns `(new_value, op)` for a factor-based explore step.
+
+        Args:
+            value: the current value.
+            factor: a perturbation factor such as `0.8` or `1.2`.
+            rng: a `numpy.random.Generator`, for specs that need a coin.
+
+        Returns:
+            The new value (already in range) and a short text naming the
+            operation applied, e.g. `"* 1.2"`.
+        """
+        raise NotImplementedError
+
+    def to_dict(self):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type"
+        )
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(repr(self))
+
+
+class _Bounded(Hyperparameter):
+    _log = False
+
+    def __init__(self, low, high):
+        name = type(self).__name__
+        _check_finite(name, low, "low")
+        _check_finite(name, high, "high")
+        if not low < high:
+            raise ValueError(
+                f"{name} needs low < high. Received: low={low!r}, high={high!r}"
+            )
+        if self._log and low <= 0:
+            raise ValueError(
+                f"{name} needs low > 0 (log scale). Received: low={low!r}"
+            )
+        self.low = low
+        self.high = high
+
+    def clip(self, value):
+        return float(min(max(float(value), self.low), self.high))
+
+    def perturb(self, value, factor, rng):
+        new = self.clip(float(value) * factor)
+        return new, _factor_op(factor, new != float(value) * factor)
+
+    def to_dict(self):
+        return {"type": type(self).__name__, "low": self.low, "high": self.high}
+
+
+def _factor_op(factor, clipped):
+    op = f"* {factor:g}"
+    return op + " (clipped)" if clipped else op
+
+
+class Uniform(_Bounded):
+    """A float drawn uniformly from `[low, high]`.
+
+    Args:
+        low: smallest value.
+        high: largest value, greater than `low`.
+
+    Example:
+
+    >>> space = {"momentum": Uniform(0.5, 0.99)}
+    """
+
+    def sample(self, rng):
+        return float(rng.uniform(self.low, self.high))
+
+
+class LogUniform(_Bounded):
+    """A positive float whose logarithm is uniform on `[log(low), log(high)]`.
+
+    Args:
+        low: smallest value, > 0.
+        high: largest value, greater than `low`.
+
+    Example:
+
+    >>> space = {"learning_rate": LogUniform(1e-4, 1e-1)}
+    """
+
+    _log = True
+
+    def sample(self, rng):
+        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+
+
+class IntUniform(Hyperparameter):
+    """An integer drawn uniformly from `low..high` (both included).
+
+    Perturbing multiplies and rounds; when rounding would leave the value
+    unchanged it moves one unit in the factor's direction, so small integers
+    still explore.
+
+    Args:
+        low: smallest value.
+        high: largest value, greater than `low`.
+
+    Example:
+
+    >>> space = {"units": IntUniform(16, 256)}
+    """
+
+    def __init__(self, low, high):
+        for arg, v in (("low", low), ("high", high)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(
+                    f"`{arg}` of IntUniform must be an int. Received: {arg}={v!r}"
+                )
+        if not low < high:
+            raise ValueError(
+                f"IntUniform needs low < high. Received: low={low!r}, high={high!r}"
+            )
+        self.low = int(low)
+        self.high = int(high)
+
+    def sample(self, rng):
+        return int(rng.integers(self.low, self.high + 1))
+
+    def clip(self, value):
+        return int(min(max(int(round(value)), self.low), self.high))
+
+    def perturb(self, value, factor, rng):
+        value = int(value)
+        raw = int(round(value * factor))
+        if raw == value and factor != 1:
+            raw = value + (1 if factor > 1 else -1)
+        new = self.clip(raw)
+        return new, _factor_op(factor, new != raw)
+
+    def to_dict(self):
+        return {"type": "IntUniform", "low": self.low, "high": self.high}
+
+
+class Choice(Hyperparameter):
+    """One of an ordered list of values; explore moves to a neighbour.
+
+    Args:
+        values: the allowed values, in an order where neighbours are similar
+            (e.g. `[16, 32, 64]` or `["relu", "gelu"]`). At least one, no
+            duplicates.
+
+    Example:
+
+    >>> space = {"batch_norm": Choice([False, True])}
+    """
+
+    def __init__(self, values):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise TypeError(
+                f"`values` of Choice must be a list. Received: values={values!r}"
+            )
+        values = list(values)
+        if not values:
+            raise ValueError("`values` of Choice must not be empty. Received: values=[]")
+        for i, v in enumerate(values):
+            if v in values[:i]:
+                raise ValueError(
+                    f"`values` of Choice has a duplicate {v!r}. Received: values={values!r}"
+                )
+        self.values = values
+
+    def _index(self, value):
+        for i, v in enumerate(self.values):
+            if v == value and type(v) is type(value):
+                return i
+        for i, v in enumerate(self.values):
+            if v == value:
+                return i
+        raise ValueError(f"{value!r} is not one of {self.values!r}")
+
+    def sample(self, rng):
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def clip(self, value):
+        try:
+            return self.values[self._index(value)]
+        except ValueError:
+            if isinstance(value, numbers.Real) and all(
+                isinstance(v, numbers.Real) for v in self.values
+            ):
+                return min(self.values, key=lambda v: abs(v - value))
+            raise
+
+    def perturb(self, value, factor, rng):
+        """Moves to a neighbouring value; the factor is not used."""
+        if len(self.values) == 1:
+            return self.values[0], "keep"
+        i = self._index(value)
+        if i == 0:
+            step = 1
+        elif i == len(self.values) - 1:
+            step = -1
+        else:
+            step = 1 if rng.random() < 0.5 else -1
+        return self.values[i + step], "shift right" if step > 0 else "shift left"
+
+    def to_dict(self):
+        return {"type": "Choice", "values": list(self.values)}
+
+
+def validate_space(space):
+    """Checks a search space and returns it as a plain dict.
+
+    Args:
+        space: a mapping from hyperparameter name (str) to a
+            `Hyperparameter` spec.
+
+    Returns:
+        A new `dict` with the same entries.
+
+    Raises:
+        TypeError / ValueError naming `space` when it is not a non-empty
+        mapping of names to specs.
+    """
+    if not hasattr(space, "items"):
+        raise TypeError(
+            f"`space` must be a dict of name -> Hyperparameter. Received: space={space!r}"
+        )
+    space = dict(space)
+    if not space:
+        raise ValueError("`space` must name at least one hyperparameter. Received: space={}")
+    for name, spec in space.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"`space` keys must be non-empty strings. Received key: {name!r}"
+            )
+        if not isinstance(spec, Hyperparameter):
+            raise TypeError(
+                f"`space[{name!r}]` must be a Uniform, LogUniform, IntUniform or "
+                f"Choice. Received: {spec!r}"
+            )
+    return space
+
+
+def sample_space(space, rng):
+    """Draws one value per hyperparameter.
+
+    Args:
+        space: a dict of name -> `Hyperparameter`.
+        rng: a `numpy.random.Generator`.
+
+    Returns:
+        A dict of name -> value (Python floats, ints or the choice values).
+
+    Example:
+
+    >>> rng = np.random.default_rng(0)
+    >>> hp = sample_space({"lr": LogUniform(1e-3, 1e-1)}, rng)
+    """
+    return {name: spec.sample(rng) for name, spec in space.items()}
+
+
+def default_rng(seed):
+    """A `numpy.random.Generator` from an int seed, a sequence of ints, or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)

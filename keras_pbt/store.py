@@ -1,0 +1,276 @@
+"""Population stores: where members report, publish snapshots and meet.
+
+Pure Python + NumPy. `PopulationStore` is the interface; `InMemoryStore`
+serves the members of one process (threads). Other stores (the keras-tuner
+oracle, a checkpointed store) implement the same methods.
+"""
+
+import abc
+import dataclasses
+import threading
+import time
+import zlib
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from keras_pbt.selection import Report
+
+
+class BarrierTimeoutError(TimeoutError):
+    """A synchronous boundary waited longer than its timeout for some members."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """An immutable copy of a member's training state at one step.
+
+    Attributes:
+        member: the member id.
+        step: the member's step when the copy was taken.
+        weights: the model's weights (`model.weights` order), read-only arrays.
+        optimizer: the optimizer's variables (`optimizer.variables` order).
+        hparams: the hyperparameters at that step.
+        metric: the member's metric at that step (if known).
+        layout: `(name, shape, dtype)` of every model weight, then of every
+            optimizer variable, used to check that a restore matches.
+    """
+
+    member: Any
+    step: int
+    weights: Tuple[np.ndarray, ...]
+    optimizer: Tuple[np.ndarray, ...]
+    hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: Any = None
+    layout: Tuple = ()
+
+    def __post_init__(self):
+        for a in self.weights + self.optimizer:
+            a.flags.writeable = False
+
+    def checksum(self):
+        """CRC32 over all arrays (to detect torn or corrupted copies)."""
+        crc = 0
+        for a in self.weights + self.optimizer:
+            crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
+        return crc
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in self.weights + self.optimizer)
+
+
+class PopulationStore(abc.ABC):
+    """What members of one population share.
+
+    Every method is safe to call from several threads.
+    """
+
+    seed = 0
+
+    @abc.abstractmethod
+    def register(self, member, hparams=None, exist_ok=False):
+        """Adds `member`, or marks it live again after `leave`.
+
+        Raises:
+            ValueError: if `member` is already live and `exist_ok` is False
+                (two members with one id).
+        """
+
+    @abc.abstractmethod
+    def leave(self, member, reason=""):
+        """Marks `member` as no longer training: barriers stop waiting for it."""
+
+    @abc.abstractmethod
+    def members(self):
+        """All registered member ids, in registration order."""
+
+    @abc.abstractmethod
+    def live_members(self):
+        """Members registered and not left."""
+
+    @abc.abstractmethod
+    def report(self, report):
+        """Records a `Report` (appended to the member's history)."""
+
+    @abc.abstractmethod
+    def histories(self):
+        """dict member -> list of its `Report`s, oldest first (a copy)."""
+
+    @abc.abstractmethod
+    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
+        """Synchronous barrier at boundary `interval`.
+
+        Blocks until every live member has reported for `interval`.
+
+        Args:
+            member: the waiting member (must have reported already).
+            interval: the boundary index.
+            timeout: seconds to wait at most.
+            on_timeout: `"raise"` raises `BarrierTimeoutError` naming the
+                missing members; `"continue"` returns what arrived.
+
+        Returns:
+            The reports for `interval` of the members that arrived.
+        """
+
+    @abc.abstractmethod
+    def publish(self, snapshot):
+        """Makes `snapshot` the latest copyable state of its member."""
+
+    @abc.abstractmethod
+    def snapshot(self, member, min_step=None, timeout=0.0):
+        """The latest `Snapshot` of `member` with `step >= min_step`.
+
+        Waits up to `timeout` seconds for one; returns `None` if none came.
+        """
+
+    @abc.abstractmethod
+    def snapshot_members(self):
+        """Members that have published a snapshot."""
+
+    @abc.abstractmethod
+    def add_lineage(self, record):
+        """Appends a `LineageRecord`."""
+
+    @abc.abstractmethod
+    def lineage(self):
+        """All `LineageRecord`s so far, in the order they were added."""
+
+
+class InMemoryStore(PopulationStore):
+    """A store for members trained in threads of one process.
+
+    Example:
+
+    >>> store = InMemoryStore()
+    >>> store.register(0, {"lr": 0.1})
+    >>> store.report(Report(0, step=10, metric=0.5, interval=1))
+    >>> [r.metric for r in store.histories()[0]]
+    [0.5]
+
+    Args:
+        seed: the population's seed (tie-breaking and explore); every
+            member's callback uses it unless given its own. Defaults to a
+            fresh random seed.
+    """
+
+    def __init__(self, seed=None):
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+        self.seed = seed
+        self._cond = threading.Condition(threading.RLock())
+        self._members = {}  # member -> live flag
+        self._hparams = {}
+        self._history = {}
+        self._snapshots = {}
+        self._lineage = []
+
+    def register(self, member, hparams=None, exist_ok=False):
+        with self._cond:
+            if self._members.get(member) and not exist_ok:
+                raise ValueError(
+                    f"Duplicate member id: member {member!r} is already registered "
+                    "and training in this store. Received: member_id="
+                    f"{member!r}"
+                )
+            self._members[member] = True
+            self._history.setdefault(member, [])
+            if hparams is not None:
+                self._hparams[member] = dict(hparams)
+            self._cond.notify_all()
+
+    def leave(self, member, reason=""):
+        with self._cond:
+            if member in self._members:
+                self._members[member] = False
+            self._cond.notify_all()
+
+    def members(self):
+        with self._cond:
+            return list(self._members)
+
+    def live_members(self):
+        with self._cond:
+            return [m for m, live in self._members.items() if live]
+
+    def report(self, report):
+        if not isinstance(report, Report):
+            raise TypeError(f"`report` must be a Report. Received: {report!r}")
+        with self._cond:
+            if report.member not in self._members:
+                raise KeyError(f"Member {report.member!r} is not registered in this store.")
+            self._history[report.member].append(report)
+            self._hparams[report.member] = dict(report.hparams)
+            self._cond.notify_all()
+
+    def histories(self):
+        with self._cond:
+            return {m: list(h) for m, h in self._history.items()}
+
+    def _at_interval(self, interval):
+        out = {}
+        for m, history in self._history.items():
+            for r in reversed(history):
+                if r.interval == interval:
+                    out[m] = r
+                    break
+                if r.interval < interval:
+                    break
+        return out
+
+    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
+        if on_timeout not in ("raise", "continue"):
+            raise ValueError(
+                f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
+            )
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                arrived = self._at_interval(interval)
+                missing = [m for m, live in self._members.items() if live and m not in arrived]
+                if not missing:
+                    return list(arrived.values())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if on_timeout == "continue":
+                        return list(arrived.values())
+                    raise BarrierTimeoutError(
+                        f"Member {member!r} waited {timeout:g} s at interval {interval} "
+                        f"for members {missing!r}, which did not report. Raise "
+                        "`sync_timeout`, use on_timeout='continue', or check those members."
+                    )
+                self._cond.wait(left)
+
+    def publish(self, snapshot):
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError(f"`snapshot` must be a Snapshot. Received: {snapshot!r}")
+        with self._cond:
+            self._snapshots[snapshot.member] = snapshot
+            self._cond.notify_all()
+
+    def snapshot(self, member, min_step=None, timeout=0.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                snap = self._snapshots.get(member)
+                if snap is not None and (min_step is None or snap.step >= min_step):
+                    return snap
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def snapshot_members(self):
+        with self._cond:
+            return set(self._snapshots)
+
+    def add_lineage(self, record):
+        with self._cond:
+            self._lineage.append(record)
+
+    def lineage(self):
+        with self._cond:
+            return list(self._lineage)

@@ -1,0 +1,23 @@
+from setuptools import find_packages
+from setuptools import setup
+
+setup(
+    name="keras-pbt",
+    version="0.1.0",
+    description="Population-Based Training for Keras 3 on TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["keras_pbt", "keras_pbt.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "keras-tuner>=1.4",
+        "tensorboard>=2.16",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn"],
+        "examples": ["scikit-learn"],
+    },
+)
