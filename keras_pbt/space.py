@@ -84,7 +84,13 @@ class _Bounded(Hyperparameter):
         self.high = high
 
     def clip(self, value):
-        return float(min(max(float(value), self.low), self.high))
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError(
+                f"{type(self).__name__} cannot clip NaN into [{self.low}, {self.high}]. "
+                f"Received: value={value!r}"
+            )
+        return float(min(max(value, self.low), self.high))
 
     def perturb(self, value, factor, rng):
         new = self.clip(float(value) * factor)
@@ -130,7 +136,8 @@ class LogUniform(_Bounded):
     _log = True
 
     def sample(self, rng):
-        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        # exp(log(x)) can round 1 ulp outside [low, high]: clip.
+        return self.clip(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
 
 
 class IntUniform(Hyperparameter):
@@ -172,7 +179,10 @@ class IntUniform(Hyperparameter):
         value = int(value)
         raw = int(round(value * factor))
         if raw == value and factor != 1:
-            raw = value + (1 if factor > 1 else -1)
+            # One unit in the direction that multiplying moves the value
+            # (away from zero for factor > 1; 0 moves up for factor > 1).
+            step = 1 if factor > 1 else -1
+            raw = value + (-step if value < 0 else step)
         new = self.clip(raw)
         return new, _factor_op(factor, new != raw)
 
