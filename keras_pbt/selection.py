@@ -122,7 +122,9 @@ def quantile_count(n, quantile):
     >>> [quantile_count(n, 0.2) for n in (1, 2, 3, 5, 10)]
     [0, 1, 1, 1, 2]
     """
-    return min(math.ceil(n * quantile - 1e-9), n // 2)
+    # The tolerance absorbs float error (10 * 0.3 == 3.0000000000000004 -> 3);
+    # `max(1, ...)` keeps a tiny positive quantile from rounding to no member.
+    return min(max(1, math.ceil(n * quantile - 1e-9)), n // 2)
 
 
 def check_quantile(quantile):
