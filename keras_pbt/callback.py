@@ -236,18 +236,25 @@ class PBTCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._epochs_done += 1
         self.epochs += 1
-        if self.interval_epochs is None or self._epochs_done % self.interval_epochs:
+        if self.interval_epochs is None or self.epochs % self.interval_epochs:
             return
         self._boundary(logs or {}, last=self._is_last_epoch(epoch))
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.interval_steps is not None:
+            self._sync_steps()  # one read per epoch; batches are counted in Python
+            self._epoch_base = self.steps
+
     def _on_train_batch_end(self, batch, logs=None):
-        steps = self._steps_at_mark + (self._read_iterations() - self._iterations_mark)
+        # Only installed for step intervals: an int compare per step.
+        steps = self._epoch_base + batch + 1
         if steps < self._next_step_boundary:
             return
         total = self._total_steps()
         self._boundary(logs or {}, last=total is not None and steps >= total)
 
     def on_train_end(self, logs=None):
+        self._sync_steps()
         if self._writer is not None:
             self._writer.flush()
         self.store.leave(self.member_id, reason="finished")

@@ -119,13 +119,17 @@ class HyperparameterApplier:
             raise ValueError("The model has no optimizer: compile it before training with PBT.")
         self.model = model
         self.optimizer = _inner_optimizer(model.optimizer)
+        if not model.optimizer.built and model.built:
+            # Keras may build the optimizer only at the first step; build it
+            # now so slots exist (and snapshots match) from the start.
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         setters = dict(setters or {})
         self._setters = {}
         for name in names:
             self._setters[name] = self._resolve(name, setters.get(name))
-        if "momentum" in self._setters and isinstance(
-            self._setters["momentum"], _OptimizerAttrSetter
-        ):
+        self._tunes_momentum = isinstance(self._setters.get("momentum"), _OptimizerAttrSetter)
+        if self._tunes_momentum:
             self._ensure_momentum_slots()
         self._current = {}
 
@@ -202,6 +206,8 @@ class HyperparameterApplier:
         model's train function is rebuilt once, so the very next step uses it.
         """
         retrace = False
+        if self._tunes_momentum:
+            self._ensure_momentum_slots()  # the optimizer may have been built since
         for name, value in values.items():
             setter = self._setters.get(name)
             if setter is None:

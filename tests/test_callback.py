@@ -1,0 +1,316 @@
+"""PBTCallback inside real `model.fit` calls (tiny models, CPU, threads)."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_pbt
+from keras_pbt.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
+from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, mlp, one_weight_model
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Placed after the PBTCallback: records state right after each boundary."""
+
+    def __init__(self, pbt):
+        super().__init__()
+        self.pbt = pbt
+        self.after_boundary = []  # (decision, weights, optimizer variables)
+        self.batch_weights = []  # kernel after every step
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.after_boundary.append((
+            self.pbt.last_decision,
+            [v.numpy().copy() for v in self.model.weights],
+            [v.numpy().copy() for v in self.model.optimizer.variables],
+            float(self.model.optimizer.learning_rate.numpy()),
+            getattr(self.model.optimizer, "momentum", None),
+        ))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_weights.append(float(self.model.weights[0].numpy()[0, 0]))
+
+
+def _sgd_reference(w, m, lr, momentum, xs, ys):
+    out = []
+    for x, y in zip(xs[:, 0], ys[:, 0]):
+        g = 2.0 * (w * x - y) * x
+        m = m * momentum - g * lr
+        w = w + m
+        out.append(w)
+    return np.array(out)
+
+
+def test_exploit_copies_snapshot_and_next_step_uses_new_hparams():
+    store = keras_pbt.InMemoryStore(seed=1)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0), "momentum": keras_pbt.Uniform(0.0, 0.99)}
+    new = {"learning_rate": 0.03, "momentum": 0.8}
+    winner = one_weight_model(keras.optimizers.SGD(0.05, momentum=0.5))
+    loser = one_weight_model(keras.optimizers.SGD(1e-3, momentum=0.0))
+    cbs = [
+        keras_pbt.PBTCallback(store, name, space, monitor="loss", synchronous=True,
+                              explore_fn=lambda hp, rng: dict(new), sync_timeout=60)
+        for name in ("winner", "loser")
+    ]
+    recorders = [_Recorder(cb) for cb in cbs]
+    kw = dict(x=X1, y=Y1, batch_size=1, epochs=2, shuffle=False, verbose=0)
+    errors = fit_in_threads([
+        (winner, dict(kw, callbacks=[cbs[0], recorders[0]])),
+        (loser, dict(kw, callbacks=[cbs[1], recorders[1]])),
+    ])
+    assert errors == [None, None]
+
+    decision, weights, opt_vars, lr, momentum = recorders[1].after_boundary[0]
+    assert decision.action == "exploit" and decision.parent == "winner"
+    snap = store.snapshot("winner")
+    assert snap.step == 8
+    # Weights and every optimizer variable (momentum slot, iteration count)
+    # equal the winner's snapshot exactly; the learning rate is the new one.
+    for got, want in zip(weights, snap.weights):
+        np.testing.assert_array_equal(got, want)
+    names = [v.name for v in loser.optimizer.variables]
+    for name, got, want in zip(names, opt_vars, snap.optimizer):
+        if name == "learning_rate":
+            assert got == pytest.approx(0.03)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    assert (lr, momentum) == (pytest.approx(0.03), 0.8)
+    # The very next steps use the new values from the copied state.
+    w_snap = float(snap.weights[0][0, 0])
+    m_snap = float(snap.optimizer[names.index(next(n for n in names if n.endswith("momentum")))][0, 0])
+    got_epoch2 = np.array(recorders[1].batch_weights[8:])
+    np.testing.assert_allclose(got_epoch2, _sgd_reference(w_snap, m_snap, 0.03, 0.8, X1, Y1), rtol=1e-5)
+    stale = _sgd_reference(w_snap, m_snap, 0.05, 0.5, X1, Y1)
+    assert abs(got_epoch2[0] - stale[0]) > 1e-4
+    # Lineage: init for both, the exploit with ops, keeps at the last epoch.
+    records = store.lineage()
+    exploit = [r for r in records if r.action == "exploit"]
+    assert len(exploit) == 1
+    assert exploit[0].parent == "winner" and exploit[0].parent_step == 8
+    assert exploit[0].hparams == new and exploit[0].ops == {"learning_rate": "custom", "momentum": "custom"}
+    assert exploit[0].hparams_before["learning_rate"] == pytest.approx(1e-3)
+    assert sorted(r.action for r in records) == ["exploit", "init", "init", "keep", "keep", "keep"]
+
+
+def test_reset_optimizer_state_instead_of_copying():
+    store = keras_pbt.InMemoryStore(seed=1)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    models = [
+        one_weight_model(keras.optimizers.Adam(0.05)),
+        one_weight_model(keras.optimizers.Adam(1e-3)),
+    ]
+    cbs = [
+        keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True,
+                              copy_optimizer_state=False, sync_timeout=60)
+        for i in range(2)
+    ]
+    recorder = _Recorder(cbs[1])
+    kw = dict(x=X1, y=Y1, batch_size=1, epochs=2, shuffle=False, verbose=0)
+    assert fit_in_threads([
+        (models[0], dict(kw, callbacks=[cbs[0]])),
+        (models[1], dict(kw, callbacks=[cbs[1], recorder])),
+    ]) == [None, None]
+    decision, weights, opt_vars, _, _ = recorder.after_boundary[0]
+    assert decision.action == "exploit"
+    np.testing.assert_array_equal(weights[0], store.snapshot(0).weights[0])
+    names = [v.name for v in models[1].optimizer.variables]
+    for name, value in zip(names, opt_vars):
+        if name != "learning_rate":
+            assert not np.any(value), f"{name} should be reset to zero"
+
+
+def test_only_step_intervals_hook_batches():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    by_epoch = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_epochs=2)
+    by_step = keras_pbt.PBTCallback(store, 1, space, monitor="loss", interval_steps=3)
+    default = keras.callbacks.Callback.on_train_batch_end
+    assert by_epoch.on_train_batch_end.__func__ is default
+    assert by_step.on_train_batch_end.__func__ is not default
+    # Keras decides asynchronous batch dispatch from the same fact.
+    assert keras.callbacks.CallbackList([by_step])._async_train is False
+
+
+def test_step_interval_and_burn_in_boundaries():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_steps=3, burn_in=6)
+    model = one_weight_model(keras.optimizers.SGD(0.01))
+    model.fit(X1, Y1, batch_size=1, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
+    steps = [r.step for r in store.histories()[0]]
+    assert steps == [3, 6, 9, 12, 15, 18, 21, 24]
+    reasons = {r.step: r.reason for r in store.lineage() if r.action == "keep"}
+    assert reasons[3] == reasons[6] == "burn-in"
+    assert reasons[9] == "selection kept it"
+    assert reasons[24] == "end of training"
+
+
+def test_epoch_interval_counts_epochs_across_fit_calls():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_epochs=2)
+    model = one_weight_model(keras.optimizers.SGD(0.01))
+    model.fit(X1, Y1, batch_size=4, epochs=3, verbose=0, callbacks=[cb])
+    model.fit(X1, Y1, batch_size=4, epochs=3, verbose=0, callbacks=[cb])
+    assert [r.step for r in store.histories()[0]] == [4, 8, 12]
+    assert [r.interval for r in store.histories()[0]] == [1, 2, 3]
+    assert sum(r.action == "init" for r in store.lineage()) == 1
+
+
+def test_missing_monitor_lists_available_keys():
+    store = keras_pbt.InMemoryStore(seed=0)
+    cb = keras_pbt.PBTCallback(store, 0, {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)},
+                               monitor="val_accuracy")
+    model = one_weight_model(keras.optimizers.SGD(0.01))
+    with pytest.raises(ValueError, match=r"`val_accuracy`.*Available keys: \['loss'\].*validation_data"):
+        model.fit(X1, Y1, epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_synchronous_barrier_timeout_names_missing_member():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    cb = keras_pbt.PBTCallback(store, "a", space, monitor="loss", synchronous=True, sync_timeout=0.5)
+    keras_pbt.PBTCallback(store, "never-trains", space, monitor="loss", hparams={"learning_rate": 0.1})
+    model = one_weight_model(keras.optimizers.SGD(0.01))
+    with pytest.raises(keras_pbt.BarrierTimeoutError, match="never-trains"):
+        model.fit(X1, Y1, epochs=2, verbose=0, callbacks=[cb])
+
+
+def test_constructor_rejects_bad_arguments():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    bad = [
+        (dict(interval_epochs=0), "interval_epochs=0"),
+        (dict(interval_steps=-3), "interval_steps=-3"),
+        (dict(interval_epochs=1, interval_steps=5), "interval_steps=5"),
+        (dict(mode="maximum"), "mode='maximum'"),
+        (dict(quantile=0.7), "quantile=0.7"),
+        (dict(factors=(0.8, -1.2)), "factors="),
+        (dict(burn_in=-1), "burn_in=-1"),
+        (dict(sync_timeout=0), "sync_timeout=0"),
+        (dict(hparams={"lr": 0.1}), "unknown: \\['lr'\\]"),
+    ]
+    for i, (kwargs, message) in enumerate(bad):
+        with pytest.raises((ValueError, TypeError), match=message):
+            keras_pbt.PBTCallback(store, f"m{i}", space, monitor="loss", **kwargs)
+    with pytest.raises(TypeError, match="store"):
+        keras_pbt.PBTCallback({}, 0, space)
+    keras_pbt.PBTCallback(store, "dup", space, monitor="loss")
+    with pytest.raises(ValueError, match="Duplicate member id"):
+        keras_pbt.PBTCallback(store, "dup", space, monitor="loss")
+
+
+def test_members_with_different_architectures_fail_clearly():
+    store = keras_pbt.InMemoryStore(seed=0)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
+    x, y = blobs(64)
+    good, other = mlp(0, keras.optimizers.SGD(0.1)), mlp(1, keras.optimizers.SGD(1e-3), units=4)
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, sync_timeout=60)
+           for i in range(2)]
+    kw = dict(x=x, y=y, epochs=2, batch_size=16, verbose=0)
+    errors = fit_in_threads([(good, dict(kw, callbacks=[cbs[0]])), (other, dict(kw, callbacks=[cbs[1]]))])
+    assert errors[0] is None
+    assert isinstance(errors[1], ValueError) and "Cannot copy member 0's state" in str(errors[1])
+
+
+def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
+    store = keras_pbt.InMemoryStore(seed=3)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0), "momentum": keras_pbt.Uniform(0.0, 0.9)}
+    x, y = blobs(120)
+    jobs, cbs = [], []
+    for i, lr in enumerate([0.2, 0.05, 1e-3]):
+        cb = keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True,
+                                   logdir=str(tmp_path), quantile=0.34, sync_timeout=60)
+        cbs.append(cb)
+        jobs.append((mlp(i, keras.optimizers.SGD(lr, momentum=0.5)),
+                     dict(x=x, y=y, epochs=4, batch_size=30, verbose=0, callbacks=[cb])))
+    assert fit_in_threads(jobs) == [None] * 3
+    assert sorted(os.listdir(tmp_path)) == ["member_0", "member_1", "member_2"]
+    written = []
+    for i in range(3):
+        scalars, plugin_records = {}, []
+        for path in glob.glob(str(tmp_path / f"member_{i}" / "events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
+                        assert value.tag == LINEAGE_TAG
+                        assert value.metadata.data_class == 2  # DATA_CLASS_TENSOR
+                        text = tf.make_ndarray(value.tensor).item()
+                        plugin_records += loads(text)
+                    else:
+                        scalars.setdefault(value.tag, []).append(event.step)
+        assert scalars["pbt/loss"] == [4, 8, 12, 16]
+        assert scalars["pbt/hparams/learning_rate"] == [0, 4, 8, 12, 16]
+        assert scalars["pbt/hparams/momentum"] == [0, 4, 8, 12, 16]
+        assert [r.action for r in plugin_records][0] == "init"
+        written += plugin_records
+    key = lambda r: (str(r.member), r.step, r.action)  # noqa: E731
+    assert sorted(map(key, written)) == sorted(map(key, store.lineage()))
+    assert sum(r.action == "exploit" for r in written) == sum(cb.exploits for cb in cbs) > 0
+
+
+class _ToyModel(keras.Model):
+    """The PBT paper's toy problem (Jaderberg et al. 2017, Fig. 2).
+
+    theta starts at (0.9, 0.9); the true objective is
+    Q = 1.2 - (theta0^2 + theta1^2); the member ascends the surrogate
+    1.2 - (h0 theta0^2 + h1 theta1^2), h being its hyperparameters (here
+    loss weights held in keras.Variables).
+    """
+
+    def __init__(self, h):
+        super().__init__()
+        self.theta = self.add_weight(shape=(2,), initializer=keras.initializers.Constant(0.9), name="theta")
+        self.h0 = keras.Variable(float(h[0]), trainable=False, name="h0")
+        self.h1 = keras.Variable(float(h[1]), trainable=False, name="h1")
+
+    def call(self, x):
+        return x
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            surrogate = 1.2 - (self.h0 * self.theta[0] ** 2 + self.h1 * self.theta[1] ** 2)
+            loss = -surrogate
+        grads = tape.gradient(loss, [self.theta])
+        self.optimizer.apply(grads, [self.theta])
+        return {"Q": 1.2 - tf.reduce_sum(self.theta**2)}
+
+
+def _toy_q(h, pbt, steps=200, interval=4):
+    x = np.zeros((interval, 1), "float32")
+    space = {"h0": keras_pbt.Uniform(0.0, 1.0), "h1": keras_pbt.Uniform(0.0, 1.0)}
+
+    def gaussian_explore(hp, rng):
+        # The paper's explore: Gaussian noise on h (reflected at 0, so a
+        # zero weight can become positive; the space clips at 1).
+        return {k: abs(v + rng.normal(0, 0.2)) for k, v in hp.items()}
+
+    models = [_ToyModel(hi) for hi in h]
+    for i, m in enumerate(models):
+        m.compile(keras.optimizers.SGD(0.05 + 0.01 * i))
+    if not pbt:
+        for m in models:
+            m.fit(x, epochs=steps // interval, batch_size=1, verbose=0)
+        return [1.2 - float(np.sum(m.theta.numpy() ** 2)) for m in models]
+    store = keras_pbt.InMemoryStore(seed=0)
+    jobs = []
+    for i, m in enumerate(models):
+        cb = keras_pbt.PBTCallback(
+            store, i, space, monitor="Q", mode="max", synchronous=True, explore_fn=gaussian_explore,
+            setters={"h0": m.h0, "h1": m.h1}, quantile=0.5, sync_timeout=60,
+        )
+        jobs.append((m, dict(x=x, epochs=steps // interval, batch_size=1, verbose=0, callbacks=[cb])))
+    assert fit_in_threads(jobs) == [None, None]
+    return [1.2 - float(np.sum(m.theta.numpy() ** 2)) for m in models]
+
+
+def test_paper_toy_example():
+    h = [(1.0, 0.0), (0.0, 1.0)]
+    alone = _toy_q(h, pbt=False)
+    assert all(q < 0.4 for q in alone), alone
+    with_pbt = _toy_q(h, pbt=True)
+    assert all(q >= 1.19 for q in with_pbt), with_pbt
