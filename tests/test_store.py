@@ -1,0 +1,432 @@
+"""InMemoryStore: membership, reports, barriers, snapshots, lineage, threads."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from keras_pbt.lineage import LineageRecord
+from keras_pbt.selection import Report
+from keras_pbt.store import BarrierTimeoutError
+from keras_pbt.store import InMemoryStore
+from keras_pbt.store import PopulationStore
+from keras_pbt.store import Snapshot
+
+
+def make_snapshot(member, step, sizes=(3, 5), metric=None):
+    """A snapshot whose every element equals `step`; its creation-time CRC in hparams."""
+    weights = tuple(np.full(n, step, dtype=np.float32) for n in sizes)
+    optimizer = (np.array(step, dtype=np.int64), np.full((2, 2), step, dtype=np.float64))
+    snap = Snapshot(member, step, weights, optimizer, hparams={}, metric=metric)
+    snap.hparams["crc"] = snap.checksum()
+    return snap
+
+
+def verify_snapshot(snap):
+    assert snap.checksum() == snap.hparams["crc"], "checksum changed"
+    for a in snap.weights + snap.optimizer:
+        assert not a.flags.writeable
+        assert np.all(a == snap.step), "torn snapshot: arrays from another step"
+
+
+def run_threads(targets, timeout=30):
+    errors = []
+
+    def wrap(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(e)
+        return run
+
+    threads = [threading.Thread(target=wrap(t), daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "thread hung"
+    if errors:
+        raise errors[0]
+
+
+# --- construction / membership ----------------------------------------------
+
+
+def test_is_a_population_store_and_seed():
+    store = InMemoryStore(seed=5)
+    assert isinstance(store, PopulationStore) and store.seed == 5
+    assert isinstance(InMemoryStore().seed, int)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"`seed`.*seed={bad!r}"):
+            InMemoryStore(seed=bad)
+
+
+def test_abstract_interface_cannot_be_instantiated():
+    with pytest.raises(TypeError):
+        PopulationStore()
+
+
+def test_register_duplicate_leave_and_rejoin():
+    store = InMemoryStore(seed=0)
+    store.register(0, {"lr": 0.1})
+    store.register("b")
+    assert store.members() == [0, "b"] and store.live_members() == [0, "b"]
+    with pytest.raises(ValueError, match=r"Duplicate member id.*member_id=0"):
+        store.register(0)
+    store.register(0, exist_ok=True)
+    assert store.members() == [0, "b"]
+    store.leave(0, reason="done")
+    assert store.members() == [0, "b"] and store.live_members() == ["b"]
+    store.register(0)  # may come back after leaving
+    assert store.live_members() == [0, "b"]
+    store.leave("never-registered")  # a no-op
+    assert store.members() == [0, "b"]
+
+
+def test_report_errors_and_history():
+    store = InMemoryStore(seed=0)
+    with pytest.raises(KeyError, match="not registered"):
+        store.report(Report(7, 10, 0.5))
+    store.register(7)
+    with pytest.raises(TypeError, match="must be a Report"):
+        store.report({"member": 7, "step": 10, "metric": 0.5})
+    assert store.histories() == {7: []}
+    store.report(Report(7, 10, 0.5, {"lr": 0.1}, interval=1))
+    store.report(Report(7, 20, 0.6, {"lr": 0.2}, interval=2))
+    assert [r.step for r in store.histories()[7]] == [10, 20]
+
+
+def test_histories_is_a_copy():
+    store = InMemoryStore(seed=0)
+    store.register(0)
+    store.report(Report(0, 10, 0.5, interval=1))
+    h = store.histories()
+    h[0].append(Report(0, 99, 0.0))
+    h[1] = []
+    del h[0][0]
+    assert [r.step for r in store.histories()[0]] == [10]
+    assert list(store.histories()) == [0]
+
+
+# --- barrier ----------------------------------------------------------------
+
+
+def test_wait_for_interval_returns_when_all_live_members_arrived():
+    store = InMemoryStore(seed=0)
+    n = 4
+    for m in range(n):
+        store.register(m)
+    results = {}
+
+    def member(m):
+        def run():
+            time.sleep(0.02 * m)
+            store.report(Report(m, 10, 0.1 * m, interval=1))
+            results[m] = store.wait_for_interval(m, 1, timeout=10)
+        return run
+
+    start = time.monotonic()
+    run_threads([member(m) for m in range(n)])
+    assert time.monotonic() - start < 5
+    for m in range(n):
+        assert sorted(r.member for r in results[m]) == list(range(n))
+        assert all(r.interval == 1 for r in results[m])
+
+
+def test_wait_for_interval_timeout_names_missing_members():
+    store = InMemoryStore(seed=0)
+    for m in ("a", "b", "c"):
+        store.register(m)
+    store.report(Report("a", 10, 0.5, interval=1))
+    start = time.monotonic()
+    with pytest.raises(BarrierTimeoutError, match=r"\['b', 'c'\]") as info:
+        store.wait_for_interval("a", 1, timeout=0.2)
+    assert 0.15 < time.monotonic() - start < 5
+    assert isinstance(info.value, TimeoutError)
+    assert "'a'" in str(info.value) and "interval 1" in str(info.value)
+
+
+def test_wait_for_interval_continue_returns_partial():
+    store = InMemoryStore(seed=0)
+    for m in range(3):
+        store.register(m)
+    store.report(Report(0, 10, 0.5, interval=1))
+    store.report(Report(2, 10, 0.7, interval=1))
+    got = store.wait_for_interval(0, 1, timeout=0.05, on_timeout="continue")
+    assert sorted(r.member for r in got) == [0, 2]
+    with pytest.raises(ValueError, match=r"`on_timeout`.*on_timeout='ignore'"):
+        store.wait_for_interval(0, 1, timeout=0.05, on_timeout="ignore")
+
+
+def test_leaving_member_releases_the_barrier():
+    store = InMemoryStore(seed=0)
+    for m in range(3):
+        store.register(m)
+    store.report(Report(0, 10, 0.5, interval=1))
+    store.report(Report(1, 10, 0.5, interval=1))
+    got = {}
+
+    def waiter():
+        got["reports"] = store.wait_for_interval(0, 1, timeout=10)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    start = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    assert t.is_alive()
+    store.leave(2, reason="crashed")
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - start < 5
+    assert sorted(r.member for r in got["reports"]) == [0, 1]
+
+
+def test_barrier_picks_each_members_report_for_that_interval():
+    store = InMemoryStore(seed=0)
+    for m in range(2):
+        store.register(m)
+    for i in (1, 2, 3):  # member 0 is ahead
+        store.report(Report(0, 10 * i, float(i), interval=i))
+    store.report(Report(1, 10, 0.1, interval=1))
+    got = {r.member: r for r in store.wait_for_interval(1, 1, timeout=1)}
+    assert got[0].interval == 1 and got[0].step == 10 and got[1].interval == 1
+    partial = store.wait_for_interval(0, 2, timeout=0.01, on_timeout="continue")
+    assert [(r.member, r.interval) for r in partial] == [(0, 2)]
+
+
+def test_left_members_reports_still_count():
+    store = InMemoryStore(seed=0)
+    for m in range(2):
+        store.register(m)
+    store.report(Report(1, 10, 0.9, interval=1))
+    store.leave(1)
+    store.report(Report(0, 10, 0.1, interval=1))
+    assert sorted(r.member for r in store.wait_for_interval(0, 1, timeout=1)) == [0, 1]
+
+
+def test_many_synchronous_boundaries_under_threads():
+    store = InMemoryStore(seed=0)
+    n, intervals = 8, 40
+    for m in range(n):
+        store.register(m)
+    seen = {m: [] for m in range(n)}
+
+    def member(m):
+        def run():
+            rng = np.random.default_rng(m)
+            for i in range(1, intervals + 1):
+                if rng.random() < 0.3:
+                    time.sleep(0.0005)
+                store.report(Report(m, 10 * i, float(rng.random()), interval=i))
+                arrived = store.wait_for_interval(m, i, timeout=10)
+                seen[m].append(sorted((r.member, r.interval) for r in arrived))
+        return run
+
+    run_threads([member(m) for m in range(n)])
+    for m in range(n):
+        assert seen[m] == [[(k, i) for k in range(n)] for i in range(1, intervals + 1)]
+
+
+# --- snapshots --------------------------------------------------------------
+
+
+def test_snapshot_arrays_are_read_only():
+    snap = make_snapshot(0, 5)
+    for a in snap.weights + snap.optimizer:
+        with pytest.raises(ValueError):
+            a[...] = 0
+    with pytest.raises(Exception):
+        snap.step = 6
+    verify_snapshot(snap)
+
+
+def test_snapshot_checksum_and_nbytes():
+    a = make_snapshot(0, 5)
+    b = make_snapshot(1, 5)
+    assert a.checksum() == b.checksum()  # same data, same CRC
+    assert make_snapshot(0, 6).checksum() != a.checksum()
+    w = [np.full(3, 5, np.float32), np.full(5, 5, np.float32)]
+    w[1][2] = 5.0000005  # one element differs
+    c = Snapshot(0, 5, tuple(w), a.optimizer)
+    assert c.checksum() != a.checksum()
+    swapped = Snapshot(0, 5, a.optimizer, a.weights)  # order matters
+    assert swapped.checksum() != a.checksum()
+    assert a.nbytes == (3 + 5) * 4 + 8 + 4 * 8
+    empty = Snapshot(0, 0, (), ())
+    assert empty.checksum() == 0 and empty.nbytes == 0
+    scalar = Snapshot(0, 0, (np.array(3.0, np.float32),), ())
+    assert scalar.checksum() != Snapshot(0, 0, (np.array(4.0, np.float32),), ()).checksum()
+
+
+def test_publish_and_snapshot():
+    store = InMemoryStore(seed=0)
+    store.register(0)
+    assert store.snapshot(0) is None and store.snapshot_members() == set()
+    with pytest.raises(TypeError, match="must be a Snapshot"):
+        store.publish({"member": 0})
+    s5 = make_snapshot(0, 5)
+    store.publish(s5)
+    assert store.snapshot(0) is s5 and store.snapshot(0, min_step=5) is s5
+    assert store.snapshot(0, min_step=6) is None
+    s9 = make_snapshot(0, 9)
+    store.publish(s9)
+    assert store.snapshot(0) is s9 and store.snapshot_members() == {0}
+    assert store.snapshot("nobody", timeout=0.01) is None
+
+
+def test_snapshot_waits_for_min_step():
+    store = InMemoryStore(seed=0)
+    store.register(0)
+    store.publish(make_snapshot(0, 5))
+
+    def publisher():
+        time.sleep(0.05)
+        store.publish(make_snapshot(0, 8))
+        time.sleep(0.05)
+        store.publish(make_snapshot(0, 10))
+
+    t = threading.Thread(target=publisher, daemon=True)
+    start = time.monotonic()
+    t.start()
+    snap = store.snapshot(0, min_step=10, timeout=5)
+    t.join(5)
+    assert snap is not None and snap.step == 10 and time.monotonic() - start < 4
+    verify_snapshot(snap)
+
+
+def test_snapshot_timeout_returns_none():
+    store = InMemoryStore(seed=0)
+    store.register(0)
+    store.publish(make_snapshot(0, 5))
+    start = time.monotonic()
+    assert store.snapshot(0, min_step=6, timeout=0.15) is None
+    assert 0.1 < time.monotonic() - start < 5
+
+
+# --- lineage ----------------------------------------------------------------
+
+
+def test_lineage_order_and_copy():
+    store = InMemoryStore(seed=0)
+    recs = [LineageRecord(member=m, step=0, action="init", hparams={}) for m in range(3)]
+    for r in recs:
+        store.add_lineage(r)
+    got = store.lineage()
+    assert got == recs
+    got.clear()
+    assert store.lineage() == recs
+
+
+# --- concurrency ------------------------------------------------------------
+
+
+def check_final_state(store, expected_steps, expected_lineage):
+    histories = store.histories()
+    for m, steps in expected_steps.items():
+        assert [r.step for r in histories[m]] == steps
+        assert all(r.member == m for r in histories[m])
+    lineage = store.lineage()
+    assert len(lineage) == sum(expected_lineage.values())
+    for m, count in expected_lineage.items():
+        mine = [r.step for r in lineage if r.member == m]
+        assert mine == list(range(count))  # each member's records in its own order
+    for m in store.snapshot_members():
+        verify_snapshot(store.snapshot(m))
+
+
+def run_member(store, m, ops, n_members, barrier):
+    """Runs `ops` for member `m`; returns (report steps, lineage count)."""
+    steps, lineage_count, published = [], 0, 0
+    barrier.wait()
+    for i, op in enumerate(ops):
+        if op == "report":
+            step = len(steps) + 1
+            store.report(Report(m, step, float(i), {"i": i}, interval=step))
+            steps.append(step)
+        elif op == "publish":
+            published += 1
+            store.publish(make_snapshot(m, published, sizes=(16, 3)))
+        elif op == "snapshot":
+            other = (m + i) % n_members
+            snap = store.snapshot(other)
+            if snap is not None:
+                assert snap.member == other
+                verify_snapshot(snap)
+        elif op == "lineage":
+            store.add_lineage(
+                LineageRecord(member=m, step=lineage_count, action="keep", hparams={"i": i})
+            )
+            lineage_count += 1
+        elif op == "histories":
+            for member, history in store.histories().items():
+                got = [r.step for r in history]
+                assert got == list(range(1, len(got) + 1)), (member, got)
+    return steps, lineage_count
+
+
+OPS = ["report", "publish", "snapshot", "lineage", "histories"]
+
+
+def test_sixteen_threads_thousand_ops():
+    n, per_thread = 16, 1000
+    store = InMemoryStore(seed=0)
+    for m in range(n):
+        store.register(m)
+    barrier = threading.Barrier(n)
+    results = {}
+
+    def member(m):
+        def run():
+            rng = np.random.default_rng(m)
+            # histories copies every list: O(total reports) per call.
+            ops = rng.choice(OPS, size=per_thread, p=[0.25, 0.2, 0.25, 0.15, 0.15])
+            results[m] = run_member(store, m, list(ops), n, barrier)
+        return run
+
+    start = time.monotonic()
+    run_threads([member(m) for m in range(n)], timeout=60)
+    assert time.monotonic() - start < 30
+    expected_steps = {m: results[m][0] for m in range(n)}
+    assert all(len(s) > 200 for s in expected_steps.values())  # exact counts checked below
+    check_final_state(store, expected_steps, {m: results[m][1] for m in range(n)})
+    assert store.snapshot_members() == set(range(n))
+
+
+@given(
+    plans=st.lists(
+        st.lists(st.sampled_from(OPS), min_size=0, max_size=40), min_size=2, max_size=6
+    ),
+    switch=st.sampled_from([1e-6, 1e-5, 5e-3]),
+)
+@settings(max_examples=60, deadline=None)
+def test_random_interleavings(plans, switch):
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(switch)  # vary how often threads are preempted
+    try:
+        n = len(plans)
+        store = InMemoryStore(seed=0)
+        for m in range(n):
+            store.register(m)
+        barrier = threading.Barrier(n)
+        results = {}
+
+        def member(m):
+            def run():
+                results[m] = run_member(store, m, plans[m], n, barrier)
+            return run
+
+        run_threads([member(m) for m in range(n)], timeout=30)
+    finally:
+        sys.setswitchinterval(old)
+    expected_steps = {m: list(range(1, plans[m].count("report") + 1)) for m in range(n)}
+    assert {m: results[m][0] for m in range(n)} == expected_steps
+    check_final_state(store, expected_steps, {m: plans[m].count("lineage") for m in range(n)})
+    assert store.snapshot_members() == {m for m in range(n) if "publish" in plans[m]}
+    for m in store.snapshot_members():
+        assert store.snapshot(m).step == plans[m].count("publish")  # the latest one
