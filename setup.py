@@ -8,7 +8,17 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["keras_pbt", "keras_pbt.*"]),
+    packages=find_packages(include=["keras_pbt", "keras_pbt.*"])
+    + find_packages(where="tensorboard_plugin", include=["keras_pbt_tensorboard"]),
+    # The TensorBoard plugin lives under tensorboard_plugin/ (layout fixed by
+    # the user) and ships its front end as package data.
+    package_dir={"keras_pbt_tensorboard": "tensorboard_plugin/keras_pbt_tensorboard"},
+    package_data={"keras_pbt_tensorboard": ["static/*"]},
+    entry_points={
+        "tensorboard_plugins": [
+            "pbt_lineage = keras_pbt_tensorboard.plugin:PBTLineageLoader",
+        ],
+    },
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.0",
@@ -17,7 +27,8 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn", "playwright"],
+        "browser": ["playwright"],
         "examples": ["scikit-learn"],
     },
 )

@@ -1,0 +1,317 @@
+"""The **PBT lineage** TensorBoard plugin: family tree, schedules, population.
+
+Reads the lineage records that `keras_pbt.summary.MemberSummaryWriter` writes
+(tag `pbt_lineage`, one JSON string tensor per boundary) through
+`context.data_provider`, never the deprecated multiplexer, and serves them to
+an ES module front end (`static/index.js`) inside TensorBoard's plugin iframe.
+
+Routes (under `data/plugin/pbt_lineage/`):
+    `/index.js`        the front end module.
+    `/static/<file>`   other shipped front-end files; only files that exist in
+                       `static/` are served (no path traversal).
+    `/experiments`     the populations in the logdir: runs grouped by their
+                       parent directory.
+    `/lineage?experiment=<name>`  the parsed records of one population, and
+                       the errors met reading them.
+"""
+
+import json
+import os
+import posixpath
+
+import werkzeug
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+# The record format lives in the library; importing it does not import TF.
+from keras_pbt import lineage as lineage_lib
+
+PLUGIN_NAME = lineage_lib.PLUGIN_NAME
+LINEAGE_TAG = lineage_lib.LINEAGE_TAG
+# Version of the plugin metadata content (`{"version": 1}`) this plugin reads.
+METADATA_VERSION = lineage_lib.LINEAGE_VERSION
+# Version of this plugin's JSON API, sent with every answer.
+API_VERSION = 1
+# The experiment name of runs directly under the logdir.
+ROOT_EXPERIMENT = "."
+# Read at most this many tensors per run (one per boundary).
+_MAX_TENSORS_PER_RUN = 1_000_000
+
+_STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+_CONTENT_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+
+def experiment_of(run):
+    """The population a run belongs to: its parent directory (`"."` at the root)."""
+    parent = posixpath.dirname(run.replace("\\", "/"))
+    return parent or ROOT_EXPERIMENT
+
+
+def _static_files():
+    """Relative POSIX paths of every file shipped in `static/`."""
+    found = {}
+    for dirpath, _, filenames in os.walk(_STATIC_DIR):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, _STATIC_DIR).replace(os.sep, "/")
+            found[rel] = full
+    return found
+
+
+def _check_record(record):
+    """Rejects records the front end could not draw; returns the record."""
+    if isinstance(record.member, bool) or not isinstance(record.member, (int, str)):
+        raise ValueError(f"member must be an int or a str, got {record.member!r}")
+    if isinstance(record.step, bool) or not isinstance(record.step, int):
+        raise ValueError(f"step must be an int, got {record.step!r}")
+    if not isinstance(record.hparams, dict):
+        raise ValueError(f"hparams must be an object, got {record.hparams!r}")
+    if record.hparams_before is not None and not isinstance(record.hparams_before, dict):
+        raise ValueError(f"hparams_before must be an object, got {record.hparams_before!r}")
+    if not isinstance(record.ops, dict):
+        raise ValueError(f"ops must be an object, got {record.ops!r}")
+    return record
+
+
+def parse_tensor(value):
+    """Parses one lineage tensor value into `LineageRecord`s.
+
+    Args:
+        value: the datum's NumPy value (a scalar bytes/str tensor).
+
+    Raises:
+        ValueError: on anything but a valid payload of a known version.
+    """
+    try:
+        text = value.item() if hasattr(value, "item") else value
+    except ValueError as e:  # not a scalar
+        raise ValueError(f"expected a scalar string tensor, got shape {value.shape}") from e
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"payload is not UTF-8 text: {e}") from e
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string tensor, got {type(text).__name__}")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"payload is not valid JSON (truncated?): {e}") from e
+    if not isinstance(payload, dict) or "version" not in payload:
+        raise ValueError(f"not a lineage payload (no version): {text[:80]!r}")
+    if payload["version"] != lineage_lib.LINEAGE_VERSION:
+        raise ValueError(
+            f"unsupported lineage payload version {payload['version']!r} "
+            f"(this plugin reads version {lineage_lib.LINEAGE_VERSION})"
+        )
+    try:
+        records = lineage_lib.loads(text)
+    except (TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"malformed lineage record: {e}") from e
+    return [_check_record(r) for r in records]
+
+
+def _metadata_version(content):
+    try:
+        data = json.loads(content.decode("utf-8") if isinstance(content, bytes) else content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data.get("version") if isinstance(data, dict) else None
+
+
+class PBTLineagePlugin(base_plugin.TBPlugin):
+    """Serves the PBT lineage tab.
+
+    Args:
+        context: the `base_plugin.TBContext` TensorBoard gives plugins.
+    """
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context):
+        self._data_provider = context.data_provider
+        hint = (context.sampling_hints or {}).get(PLUGIN_NAME)
+        # 0 (or no hint) means every record: lineage must not be downsampled.
+        self._downsample = hint if hint else _MAX_TENSORS_PER_RUN
+        self._static = _static_files()
+
+    def is_active(self):
+        # TensorBoard enables the tab when the data provider lists data for
+        # `plugin_name`; no extra scan here.
+        return False
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="PBT lineage")
+
+    def get_plugin_apps(self):
+        return {
+            "/index.js": self._serve_index_js,
+            "/static/*": self._serve_static,
+            "/experiments": self._serve_experiments,
+            "/lineage": self._serve_lineage,
+        }
+
+    # ---------------------------------------------------------------- static
+
+    def _file_response(self, request, rel):
+        path = self._static.get(rel)
+        if path is None:
+            return http_util.Respond(request, "Not found", "text/plain", code=404)
+        with open(path, "rb") as f:
+            body = f.read()
+        content_type = _CONTENT_TYPES.get(os.path.splitext(rel)[1], "application/octet-stream")
+        return http_util.Respond(request, body, content_type)
+
+    @wrappers.Request.application
+    def _serve_index_js(self, request):
+        return self._file_response(request, "index.js")
+
+    @wrappers.Request.application
+    def _serve_static(self, request):
+        marker = f"/plugin/{PLUGIN_NAME}/static/"
+        path = request.path
+        rel = path[path.find(marker) + len(marker):] if marker in path else ""
+        # Only names of shipped files are served: "..", absolute paths,
+        # backslashes and encoded variants never match an entry.
+        if ".." in rel.split("/") or "\\" in rel or rel.startswith("/"):
+            return http_util.Respond(request, "Forbidden path", "text/plain", code=403)
+        return self._file_response(request, rel)
+
+    # ------------------------------------------------------------------ data
+
+    def _list(self, ctx, experiment_id, runs=None):
+        run_tag_filter = provider.RunTagFilter(runs=runs, tags=[LINEAGE_TAG])
+        return self._data_provider.list_tensors(
+            ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME,
+            run_tag_filter=run_tag_filter,
+        )
+
+    def experiments_impl(self, ctx, experiment_id):
+        """Populations in the logdir, sorted by name."""
+        groups = {}
+        for run, tags in self._list(ctx, experiment_id).items():
+            series = tags.get(LINEAGE_TAG)
+            if series is None:
+                continue
+            group = groups.setdefault(
+                experiment_of(run), {"runs": [], "max_step": 0, "max_wall_time": 0.0}
+            )
+            group["runs"].append(run)
+            group["max_step"] = max(group["max_step"], int(series.max_step))
+            group["max_wall_time"] = max(group["max_wall_time"], float(series.max_wall_time))
+        experiments = [
+            {"name": name, "runs": sorted(g["runs"]), "max_step": g["max_step"],
+             "max_wall_time": g["max_wall_time"]}
+            for name, g in sorted(groups.items())
+        ]
+        return {"version": API_VERSION, "experiments": experiments}
+
+    def lineage_impl(self, ctx, experiment_id, experiment):
+        """The records of one population, with the errors met reading them."""
+        listing = self._list(ctx, experiment_id)
+        runs = sorted(run for run in listing if experiment_of(run) == experiment)
+        errors = []
+        readable = []
+        for run in runs:
+            series = listing[run].get(LINEAGE_TAG)
+            version = _metadata_version(series.plugin_content) if series else None
+            if version != METADATA_VERSION:
+                errors.append({
+                    "run": run, "step": None,
+                    "message": f"unsupported plugin data version {version!r} "
+                               f"(this plugin reads version {METADATA_VERSION})",
+                })
+                continue
+            readable.append(run)
+        data = {}
+        if readable:
+            data = self._data_provider.read_tensors(
+                ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME,
+                downsample=self._downsample,
+                run_tag_filter=provider.RunTagFilter(runs=readable, tags=[LINEAGE_TAG]),
+            )
+        records = []
+        seen = set()
+        for run in readable:
+            for datum in data.get(run, {}).get(LINEAGE_TAG, []):
+                try:
+                    parsed = parse_tensor(datum.numpy)
+                except ValueError as e:
+                    errors.append({"run": run, "step": int(datum.step), "message": str(e)})
+                    continue
+                for record in parsed:
+                    key = (str(record.member), record.step, record.action, record.interval)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    row = record.to_dict()
+                    row["run"] = run
+                    records.append(row)
+        records.sort(key=lambda r: (r["step"], str(r["member"])))
+        members = {}
+        for r in records:
+            m = members.setdefault(str(r["member"]), {"id": r["member"], "run": r["run"]})
+            m.setdefault("records", 0)
+            m["records"] += 1
+        monitor = next((r["monitor"] for r in reversed(records) if r.get("monitor")), "")
+        mode = next((r["mode"] for r in reversed(records) if r.get("mode")), "")
+        return {
+            "version": API_VERSION,
+            "experiment": experiment,
+            "runs": runs,
+            "monitor": monitor,
+            "mode": mode,
+            "members": sorted(members.values(), key=_member_sort_key),
+            "num_exploits": sum(1 for r in records if r["action"] in ("exploit", "restart")),
+            "records": records,
+            "errors": errors,
+        }
+
+    @wrappers.Request.application
+    def _serve_experiments(self, request):
+        ctx = plugin_util.context(request.environ)
+        experiment_id = plugin_util.experiment_id(request.environ)
+        return http_util.Respond(
+            request, self.experiments_impl(ctx, experiment_id), "application/json"
+        )
+
+    @wrappers.Request.application
+    def _serve_lineage(self, request):
+        experiment = request.args.get("experiment")
+        if experiment is None:
+            raise werkzeug.exceptions.BadRequest("Missing `experiment` argument")
+        ctx = plugin_util.context(request.environ)
+        experiment_id = plugin_util.experiment_id(request.environ)
+        return http_util.Respond(
+            request, self.lineage_impl(ctx, experiment_id, experiment), "application/json"
+        )
+
+
+def _member_sort_key(member):
+    m = member["id"]
+    return (0, m, "") if isinstance(m, int) else (1, 0, m)
+
+
+class PBTLineageLoader(base_plugin.TBLoader):
+    """Loads `PBTLineagePlugin` and keeps every lineage record in memory.
+
+    TensorBoard keeps only 10 samples per tensor series by default, which
+    would drop boundaries from the family tree; unless the user passed
+    `--samples_per_plugin=pbt_lineage=N`, this asks for all (`0`).
+    """
+
+    def fix_flags(self, flags):
+        samples = getattr(flags, "samples_per_plugin", None)
+        if isinstance(samples, dict):
+            samples.setdefault(PLUGIN_NAME, 0)
+
+    def load(self, context):
+        return PBTLineagePlugin(context)

@@ -1,0 +1,204 @@
+"""Writes small real PBT log directories for the TensorBoard plugin tests.
+
+`train_population` runs a tiny population (threads + `PBTCallback` on one
+`InMemoryStore`, sklearn digits, a 64-16-10 MLP) with `logdir=` so that the
+summaries are the ones users get. `write_synthetic_population` writes
+hand-made records through the same `MemberSummaryWriter`, for shapes a tiny
+run does not reach (many boundaries, many members).
+"""
+
+import os
+import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HOSTILE_MEMBER = "<img src=x onerror=alert(1)>"
+
+
+def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, seed=0):
+    """Trains a tiny synchronous population; returns the store's lineage records."""
+    import keras
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import keras_pbt
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    xt, yt, xv, yv = x[:320], y[:320], x[1400:1560], y[1400:1560]
+    store = keras_pbt.InMemoryStore(seed=seed)
+    space = {
+        "learning_rate": keras_pbt.LogUniform(1e-3, 0.5),
+        "momentum": keras_pbt.Uniform(0.0, 0.9),
+    }
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i, member in enumerate(member_ids):
+        hp = keras_pbt.sample_space(space, rng)
+        keras.utils.set_random_seed(seed + i)
+        model = keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+        )
+        model.compile(
+            keras.optimizers.SGD(float(hp["learning_rate"]), momentum=float(hp["momentum"])),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        cb = keras_pbt.PBTCallback(
+            store, member, space, hparams=hp, synchronous=True, quantile=0.25,
+            sync_timeout=120, logdir=logdir, seed=seed,
+        )
+        jobs.append((model, cb))
+    errors = []
+
+    def fit(model, cb):
+        try:
+            model.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32,
+                      verbose=0, callbacks=[cb])
+        except Exception as e:  # surfaced below, not swallowed
+            errors.append(e)
+
+    threads = [threading.Thread(target=fit, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    for _, cb in jobs:
+        if cb._writer is not None:
+            cb._writer.close()
+    return store.lineage()
+
+
+def synthetic_records(n_members, n_boundaries, steps_per_interval=10, seed=0):
+    """A plausible lineage: every boundary the worst quarter copies the best."""
+    import random
+
+    from keras_pbt.lineage import LineageRecord
+
+    rnd = random.Random(seed)
+    hp = {m: {"learning_rate": 10 ** rnd.uniform(-3, -1), "optimizer": rnd.choice(["sgd", "adam"])}
+          for m in range(n_members)}
+    metric = {m: rnd.uniform(0.1, 0.3) for m in range(n_members)}
+    out = {m: [LineageRecord(m, 0, "init", dict(hp[m]), monitor="val_accuracy", mode="max")]
+           for m in range(n_members)}
+    for b in range(1, n_boundaries + 1):
+        step = b * steps_per_interval
+        for m in metric:
+            metric[m] = min(0.99, metric[m] + rnd.uniform(0, 0.02) * hp[m]["learning_rate"] * 30)
+        ranked = sorted(metric, key=lambda m: (metric[m], m))
+        k = max(1, n_members // 4)
+        losers, winners = ranked[:k], ranked[-k:]
+        for m in range(n_members):
+            if m in losers and b < n_boundaries and metric[winners[0]] > metric[m]:
+                p = rnd.choice(winners)
+                before = dict(hp[m])
+                hp[m] = {"learning_rate": hp[p]["learning_rate"] * 1.2, "optimizer": hp[p]["optimizer"]}
+                out[m].append(LineageRecord(
+                    m, step, "exploit", dict(hp[m]), before, metric[m], p, step, metric[p],
+                    {"learning_rate": "* 1.2", "optimizer": "copy"}, b, "val_accuracy", "max",
+                    "truncation"))
+                metric[m] = metric[p]
+            else:
+                out[m].append(LineageRecord(
+                    m, step, "keep", dict(hp[m]), dict(hp[m]), metric[m], interval=b,
+                    monitor="val_accuracy", mode="max"))
+    return out
+
+
+def write_synthetic_population(logdir, n_members, n_boundaries, seed=0):
+    """Writes `synthetic_records` as real summaries; returns them (member -> list)."""
+    from keras_pbt.summary import MemberSummaryWriter
+
+    records = synthetic_records(n_members, n_boundaries, seed=seed)
+    for m, recs in records.items():
+        w = MemberSummaryWriter(logdir, m)
+        for r in recs:
+            w.write(r.step, metric=None if r.metric is None else ("val_accuracy", r.metric),
+                    hparams=r.hparams, records=[r])
+        w.close()
+    return records
+
+
+# A payload cut in the middle, as a crash while writing could leave it.
+TRUNCATED_PAYLOAD = '{"version": 1, "records": [{"version": 1, "member": 0, "st'
+
+
+def write_malformed_population(logdir):
+    """A population whose lineage data is partly unreadable.
+
+    `member_0` has two good records (init, keep) and, at other steps, a
+    truncated payload, an unknown record version, a record whose hparams are
+    not an object, and a float tensor under the lineage tag. `member_1` has a
+    good record but plugin metadata of an unknown version.
+
+    Returns:
+        the number of malformed tensors `member_0` holds.
+    """
+    import json
+
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    from keras_pbt import lineage as lineage_lib
+    from keras_pbt.summary import MemberSummaryWriter, lineage_metadata
+
+    good = MemberSummaryWriter(logdir, 0)
+    good.write(0, hparams={"lr": 0.1}, records=[
+        lineage_lib.LineageRecord(0, 0, "init", {"lr": 0.1}, monitor="loss", mode="min")])
+    good.write(10, metric=("loss", 1.5), hparams={"lr": 0.1}, records=[
+        lineage_lib.LineageRecord(0, 10, "keep", {"lr": 0.1}, {"lr": 0.1}, 1.5,
+                                  monitor="loss", mode="min")])
+    good.close()
+    bad_record = lineage_lib.LineageRecord(0, 40, "keep", {"lr": 0.1}).to_dict()
+    bad_record["hparams"] = "<b>not an object</b>"
+    writer = tf.summary.create_file_writer(f"{logdir}/member_0")
+    with writer.as_default():
+        md = lineage_metadata()
+        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(TRUNCATED_PAYLOAD), step=20, metadata=md)
+        tf.summary.write(lineage_lib.LINEAGE_TAG,
+                         tf.constant('{"version": 7, "records": []}'), step=30, metadata=md)
+        tf.summary.write(lineage_lib.LINEAGE_TAG,
+                         tf.constant(json.dumps({"version": 1, "records": [bad_record]})),
+                         step=40, metadata=md)
+        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(3.5), step=50, metadata=md)
+    writer.close()
+    future = summary_pb2.SummaryMetadata()
+    future.CopyFrom(lineage_metadata())
+    future.plugin_data.content = b'{"version": 99}'
+    writer = tf.summary.create_file_writer(f"{logdir}/member_1")
+    with writer.as_default():
+        record = lineage_lib.LineageRecord(1, 0, "init", {"lr": 0.2})
+        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(lineage_lib.dumps([record])),
+                         step=0, metadata=future)
+    writer.close()
+    return 4
+
+
+_SHARED = {}
+
+
+def shared_logdir():
+    """One logdir for the whole test session: `(logdir, info)`.
+
+    `pop_a`: a real tiny population run (members 0, 1, 2 and a hostile id);
+    `pop_b`: 6 synthetic members x 15 boundaries (more than TensorBoard's
+    default 10 samples per tensor series); `pop_bad`: malformed data.
+    `info` holds what was written: `lineage_a` (the store's records),
+    `records_b` (member -> records), `malformed` (count).
+    """
+    if "logdir" not in _SHARED:
+        import atexit
+        import shutil
+        import tempfile
+
+        logdir = tempfile.mkdtemp(prefix="pbt_lineage_logdir_")
+        atexit.register(shutil.rmtree, logdir, True)
+        info = {
+            "lineage_a": train_population(os.path.join(logdir, "pop_a")),
+            "records_b": write_synthetic_population(os.path.join(logdir, "pop_b"), 6, 15),
+            "malformed": write_malformed_population(os.path.join(logdir, "pop_bad")),
+        }
+        _SHARED["logdir"], _SHARED["info"] = logdir, info
+    return _SHARED["logdir"], _SHARED["info"]
