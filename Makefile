@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(PY) examples/digits_callback.py
 
 test: $(STAMP)
+	test -x /usr/bin/chromium || apt-get install -y chromium  # browser test of the TensorBoard tab
 	$(PY) -m pytest -q tests
 
 clean:

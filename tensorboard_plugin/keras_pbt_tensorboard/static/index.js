@@ -295,6 +295,7 @@ class LineageTab {
     this.root.dataset.renderMs = String(Math.round(performance.now() - t0));
     this.status.textContent = `${m.members.length} members, ${m.records.length} records, ` +
       `${m.exploits.length} exploits, monitor ${m.monitor} (${m.mode})`;
+    this.root.dataset.experiment = name;
     this.root.dataset.state = 'ready';
   }
 
