@@ -52,7 +52,8 @@ def logdir(tmp_path_factory):
     for name in ("pop_a", "pop_b", "pop_bad"):
         shutil.copytree(os.path.join(shared, name), root / name)
     records = pbt_logdir.write_synthetic_population(str(root / "pop_large"), *LARGE)
-    info = dict(info, records_large=records)
+    pair = pbt_logdir.write_synthetic_population(str(root / "pop_pair"), 2, 6)
+    info = dict(info, records_large=records, records_pair=pair)
     return str(root), info
 
 
@@ -68,6 +69,7 @@ def server(logdir):
     )
     base = f"http://127.0.0.1:{port}"
     want = {"pop_a": len(info["lineage_a"]),
+            "pop_pair": sum(len(v) for v in info["records_pair"].values()),
             "pop_large": sum(len(v) for v in info["records_large"].values())}
     deadline = time.time() + 90
     try:
@@ -199,13 +201,19 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
     page, frame, dialogs, errors = tab
     _, info = logdir
     options = frame.locator("#experiment option").all()
-    assert [o.get_attribute("value") for o in options] == ["pop_a", "pop_b", "pop_bad", "pop_large"]
+    assert [o.get_attribute("value") for o in options] == ["pop_a", "pop_b", "pop_bad", "pop_large",
+                                                          "pop_pair"]
 
     _select(frame, "pop_b")
     want = sum(r.is_exploit for recs in info["records_b"].values() for r in recs)
     assert frame.locator("g.lane").count() == 6
     assert frame.locator("path.exploit-arrow").count() == want
     assert frame.locator(".message").is_hidden()
+
+    _select(frame, "pop_pair")
+    want = sum(r.is_exploit for recs in info["records_pair"].values() for r in recs)
+    assert frame.locator("g.lane").count() == 2
+    assert frame.locator("path.exploit-arrow").count() == want > 0
 
     _select(frame, "pop_bad")
     message = frame.locator(".message")
