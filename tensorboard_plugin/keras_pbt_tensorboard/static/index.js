@@ -54,6 +54,16 @@ function fmt(v) {
   return JSON.stringify(v);
 }
 
+// Round step values for an axis from 0 to `span`: multiples of 1, 2 or 5 x 10^k.
+function niceTicks(span, count) {
+  const raw = span / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
+  const step = [1, 2, 5, 10].map((f) => f * mag).find((v) => v >= raw) || raw;
+  const out = [];
+  for (let s = 0; s <= span + 1e-9; s += step) out.push(Math.round(s));
+  return out;
+}
+
 function truncate(s, n) {
   return s.length > n ? s.slice(0, n - 1) + '\u2026' : s;
 }
@@ -212,8 +222,8 @@ class LineageTab {
       el('label', {}, 'Experiment ', this.select), this.status);
     this.legend = el('div', {class: 'legend'});
     this.treeWrap = el('div', {class: 'tree-wrap'});
+    // Fixed to the viewport, so the scrolling tree does not clip it.
     this.tooltip = el('div', {class: 'tooltip', hidden: ''});
-    this.treeWrap.append(this.tooltip);
     this.details = el('div', {class: 'details'},
       el('p', {class: 'hint'}, 'Hover or click a node or an arrow for details.'));
     this.schedule = el('div', {class: 'schedule'});
@@ -223,7 +233,7 @@ class LineageTab {
       el('section', {class: 'tree-section'},
         el('h2', {}, 'Family tree'), this.legend, this.treeWrap, this.details),
       el('section', {}, el('h2', {}, 'The schedule PBT found'), this.schedule),
-      el('section', {}, el('h2', {}, 'Population'), this.table));
+      el('section', {}, el('h2', {}, 'Population'), this.table), this.tooltip);
     let timer = null;
     window.addEventListener('resize', () => {
       clearTimeout(timer);
@@ -358,9 +368,7 @@ class LineageTab {
 
     // Step axis.
     const axis = svg('g', {class: 'axis'});
-    const ticks = 6;
-    for (let i = 0; i <= ticks; i++) {
-      const s = Math.round((span * i) / ticks);
+    for (const s of niceTicks(span, 6)) {
       axis.append(svg('line', {x1: x(s), x2: x(s), y1: top - 4, y2: height - 8}));
       axis.append(svg('text', {x: x(s), y: top - 8, 'text-anchor': 'middle'}, s));
     }
@@ -493,10 +501,13 @@ class LineageTab {
     this.marker.setAttribute('cy', g.y(r.key));
     this.marker.setAttribute('visibility', 'visible');
     this.tooltip.replaceChildren(...this.describe(r, true));
-    const box = this.treeWrap.getBoundingClientRect();
-    this.tooltip.style.left = `${Math.min(ev.clientX - box.left + 14, box.width - 280)}px`;
-    this.tooltip.style.top = `${ev.clientY - box.top + 14}px`;
     this.tooltip.hidden = false;
+    const w = this.tooltip.offsetWidth;
+    const h = this.tooltip.offsetHeight;
+    const left = ev.clientX + 14 + w > window.innerWidth ? ev.clientX - 14 - w : ev.clientX + 14;
+    const top = ev.clientY + 14 + h > window.innerHeight ? ev.clientY - 14 - h : ev.clientY + 14;
+    this.tooltip.style.left = `${Math.max(0, left)}px`;
+    this.tooltip.style.top = `${Math.max(0, top)}px`;
     if (this.pinned === null) this.details.replaceChildren(...this.describe(r, false));
   }
 
@@ -521,7 +532,7 @@ class LineageTab {
     }
     if (r.reason && !short) out.push(el('div', {class: 'reason'}, `reason: ${r.reason}`));
     const table = el('table', {class: 'hparams'},
-      el('tr', {}, el('th', {}, 'hyperparameter'), el('th', {}, 'before'),
+      el('tr', {}, el('th', {}, 'hparam'), el('th', {}, 'before'),
         el('th', {}, 'after'), el('th', {}, 'explore')));
     const names = [...new Set([...Object.keys(r.hparams || {}), ...Object.keys(r.hparams_before || {})])].sort();
     for (const name of names) {
