@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -32,6 +33,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TAB = 'iframe[src*="plugin_entry.html?name=pbt_lineage"]'
 LARGE = (64, 50)  # members x boundaries of the scale test
+# A population (directory) whose name is hostile markup; sorts last.
+PAIR = "q_pair <svg onload=alert(2)>"
 
 
 def _free_port():
@@ -52,7 +55,7 @@ def logdir(tmp_path_factory):
     for name in ("pop_a", "pop_b", "pop_bad"):
         shutil.copytree(os.path.join(shared, name), root / name)
     records = pbt_logdir.write_synthetic_population(str(root / "pop_large"), *LARGE)
-    pair = pbt_logdir.write_synthetic_population(str(root / "pop_pair"), 2, 6)
+    pair = pbt_logdir.write_synthetic_population(str(root / PAIR), 2, 6)
     info = dict(info, records_large=records, records_pair=pair)
     return str(root), info
 
@@ -69,14 +72,14 @@ def server(logdir):
     )
     base = f"http://127.0.0.1:{port}"
     want = {"pop_a": len(info["lineage_a"]),
-            "pop_pair": sum(len(v) for v in info["records_pair"].values()),
+            PAIR: sum(len(v) for v in info["records_pair"].values()),
             "pop_large": sum(len(v) for v in info["records_large"].values())}
     deadline = time.time() + 90
     try:
         while True:
             try:
                 got = {name: len(_get_json(
-                    f"{base}/data/plugin/pbt_lineage/lineage?experiment={name}")["records"])
+                    f"{base}/data/plugin/pbt_lineage/lineage?experiment={urllib.parse.quote(name)}")["records"])
                     for name in want}
                 if got == want:
                     break
@@ -202,7 +205,7 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
     _, info = logdir
     options = frame.locator("#experiment option").all()
     assert [o.get_attribute("value") for o in options] == ["pop_a", "pop_b", "pop_bad", "pop_large",
-                                                          "pop_pair"]
+                                                          PAIR]
 
     _select(frame, "pop_b")
     want = sum(r.is_exploit for recs in info["records_b"].values() for r in recs)
@@ -210,10 +213,12 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
     assert frame.locator("path.exploit-arrow").count() == want
     assert frame.locator(".message").is_hidden()
 
-    _select(frame, "pop_pair")
+    _select(frame, PAIR)
     want = sum(r.is_exploit for recs in info["records_pair"].values() for r in recs)
     assert frame.locator("g.lane").count() == 2
     assert frame.locator("path.exploit-arrow").count() == want > 0
+    assert PAIR in options[-1].inner_text()
+    assert frame.locator("[onload]").count() == 0
 
     _select(frame, "pop_bad")
     message = frame.locator(".message")
