@@ -23,6 +23,7 @@ from keras_pbt.space import Uniform
 from keras_pbt.space import sample_space
 from keras_pbt.store import BarrierTimeoutError
 from keras_pbt.store import InMemoryStore
+from keras_pbt.store import PopulationStopped
 from keras_pbt.store import PopulationStore
 from keras_pbt.store import Snapshot
 
@@ -34,6 +35,13 @@ _LAZY = {
     "HyperparameterApplier": "keras_pbt.hyperparameters",
     "ScaledSchedule": "keras_pbt.hyperparameters",
     "MemberSummaryWriter": "keras_pbt.summary",
+    "Population": "keras_pbt.population",
+    "PopulationError": "keras_pbt.population",
+    "NonFiniteStateError": "keras_pbt.population",
+    "Member": "keras_pbt.population",
+    "PopulationProgress": "keras_pbt.progress",
+    "configure_cpu_devices": "keras_pbt.devices",
+    "assign_devices": "keras_pbt.devices",
 }
 
 
@@ -60,6 +68,7 @@ __all__ = [
     "LineageRecord",
     "LogUniform",
     "PBTPolicy",
+    "PopulationStopped",
     "PopulationStore",
     "Report",
     "Selection",

@@ -219,6 +219,7 @@ class PBTCallback(keras.callbacks.Callback):
         self._iterations_mark = self._read_iterations()
         self._steps_at_mark = self.steps
         self._epochs_done = 0
+        self._first_epoch = None
         self._next_step_boundary = self._step_boundary_after(self.steps)
         if self.logdir is not None and self._writer is None:
             from keras_pbt.summary import MemberSummaryWriter
@@ -241,6 +242,8 @@ class PBTCallback(keras.callbacks.Callback):
         self._boundary(logs or {}, last=self._is_last_epoch(epoch))
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
         if self.interval_steps is not None:
             self._sync_steps()  # one read per epoch; batches are counted in Python
             self._epoch_base = self.steps
@@ -276,7 +279,8 @@ class PBTCallback(keras.callbacks.Callback):
     def _total_steps(self):
         params = self.params or {}
         if params.get("steps") and params.get("epochs"):
-            return self._fit_start_steps + params["steps"] * params["epochs"]
+            epochs = params["epochs"] - (self._first_epoch or 0)
+            return self._fit_start_steps + params["steps"] * epochs
         return None
 
     def set_params(self, params):

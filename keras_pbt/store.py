@@ -21,6 +21,10 @@ class BarrierTimeoutError(TimeoutError):
     """A synchronous boundary waited longer than its timeout for some members."""
 
 
+class PopulationStopped(RuntimeError):
+    """The store was closed (the population stops): waiting members leave."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """An immutable copy of a member's training state at one step.
@@ -129,6 +133,10 @@ class PopulationStore(abc.ABC):
     def snapshot_members(self):
         """Members that have published a snapshot."""
 
+    def close(self, reason="closed"):
+        """Stops the population: every wait raises `PopulationStopped`."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def add_lineage(self, record):
         """Appends a `LineageRecord`."""
@@ -167,6 +175,21 @@ class InMemoryStore(PopulationStore):
         self._history = {}
         self._snapshots = {}
         self._lineage = []
+        self._closed = None
+
+    def close(self, reason="closed"):
+        with self._cond:
+            self._closed = reason
+            self._cond.notify_all()
+
+    def reopen(self):
+        """Undoes `close` (a population that is fitted again)."""
+        with self._cond:
+            self._closed = None
+
+    def _check_open(self):
+        if self._closed is not None:
+            raise PopulationStopped(self._closed)
 
     def register(self, member, hparams=None, exist_ok=False):
         with self._cond:
@@ -229,6 +252,7 @@ class InMemoryStore(PopulationStore):
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
+                self._check_open()
                 arrived = self._at_interval(interval)
                 missing = [m for m, live in self._members.items() if live and m not in arrived]
                 if not missing:
@@ -255,6 +279,7 @@ class InMemoryStore(PopulationStore):
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
+                self._check_open()
                 snap = self._snapshots.get(member)
                 if snap is not None and (min_step is None or snap.step >= min_step):
                     return snap

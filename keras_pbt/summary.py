@@ -50,6 +50,11 @@ class MemberSummaryWriter:
         self.logdir = os.path.join(logdir, run_name(member))
         self._writer = tf.summary.create_file_writer(self.logdir)
         self._metadata = lineage_metadata()
+        # TensorBoard's default (Rust) data server keeps one tensor per step:
+        # a second write at the same step (a restart after a boundary) must
+        # carry the step's earlier records too.
+        self._step = None
+        self._step_records = []
 
     def write(self, step, metric=None, hparams=None, records=()):
         """Writes the scalars and lineage records of one boundary.
@@ -67,9 +72,12 @@ class MemberSummaryWriter:
                 if isinstance(value, numbers.Real):
                     tf.summary.scalar(f"pbt/hparams/{name}", float(value))
             if records:
+                if int(step) != self._step:
+                    self._step, self._step_records = int(step), []
+                self._step_records += list(records)
                 tf.summary.write(
                     lineage_lib.LINEAGE_TAG,
-                    tf.constant(lineage_lib.dumps(records)),
+                    tf.constant(lineage_lib.dumps(self._step_records)),
                     metadata=self._metadata,
                 )
 

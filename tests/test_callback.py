@@ -314,3 +314,22 @@ def test_paper_toy_example():
     assert all(q < 0.4 for q in alone), alone
     with_pbt = _toy_q(h, pbt=True)
     assert all(q >= 1.19 for q in with_pbt), with_pbt
+
+
+def test_second_write_at_one_step_carries_the_steps_earlier_records(tmp_path):
+    # TensorBoard's default data server keeps one tensor per step and tag.
+    writer = keras_pbt.MemberSummaryWriter(str(tmp_path), 0)
+    keep = keras_pbt.LineageRecord(member=0, step=8, action="keep", hparams={"lr": 0.1}, interval=1)
+    restart = keras_pbt.LineageRecord(member=0, step=8, action="restart", hparams={"lr": 0.2}, parent=1)
+    later = keras_pbt.LineageRecord(member=0, step=16, action="keep", hparams={"lr": 0.2}, interval=2)
+    writer.write(8, records=[keep])
+    writer.write(8, records=[restart])
+    writer.write(16, records=[later])
+    writer.close()
+    tensors = []
+    for path in glob.glob(str(tmp_path / "member_0" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == LINEAGE_TAG:
+                    tensors.append((event.step, [r.action for r in loads(tf.make_ndarray(value.tensor).item())]))
+    assert tensors == [(8, ["keep"]), (8, ["keep", "restart"]), (16, ["keep"])]

@@ -1,0 +1,486 @@
+"""`Population`: N members over the machine's devices, trained at once with PBT."""
+
+import copy
+import numbers
+import threading
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_pbt import devices as devices_lib
+from keras_pbt import lineage as lineage_lib
+from keras_pbt import selection as selection_lib
+from keras_pbt import snapshot as snapshot_lib
+from keras_pbt import space as space_lib
+from keras_pbt.callback import PBTCallback
+from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.progress import PopulationProgress
+from keras_pbt.store import InMemoryStore
+from keras_pbt.store import PopulationStopped
+
+
+class PopulationError(RuntimeError):
+    """A member kept failing (or the population could not go on).
+
+    Attributes:
+        member: the member id.
+        cause: the last exception raised by that member.
+    """
+
+    def __init__(self, message, member=None, cause=None):
+        super().__init__(message)
+        self.member = member
+        self.cause = cause
+
+
+class NonFiniteStateError(FloatingPointError):
+    """A member stopped with NaN or inf in its weights (e.g. by TerminateOnNaN)."""
+
+
+class Member:
+    """One member of a `Population`.
+
+    Attributes:
+        id: the member id.
+        devices: the device names of its slice.
+        strategy: its `tf.distribute.MirroredStrategy`.
+        model: its compiled `keras.Model`.
+        callback: its `PBTCallback`.
+        history: dict metric -> list of per-epoch values, over all its fits.
+        failures: the errors it raised, in order.
+        seed: its own seed (data shuffling).
+    """
+
+    def __init__(self, member_id, devices, strategy, model, callback, seed):
+        self.id = member_id
+        self.devices = devices
+        self.strategy = strategy
+        self.model = model
+        self.callback = callback
+        self.seed = seed
+        self.history = {}
+        self.failures = []
+        self.initial_snapshot = None
+
+    @property
+    def hparams(self):
+        """Its current hyperparameters."""
+        return dict(self.callback.hparams)
+
+    @property
+    def last_metric(self):
+        """Its metric at its latest boundary (None before the first)."""
+        reports = self.callback.store.histories().get(self.id) or []
+        return reports[-1].metric if reports else None
+
+    def __repr__(self):
+        return f"Member(id={self.id!r}, devices={self.devices}, hparams={self.hparams})"
+
+
+class _MemberControl(keras.callbacks.Callback):
+    """Stops a member at the end of an epoch when the population stops, and
+    feeds the progress view."""
+
+    def __init__(self, population, member):
+        super().__init__()
+        self.population = population
+        self.member = member
+        self._exploits_seen = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        cb = self.member.callback
+        fields = dict(epoch=epoch + 1, step=cb.steps, metric=logs.get(cb.monitor),
+                      hparams=cb.hparams, status="training")
+        if cb.exploits != self._exploits_seen:
+            self._exploits_seen = cb.exploits
+            d = cb.last_decision
+            ops = ", ".join(f"{k} {v}" for k, v in d.ops.items())
+            fields["exploit"] = f"copied {d.parent} at step {cb.steps} ({ops})"
+        self.population._progress.update(self.member.id, **fields)
+        if self.population._stop.is_set():
+            self.model.stop_training = True
+
+
+def _non_finite(model):
+    return any(not np.all(np.isfinite(v.numpy())) for v in model.weights
+               if np.issubdtype(np.dtype(v.dtype), np.floating))
+
+
+class Population:
+    """A population of Keras models trained concurrently with PBT.
+
+    Each member is built by `build(hp)` inside its own
+    `tf.distribute.MirroredStrategy` over a slice of the machine's devices
+    (every GPU, or logical CPU devices where there is none), trained in its
+    own thread, and wired through a `PBTCallback` to one `InMemoryStore`.
+
+    Args:
+        build: `fn(hp) -> compiled keras.Model`; `hp` is a dict of the
+            member's initial hyperparameters.
+        space: dict name -> `Uniform` / `LogUniform` / `IntUniform` / `Choice`.
+        size: number of members, >= 2. Defaults to `8`.
+        monitor: metric to rank by. Defaults to `"val_accuracy"`.
+        mode: `"auto"`, `"min"` or `"max"`. Defaults to `"auto"`.
+        interval_epochs: judge every this many epochs (default 1 when
+            `interval_steps` is not given).
+        interval_steps: judge every this many optimizer steps instead.
+        burn_in: no decisions before this many epochs (or steps).
+        synchronous: all members meet at each boundary (True) or decide on
+            the latest comparable reports (False). Defaults to `True`.
+        quantile, selection, factors, resample_probability, explore_fn,
+            copy_optimizer_state, sync_timeout, on_timeout: as in
+            `PBTCallback`.
+        setters: dict name -> `fn(model, value)` for hyperparameters that are
+            not optimizer fields (called for each member's model), or the
+            name of a `keras.Variable` attribute of the model.
+        devices: `"auto"` or a list of device names. Defaults to `"auto"`.
+        devices_per_member: devices in each member's slice. Defaults to `1`.
+        num_cpu_devices: logical CPU devices to create when there is no GPU
+            (only before TensorFlow initialises). Defaults to `min(size, 4)`.
+        max_failures: restarts allowed per member before the population
+            stops with a `PopulationError`. Defaults to `3`.
+        logdir: TensorBoard log directory (one run per member).
+        seed: the population's seed (initial hyperparameters, tie-breaks,
+            explore, shuffling). Defaults to a random seed.
+        member_ids: optional ids (unique); defaults to `0..size-1`.
+        initial_hparams: optional list of `size` dicts replacing the sampled
+            initial hyperparameters.
+        verbose: 0 silent, 1 a table refreshed in place (plain lines when
+            not a terminal), 2 one line per member per epoch. Defaults to 1.
+
+    Example:
+
+    ```python
+    def build(hp):
+        model = keras.Sequential([keras.Input((64,)),
+                                  keras.layers.Dense(64, activation="relu"),
+                                  keras.layers.Dense(10)])
+        model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    pop = keras_pbt.Population(build, space, size=8, monitor="val_accuracy",
+                               interval_epochs=1, logdir="runs/digits")
+    pop.fit(x, y, validation_data=(xv, yv), epochs=20, batch_size=32)
+    best = pop.best_model()
+    ```
+    """
+
+    def __init__(
+        self,
+        build,
+        space,
+        size=8,
+        monitor="val_accuracy",
+        mode="auto",
+        interval_epochs=None,
+        interval_steps=None,
+        burn_in=0,
+        synchronous=True,
+        quantile=0.2,
+        selection="truncation",
+        factors=(0.8, 1.2),
+        resample_probability=0.25,
+        explore_fn=None,
+        copy_optimizer_state=True,
+        setters=None,
+        devices="auto",
+        devices_per_member=1,
+        num_cpu_devices=None,
+        max_failures=3,
+        sync_timeout=600.0,
+        on_timeout="raise",
+        logdir=None,
+        seed=None,
+        member_ids=None,
+        initial_hparams=None,
+        verbose=1,
+    ):
+        if not callable(build):
+            raise TypeError(f"`build` must be a function hp -> compiled model. Received: build={build!r}")
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2:
+            raise ValueError(f"`size` must be an int >= 2 (PBT needs a population). Received: size={size!r}")
+        if isinstance(max_failures, bool) or not isinstance(max_failures, numbers.Integral) or max_failures < 0:
+            raise ValueError(f"`max_failures` must be an int >= 0. Received: max_failures={max_failures!r}")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
+        space = space_lib.validate_space(space)
+        if member_ids is None:
+            member_ids = list(range(size))
+        member_ids = list(member_ids)
+        if len(member_ids) != size:
+            raise ValueError(
+                f"`member_ids` must have `size`={size} entries. Received: member_ids={member_ids!r}"
+            )
+        if len(set(map(repr, member_ids))) != size:
+            raise ValueError(f"`member_ids` must be unique. Received: member_ids={member_ids!r}")
+        self.store = InMemoryStore(seed=seed)
+        self.seed = self.store.seed
+        rng = np.random.default_rng([self.seed, 0])
+        if initial_hparams is None:
+            initial_hparams = [space_lib.sample_space(space, rng) for _ in range(size)]
+        elif len(initial_hparams) != size:
+            raise ValueError(
+                f"`initial_hparams` must hold `size`={size} dicts. Received {len(initial_hparams)}."
+            )
+        self.space = space
+        self.size = size
+        self.monitor = monitor
+        self.max_failures = int(max_failures)
+        self.verbose = 1 if verbose == "auto" else verbose
+        self.logdir = logdir
+        self._setters = dict(setters or {})
+        callbacks = [
+            PBTCallback(
+                self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
+                interval_steps=interval_steps, burn_in=burn_in, mode=mode, quantile=quantile,
+                selection=selection, factors=factors, resample_probability=resample_probability,
+                explore_fn=explore_fn, hparams=hp, synchronous=synchronous,
+                sync_timeout=sync_timeout, on_timeout=on_timeout,
+                copy_optimizer_state=copy_optimizer_state, seed=self.seed, logdir=logdir,
+            )
+            for mid, hp in zip(member_ids, initial_hparams)
+        ]
+        self.mode = callbacks[0].mode
+        if num_cpu_devices is None:
+            num_cpu_devices = min(size, 4)
+        slices = devices_lib.assign_devices(size, devices, devices_per_member, num_cpu_devices)
+        self.members = []
+        for i, (mid, hp, cb, devs) in enumerate(zip(member_ids, initial_hparams, callbacks, slices)):
+            strategy = devices_lib.member_strategy(devs)
+            with strategy.scope():
+                model = build(dict(hp))
+            if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
+                raise TypeError(
+                    "`build` must return a compiled keras.Model (call model.compile). "
+                    f"Received: {model!r} for member {mid!r}"
+                )
+            cb.setters = self._member_setters(model)
+            self.members.append(Member(mid, devs, strategy, model, cb, seed=int(rng.integers(2**31))))
+        self._stop = threading.Event()
+        self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
+        self._fatal = None
+
+    def _member_setters(self, model):
+        out = {}
+        for name, setter in self._setters.items():
+            if isinstance(setter, str):
+                variable = getattr(model, setter, None)
+                if not isinstance(variable, keras.Variable):
+                    raise ValueError(
+                        f"`setters[{name!r}]` names model attribute {setter!r}, which is not a "
+                        "keras.Variable of the built model."
+                    )
+                out[name] = variable
+            else:
+                out[name] = setter
+        return out
+
+    # ----------------------------------------------------------------- data
+
+    def _member_data(self, member, x, y, batch_size, shuffle, shuffle_buffer):
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
+            return x.shuffle(shuffle_buffer, seed=member.seed) if shuffle else x
+        data = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
+        if shuffle:
+            n = len(y) if y is not None else len(x)
+            data = data.shuffle(n, seed=member.seed, reshuffle_each_iteration=True)
+        return data.batch(batch_size or 32)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
+            shuffle=True, shuffle_buffer=1024, **fit_kwargs):
+        """Trains every member concurrently with PBT.
+
+        Args:
+            x, y: NumPy arrays (each member shuffles them with its own seed)
+                or a `tf.data.Dataset` in `x` (batches are shuffled with the
+                member's seed when `shuffle`).
+            validation_data: as in `keras.Model.fit`, the same for every member.
+            epochs: epochs per member.
+            batch_size: for arrays. Defaults to 32.
+            callbacks: extra Keras callbacks: a list (deep-copied for each
+                member) or `fn(member_id) -> list`.
+            shuffle: shuffle the training data per member. Defaults to True.
+            shuffle_buffer: buffer of the batch shuffle for a Dataset.
+            **fit_kwargs: passed to `model.fit` (e.g. `steps_per_epoch`).
+
+        Returns:
+            `self.history`: dict member id -> dict metric -> list.
+
+        Raises:
+            PopulationError: if a member failed more than `max_failures` times
+                (or a synchronous boundary timed out).
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"`epochs` must be a positive int. Received: epochs={epochs!r}")
+        for key in ("verbose", "initial_epoch", "validation_split"):
+            if key in fit_kwargs:
+                raise ValueError(
+                    f"Population.fit manages `{key}` itself. Received: {key}={fit_kwargs[key]!r}"
+                )
+        if callbacks is not None and not callable(callbacks) and not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
+        self._stop.clear()
+        self.store.reopen()
+        self._fatal = None
+        self._progress = PopulationProgress([m.id for m in self.members], self.monitor, epochs,
+                                            verbose=self.verbose)
+        for member in self.members:
+            if member.initial_snapshot is None:
+                member.callback.set_model(member.model)
+                # Build the optimizer (and SGD momentum slots) first, so the
+                # initial state has the same layout as every later snapshot.
+                HyperparameterApplier(member.model, list(self.space), member.callback.setters)
+                member.initial_snapshot = snapshot_lib.capture(
+                    member.model, member.id, 0, member.callback.hparams)
+        threads = []
+        start = time.monotonic()
+        for member in self.members:
+            extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
+            data = self._member_data(member, x, y, batch_size, shuffle, shuffle_buffer)
+            kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, verbose=0)
+            t = threading.Thread(target=self._train_member, args=(member, data, kwargs, extra),
+                                 name=f"pbt-member-{member.id}", daemon=True)
+            threads.append(t)
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(0.1)
+        except KeyboardInterrupt:
+            self._progress.message("Interrupted: stopping every member at the end of its epoch...")
+            self.stop()
+            for t in threads:
+                t.join(60)
+            self._progress.close()
+            raise
+        self._progress.close()
+        self.elapsed = time.monotonic() - start
+        if self._fatal is not None:
+            raise self._fatal
+        if self.verbose:
+            self._print_summary()
+        return self.history
+
+    def stop(self):
+        """Asks every member to stop at the end of its current epoch."""
+        self._stop.set()
+        self.store.close("the population was stopped")
+
+    def _train_member(self, member, data, kwargs, extra):
+        cb = member.callback
+        control = _MemberControl(self, member)
+        epochs = kwargs["epochs"]
+        while not self._stop.is_set() and cb.epochs < epochs:
+            try:
+                history = member.model.fit(
+                    data, initial_epoch=cb.epochs, callbacks=[cb, control] + list(extra), **kwargs
+                )
+                for k, v in history.history.items():
+                    member.history.setdefault(k, []).extend(v)
+                if cb.epochs < epochs and not self._stop.is_set() and _non_finite(member.model):
+                    raise NonFiniteStateError(
+                        f"member {member.id!r} stopped at epoch {cb.epochs} with NaN/inf weights"
+                    )
+                break
+            except PopulationStopped:
+                return
+            except Exception as error:  # noqa: BLE001 - a member's fault must not end the others
+                self.store.leave(member.id, reason=repr(error))
+                member.failures.append(error)
+                if isinstance(error, TimeoutError) or len(member.failures) > self.max_failures:
+                    reason = (f"failed {len(member.failures)} times" if not isinstance(error, TimeoutError)
+                              else "timed out")
+                    self._fatal = PopulationError(
+                        f"Member {member.id!r} {reason}; last error: {type(error).__name__}: {error}",
+                        member=member.id, cause=error,
+                    )
+                    self.stop()
+                    return
+                try:
+                    self._restart(member, error)
+                except Exception as restart_error:  # noqa: BLE001 - reported as fatal
+                    self._fatal = PopulationError(
+                        f"Member {member.id!r} failed ({type(error).__name__}: {error}) and could not "
+                        f"be restarted: {type(restart_error).__name__}: {restart_error}",
+                        member=member.id, cause=restart_error,
+                    )
+                    self.stop()
+                    return
+        self._progress.update(member.id, status="done")
+
+    def _restart(self, member, error):
+        """Restarts a failed member from the best snapshot of another member."""
+        cb = member.callback
+        best = None
+        for other in self.store.snapshot_members() - {member.id}:
+            snap = self.store.snapshot(other)
+            if snap is not None and (best is None or selection_lib.is_better(snap.metric, best.metric, cb.mode)):
+                best = snap
+        snap = best or member.initial_snapshot
+        snapshot_lib.restore(member.model, snap, cb.copy_optimizer_state)
+        new, ops = cb.policy.explorer(dict(snap.hparams), cb.space, cb._rng)
+        record = lineage_lib.LineageRecord(
+            member=member.id, step=cb.steps, action="restart", hparams=dict(new),
+            hparams_before=dict(cb.hparams), parent=snap.member if best is not None else None,
+            parent_step=snap.step if best is not None else None, parent_metric=snap.metric,
+            ops=ops, interval=cb.interval, monitor=cb.monitor, mode=cb.mode,
+            reason=f"{type(error).__name__}: {error}", time=time.time(),
+        )
+        cb.hparams = dict(new)
+        cb._record(record, metric=None)
+        self.store.register(member.id, exist_ok=True)
+        self._progress.message(
+            f"member {member.id!r} failed ({type(error).__name__}: {error}); restarted from "
+            + (f"member {snap.member!r} at step {snap.step}" if best is not None else "its initial state")
+        )
+
+    # -------------------------------------------------------------- results
+
+    @property
+    def lineage(self):
+        """Every `LineageRecord` of the run, in order."""
+        return self.store.lineage()
+
+    @property
+    def history(self):
+        """dict member id -> dict metric -> list of per-epoch values."""
+        return {m.id: dict(m.history) for m in self.members}
+
+    @property
+    def best_member(self):
+        """The `Member` with the best metric at its latest boundary."""
+        last = []
+        for m in self.members:
+            reports = self.store.histories().get(m.id) or []
+            if reports:
+                last.append(reports[-1])
+        best = selection_lib.best_report(last, self.mode)
+        if best is None:
+            raise ValueError("No member has reported a metric yet: call fit first.")
+        return next(m for m in self.members if m.id == best.member)
+
+    def best_model(self):
+        """The trained `keras.Model` of `best_member`."""
+        return self.best_member.model
+
+    def _print_summary(self):
+        best = self.best_member
+        exploits = sum(1 for r in self.lineage if r.action == "exploit")
+        restarts = sum(1 for r in self.lineage if r.action == "restart")
+        hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
+                       for k, v in best.hparams.items())
+        self._progress.message(
+            f"PBT done in {self.elapsed:.1f} s: best member {best.id!r} with {self.monitor}="
+            f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
+            f"{restarts} restarts."
+        )

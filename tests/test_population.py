@@ -1,0 +1,268 @@
+"""`keras_pbt.Population` on four logical CPU devices (see conftest.py)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_pbt
+from keras_pbt import snapshot as snapshot_lib
+from tests.pbt_helpers import blobs
+
+SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.95)}
+X, Y = blobs(240, seed=0)
+XV, YV = blobs(90, seed=1)
+
+
+def build(hp):
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(3),
+    ])
+    model.compile(
+        keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _device_of(variable):
+    return tf.DeviceSpec.from_string(variable.value.device).device_index
+
+
+def test_each_member_lives_on_its_own_device():
+    pop = keras_pbt.Population(build, SPACE, size=4, seed=0, verbose=0)
+    assert [m.devices for m in pop.members] == [[f"/device:CPU:{i}"] for i in range(4)]
+    for i, member in enumerate(pop.members):
+        assert member.strategy.num_replicas_in_sync == 1
+        devices = {_device_of(v) for v in member.model.weights}
+        assert devices == {i}
+
+
+def test_slices_of_two_devices_mirror_variables_on_both():
+    pop = keras_pbt.Population(build, SPACE, size=2, devices_per_member=2, seed=0, verbose=0)
+    assert [m.devices for m in pop.members] == [["/device:CPU:0", "/device:CPU:1"],
+                                                ["/device:CPU:2", "/device:CPU:3"]]
+    for member, expected in zip(pop.members, [{"CPU:0", "CPU:1"}, {"CPU:2", "CPU:3"}]):
+        assert member.strategy.num_replicas_in_sync == 2
+        for v in member.model.weights:
+            replicas = {d.device.split("device:")[-1] for d in v.value.values}
+            assert replicas == expected
+
+
+def test_more_members_than_devices_share_round_robin():
+    pop = keras_pbt.Population(build, SPACE, size=6, devices=["/cpu:0", "/cpu:1"], seed=0, verbose=0)
+    assert [m.devices[0][-1] for m in pop.members] == ["0", "1", "0", "1", "0", "1"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(size=1), "size=1"),
+    (dict(devices=["/gpu:7"]), "'/gpu:7' does not exist"),
+    (dict(devices=["/cpu:0", "/cpu:0"]), "names a device twice"),
+    (dict(devices_per_member=8), "devices_per_member=8"),
+    (dict(max_failures=-1), "max_failures=-1"),
+    (dict(member_ids=[0, 0, 1, 2]), "must be unique"),
+    (dict(verbose=3), "verbose=3"),
+    (dict(space={}), "space"),
+])
+def test_bad_configuration_is_rejected_before_building(kwargs, message):
+    args = dict(size=4, seed=0, verbose=0)
+    args.update(kwargs)
+    space = args.pop("space", SPACE)
+    with pytest.raises((ValueError, TypeError), match=message):
+        keras_pbt.Population(build, space, **args)
+
+
+def test_two_concurrent_strategies_exploit_across_devices():
+    pop = keras_pbt.Population(build, SPACE, size=2, seed=3, verbose=0, quantile=0.5,
+                               initial_hparams=[{"learning_rate": 0.2, "momentum": 0.5},
+                                                {"learning_rate": 0.001, "momentum": 0.0}])
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
+    exploits = [r for r in pop.lineage if r.action == "exploit"]
+    assert exploits, "the weak member must copy the strong one"
+    assert {r.parent for r in exploits} <= {0, 1}
+    # A copy between members on different devices keeps each on its own device.
+    a, b = pop.members
+    snap = snapshot_lib.capture(a.model, a.id, a.callback.steps)
+    snapshot_lib.restore(b.model, snap)
+    for va, vb, want in zip(a.model.weights, b.model.weights, snap.weights):
+        np.testing.assert_array_equal(vb.numpy(), want)
+        assert _device_of(va) == 0 and _device_of(vb) == 1
+    assert set(pop.history) == {0, 1}
+    assert len(pop.history[0]["val_accuracy"]) == 4
+
+
+def test_asynchronous_population_and_dataset_input():
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
+    pop = keras_pbt.Population(build, SPACE, size=4, synchronous=False, seed=5, verbose=0,
+                               quantile=0.25)
+    pop.fit(data, validation_data=(XV, YV), epochs=4)
+    steps = {m.id: m.callback.steps for m in pop.members}
+    assert set(steps.values()) == {4 * 8}
+    assert sum(r.action == "init" for r in pop.lineage) == 4
+
+
+def test_best_model_is_the_member_with_the_best_final_metric():
+    pop = keras_pbt.Population(build, SPACE, size=4, seed=1, verbose=0)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
+    finals = {m.id: pop.store.histories()[m.id][-1].metric for m in pop.members}
+    best_id = max(finals, key=lambda k: (finals[k], -k))
+    assert pop.best_member.id == best_id
+    model = pop.best_model()
+    assert model is pop.members[best_id].model
+    _, acc = model.evaluate(XV, YV, verbose=0)
+    assert acc == pytest.approx(finals[best_id], abs=1e-6)
+
+
+class _FailAt(keras.callbacks.Callback):
+    def __init__(self, epoch, times, error=RuntimeError("boom in member code")):
+        super().__init__()
+        self.epoch, self.left, self.error = epoch, times, error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch and self.left > 0:
+            self.left -= 1
+            raise self.error
+
+
+def test_member_that_raises_is_restarted_from_a_top_member():
+    failing = _FailAt(epoch=2, times=1)
+    pop = keras_pbt.Population(build, SPACE, size=4, seed=2, verbose=0)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
+            callbacks=lambda mid: [failing] if mid == 1 else [])
+    restarts = [r for r in pop.lineage if r.action == "restart"]
+    assert len(restarts) == 1
+    r = restarts[0]
+    assert r.member == 1 and r.parent in (0, 2, 3) and "boom in member code" in r.reason
+    assert pop.members[1].callback.epochs == 4
+    assert all(m.callback.epochs == 4 for m in pop.members)
+    assert len(pop.members[1].failures) == 1
+
+
+def test_member_that_keeps_failing_stops_the_population_naming_it():
+    failing = _FailAt(epoch=1, times=100, error=ValueError("bad user code"))
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, max_failures=2,
+                               member_ids=["a", "b", "c"])
+    with pytest.raises(keras_pbt.PopulationError, match=r"Member 'b' failed 3 times.*bad user code") as info:
+        pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
+                callbacks=lambda mid: [failing] if mid == "b" else [])
+    assert info.value.member == "b" and isinstance(info.value.cause, ValueError)
+
+
+class _PoisonOnce(keras.callbacks.Callback):
+    """Fills the weights with NaN once, as a diverging learning rate would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.done = epoch, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch and not self.done:
+            self.done = True
+            for v in self.model.trainable_weights:
+                v.assign(np.full(v.shape, np.nan, "float32"))
+
+
+def test_nan_stopped_by_terminate_on_nan_restarts_the_member():
+    poison = _PoisonOnce(epoch=2)
+    pop = keras_pbt.Population(build, SPACE, size=4, seed=4, verbose=0)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
+            callbacks=lambda mid: [poison, keras.callbacks.TerminateOnNaN()] if mid == 2
+            else [keras.callbacks.TerminateOnNaN()])
+    restarts = [r for r in pop.lineage if r.action == "restart"]
+    assert [r.member for r in restarts] == [2]
+    assert "NaN" in restarts[0].reason
+    model = pop.members[2].model
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+    assert pop.members[2].callback.epochs == 4
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(capsys):
+    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=1)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32)
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out
+    lines = out.strip().splitlines()
+    for member in (0, 1):
+        for epoch in (1, 2):
+            assert any(line.startswith(f"member    {member}  epoch {epoch}/2  step {epoch * 8}  val_accuracy=")
+                       and "learning_rate=" in line and "momentum=" in line for line in lines), out
+    assert lines[-1].startswith("PBT done in ")
+    assert f"best member {pop.best_member.id!r}" in lines[-1]
+    exploits = sum(r.action == "exploit" for r in pop.lineage)
+    assert f"{exploits} exploits" in lines[-1]
+
+
+def test_progress_redraws_in_place_on_a_terminal():
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    progress = keras_pbt.PopulationProgress([0, 1], "val_accuracy", epochs=3, verbose=1, stream=tty,
+                                            min_interval=0.0)
+    progress.update(0, epoch=1, step=8, metric=0.5, hparams={"lr": 0.1})
+    progress.update(1, epoch=1, step=8, metric=0.6, hparams={"lr": 0.2})
+    assert tty.text.count("\x1b[2F\x1b[J") == 1  # the second draw replaced the first two rows
+    assert "member    1  epoch 1/3  step 8  val_accuracy=0.6  lr=0.2" in tty.text
+
+
+def test_verbose_zero_prints_nothing(capsys):
+    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
+    assert capsys.readouterr().out == ""
+
+
+def test_ctrl_c_stops_every_member_cleanly(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.getcwd()!r})
+        import keras_pbt
+        keras_pbt.configure_cpu_devices(2)
+        from tests.test_population import build, SPACE, X, Y, XV, YV
+        pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=2, logdir={str(tmp_path / 'runs')!r})
+        try:
+            pop.fit(X, Y, validation_data=(XV, YV), epochs=10000, batch_size=32)
+        except KeyboardInterrupt:
+            print("stopped at epochs", [m.callback.epochs for m in pop.members], flush=True)
+            raise
+    """))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen += line
+        if "epoch 3/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    out = seen + out
+    assert proc.returncode != 0
+    assert "Interrupted: stopping every member" in out
+    assert "stopped at epochs" in out
+    assert "KeyboardInterrupt" in err
+    stopped = eval(out.split("stopped at epochs")[-1].strip().splitlines()[0])  # noqa: S307 - our own output
+    assert all(3 <= e < 10000 for e in stopped)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["member_0", "member_1"]
