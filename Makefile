@@ -15,10 +15,11 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/digits_callback.py
+	$(PY) examples/digits.py
 
 test: $(STAMP)
-	test -x /usr/bin/chromium || apt-get install -y chromium  # browser test of the TensorBoard tab
+	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
 
 clean:

@@ -44,12 +44,17 @@ _LAZY = {
     "assign_devices": "keras_pbt.devices",
 }
 
+_SUBMODULES = {"callback", "devices", "hyperparameters", "population", "progress", "snapshot",
+               "summary"}
+
 
 def __getattr__(name):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_pbt.{name}")
     raise AttributeError(f"module 'keras_pbt' has no attribute {name!r}")
 
 

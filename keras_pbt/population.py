@@ -346,7 +346,9 @@ class Population:
         for member in self.members:
             extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
             data = self._member_data(member, x, y, batch_size, shuffle, shuffle_buffer)
-            kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, verbose=0)
+            # Each member's data is already shuffled with its own seed.
+            kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, verbose=0,
+                          shuffle=False)
             t = threading.Thread(target=self._train_member, args=(member, data, kwargs, extra),
                                  name=f"pbt-member-{member.id}", daemon=True)
             threads.append(t)
