@@ -1,14 +1,13 @@
 """Writes small real PBT log directories for the TensorBoard plugin tests.
 
-`train_population` runs a tiny population (threads + `PBTCallback` on one
-`InMemoryStore`, sklearn digits, a 64-16-10 MLP) with `logdir=` so that the
+`train_population` runs a tiny `keras_pbt.Population` (sklearn digits, a
+64-16-10 MLP, one member named with markup) with `logdir=` so that the
 summaries are the ones users get. `write_synthetic_population` writes
 hand-made records through the same `MemberSummaryWriter`, for shapes a tiny
 run does not reach (many boundaries, many members).
 """
 
 import os
-import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,9 +15,8 @@ HOSTILE_MEMBER = "<img src=x onerror=alert(1)>"
 
 
 def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, seed=0):
-    """Trains a tiny synchronous population; returns the store's lineage records."""
+    """Trains a tiny synchronous `keras_pbt.Population`; returns its lineage records."""
     import keras
-    import numpy as np
     from sklearn.datasets import load_digits
 
     import keras_pbt
@@ -26,49 +24,31 @@ def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, see
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
     xt, yt, xv, yv = x[:320], y[:320], x[1400:1560], y[1400:1560]
-    store = keras_pbt.InMemoryStore(seed=seed)
     space = {
         "learning_rate": keras_pbt.LogUniform(1e-3, 0.5),
         "momentum": keras_pbt.Uniform(0.0, 0.9),
     }
-    rng = np.random.default_rng(seed)
-    jobs = []
-    for i, member in enumerate(member_ids):
-        hp = keras_pbt.sample_space(space, rng)
-        keras.utils.set_random_seed(seed + i)
+
+    def build(hp):
         model = keras.Sequential(
             [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
         )
         model.compile(
-            keras.optimizers.SGD(float(hp["learning_rate"]), momentum=float(hp["momentum"])),
+            keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        cb = keras_pbt.PBTCallback(
-            store, member, space, hparams=hp, synchronous=True, quantile=0.25,
-            sync_timeout=120, logdir=logdir, seed=seed,
-        )
-        jobs.append((model, cb))
-    errors = []
+        return model
 
-    def fit(model, cb):
-        try:
-            model.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32,
-                      verbose=0, callbacks=[cb])
-        except Exception as e:  # surfaced below, not swallowed
-            errors.append(e)
-
-    threads = [threading.Thread(target=fit, args=job) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    for _, cb in jobs:
-        if cb._writer is not None:
-            cb._writer.close()
-    return store.lineage()
+    pop = keras_pbt.Population(
+        build, space, size=len(member_ids), member_ids=list(member_ids), quantile=0.25,
+        sync_timeout=120, logdir=logdir, seed=seed, verbose=0,
+    )
+    pop.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32)
+    for member in pop.members:
+        if member.callback._writer is not None:
+            member.callback._writer.close()
+    return pop.lineage
 
 
 def synthetic_records(n_members, n_boundaries, steps_per_interval=10, seed=0):
