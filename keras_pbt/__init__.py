@@ -14,6 +14,8 @@ from keras_pbt.policy import Decision
 from keras_pbt.policy import PBTPolicy
 from keras_pbt.selection import Report
 from keras_pbt.selection import Selection
+from keras_pbt.selection import TTestSelection
+from keras_pbt.selection import TournamentSelection
 from keras_pbt.selection import TruncationSelection
 from keras_pbt.space import Choice
 from keras_pbt.space import Hyperparameter
@@ -78,6 +80,8 @@ __all__ = [
     "Report",
     "Selection",
     "Snapshot",
+    "TTestSelection",
+    "TournamentSelection",
     "TruncationSelection",
     "Uniform",
     "sample_space",

@@ -1,5 +1,6 @@
 """`PBTCallback`: Population-Based Training inside one `model.fit` call."""
 
+import collections
 import math
 import numbers
 import time
@@ -58,8 +59,9 @@ class PBTCallback(keras.callbacks.Callback):
         mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
         quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
             Defaults to `0.2`.
-        selection: `"truncation"` or a `keras_pbt.Selection`. Defaults to
-            `"truncation"`.
+        selection: `"truncation"`, `"tournament"`, `"ttest"` or a
+            `keras_pbt.Selection` instance (e.g. `TTestSelection(window=5)`).
+            Defaults to `"truncation"`.
         factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
         resample_probability: chance to resample a value instead of
             perturbing it. Defaults to `0.25`.
@@ -193,6 +195,9 @@ class PBTCallback(keras.callbacks.Callback):
         self.interval = 0  # boundaries passed
         self.exploits = 0
         self.last_decision = None
+        # Latest metrics since the last exploit, for strategies that judge
+        # several evaluations (Report.recent).
+        self._recent = collections.deque(maxlen=self.policy.selection.history_length)
         self._applier = None
         self._writer = None
         self._initialised = False
@@ -265,7 +270,8 @@ class PBTCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------- helpers
 
     def _read_iterations(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        # All the model's optimizers (a GAN's d_optimizer/g_optimizer too).
+        return snapshot_lib.iterations(self.model)
 
     def _step_boundary_after(self, steps):
         if self.interval_steps is None:
@@ -309,6 +315,8 @@ class PBTCallback(keras.callbacks.Callback):
         )
 
     def _record(self, record, metric):
+        if record.action in ("exploit", "restart"):
+            self._recent.clear()  # earlier metrics belong to other weights
         self.store.add_lineage(record)
         if self._writer is not None:
             self._writer.write(
@@ -324,8 +332,10 @@ class PBTCallback(keras.callbacks.Callback):
         metric = self._read_metric(logs)
         self.interval += 1
         step, interval = self.steps, self.interval
+        self._recent.append(metric)
         report = selection_lib.Report(
-            self.member_id, step, metric, dict(self.hparams), interval, time.time()
+            self.member_id, step, metric, dict(self.hparams), interval, time.time(),
+            recent=tuple(self._recent) if self._recent.maxlen > 1 else (),
         )
         self.store.report(report)
         judged = not last and self._progress() > self.burn_in

@@ -6,7 +6,7 @@ Pure Python + NumPy.
 import dataclasses
 import math
 import numbers
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,12 @@ class Report:
         hparams: the hyperparameters the member trained with up to here.
         interval: the boundary index (1 for the first judged boundary).
         time: wall-clock time of the report (`time.time()`), 0 if unknown.
+        recent: the member's latest metrics, oldest first and ending with
+            `metric`, for strategies that judge several evaluations (t-test
+            selection). Empty when the strategy does not need them. The
+            callback keeps at most `Selection.history_length` of them, and
+            only those since the member's last exploit or restart (earlier
+            ones belong to other weights).
     """
 
     member: Any
@@ -28,6 +34,11 @@ class Report:
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     interval: int = 0
     time: float = 0.0
+    recent: Tuple[float, ...] = ()
+
+    def window(self):
+        """The metrics to judge the member by: `recent`, or `(metric,)`."""
+        return tuple(self.recent) if self.recent else (self.metric,)
 
 
 def is_finite(x):
@@ -148,6 +159,9 @@ class Selection:
     """
 
     name = "selection"
+    # How many of a member's latest metrics the strategy reads from
+    # `Report.recent` (1: only `Report.metric`).
+    history_length = 1
 
     def parent_candidates(self, ranked, mode):
         """Members that may be chosen as a parent: they publish snapshots."""
@@ -210,20 +224,240 @@ class TruncationSelection(Selection):
         return top[int(rng.integers(len(top)))]
 
 
-_SELECTIONS = {"truncation": TruncationSelection}
+def _others(member, ranked, available):
+    return [
+        r for r in sorted(ranked, key=lambda r: str(r.member))
+        if r.member != member and (available is None or r.member in available)
+    ]
+
+
+class TournamentSelection(Selection):
+    """Binary tournament: each member meets one random other member.
+
+    Every member draws another member uniformly (among those that can be
+    copied now) and copies it if its metric is strictly better; a tie or a
+    worse opponent keeps the member as it is. Any member can be a parent,
+    so every member publishes a snapshot at every boundary. About half the
+    population is replaced at each boundary, far more than truncation:
+    use a longer interval.
+
+    Example:
+
+    >>> sel = TournamentSelection()
+    """
+
+    name = "tournament"
+
+    def parent_candidates(self, ranked, mode):
+        return [r.member for r in ranked]
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        me = _find(member, ranked)
+        others = _others(member, ranked, available)
+        if not others:
+            return None
+        other = others[int(rng.integers(len(others)))]
+        return other if is_better(other.metric, me.metric, mode) else None
+
+
+class TTestSelection(Selection):
+    """Welch's t-test selection (Jaderberg et al. 2017).
+
+    Each member draws another member uniformly and compares their last
+    `window` evaluations (`Report.recent`): it copies the other member if
+    the other's mean is strictly better **and** Welch's two-sided t-test
+    finds the difference significant (p-value below `significance`).
+    A member whose latest evaluations hold NaN or inf copies any other
+    whose evaluations are all finite. Both members need at least
+    `min_evaluations` evaluations since their last exploit, so a member
+    that was just replaced is not judged again on one noisy value.
+
+    Args:
+        window: how many latest evaluations to compare (`k`). Defaults to
+            `10`, the paper's value.
+        significance: the p-value below which the difference counts.
+            Defaults to `0.05`.
+        min_evaluations: fewest evaluations on each side for a test, at
+            least 2 (a variance needs two). Defaults to `2`.
+
+    Example:
+
+    >>> sel = TTestSelection(window=5, significance=0.1)
+    """
+
+    name = "ttest"
+
+    def __init__(self, window=10, significance=0.05, min_evaluations=2):
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 2:
+            raise ValueError(f"`window` must be an int >= 2. Received: window={window!r}")
+        if (
+            isinstance(significance, bool)
+            or not isinstance(significance, numbers.Real)
+            or not 0 < significance < 1
+        ):
+            raise ValueError(
+                f"`significance` must be in (0, 1). Received: significance={significance!r}"
+            )
+        if (
+            isinstance(min_evaluations, bool)
+            or not isinstance(min_evaluations, numbers.Integral)
+            or not 2 <= min_evaluations <= window
+        ):
+            raise ValueError(
+                "`min_evaluations` must be an int in [2, window]. "
+                f"Received: min_evaluations={min_evaluations!r}"
+            )
+        self.window = int(window)
+        self.significance = float(significance)
+        self.min_evaluations = int(min_evaluations)
+        self.history_length = self.window
+
+    def parent_candidates(self, ranked, mode):
+        return [r.member for r in ranked]
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        me = _find(member, ranked)
+        others = _others(member, ranked, available)
+        if not others:
+            return None
+        other = others[int(rng.integers(len(others)))]
+        return other if self.is_significantly_better(other, me, mode) else None
+
+    def is_significantly_better(self, a, b, mode):
+        """True if report `a`'s latest evaluations beat `b`'s by the test."""
+        xa, xb = a.window()[-self.window:], b.window()[-self.window:]
+        if not all(is_finite(x) for x in xa):
+            return False
+        if not all(is_finite(x) for x in xb):
+            return True  # b diverged; a is finite throughout
+        if len(xa) < self.min_evaluations or len(xb) < self.min_evaluations:
+            return False
+        if not is_better(sum(xa) / len(xa), sum(xb) / len(xb), mode):
+            return False
+        _, p = welch_ttest(xa, xb)
+        return p < self.significance
+
+
+def _find(member, ranked):
+    for r in ranked:
+        if r.member == member:
+            return r
+    raise ValueError(f"Member {member!r} is not among the ranked reports.")
+
+
+# --- Welch's t-test, with the Student-t distribution from the incomplete beta.
+
+
+def betainc(a, b, x):
+    """The regularized incomplete beta function `I_x(a, b)`.
+
+    Evaluated with the continued fraction of Numerical Recipes (modified
+    Lentz), using the symmetry `I_x(a, b) = 1 - I_{1-x}(b, a)` where that
+    converges faster. Accurate to about 1e-14 for moderate `a`, `b`.
+
+    Args:
+        a, b: positive shape parameters.
+        x: in `[0, 1]`.
+    """
+    if not (a > 0 and b > 0):
+        raise ValueError(f"`a` and `b` must be positive. Received: a={a!r}, b={b!r}")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"`x` must be in [0, 1]. Received: x={x!r}")
+    if x == 0.0 or x == 1.0:
+        return float(x)
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def _beta_fraction(a, b, x, max_iter=500, eps=1e-16):
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, max_iter + 1):
+        m2 = 2 * m
+        for num in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def student_t_sf(t, df):
+    """`P(T > t)` for Student's t with `df` (> 0, may be fractional) degrees of freedom."""
+    if not df > 0:
+        raise ValueError(f"`df` must be positive. Received: df={df!r}")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t > 0 else 1.0 - tail
+
+
+def welch_ttest(a, b):
+    """Welch's unequal-variances t-test of two samples.
+
+    Args:
+        a, b: sequences of at least two finite numbers each.
+
+    Returns:
+        `(t, p)`: the t statistic of `mean(a) - mean(b)` and the two-sided
+        p-value, with the Welch-Satterthwaite degrees of freedom. Two
+        constant samples give `p = 0` if their means differ, `1` if not.
+
+    Example:
+
+    >>> t, p = welch_ttest([1.0, 2.0, 3.0], [4.0, 5.0, 6.5])
+    """
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(
+            f"Welch's t-test needs two values per sample. Received {len(a)} and {len(b)}."
+        )
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
+    se2 = va + vb
+    if se2 == 0.0:
+        return (0.0, 1.0) if ma == mb else (math.copysign(math.inf, ma - mb), 0.0)
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2 * se2 / (va * va / (na - 1) + vb * vb / (nb - 1))
+    return t, min(1.0, 2.0 * student_t_sf(abs(t), df))
+
+
+_SELECTIONS = {
+    "truncation": lambda quantile: TruncationSelection(quantile=quantile),
+    "tournament": lambda quantile: TournamentSelection(),
+    "ttest": lambda quantile: TTestSelection(),
+}
 
 
 def get_selection(selection, quantile=0.2):
     """Returns a `Selection` from a name or passes an instance through.
 
     Args:
-        selection: `"truncation"` or a `Selection` instance.
-        quantile: used when building a strategy by name.
+        selection: `"truncation"`, `"tournament"`, `"ttest"` or a
+            `Selection` instance (to set a strategy's parameters, e.g.
+            `TTestSelection(window=5)`).
+        quantile: used when building `"truncation"` by name.
     """
     if isinstance(selection, Selection):
         return selection
-    if selection in _SELECTIONS:
-        return _SELECTIONS[selection](quantile=quantile)
+    if isinstance(selection, str) and selection in _SELECTIONS:
+        return _SELECTIONS[selection](quantile)
     raise ValueError(
         f"`selection` must be one of {sorted(_SELECTIONS)} or a Selection "
         f"instance. Received: selection={selection!r}"

@@ -5,11 +5,49 @@ iteration count, learning rate) to host memory in one go, between two train
 steps of the member's own thread: the copy is consistent and the member can
 go on training. A restore checks that the layouts match before assigning,
 since a plain `zip` would silently drop what does not pair up.
+
+A model may hold several optimizers: a GAN written the standard Keras way
+keeps `d_optimizer` and `g_optimizer` as attributes next to
+`model.optimizer`. Every optimizer found on the model is captured and
+restored, in the order of `optimizers(model)`.
 """
 
+import keras
 import numpy as np
 
 from keras_pbt.store import Snapshot
+
+
+def optimizers(model):
+    """The model's optimizers as `[(name, optimizer)]`, in a fixed order.
+
+    `("optimizer", model.optimizer)` first when it is set, then every
+    `keras.optimizers.Optimizer` attribute of the model (e.g. a GAN's
+    `d_optimizer` and `g_optimizer`), sorted by attribute name. An
+    optimizer reachable under two names is listed once, under the first.
+    """
+    out, seen = [], set()
+    main = getattr(model, "optimizer", None)
+    if isinstance(main, keras.optimizers.Optimizer):
+        out.append(("optimizer", main))
+        seen.add(id(main))
+    for name in sorted(vars(model)):
+        value = vars(model)[name]
+        if isinstance(value, keras.optimizers.Optimizer) and id(value) not in seen:
+            out.append((name, value))
+            seen.add(id(value))
+    return out
+
+
+def iterations(model):
+    """The model's optimizer step count: the largest `iterations` of its optimizers.
+
+    A GAN's `model.optimizer` (from `super().compile()`) never steps; its
+    `d_optimizer` and `g_optimizer` do. Where one optimizer is applied
+    several times per batch (a WGAN's critic), the count follows it.
+    """
+    counts = [int(keras.ops.convert_to_numpy(opt.iterations)) for _, opt in optimizers(model)]
+    return max(counts) if counts else 0
 
 
 def _model_variables(model):
@@ -17,7 +55,17 @@ def _model_variables(model):
 
 
 def _optimizer_variables(model):
-    return list(model.optimizer.variables)
+    return [v for _, opt in optimizers(model) for v in opt.variables]
+
+
+def _learning_rate_variables(model):
+    out = set()
+    for _, opt in optimizers(model):
+        for o in (opt, getattr(opt, "inner_optimizer", opt)):
+            lr = getattr(o, "_learning_rate", None)
+            if isinstance(lr, keras.Variable):
+                out.add(id(lr))
+    return out
 
 
 def _slot_kind(name):
@@ -28,12 +76,15 @@ def _slot_kind(name):
 
 
 def layout(model):
-    """`(kind, name, shape, dtype)` of every weight, then every optimizer variable."""
+    """`(kind, name, shape, dtype)` of every weight, then every optimizer variable.
+
+    The kind of an optimizer variable is `"optimizer"` for `model.optimizer`
+    and `"optimizer:<attribute>"` for another optimizer of the model.
+    """
     rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in _model_variables(model)]
-    rows += [
-        ("optimizer", _slot_kind(v.name), tuple(v.shape), str(v.dtype))
-        for v in _optimizer_variables(model)
-    ]
+    for name, opt in optimizers(model):
+        kind = "optimizer" if name == "optimizer" else f"optimizer:{name}"
+        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype)) for v in opt.variables]
     return tuple(rows)
 
 
@@ -67,8 +118,8 @@ def capture(model, member, step, hparams=None, metric=None):
 
 def _mismatch(model_layout, snap_layout):
     if len(model_layout) != len(snap_layout):
-        mine = sum(1 for r in model_layout if r[0] == "optimizer")
-        theirs = sum(1 for r in snap_layout if r[0] == "optimizer")
+        mine = sum(1 for r in model_layout if r[0].startswith("optimizer"))
+        theirs = sum(1 for r in snap_layout if r[0].startswith("optimizer"))
         return (
             f"the model has {len(model_layout) - mine} weights and {mine} optimizer "
             f"variables, the snapshot {len(snap_layout) - theirs} and {theirs}"
@@ -86,9 +137,9 @@ def restore(model, snapshot, copy_optimizer_state=True):
         model: the receiving model (built, same architecture and optimizer).
         snapshot: the `Snapshot` to copy.
         copy_optimizer_state: if True, copy the optimizer's variables too
-            (slots and iteration count). If False, reset the optimizer state:
-            every optimizer variable but the learning rate is set to zero,
-            as in a freshly built optimizer.
+            (slots and iteration count) of every optimizer. If False, reset
+            the optimizer state: every optimizer variable but the learning
+            rates is set to zero, as in a freshly built optimizer.
 
     Raises:
         ValueError: if the layouts differ (other architecture, other
@@ -107,7 +158,7 @@ def restore(model, snapshot, copy_optimizer_state=True):
         for variable, value in zip(opt_vars, snapshot.optimizer):
             variable.assign(value)
     else:
-        lr = getattr(model.optimizer, "_learning_rate", None)
+        rates = _learning_rate_variables(model)
         for variable in opt_vars:
-            if variable is not lr:
+            if id(variable) not in rates:
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))

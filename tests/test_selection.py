@@ -239,8 +239,8 @@ def test_get_selection():
     assert isinstance(sel, TruncationSelection) and sel.quantile == 0.25
     inst = TruncationSelection(0.5)
     assert get_selection(inst) is inst
-    with pytest.raises(ValueError, match=r"`selection`.*\['truncation'\].*selection='tournament'"):
-        get_selection("tournament")
+    with pytest.raises(ValueError, match=r"`selection`.*\['tournament', 'truncation', 'ttest'\].*selection='roulette'"):
+        get_selection("roulette")
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
