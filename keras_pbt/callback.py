@@ -328,6 +328,7 @@ class PBTCallback(keras.callbacks.Callback):
 
     def _boundary(self, logs, last):
         self._sync_steps()
+        self._applier.ensure_slots()  # optimizers a train_step built lazily
         self._next_step_boundary = self._step_boundary_after(self.steps)
         metric = self._read_metric(logs)
         self.interval += 1

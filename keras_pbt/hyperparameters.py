@@ -6,6 +6,11 @@ setting `optimizer.momentum = 0.9` in the middle of `fit` is silently
 ignored. This module assigns what lives in a variable (the learning rate,
 user `keras.Variable`s) and, only when a traced value really changed, forces
 Keras to retrace the train step.
+
+A model may hold several optimizers (a GAN's `d_optimizer` and
+`g_optimizer`): `"g_optimizer.learning_rate"` addresses the optimizer held
+in the model attribute `g_optimizer`, with the same rules; a plain
+`"learning_rate"` always means `model.optimizer`.
 """
 
 import numbers
@@ -93,6 +98,9 @@ class HyperparameterApplier:
     field of the model's optimizer (`momentum`, `beta_1`, `beta_2`,
     `epsilon`, `weight_decay`, `clipnorm`, `rho`, ...: set, then the train
     step is retraced once), and user hyperparameters given in `setters`.
+    `"<attribute>.<field>"` (e.g. `"g_optimizer.learning_rate"`,
+    `"d_optimizer.beta_1"`) addresses another optimizer of the model, held
+    in that attribute, with the same rules.
 
     Args:
         model: a compiled `keras.Model` whose optimizer is built.
@@ -128,9 +136,13 @@ class HyperparameterApplier:
         self._setters = {}
         for name in names:
             self._setters[name] = self._resolve(name, setters.get(name))
-        self._tunes_momentum = isinstance(self._setters.get("momentum"), _OptimizerAttrSetter)
-        if self._tunes_momentum:
-            self._ensure_momentum_slots()
+        # SGD optimizers whose momentum is tuned: they need momentum slots.
+        self._momentum_optimizers = [
+            s.optimizer for s in self._setters.values()
+            if isinstance(s, _OptimizerAttrSetter) and s.name == "momentum"
+        ]
+        self._tunes_momentum = bool(self._momentum_optimizers)
+        self.ensure_slots()
         self._current = {}
 
     def _resolve(self, name, setter):
@@ -143,8 +155,24 @@ class HyperparameterApplier:
                 f"`setters[{name!r}]` must be a keras.Variable or a callable "
                 f"fn(model, value). Received: {setter!r}"
             )
-        opt = self.optimizer
-        if name == "learning_rate":
+        opt, field = self.optimizer, name
+        if "." in name:
+            attribute, field = name.split(".", 1)
+            opt = getattr(self.model, attribute, None)
+            if not isinstance(opt, keras.optimizers.Optimizer):
+                from keras_pbt.snapshot import optimizers
+
+                found = [n for n, _ in optimizers(self.model)]
+                raise ValueError(
+                    f"Hyperparameter {name!r} names model attribute {attribute!r}, which is "
+                    f"not an optimizer of the model (its optimizers: {found}) and no "
+                    "setter was given for it."
+                )
+            opt = _inner_optimizer(opt)
+        return self._resolve_field(name, field, opt)
+
+    def _resolve_field(self, name, field, opt):
+        if field == "learning_rate":
             if _is_schedule(getattr(opt, "_learning_rate", None)):
                 raise TypeError(
                     "Cannot tune `learning_rate`: the optimizer uses a learning-rate "
@@ -154,16 +182,16 @@ class HyperparameterApplier:
                     "keras_pbt.ScaledSchedule and tune 'learning_rate_scale'."
                 )
             return _LearningRateSetter(opt)
-        if name == "learning_rate_scale":
+        if field == "learning_rate_scale":
             lr = getattr(opt, "_learning_rate", None)
             scale = getattr(lr, "scale", None)
             if scale is None:
                 raise ValueError(
-                    "Hyperparameter 'learning_rate_scale' needs the optimizer's "
+                    f"Hyperparameter {name!r} needs the optimizer's "
                     "learning rate to be a keras_pbt.ScaledSchedule."
                 )
             return _VariableSetter(scale)
-        value = getattr(opt, name, _MISSING)
+        value = getattr(opt, field, _MISSING)
         if value is _MISSING or callable(value) or not (
             value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
         ):
@@ -172,20 +200,28 @@ class HyperparameterApplier:
                 f"{type(opt).__name__} and no setter was given for it. Pass "
                 f"setters={{{name!r}: keras.Variable(...) or fn(model, value)}}."
             )
-        return _OptimizerAttrSetter(opt, name)
+        return _OptimizerAttrSetter(opt, field)
 
-    def _ensure_momentum_slots(self):
-        # Keras SGD built with momentum=0 has no momentum slots; every member
-        # needs them so that a later momentum > 0 works and snapshots match.
-        opt = self.optimizer
-        if not isinstance(opt, keras.optimizers.SGD) or not opt.built:
-            return
-        if len(opt.momentums) == len(self.model.trainable_variables):
-            return
-        with self.model.distribute_strategy.scope():
-            opt.momentums = opt.add_optimizer_variables(
-                self.model.trainable_variables, "momentum"
-            )
+    def ensure_slots(self):
+        """Gives every SGD optimizer whose momentum is tuned its momentum slots.
+
+        Keras SGD built with `momentum=0` has no momentum slots; every member
+        needs them so that a later momentum > 0 works and snapshots match.
+        An optimizer that the model's own `train_step` builds at its first
+        step (a GAN's) gets them once it is built: `PBTCallback` calls this
+        at every boundary, before it captures or restores a snapshot.
+        """
+        for opt in self._momentum_optimizers:
+            if not isinstance(opt, keras.optimizers.SGD) or not opt.built:
+                continue
+            if opt is self.optimizer:
+                variables = self.model.trainable_variables
+            else:
+                variables = list(getattr(opt, "_trainable_variables", []))
+            if len(opt.momentums) == len(variables):
+                continue
+            with self.model.distribute_strategy.scope():
+                opt.momentums = opt.add_optimizer_variables(variables, "momentum")
 
     @property
     def names(self):
@@ -207,7 +243,7 @@ class HyperparameterApplier:
         """
         retrace = False
         if self._tunes_momentum:
-            self._ensure_momentum_slots()  # the optimizer may have been built since
+            self.ensure_slots()  # the optimizer may have been built since
         for name, value in values.items():
             setter = self._setters.get(name)
             if setter is None:

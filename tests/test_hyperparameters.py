@@ -201,3 +201,97 @@ def test_unknown_hyperparameter_names_it():
         HyperparameterApplier(model, ["dropout"])
     with pytest.raises(TypeError, match=r"setters\['dropout'\]"):
         HyperparameterApplier(model, ["dropout"], setters={"dropout": 0.5})
+
+
+# --- a model with several optimizers (a GAN's d_optimizer / g_optimizer) ---
+
+
+class _TwoOptimizers(keras.Model):
+    """Two one-weight models `y = a x` and `y = b x`, each with its own optimizer,
+    compiled the way keras.io's GAN examples are (`super().compile()` plus
+    optimizer attributes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = self.add_weight(shape=(1, 1), initializer=keras.initializers.Constant(W0), name="a")
+        self.b = self.add_weight(shape=(1, 1), initializer=keras.initializers.Constant(W0), name="b")
+
+    def compile(self, a_optimizer, b_optimizer):
+        super().compile()
+        self.a_optimizer = a_optimizer
+        self.b_optimizer = b_optimizer
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        for weight, optimizer in ((self.a, self.a_optimizer), (self.b, self.b_optimizer)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(tf.matmul(x, weight) - y))
+            optimizer.apply([tape.gradient(loss, weight)], [weight])
+        return {"a": self.a[0, 0], "b": self.b[0, 0]}
+
+
+class _SwitchTwo(_Switch):
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append((float(self.model.a.numpy()[0, 0]), float(self.model.b.numpy()[0, 0])))
+        if batch + 1 == self.at:
+            self.retraced = self.applier.apply(self.values)
+
+
+def _two(kind_a, hp_a, kind_b, hp_b):
+    model = _TwoOptimizers()
+    model.compile(_optimizer(kind_a, hp_a), _optimizer(kind_b, hp_b))
+    return model
+
+
+@pytest.mark.parametrize("name, new, expect_retrace", [
+    ("b_optimizer.learning_rate", 0.2, False),
+    ("b_optimizer.momentum", 0.95, True),
+])
+def test_second_optimizer_next_step_uses_new_value(name, new, expect_retrace):
+    field = name.split(".", 1)[1]
+    a_hp = {"learning_rate": 0.05, "momentum": 0.5}
+    switch = _SwitchTwo([name], {name: new})
+    model = _two("sgd", a_hp, "sgd", SGD_BASE)
+    got = np.array(_run(model, switch))
+    # a's optimizer is untouched; b's next step uses the new value.
+    np.testing.assert_allclose(got[:, 0], reference("sgd", a_hp, a_hp), rtol=2e-5, atol=1e-6)
+    want = reference("sgd", SGD_BASE, dict(SGD_BASE, **{field: new}))
+    np.testing.assert_allclose(got[:, 1], want, rtol=2e-5, atol=1e-6)
+    stale = reference("sgd", SGD_BASE, SGD_BASE)
+    assert abs(got[SWITCH, 1] - stale[SWITCH]) > 1e-4
+    assert switch.retraced is expect_retrace
+
+
+def test_second_optimizer_adam_beta_1_and_plain_name_means_model_optimizer():
+    switch = _SwitchTwo(["a_optimizer.beta_1", "b_optimizer.learning_rate"],
+                        {"a_optimizer.beta_1": 0.3, "b_optimizer.learning_rate": 0.01})
+    model = _two("adam", ADAM_BASE, "sgd", SGD_BASE)
+    got = np.array(_run(model, switch))
+    np.testing.assert_allclose(got[:, 0], reference("adam", ADAM_BASE, dict(ADAM_BASE, beta_1=0.3)),
+                               rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:, 1], reference("sgd", SGD_BASE, dict(SGD_BASE, learning_rate=0.01)),
+                               rtol=2e-5, atol=1e-6)
+    # A plain name addresses model.optimizer (the unused RMSprop of super().compile()).
+    applier = HyperparameterApplier(model, ["learning_rate", "b_optimizer.learning_rate"])
+    assert applier._setters["learning_rate"].optimizer is model.optimizer
+    assert applier.read()["b_optimizer.learning_rate"] == pytest.approx(0.01)
+
+
+def test_second_optimizer_sgd_momentum_from_zero_gets_slots_once_built():
+    model = _two("sgd", {"learning_rate": 0.05}, "sgd", {"learning_rate": 0.05, "momentum": 0.0})
+    switch = _SwitchTwo(["b_optimizer.momentum"], {"b_optimizer.momentum": 0.9})
+    got = np.array(_run(model, switch))
+    base = {"learning_rate": 0.05, "momentum": 0.0}
+    np.testing.assert_allclose(got[:, 1], reference("sgd", base, dict(base, momentum=0.9)),
+                               rtol=2e-5, atol=1e-6)
+    assert len(model.b_optimizer.momentums) == 1
+
+
+def test_unknown_optimizer_attribute_names_the_models_optimizers():
+    model = _two("sgd", SGD_BASE, "sgd", SGD_BASE)
+    with pytest.raises(ValueError, match=r"'c_optimizer'.*\['optimizer', 'a_optimizer', 'b_optimizer'\]"):
+        HyperparameterApplier(model, ["c_optimizer.learning_rate"])
+    with pytest.raises(ValueError, match="'b_optimizer.dropout' is not a numeric field of the optimizer SGD"):
+        HyperparameterApplier(model, ["b_optimizer.dropout"])
