@@ -82,6 +82,7 @@ class _Bounded(Hyperparameter):
             )
         self.low = low
         self.high = high
+        self.step = None
 
     def clip(self, value):
         value = float(value)
@@ -100,6 +101,53 @@ class _Bounded(Hyperparameter):
         return {"type": type(self).__name__, "low": self.low, "high": self.high}
 
 
+class _Grid:
+    """Values `low + i * step` for `i = 0..n-1`, the largest at most `high`.
+
+    The values are computed as `low + i * step`, as keras-tuner computes its
+    own `hp.Float(step=...)` / `hp.Int(step=...)` values, so they compare
+    equal to keras-tuner's.
+    """
+
+    def __init__(self, low, high, step, name, integer=False):
+        if integer:
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+                raise ValueError(
+                    f"`step` of {name} must be a positive int. Received: step={step!r}"
+                )
+        else:
+            _check_finite(name, step, "step")
+            if step <= 0:
+                raise ValueError(
+                    f"`step` of {name} must be > 0. Received: step={step!r}"
+                )
+        self.low, self.step, self.integer = low, step, integer
+        # The tolerance keeps float error from dropping the top value.
+        self.n = int(math.floor((high - low) / step + 1e-9)) + 1
+
+    def value(self, i):
+        i = min(max(int(i), 0), self.n - 1)
+        v = self.low + i * self.step
+        return int(v) if self.integer else float(v)
+
+    def index(self, value):
+        return min(max(int(round((value - self.low) / self.step)), 0), self.n - 1)
+
+    def perturb(self, value, factor):
+        """The grid value nearest `value * factor`, at least one step away."""
+        i = self.index(value)
+        raw = value * factor
+        j = min(max(int(round((raw - self.low) / self.step)), 0), self.n - 1)
+        moved = j
+        if j == i and factor != 1:
+            # Rounding back onto the same value would stop exploring: move
+            # one step in the direction multiplying moves the value.
+            up = (factor > 1) == (value >= 0)
+            moved = i + (1 if up else -1)
+        k = min(max(moved, 0), self.n - 1)
+        return self.value(k), k != moved or raw < self.value(0) or raw > self.value(self.n - 1)
+
+
 def _factor_op(factor, clipped):
     op = f"* {factor:g}"
     return op + " (clipped)" if clipped else op
@@ -111,14 +159,48 @@ class Uniform(_Bounded):
     Args:
         low: smallest value.
         high: largest value, greater than `low`.
+        step: optional grid spacing: values are then `low + i * step` (as
+            keras-tuner's `hp.Float(step=...)`), clipping and perturbing
+            round to the grid, and a perturbation that rounds back to the
+            same value moves one step instead. Defaults to `None`
+            (continuous).
 
     Example:
 
     >>> space = {"momentum": Uniform(0.5, 0.99)}
+    >>> space = {"dropout": Uniform(0.0, 0.5, step=0.1)}
     """
 
+    def __init__(self, low, high, step=None):
+        super().__init__(low, high)
+        if step is not None:
+            self._grid = _Grid(low, high, step, "Uniform")
+            self.step = step
+        else:
+            self._grid = None
+
     def sample(self, rng):
+        if self._grid is not None:
+            return self._grid.value(rng.integers(self._grid.n))
         return float(rng.uniform(self.low, self.high))
+
+    def clip(self, value):
+        value = super().clip(value)
+        if self._grid is not None:
+            return self._grid.value(self._grid.index(value))
+        return value
+
+    def perturb(self, value, factor, rng):
+        if self._grid is None:
+            return super().perturb(value, factor, rng)
+        new, clipped = self._grid.perturb(float(value), factor)
+        return new, _factor_op(factor, clipped)
+
+    def to_dict(self):
+        d = super().to_dict()
+        if self.step is not None:
+            d["step"] = self.step
+        return d
 
 
 class LogUniform(_Bounded):
@@ -144,19 +226,24 @@ class IntUniform(Hyperparameter):
     """An integer drawn uniformly from `low..high` (both included).
 
     Perturbing multiplies and rounds; when rounding would leave the value
-    unchanged it moves one unit in the factor's direction, so small integers
-    still explore.
+    unchanged it moves one unit (one `step`) in the factor's direction, so
+    small integers still explore.
 
     Args:
         low: smallest value.
         high: largest value, greater than `low`.
+        step: spacing of the allowed values `low, low + step, ...` (as
+            keras-tuner's `hp.Int(step=...)`). Defaults to `1`.
+        log: draw samples log-uniformly (as `hp.Int(sampling="log")`);
+            needs `low > 0`. Defaults to `False`.
 
     Example:
 
     >>> space = {"units": IntUniform(16, 256)}
+    >>> space = {"filters": IntUniform(16, 128, step=16)}
     """
 
-    def __init__(self, low, high):
+    def __init__(self, low, high, step=1, log=False):
         for arg, v in (("low", low), ("high", high)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise TypeError(
@@ -166,16 +253,32 @@ class IntUniform(Hyperparameter):
             raise ValueError(
                 f"IntUniform needs low < high. Received: low={low!r}, high={high!r}"
             )
+        if log and low <= 0:
+            raise ValueError(
+                f"IntUniform needs low > 0 with log=True. Received: low={low!r}"
+            )
         self.low = int(low)
         self.high = int(high)
+        self._grid = _Grid(self.low, self.high, step, "IntUniform", integer=True)
+        self.step = int(step)
+        self.log = bool(log)
 
     def sample(self, rng):
-        return int(rng.integers(self.low, self.high + 1))
+        if self.log:
+            x = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
+            return self.clip(math.floor(x))
+        return self._grid.value(rng.integers(self._grid.n))
 
     def clip(self, value):
-        return int(min(max(int(round(value)), self.low), self.high))
+        value = int(min(max(int(round(value)), self.low), self.high))
+        if self.step != 1:
+            value = self._grid.value(self._grid.index(value))
+        return value
 
     def perturb(self, value, factor, rng):
+        if self.step != 1:
+            new, clipped = self._grid.perturb(int(value), factor)
+            return new, _factor_op(factor, clipped)
         value = int(value)
         raw = int(round(value * factor))
         if raw == value and factor != 1:
@@ -187,7 +290,12 @@ class IntUniform(Hyperparameter):
         return new, _factor_op(factor, new != raw)
 
     def to_dict(self):
-        return {"type": "IntUniform", "low": self.low, "high": self.high}
+        d = {"type": "IntUniform", "low": self.low, "high": self.high}
+        if self.step != 1:
+            d["step"] = self.step
+        if self.log:
+            d["log"] = True
+        return d
 
 
 class Choice(Hyperparameter):
