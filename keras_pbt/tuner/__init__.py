@@ -1,0 +1,26 @@
+"""keras-tuner integration: `PBTOracle` and `PBTTuner`.
+
+`keras_pbt.tuner.convert` and `keras_pbt.tuner.checkpoint` are plain
+Python + NumPy; the oracle and the tuner import keras-tuner (and with it
+Keras) on first use.
+"""
+
+import importlib
+
+_LAZY = {
+    "PBTOracle": "keras_pbt.tuner.oracle",
+    "PBTTuner": "keras_pbt.tuner.tuner",
+    "space_from_hyperparameters": "keras_pbt.tuner.convert",
+    "spec_from_hyperparameter": "keras_pbt.tuner.convert",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_pbt.tuner' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

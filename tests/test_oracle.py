@@ -1,0 +1,358 @@
+"""PBTOracle with no model at all: keras-tuner trials driven by hand, scored by formulas.
+
+Also the pure converter from keras-tuner hyperparameters to keras-pbt specs.
+"""
+
+import math
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+from keras_tuner.engine.base_tuner import BaseTuner
+
+from keras_pbt import LogUniform
+from keras_pbt import PBTPolicy
+from keras_pbt import Report
+from keras_pbt.space import Choice
+from keras_pbt.space import IntUniform
+from keras_pbt.space import Uniform
+from keras_pbt.tuner import PBTOracle
+from keras_pbt.tuner import space_from_hyperparameters
+from keras_pbt.tuner.oracle import user_values
+
+
+def user_space():
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Float("dropout", 0.0, 0.5, step=0.1)
+    hp.Int("units", 8, 64, step=8)
+    hp.Choice("act", ["relu", "gelu", "tanh"])
+    hp.Boolean("bn")
+    hp.Fixed("batch", 32)
+    return hp
+
+
+def make_oracle(tmp_path, hps=None, project="p", **kwargs):
+    kwargs.setdefault("seed", 3)
+    oracle = PBTOracle(objective=kt.Objective("score", "max"),
+                       hyperparameters=hps or user_space(), **kwargs)
+    # The public way to give an oracle its project directory.
+    BaseTuner(oracle=oracle, directory=str(tmp_path), project_name=project)
+    oracle.verbose = 0
+    return oracle
+
+
+def complete(oracle, trial, score, step):
+    oracle.update_trial(trial.trial_id, {"score": float(score)}, step=int(step))
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
+def score_of(values, segment):
+    # Best near lr = 0.01; progress adds the same to everyone.
+    return segment - abs(math.log10(values["lr"]) + 2.0)
+
+
+def run_generation(oracle, n, score=score_of, steps=10):
+    trials = [oracle.create_trial(f"w{i}") for i in range(n)]
+    assert [t.status for t in trials] == ["RUNNING"] * n
+    for t in trials:
+        v = t.hyperparameters.values
+        complete(oracle, t, score(v, v["pbt/segment"]), steps * (v["pbt/segment"] + 1))
+    return trials
+
+
+# --- converter ------------------------------------------------------------------
+
+
+def test_converter_maps_every_keras_tuner_type_with_its_bounds_and_step():
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Float("lr_grid", 1e-4, 1e-1, step=10, sampling="log")
+    hp.Float("dropout", 0.0, 0.5, step=0.1)
+    hp.Float("m", 0.5, 0.99)
+    hp.Int("units", 16, 128, step=16)
+    hp.Int("width", 2, 64, sampling="log")
+    hp.Choice("act", ["relu", "tanh"])
+    hp.Boolean("bn")
+    hp.Fixed("batch", 32)
+    space = space_from_hyperparameters(hp)
+    assert space == {
+        "lr": LogUniform(1e-4, 1e-1),
+        "lr_grid": Choice(list(hp._hps["lr_grid"][0].values)),
+        "dropout": Uniform(0.0, 0.4, step=0.1),  # keras-tuner's grid stops at 0.4 (float floor)
+        "m": Uniform(0.5, 0.99),
+        "units": IntUniform(16, 128, step=16),
+        "width": IntUniform(2, 64, log=True),
+        "act": Choice(["relu", "tanh"]),
+        "bn": Choice([False, True]),
+    }
+    assert space["lr_grid"].values == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
+    # keras-tuner's own grid values are exactly the spec's.
+    assert set(hp._hps["dropout"][0].values) == {space["dropout"].clip(v) for v in np.linspace(0, .5, 20)}
+    # The config dicts of HyperParameters.get_config() convert the same way (no keras-tuner needed).
+    assert space_from_hyperparameters(hp.get_config()) == space
+    assert list(space_from_hyperparameters(hp, exclude=["units", "lr"])) == [
+        "lr_grid", "dropout", "m", "width", "act", "bn"]
+
+
+def test_converter_refuses_conditional_hyperparameters_unless_excluded():
+    hp = kt.HyperParameters()
+    kind = hp.Choice("kind", ["mlp", "cnn"])
+    with hp.conditional_scope("kind", ["cnn"]):
+        hp.Int("filters", 8, 32)
+    with pytest.raises(ValueError, match="'filters' is conditional.*frozen"):
+        space_from_hyperparameters(hp)
+    assert list(space_from_hyperparameters(hp, exclude=["filters"])) == ["kind"]
+    del kind
+
+
+def test_converter_is_pure():
+    import subprocess
+    import sys
+
+    code = ("import sys, keras_pbt.tuner.convert, keras_pbt.tuner.checkpoint\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'keras_tuner')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# --- the oracle -----------------------------------------------------------------
+
+
+def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=4, max_epochs=5, interval_epochs=2,
+                         logdir=None)
+    assert oracle.max_trials == 4 * 3
+    first = [oracle.create_trial(f"w{i}") for i in range(4)]
+    values = [t.hyperparameters.values for t in first]
+    assert [v["pbt/member"] for v in values] == [0, 1, 2, 3]
+    assert all(v["pbt/segment"] == 0 and v["pbt/action"] == "init" and v["pbt/parent_trial"] == ""
+               and (v["pbt/initial_epoch"], v["pbt/epochs"]) == (0, 2) for v in values)
+    assert all(v["batch"] == 32 for v in values)
+    # Segment 1 waits until every member finished segment 0: IDLE, not STOPPED.
+    waiting = oracle.create_trial("w9")
+    assert waiting.status == "IDLE"
+    for t in first[:3]:
+        complete(oracle, t, 0.5, 10)
+    assert oracle.create_trial("w9").status == "IDLE"
+    complete(oracle, first[3], 0.5, 10)
+    nxt = oracle.create_trial("w9")
+    assert nxt.status == "RUNNING"
+    v = nxt.hyperparameters.values
+    assert (v["pbt/segment"], v["pbt/initial_epoch"], v["pbt/epochs"]) == (1, 2, 4)
+    # A tie never exploits: everyone keeps and continues its own checkpoint.
+    assert v["pbt/action"] == "keep"
+    assert v["pbt/parent_trial"] == first[v["pbt/member"]].trial_id
+    for i in range(3):
+        complete(oracle, oracle.create_trial(f"w{i}"), 0.5, 20)
+    complete(oracle, nxt, 0.5, 20)
+    last = [oracle.create_trial(f"w{i}") for i in range(4)]
+    assert {t.hyperparameters.values["pbt/epochs"] for t in last} == {5}  # the last is shorter
+    for t in last:
+        complete(oracle, t, 0.5, 25)
+    assert oracle.create_trial("w0").status == "STOPPED"
+
+
+def test_the_oracle_decides_exactly_as_the_callbacks_policy(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=4, max_epochs=2, quantile=0.25,
+                         frozen=["units"], hps=_lr_only_space(), logdir=None)
+    gen0 = run_generation(oracle, 4)
+    reports = [Report(t.hyperparameters.values["pbt/member"], 10,
+                      score_of(t.hyperparameters.values, 0),
+                      {k: t.hyperparameters.values[k] for k in ("lr", "m", "act", "bn")},
+                      interval=1) for t in gen0]
+    gen1 = [oracle.create_trial(f"w{i}") for i in range(4)]
+    policy = PBTPolicy(space_from_hyperparameters(_lr_only_space(), exclude=["units"]),
+                       mode="max", quantile=0.25, seed=oracle.seed)
+    exploits = 0
+    for t in gen1:
+        v = t.hyperparameters.values
+        m = v["pbt/member"]
+        expected = policy.decide(m, reports, key=1, rng=np.random.default_rng([oracle.seed, m, 1, 0]))
+        assert v["pbt/action"] == expected.action
+        assert {k: v[k] for k in expected.hparams} == expected.hparams
+        if expected.is_exploit:
+            exploits += 1
+            parent = gen0[expected.parent]
+            assert v["pbt/parent_trial"] == parent.trial_id
+            assert v["units"] == parent.hyperparameters.values["units"]  # frozen: the parent's
+    assert exploits == 1  # ceil(4 * 0.25): the worst copies the best
+
+
+def _lr_only_space():
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Float("m", 0.0, 0.9, step=0.1)
+    hp.Fixed("units", 16)
+    hp.Choice("act", ["relu", "gelu", "tanh"])
+    hp.Boolean("bn")
+    return hp
+
+
+def test_explored_values_stay_on_each_hyperparameters_bounds_and_grid(tmp_path):
+    hps = user_space()
+    oracle = make_oracle(tmp_path, hps=hps, population_size=6, max_epochs=12, quantile=0.5,
+                         factors=(0.2, 5.0), resample_probability=0.2, logdir=None)
+    rng = np.random.default_rng(0)
+    grids = {"dropout": set(hps._hps["dropout"][0].values), "units": set(range(8, 65, 8))}
+    seen = []
+    for segment in range(12):
+        trials = [oracle.create_trial(f"w{i}") for i in range(6)]
+        for t in trials:
+            v = t.hyperparameters.values
+            seen.append(v)
+            complete(oracle, t, rng.normal(), 10 * (segment + 1))
+    exploits = [v for v in seen if v["pbt/action"] == "exploit"]
+    assert len(exploits) >= 20
+    for v in seen:
+        assert 1e-4 <= v["lr"] <= 1e-1 and isinstance(v["lr"], float)
+        assert v["dropout"] in grids["dropout"]
+        assert v["units"] in grids["units"] and isinstance(v["units"], int)
+        assert v["act"] in ("relu", "gelu", "tanh") and isinstance(v["bn"], bool)
+    # Choices and booleans move to a neighbour (or are resampled), never jump relu <-> tanh by a perturbation.
+    for rec in oracle.lineage():
+        if rec.action == "exploit" and rec.ops.get("act", "").startswith("shift"):
+            parent_act = next(v["act"] for v in seen if v["pbt/member"] == rec.parent
+                              and v["pbt/segment"] == rec.interval - 1)
+            order = ["relu", "gelu", "tanh"]
+            assert abs(order.index(rec.hparams["act"]) - order.index(parent_act)) == 1
+    assert oracle.create_trial("w0").status == "STOPPED"
+
+
+def test_pbt_moves_the_population_towards_the_best_learning_rate(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-5, 1.0, sampling="log")
+    oracle = make_oracle(tmp_path, hps=hp, population_size=8, max_epochs=15, quantile=0.25,
+                         resample_probability=0.1, seed=7, logdir=None)
+    first = last = None
+    for segment in range(15):
+        trials = run_generation(oracle, 8)
+        distance = np.median([abs(math.log10(t.hyperparameters.values["lr"]) + 2) for t in trials])
+        first = distance if first is None else first
+        last = distance
+    assert last < first / 3
+    best = oracle.get_best_trials(1)[0].hyperparameters.values
+    assert best["pbt/segment"] == 14 and abs(math.log10(best["lr"]) + 2) < 0.3
+
+
+def test_a_member_only_copies_members_with_its_frozen_values(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Choice("units", [8, 16])
+    oracle = make_oracle(tmp_path, hps=hp, frozen=["units"], population_size=6, max_epochs=8,
+                         quantile=0.5, logdir=None, seed=11)
+    runs = [run_generation(oracle, 6) for _ in range(8)]
+    units = {t.hyperparameters.values["pbt/member"]: t.hyperparameters.values["units"]
+             for t in runs[0]}
+    assert len(set(units.values())) == 2  # both species exist with this seed
+    exploits = [r for r in oracle.lineage() if r.action == "exploit"]
+    assert exploits
+    for r in exploits:
+        assert units[r.parent] == units[r.member] == r.hparams["units"]
+
+
+def test_asynchronous_oracle_does_not_wait_for_slow_members(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=3, max_epochs=3, synchronous=False,
+                         logdir=None)
+    a, b, c = (oracle.create_trial(f"w{i}") for i in range(3))
+    complete(oracle, a, 1.0, 10)
+    nxt = oracle.create_trial("w0")   # member 0 goes on while 1 and 2 still train
+    assert nxt.status == "RUNNING"
+    assert nxt.hyperparameters.values["pbt/member"] == 0
+    assert nxt.hyperparameters.values["pbt/segment"] == 1
+
+
+def test_a_failed_segment_restarts_the_member_from_the_best_other_member(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=3, max_epochs=2, logdir=None)
+    a, b, c = (oracle.create_trial(f"w{i}") for i in range(3))
+    complete(oracle, a, 0.9, 10)
+    complete(oracle, b, 0.4, 10)
+    c.status = "FAILED"
+    c.message = "Traceback...\nRuntimeError: out of memory"
+    oracle.end_trial(c)
+    nxt = [oracle.create_trial(f"w{i}") for i in range(3)]
+    restarted = next(t for t in nxt if t.hyperparameters.values["pbt/member"] == 2)
+    v = restarted.hyperparameters.values
+    assert v["pbt/action"] == "restart" and v["pbt/parent_trial"] == a.trial_id
+    rec = [r for r in oracle.lineage() if r.action == "restart"]
+    assert len(rec) == 1 and rec[0].parent == 0 and "out of memory" in rec[0].reason
+
+
+def test_lineage_and_scalars_are_written_per_member_for_tensorboard(tmp_path):
+    import glob
+
+    import tensorflow as tf
+
+    from keras_pbt.lineage import PLUGIN_NAME
+    from keras_pbt.lineage import loads
+
+    logdir = tmp_path / "logs"
+    oracle = make_oracle(tmp_path, population_size=3, max_epochs=3, logdir=str(logdir))
+    for _ in range(3):
+        run_generation(oracle, 3)
+    assert sorted(p.name for p in logdir.iterdir()) == ["member_0", "member_1", "member_2"]
+    written = []
+    for m in range(3):
+        scalars, records = {}, []
+        for path in glob.glob(str(logdir / f"member_{m}" / "events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
+                        records += loads(tf.make_ndarray(value.tensor).item())
+                    else:
+                        scalars.setdefault(value.tag, []).append(event.step)
+        assert scalars["pbt/score"] == [10, 20, 30]
+        assert scalars["pbt/hparams/lr"] == [0, 10, 20, 30]
+        assert [r.action for r in records][0] == "init"
+        assert [r.interval for r in records] == [0, 1, 2, 3]
+        assert records[-1].reason == "end of training"
+        written += records
+    assert sorted(r.to_dict()["time"] for r in written) == sorted(
+        r.to_dict()["time"] for r in oracle.lineage())
+
+
+def test_state_survives_a_reload_and_the_search_continues(tmp_path):
+    oracle = PBTOracle(objective=kt.Objective("score", "max"), hyperparameters=user_space(),
+                       population_size=2, max_epochs=3, seed=3)
+    tuner = BaseTuner(oracle=oracle, directory=str(tmp_path), project_name="p")
+    oracle.verbose = 0
+    run_generation(oracle, 2)
+    running = oracle.create_trial("w0")   # interrupted while running
+    before = [r.to_dict() for r in oracle.lineage()]
+    tuner.save()
+
+    again = PBTOracle(objective=kt.Objective("score", "max"), hyperparameters=user_space(),
+                      population_size=2, max_epochs=3, seed=3)
+    BaseTuner(oracle=again, directory=str(tmp_path), project_name="p")  # reloads
+    assert [r.to_dict() for r in again.lineage()] == before
+    retried = again.create_trial("w0")
+    assert retried.trial_id == running.trial_id          # the unfinished segment, same values
+    assert retried.hyperparameters.values == running.hyperparameters.values
+    other = again.create_trial("w1")
+    assert other.hyperparameters.values["pbt/segment"] == 1
+    assert other.trial_id not in (running.trial_id,)
+    with pytest.raises(ValueError, match="population_size=2, not 3"):
+        BaseTuner(oracle=PBTOracle(objective="val_loss", hyperparameters=user_space(),
+                                   population_size=3, max_epochs=3),
+                  directory=str(tmp_path), project_name="p")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(population_size=1), "population_size"),
+    (dict(max_epochs=0), "max_epochs"),
+    (dict(interval_epochs=1.5), "interval_epochs"),
+    (dict(quantile=0.7), "quantile"),
+    (dict(factors=()), "factors"),
+    (dict(objective=["val_loss", "val_accuracy"]), "one metric"),
+])
+def test_bad_arguments_are_rejected_naming_them(kwargs, message):
+    kwargs.setdefault("objective", "val_loss")
+    with pytest.raises((ValueError, TypeError), match=message):
+        PBTOracle(**kwargs)
+
+
+def test_user_values_drop_the_bookkeeping():
+    assert user_values({"lr": 0.1, "pbt/member": 3, "pbt/parent_trial": "04"}) == {"lr": 0.1}
