@@ -1,7 +1,9 @@
 """`Population`: N members over the machine's devices, trained at once with PBT."""
 
 import copy
+import dataclasses
 import numbers
+import os
 import threading
 import time
 
@@ -9,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_pbt import checkpoint as checkpoint_lib
 from keras_pbt import devices as devices_lib
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import selection as selection_lib
@@ -17,8 +20,12 @@ from keras_pbt import space as space_lib
 from keras_pbt.callback import PBTCallback
 from keras_pbt.hyperparameters import HyperparameterApplier
 from keras_pbt.progress import PopulationProgress
+from keras_pbt.selection import Report
+from keras_pbt.store import BarrierTimeoutError
+from keras_pbt.store import ConfigurationError
 from keras_pbt.store import InMemoryStore
 from keras_pbt.store import PopulationStopped
+from keras_pbt.store import Snapshot
 
 
 class PopulationError(RuntimeError):
@@ -87,11 +94,15 @@ class _MemberControl(keras.callbacks.Callback):
         super().__init__()
         self.population = population
         self.member = member
-        self._exploits_seen = 0
+        self._exploits_seen = member.callback.exploits
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         cb = self.member.callback
+        # One entry per completed epoch (an epoch interrupted by a fault is
+        # trained again and recorded once).
+        for k, v in logs.items():
+            self.member.history.setdefault(k, []).append(_to_float(v))
         fields = dict(epoch=epoch + 1, step=cb.steps, metric=logs.get(cb.monitor),
                       hparams=cb.hparams, status="training")
         if cb.exploits != self._exploits_seen:
@@ -100,8 +111,53 @@ class _MemberControl(keras.callbacks.Callback):
             ops = ", ".join(f"{k} {v}" for k, v in d.ops.items())
             fields["exploit"] = f"copied {d.parent} at step {cb.steps} ({ops})"
         self.population._progress.update(self.member.id, **fields)
+        if self.population._checkpointer is not None and _checkpoint_epoch(cb):
+            self.population._save_member(self.member)
         if self.population._stop.is_set():
             self.model.stop_training = True
+
+
+def _checkpoint_epoch(cb):
+    """Checkpoints follow interval boundaries: every boundary epoch with
+    epoch intervals, every epoch end with step intervals."""
+    return cb.interval_epochs is None or cb.epochs % cb.interval_epochs == 0
+
+
+class _MonitorCheck(keras.callbacks.Callback):
+    """Runs before the member's PBTCallback: a monitored metric missing from
+    the logs is a configuration error that stops the population (not a
+    member fault to restart)."""
+
+    def __init__(self, pbt):
+        super().__init__()
+        self.pbt = pbt
+        self.checked = False
+        if pbt.interval_steps is not None:
+            self.on_train_batch_end = self._on_train_batch_end
+
+    def _check(self, logs):
+        try:
+            self.pbt._read_metric(logs or {})
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+        self.checked = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        pbt = self.pbt
+        if not self.checked and pbt.interval_epochs is not None and (
+                (pbt.epochs + 1) % pbt.interval_epochs == 0):
+            self._check(logs)
+
+    def _on_train_batch_end(self, batch, logs=None):
+        if not self.checked:
+            self._check(logs)
+
+
+def _to_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float(np.asarray(value))
 
 
 def _non_finite(model):
@@ -260,10 +316,27 @@ class Population:
                     f"Received: {model!r} for member {mid!r}"
                 )
             cb.setters = self._member_setters(model)
+            self._check_hparams(model, cb, mid)
             self.members.append(Member(mid, devs, strategy, model, cb, seed=int(rng.integers(2**31))))
         self._stop = threading.Event()
         self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
         self._fatal = None
+        self._fatal_lock = threading.Lock()
+        self._checkpointer = None
+        self.resumed_from = None
+
+    def _check_hparams(self, model, cb, mid):
+        # Fails now, before any training, for a name that is neither an
+        # optimizer field nor in `setters`, or a learning rate that is a
+        # schedule. Also builds the optimizer (and SGD momentum slots), so
+        # every snapshot and checkpoint has the same layout from the start.
+        try:
+            HyperparameterApplier(model, list(self.space), cb.setters)
+        except (ValueError, TypeError) as error:
+            raise type(error)(
+                f"{error} (member {mid!r}). Received: space={self.space!r}, "
+                f"setters={sorted(self._setters)!r}"
+            ) from None
 
     def _member_setters(self, model):
         out = {}
@@ -296,7 +369,7 @@ class Population:
     # ------------------------------------------------------------------ fit
 
     def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
-            shuffle=True, shuffle_buffer=1024, **fit_kwargs):
+            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, **fit_kwargs):
         """Trains every member concurrently with PBT.
 
         Args:
@@ -310,6 +383,11 @@ class Population:
                 member) or `fn(member_id) -> list`.
             shuffle: shuffle the training data per member. Defaults to True.
             shuffle_buffer: buffer of the batch shuffle for a Dataset.
+            checkpoint_dir: a directory to checkpoint the population to at
+                interval boundaries (every boundary epoch; every epoch with
+                `interval_steps`). If it already holds a checkpoint of this
+                population, training resumes from it: run the same command
+                again after a crash. See `keras_pbt.checkpoint`.
             **fit_kwargs: passed to `model.fit` (e.g. `steps_per_epoch`).
 
         Returns:
@@ -317,7 +395,12 @@ class Population:
 
         Raises:
             PopulationError: if a member failed more than `max_failures` times
-                (or a synchronous boundary timed out).
+                (or a synchronous boundary timed out with `on_timeout="raise"`).
+            ConfigurationError: (a `ValueError`) if the monitored metric is
+                not in the logs; it lists the keys that are.
+            CheckpointError: (a `ValueError`) if `checkpoint_dir` holds a
+                checkpoint that is corrupt, truncated, of another population,
+                or not keras-pbt's; it names the file.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(f"`epochs` must be a positive int. Received: epochs={epochs!r}")
@@ -333,14 +416,14 @@ class Population:
         self._fatal = None
         self._progress = PopulationProgress([m.id for m in self.members], self.monitor, epochs,
                                             verbose=self.verbose)
+        self._checkpointer = None
+        if checkpoint_dir is not None:
+            self._open_checkpoint(checkpoint_dir)
         for member in self.members:
             if member.initial_snapshot is None:
                 member.callback.set_model(member.model)
-                # Build the optimizer (and SGD momentum slots) first, so the
-                # initial state has the same layout as every later snapshot.
-                HyperparameterApplier(member.model, list(self.space), member.callback.setters)
                 member.initial_snapshot = snapshot_lib.capture(
-                    member.model, member.id, 0, member.callback.hparams)
+                    member.model, member.id, member.callback.steps, member.callback.hparams)
         threads = []
         start = time.monotonic()
         for member in self.members:
@@ -359,11 +442,7 @@ class Population:
                 for t in threads:
                     t.join(0.1)
         except KeyboardInterrupt:
-            self._progress.message("Interrupted: stopping every member at the end of its epoch...")
-            self.stop()
-            for t in threads:
-                t.join(60)
-            self._progress.close()
+            self._interrupted(threads)
             raise
         self._progress.close()
         self.elapsed = time.monotonic() - start
@@ -378,17 +457,159 @@ class Population:
         self._stop.set()
         self.store.close("the population was stopped")
 
+    def _interrupted(self, threads):
+        """Ctrl-C. Without checkpoints: stop now. With checkpoints: let every
+        member finish its epoch and its boundary (so the boundary's
+        checkpoint is written), then stop; a second Ctrl-C stops at once."""
+        ck = self._checkpointer
+        if ck is None:
+            self._progress.message("Interrupted: stopping every member at the end of its epoch...")
+            self.stop()
+            for t in threads:
+                t.join(60)
+            self._progress.close()
+            return
+        self._progress.message(
+            "Interrupted: stopping every member at the end of its epoch and saving a checkpoint "
+            "(Ctrl-C again to stop at once)...")
+        self._stop.set()  # members stop after their epoch; the store stays open
+        try:
+            deadline = time.monotonic() + self.members[0].callback.sync_timeout + 60
+            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+                for t in threads:
+                    t.join(0.1)
+        except KeyboardInterrupt:
+            pass
+        self.stop()
+        for t in threads:
+            t.join(60)
+        self._progress.message(
+            f"Checkpoint of epoch {ck.committed} is in {ck.directory}; run the same command to "
+            "resume." if ck.committed is not None else
+            f"No complete checkpoint was written to {ck.directory} yet.")
+        self._progress.close()
+
+    # ---------------------------------------------------------- checkpoints
+
+    def _checkpoint_header(self):
+        return {
+            "member_ids": [m.id for m in self.members],
+            "space": {name: checkpoint_lib.to_json(spec.to_dict()) for name, spec in self.space.items()},
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "seed": self.seed,
+        }
+
+    def _open_checkpoint(self, directory):
+        header = self._checkpoint_header()
+        ck = checkpoint_lib.Checkpointer(directory, header)
+        loaded = ck.load()
+        if loaded is not None:
+            body, members = loaded
+            for key in ("member_ids", "space", "monitor", "mode"):
+                if body.get(key) != header[key]:
+                    raise checkpoint_lib.CheckpointError(
+                        f"`checkpoint_dir`={directory!r} holds a checkpoint of another population: "
+                        f"its {key} is {body.get(key)!r}, this population's is {header[key]!r}. "
+                        "Use another directory, or build the same population.",
+                        os.path.join(directory, checkpoint_lib.MANIFEST))
+            self._restore(body, members)
+            ck.header["seed"] = self.seed
+            self.resumed_from = body["epoch"]
+            self._progress.message(
+                f"Resuming from the checkpoint of epoch {body['epoch']} in {directory}.")
+        ck.clean()
+        self._checkpointer = ck
+
+    def _save_member(self, member):
+        cb = member.callback
+        snap = snapshot_lib.capture(member.model, member.id, cb.steps, cb.hparams)
+        reports, records = self.store.member_records(member.id)
+        arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
+        arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})
+        meta = {
+            "member": member.id,
+            "steps": cb.steps,
+            "epochs": cb.epochs,
+            "interval": cb.interval,
+            "exploits": cb.exploits,
+            "hparams": checkpoint_lib.to_json(cb.hparams),
+            "rng": checkpoint_lib.to_json(cb._rng.bit_generator.state),
+            "recent": [float(v) for v in getattr(cb, "_recent", ())],
+            "seed": member.seed,
+            "history": checkpoint_lib.to_json(member.history),
+            "failures": [f"{type(e).__name__}: {e}" for e in member.failures],
+            "layout": checkpoint_lib.to_json(snap.layout),
+            "n_weights": len(snap.weights),
+            "reports": [checkpoint_lib.to_json(dataclasses.asdict(r)) for r in reports],
+            "lineage": [r.to_dict() for r in records],
+        }
+        index = next(i for i, m in enumerate(self.members) if m is member)
+        try:
+            self._checkpointer.save_member(index, cb.epochs, arrays, meta)
+        except OSError as error:
+            raise checkpoint_lib.CheckpointError(
+                f"Could not write the checkpoint of member {member.id!r} to "
+                f"{self._checkpointer.directory}: {error}", self._checkpointer.directory) from error
+
+    def _restore(self, body, members):
+        """Puts every member, the store and the seed back as checkpointed."""
+        report_fields = {f.name for f in dataclasses.fields(Report)}
+        histories, lineages = {}, []
+        self.seed = self.store.seed = int(body["seed"])
+        for member, (arrays, meta) in zip(self.members, members):
+            cb = member.callback
+            n = meta["n_weights"]
+            names = sorted(arrays)
+            weights = tuple(arrays[k] for k in names if k.startswith("w"))
+            optimizer = tuple(arrays[k] for k in names if k.startswith("o"))
+            if len(weights) != n:
+                raise checkpoint_lib.CheckpointError(
+                    f"The checkpoint of member {member.id!r} holds {len(weights)} weights; its "
+                    f"metadata says {n}.")
+            layout = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in row)
+                           for row in meta["layout"])
+            snap = Snapshot(member.id, meta["steps"], weights, optimizer, hparams=meta["hparams"],
+                            layout=layout)
+            try:
+                snapshot_lib.restore(member.model, snap, copy_optimizer_state=True)
+            except ValueError as error:
+                raise checkpoint_lib.CheckpointError(
+                    f"The checkpoint does not fit member {member.id!r}'s model: {error}") from None
+            cb.hparams = dict(meta["hparams"])
+            cb.steps, cb.epochs = int(meta["steps"]), int(meta["epochs"])
+            cb.interval, cb.exploits = int(meta["interval"]), int(meta["exploits"])
+            cb._initialised = True
+            cb.policy.seed = self.seed
+            cb._rng.bit_generator.state = meta["rng"]
+            recent = getattr(cb, "_recent", None)
+            if recent is not None:
+                recent.clear()
+                recent.extend(meta.get("recent", ()))
+            member.seed = int(meta["seed"])
+            member.history = {k: list(v) for k, v in meta["history"].items()}
+            member.failures = [RuntimeError(text) for text in meta["failures"]]
+            member.initial_snapshot = None
+            histories[member.id] = [
+                Report(**{k: tuple(v) if k == "recent" else v
+                          for k, v in r.items() if k in report_fields})
+                for r in meta["reports"]
+            ]
+            lineages.append([lineage_lib.LineageRecord.from_dict(r) for r in meta["lineage"]])
+        self.store.restore_records(
+            histories, checkpoint_lib.merge_lineage(lineages),
+            {m.id: m.callback.hparams for m in self.members})
+
     def _train_member(self, member, data, kwargs, extra):
         cb = member.callback
-        control = _MemberControl(self, member)
         epochs = kwargs["epochs"]
         while not self._stop.is_set() and cb.epochs < epochs:
+            control = _MemberControl(self, member)
             try:
-                history = member.model.fit(
-                    data, initial_epoch=cb.epochs, callbacks=[cb, control] + list(extra), **kwargs
+                member.model.fit(
+                    data, initial_epoch=cb.epochs,
+                    callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
                 )
-                for k, v in history.history.items():
-                    member.history.setdefault(k, []).extend(v)
                 if cb.epochs < epochs and not self._stop.is_set() and _non_finite(member.model):
                     raise NonFiniteStateError(
                         f"member {member.id!r} stopped at epoch {cb.epochs} with NaN/inf weights"
@@ -396,29 +617,48 @@ class Population:
                 break
             except PopulationStopped:
                 return
+            except (ConfigurationError, checkpoint_lib.CheckpointError) as error:
+                # Not a member fault: restarting would fail the same way.
+                self._fail(error)
+                return
+            except BarrierTimeoutError as error:
+                self.store.leave(member.id, reason=repr(error))
+                self._fail(PopulationError(
+                    f"Synchronous boundary {error.interval} timed out: member(s) {error.missing!r} "
+                    f"did not arrive within sync_timeout={error.timeout:g} s (member {member.id!r} "
+                    "waited). Raise `sync_timeout`, or pass on_timeout='continue' to go on "
+                    "without late members.",
+                    member=error.missing[0] if error.missing else member.id, cause=error,
+                ))
+                return
             except Exception as error:  # noqa: BLE001 - a member's fault must not end the others
                 self.store.leave(member.id, reason=repr(error))
                 member.failures.append(error)
                 if isinstance(error, TimeoutError) or len(member.failures) > self.max_failures:
                     reason = (f"failed {len(member.failures)} times" if not isinstance(error, TimeoutError)
                               else "timed out")
-                    self._fatal = PopulationError(
+                    self._fail(PopulationError(
                         f"Member {member.id!r} {reason}; last error: {type(error).__name__}: {error}",
                         member=member.id, cause=error,
-                    )
-                    self.stop()
+                    ))
                     return
                 try:
                     self._restart(member, error)
                 except Exception as restart_error:  # noqa: BLE001 - reported as fatal
-                    self._fatal = PopulationError(
+                    self._fail(PopulationError(
                         f"Member {member.id!r} failed ({type(error).__name__}: {error}) and could not "
                         f"be restarted: {type(restart_error).__name__}: {restart_error}",
                         member=member.id, cause=restart_error,
-                    )
-                    self.stop()
+                    ))
                     return
         self._progress.update(member.id, status="done")
+
+    def _fail(self, error):
+        """Stops the population; `fit` raises the first such error."""
+        with self._fatal_lock:
+            if self._fatal is None:
+                self._fatal = error
+        self.stop()
 
     def _restart(self, member, error):
         """Restarts a failed member from the best snapshot of another member."""

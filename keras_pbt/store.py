@@ -18,7 +18,27 @@ from keras_pbt.selection import Report
 
 
 class BarrierTimeoutError(TimeoutError):
-    """A synchronous boundary waited longer than its timeout for some members."""
+    """A synchronous boundary waited longer than its timeout for some members.
+
+    Attributes:
+        member: the member that waited.
+        interval: the boundary index.
+        missing: the members that did not report for `interval` in time.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, message, member=None, interval=None, missing=(), timeout=None):
+        super().__init__(message)
+        self.member = member
+        self.interval = interval
+        self.missing = list(missing)
+        self.timeout = timeout
+
+
+class ConfigurationError(ValueError):
+    """A mistake in the population's configuration found during training
+    (e.g. the monitored metric is not in the logs): it stops the whole
+    population instead of counting as one member's fault."""
 
 
 class PopulationStopped(RuntimeError):
@@ -264,7 +284,8 @@ class InMemoryStore(PopulationStore):
                     raise BarrierTimeoutError(
                         f"Member {member!r} waited {timeout:g} s at interval {interval} "
                         f"for members {missing!r}, which did not report. Raise "
-                        "`sync_timeout`, use on_timeout='continue', or check those members."
+                        "`sync_timeout`, use on_timeout='continue', or check those members.",
+                        member=member, interval=interval, missing=missing, timeout=timeout,
                     )
                 self._cond.wait(left)
 
@@ -299,3 +320,36 @@ class InMemoryStore(PopulationStore):
     def lineage(self):
         with self._cond:
             return list(self._lineage)
+
+    def member_records(self, member):
+        """`(reports, lineage records)` of one member, oldest first (copies).
+
+        Every report and lineage record of a member is added by that
+        member's own thread, so what this returns is exactly the member's
+        part of the store up to now (used to checkpoint it).
+        """
+        with self._cond:
+            return (list(self._history.get(member, ())),
+                    [r for r in self._lineage if r.member == member])
+
+    def restore_records(self, histories, lineage, hparams=None):
+        """Replaces reports and lineage with checkpointed ones.
+
+        Args:
+            histories: dict member -> list of `Report`, oldest first.
+            lineage: list of `LineageRecord`s, in order.
+            hparams: optional dict member -> hyperparameters.
+
+        Raises:
+            KeyError: for a member that is not registered.
+        """
+        with self._cond:
+            unknown = [m for m in histories if m not in self._members]
+            if unknown:
+                raise KeyError(f"Members {unknown!r} are not registered in this store.")
+            for m, reports in histories.items():
+                self._history[m] = list(reports)
+            self._lineage = list(lineage)
+            for m, hp in (hparams or {}).items():
+                self._hparams[m] = dict(hp)
+            self._cond.notify_all()

@@ -1,0 +1,335 @@
+"""Population checkpoints: resume after SIGKILL and Ctrl-C, atomic writes,
+corrupt or truncated files, and no pickle from disk."""
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import keras_pbt
+from keras_pbt import checkpoint as ck
+from tests.test_population import SPACE, X, XV, Y, YV, build
+
+EPOCHS = 8
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    import keras, keras_pbt
+    keras_pbt.configure_cpu_devices(2)
+    from tests.test_population import build, SPACE, X, Y, XV, YV
+
+    class Pace(keras.callbacks.Callback):  # slow enough to be killed mid-run
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.3)
+
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
+    pop.fit(X, Y, validation_data=(XV, YV), epochs={epochs}, batch_size=32, callbacks=[Pace()],
+            checkpoint_dir={directory!r})
+    print("RESULT " + json.dumps({{
+        "resumed_from": pop.resumed_from,
+        "lineage": [[r.member, r.interval, r.step, r.action] for r in pop.lineage],
+        "history": {{m: len(h["val_accuracy"]) for m, h in pop.history.items()}},
+        "steps": {{m.id: m.callback.steps for m in pop.members}},
+        "best": pop.best_member.id,
+    }}), flush=True)
+""")
+
+
+def _start(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=os.getcwd(), epochs=EPOCHS, directory=str(tmp_path / "ckpt")))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _read_until(proc, pattern, timeout=120):
+    seen, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"never printed {pattern!r}:\n{seen}")
+
+
+def _trained_epochs(out):
+    """member -> epochs printed by one run (one line per member per epoch)."""
+    got = {}
+    for m, e in re.findall(r"member +(\w+)  epoch (\d+)/", out):
+        got.setdefault(m, []).append(int(e))
+    return got
+
+
+def _committed_epoch(directory):
+    return ck.read_manifest(str(directory))["epoch"]
+
+
+def _check_final(out, resumed_from):
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["resumed_from"] == resumed_from
+    assert result["history"] == {m: EPOCHS for m in "abc"}, "no member lost an epoch"
+    assert result["steps"] == {m: EPOCHS * 8 for m in "abc"}
+    for m in "abc":
+        mine = [(i, s, a) for member, i, s, a in result["lineage"] if member == m]
+        # Continuous: one init, then exactly one decision per boundary, no repeats.
+        assert [i for i, _, _ in mine] == list(range(EPOCHS + 1)), mine
+        assert [s for _, s, _ in mine] == [8 * i for i in range(EPOCHS + 1)]
+        assert mine[0][2] == "init" and all(a in ("keep", "exploit") for _, _, a in mine[1:])
+    assert result["best"] in ("a", "b", "c")
+
+
+def test_sigkill_then_ctrl_c_then_the_same_command_finishes(tmp_path):
+    # 1. SIGKILL mid-run: the last complete interval is on disk.
+    proc = _start(tmp_path)
+    _read_until(proc, r"epoch 3/")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _committed_epoch(tmp_path / "ckpt")
+    assert 2 <= killed_at < EPOCHS - 2
+
+    # 2. The same command resumes there; Ctrl-C then saves and exits cleanly.
+    proc = _start(tmp_path)
+    out = _read_until(proc, rf"epoch {killed_at + 1}/")
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=120)
+    out += rest
+    assert f"Resuming from the checkpoint of epoch {killed_at} in" in out
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "saving a checkpoint" in out
+    saved = int(re.search(r"Checkpoint of epoch (\d+) is in", out).group(1))
+    assert saved == _committed_epoch(tmp_path / "ckpt") >= killed_at + 1
+    trained = _trained_epochs(out)
+    assert all(e[0] == killed_at + 1 and e[-1] >= saved for e in trained.values()), trained
+    assert not [f for _, _, fs in os.walk(tmp_path / "ckpt") for f in fs if f.startswith(".tmp-")]
+
+    # 3. The same command again trains exactly the epochs after the last
+    #    complete interval and produces the final result.
+    proc = _start(tmp_path)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    assert _trained_epochs(out) == {m: list(range(saved + 1, EPOCHS + 1)) for m in "abc"}
+    _check_final(out, resumed_from=saved)
+    assert _committed_epoch(tmp_path / "ckpt") == EPOCHS
+    assert sorted(os.listdir(tmp_path / "ckpt")) == [ck.epoch_dir(EPOCHS), ck.MANIFEST]
+
+
+# ---------------------------------------------------------- in one process
+
+
+def _population(**kwargs):
+    args = dict(size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
+    args.update(kwargs)
+    return keras_pbt.Population(build, SPACE, **args)
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+    """A 2-member population trained 3 epochs with checkpoints: (pop, dir)."""
+    directory = tmp_path_factory.mktemp("pop") / "ckpt"
+    pop = _population()
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(directory))
+    return pop, directory
+
+
+@pytest.fixture
+def copy_of(checkpointed, tmp_path):
+    _, directory = checkpointed
+    target = tmp_path / "ckpt"
+    shutil.copytree(directory, target)
+    return target
+
+
+def _member_file(directory, index=0):
+    body = ck.read_manifest(str(directory))
+    return directory / body["files"][index]["file"]
+
+
+def test_checkpoint_holds_every_members_state(checkpointed):
+    pop, directory = checkpointed
+    body = ck.read_manifest(str(directory))
+    assert body["epoch"] == 3 and body["member_ids"] == [0, 1] and body["seed"] == 7
+    assert [f["file"] for f in body["files"]] == ["epoch_000003/member_0.npz", "epoch_000003/member_1.npz"]
+    for member, entry in zip(pop.members, body["files"]):
+        arrays, meta = ck.read_file(str(directory), entry)
+        weights = [arrays[k] for k in sorted(arrays) if k.startswith("w")]
+        for got, v in zip(weights, member.model.weights):
+            np.testing.assert_array_equal(got, v.numpy())
+        cb = member.callback
+        assert (meta["steps"], meta["epochs"], meta["interval"], meta["exploits"]) == (
+            cb.steps, cb.epochs, cb.interval, cb.exploits)
+        assert meta["hparams"] == cb.hparams
+        assert meta["rng"] == cb._rng.bit_generator.state
+        assert len(meta["lineage"]) == 4 and len(meta["reports"]) == 3
+
+
+def test_resume_in_a_new_population_continues_exactly(checkpointed, copy_of):
+    pop, _ = checkpointed
+    fresh = _population(seed=123)  # the checkpoint's seed wins
+    fresh.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(copy_of))
+    assert fresh.resumed_from == 3 and fresh.seed == 7
+    # Nothing left to train: the state is the checkpointed one.
+    for a, b in zip(pop.members, fresh.members):
+        for va, vb in zip(a.model.weights + a.model.optimizer.variables,
+                          b.model.weights + b.model.optimizer.variables):
+            np.testing.assert_array_equal(va.numpy(), vb.numpy())
+        assert b.hparams == a.hparams and b.callback._rng.bit_generator.state == a.callback._rng.bit_generator.state
+        assert b.history == a.history
+    key = lambda r: (r.member, r.interval, r.action, r.step, r.parent)  # noqa: E731
+    assert sorted(map(key, fresh.lineage)) == sorted(map(key, pop.lineage))
+    # Training on continues the counters and the lineage.
+    fresh.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(copy_of))
+    for m in fresh.members:
+        assert m.callback.epochs == 5 and m.callback.steps == 40
+        assert [r.interval for r in fresh.lineage if r.member == m.id] == [0, 1, 2, 3, 4, 5]
+        assert len(m.history["val_accuracy"]) == 5
+    assert _committed_epoch(copy_of) == 5
+
+
+def test_a_crash_during_a_write_leaves_the_last_good_checkpoint(copy_of, monkeypatch):
+    before = (copy_of / ck.MANIFEST).read_bytes()
+    checkpointer = ck.Checkpointer(str(copy_of), {"member_ids": [0, 1]})
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if dst.endswith(ck.MANIFEST):
+            raise OSError("killed while renaming")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    arrays = {"w00000": np.zeros(3, "float32")}
+    assert checkpointer.save_member(0, 4, arrays, {"member": 0}) is False
+    with pytest.raises(OSError, match="killed while renaming"):
+        checkpointer.save_member(1, 4, arrays, {"member": 1})
+    monkeypatch.undo()
+    assert (copy_of / ck.MANIFEST).read_bytes() == before
+    assert ck.read_manifest(str(copy_of))["epoch"] == 3
+    assert not [f for f in os.listdir(copy_of) if f.startswith(".tmp-")], "temp file removed"
+    checkpointer.clean()  # the incomplete epoch 4 goes; epoch 3 stays
+    assert sorted(os.listdir(copy_of)) == ["epoch_000003", ck.MANIFEST]
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    path = tmp_path / "f.bin"
+    ck.atomic_write(str(path), b"old")
+    ck.atomic_write(str(path), b"new contents")
+    assert path.read_bytes() == b"new contents"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def _resume(directory):
+    _population().fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
+                      checkpoint_dir=str(directory))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "append"])
+def test_corrupt_or_truncated_member_file_is_a_clear_error(copy_of, damage):
+    path = _member_file(copy_of, 1)
+    data = path.read_bytes()
+    if damage == "flip":
+        data = data[:200] + bytes([data[200] ^ 0xFF]) + data[201:]
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "append":
+        data = data + b"\0"
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(data)
+    with pytest.raises(ck.CheckpointError, match=re.escape(str(path))) as info:
+        _resume(copy_of)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "garbage"])
+def test_corrupt_manifest_is_a_clear_error(copy_of, damage):
+    path = copy_of / ck.MANIFEST
+    text = path.read_text()
+    if damage == "truncate":
+        text = text[: len(text) // 2]
+    elif damage == "edit":
+        text = text.replace('"seed": 7', '"seed": 8')
+    else:
+        text = "\x00\x01 not json"
+    path.write_text(text)
+    with pytest.raises(ck.CheckpointError, match=re.escape(str(path))):
+        _resume(copy_of)
+
+
+def test_a_checkpoint_of_another_population_is_refused(copy_of):
+    other = keras_pbt.Population(lambda hp: build(dict(hp, momentum=0.5)),
+                                 {"learning_rate": SPACE["learning_rate"]}, size=2, seed=7,
+                                 verbose=0, devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(ck.CheckpointError, match="another population: its space"):
+        other.fit(X, Y, validation_data=(XV, YV), epochs=3, checkpoint_dir=str(copy_of))
+
+
+def _rewrite_with_valid_checksums(directory, index, data):
+    """Replaces member file `index` and fixes the manifest so that only the
+    content checks can stop the load (as an attacker would)."""
+    path = _member_file(directory, index)
+    path.write_bytes(data)
+    body = ck.read_manifest(str(directory))
+    body["files"][index].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    ck.write_manifest(str(directory), body)
+    return path
+
+
+class _Payload:
+    marker = None
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create the marker file if unpickled
+
+
+def test_a_pickle_payload_is_never_loaded(copy_of, tmp_path):
+    marker = tmp_path / "pwned"
+    _Payload.marker = str(marker)
+    path = _rewrite_with_valid_checksums(copy_of, 0, pickle.dumps(_Payload()))
+    with pytest.raises(ck.CheckpointError, match=re.escape(str(path))):
+        _resume(copy_of)
+    assert not marker.exists()
+
+
+def test_an_npz_with_an_object_array_is_refused(copy_of, tmp_path):
+    marker = tmp_path / "pwned"
+    _Payload.marker = str(marker)
+    arrays, meta = ck.read_file(str(copy_of), ck.read_manifest(str(copy_of))["files"][0])
+    import io
+
+    buffer = io.BytesIO()
+    obj = np.empty(1, dtype=object)
+    obj[0] = _Payload()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), w00000=obj)
+    path = _rewrite_with_valid_checksums(copy_of, 0, buffer.getvalue())
+    with pytest.raises(ck.CheckpointError, match="pickled data") as info:
+        _resume(copy_of)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def test_lineage_loads_as_json_not_pickle():
+    # Lineage inside checkpoints (and the TensorBoard plugin) is JSON only.
+    with pytest.raises(ValueError):
+        keras_pbt.lineage.loads(pickle.dumps([{"member": 0}]))
+
+
+def test_checkpoint_dir_that_is_a_file_is_rejected(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir="):
+        _population().fit(X, Y, epochs=1, checkpoint_dir=str(path))
