@@ -51,21 +51,6 @@ SPACE = {
 }
 
 
-def ancestry_schedule(lineage, member):
-    """The (step, hparams) changes the member actually trained with, through its parents."""
-    by_member = {}
-    for r in lineage:
-        by_member.setdefault(r.member, []).append(r)
-    schedule, current, until = [], member, None
-    while current is not None:
-        records = [r for r in by_member[current] if until is None or r.step <= until]
-        changes = [r for r in records if r.action in ("init", "exploit", "restart")]
-        last = changes[-1]
-        schedule.append((last.step, current, last.action, last.hparams))
-        current, until = (last.parent, last.parent_step) if last.action != "init" else (None, None)
-    return list(reversed(schedule))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8)
@@ -91,9 +76,10 @@ def main(argv=None):
     print(f"\nBest member: {best.id} with val_accuracy={best.last_metric:.4f} "
           f"after {args.epochs} epochs ({elapsed:.1f} s)")
     print("Its hyperparameter schedule (step: learning_rate, momentum; taken from):")
-    for step, member, action, hp in ancestry_schedule(pop.lineage, best.id):
-        print(f"  step {step:>5}: learning_rate={hp['learning_rate']:.4g} "
-              f"momentum={hp['momentum']:.3f}   ({action} in member {member})")
+    for entry in keras_pbt.ancestry(pop.lineage, best.id):
+        hp = entry.hparams
+        print(f"  step {entry.step:>5}: learning_rate={hp['learning_rate']:.4g} "
+              f"momentum={hp['momentum']:.3f}   ({entry.action} in member {entry.member})")
     print(f"\nOpen TensorBoard: tensorboard --logdir {args.logdir} --host 127.0.0.1")
     return pop
 

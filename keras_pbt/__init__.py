@@ -12,6 +12,10 @@ from keras_pbt.explore import Explorer
 from keras_pbt.lineage import LineageRecord
 from keras_pbt.policy import Decision
 from keras_pbt.policy import PBTPolicy
+from keras_pbt.schedule import AncestryEntry
+from keras_pbt.schedule import ancestry
+from keras_pbt.schedule import ancestry_schedule
+from keras_pbt.schedule import read_lineage
 from keras_pbt.selection import Report
 from keras_pbt.selection import Selection
 from keras_pbt.selection import TTestSelection
@@ -34,6 +38,8 @@ __version__ = "0.1.0"
 # Public names that need TensorFlow/Keras, imported lazily (PEP 562).
 _LAZY = {
     "PBTCallback": "keras_pbt.callback",
+    "ScheduleCallback": "keras_pbt.schedule_callback",
+    "replay": "keras_pbt.schedule_callback",
     "HyperparameterApplier": "keras_pbt.hyperparameters",
     "ScaledSchedule": "keras_pbt.hyperparameters",
     "MemberSummaryWriter": "keras_pbt.summary",
@@ -46,8 +52,8 @@ _LAZY = {
     "assign_devices": "keras_pbt.devices",
 }
 
-_SUBMODULES = {"callback", "devices", "hyperparameters", "population", "progress", "snapshot",
-               "summary"}
+_SUBMODULES = {"callback", "devices", "hyperparameters", "population", "progress",
+               "schedule_callback", "snapshot", "summary"}
 
 
 def __getattr__(name):
@@ -65,6 +71,7 @@ def __dir__():
 
 
 __all__ = [
+    "AncestryEntry",
     "BarrierTimeoutError",
     "Choice",
     "Decision",
@@ -84,5 +91,8 @@ __all__ = [
     "TournamentSelection",
     "TruncationSelection",
     "Uniform",
+    "ancestry",
+    "ancestry_schedule",
+    "read_lineage",
     "sample_space",
 ] + sorted(_LAZY)

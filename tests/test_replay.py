@@ -1,0 +1,262 @@
+"""Replay: the schedule of a member's ancestry, read from lineage, applied step by step."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_pbt
+from keras_pbt.lineage import LineageRecord
+from keras_pbt.schedule import ancestry, ancestry_schedule, best_member, read_lineage
+from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
+
+
+def rec(member, step, action, hp, parent=None, parent_step=None, metric=None, mode="max"):
+    return LineageRecord(member=member, step=step, action=action, hparams={"lr": hp},
+                         parent=parent, parent_step=parent_step, metric=metric, mode=mode)
+
+
+# --- the pure walk ------------------------------------------------------------
+
+
+def test_synchronous_chain_and_best_member():
+    lineage = [
+        rec(0, 0, "init", 0.1), rec(1, 0, "init", 0.2), rec(2, 0, "init", 0.3),
+        rec(0, 10, "keep", 0.1, metric=0.5), rec(1, 10, "keep", 0.2, metric=0.9),
+        rec(2, 10, "exploit", 0.25, parent=1, parent_step=10, metric=0.1),
+        rec(0, 20, "exploit", 0.3, parent=2, parent_step=20, metric=0.4),
+        rec(1, 20, "keep", 0.2, metric=0.6), rec(2, 20, "keep", 0.25, metric=0.8),
+        rec(0, 30, "keep", 0.3, metric=0.95), rec(1, 30, "keep", 0.2, metric=0.7),
+        rec(2, 30, "keep", 0.25, metric=0.9),
+    ]
+    assert best_member(lineage) == 0 and best_member(lineage, mode="min") == 1
+    entries = ancestry(lineage)
+    assert [(e.step, e.member, e.member_step, e.action, e.hparams) for e in entries] == [
+        (0, 1, 0, "init", {"lr": 0.2}),
+        (10, 2, 10, "exploit", {"lr": 0.25}),
+        (20, 0, 20, "exploit", {"lr": 0.3}),
+    ]
+    assert ancestry_schedule(lineage, member=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
+    assert ancestry_schedule(lineage, member=1) == [(0, {"lr": 0.2})]
+    # The order of the records does not matter.
+    assert ancestry(list(reversed(lineage))) == entries
+
+
+def test_asynchronous_parent_steps_give_weight_ages():
+    # Member 1 copies member 0's snapshot at 0's step 10 while at its own
+    # step 12; member 2 copies member 1 at 1's step 20 (8 steps after its
+    # copy) while at its own step 25.
+    lineage = [
+        rec(0, 0, "init", 0.1), rec(1, 0, "init", 0.2), rec(2, 0, "init", 0.3),
+        rec(1, 12, "exploit", 0.15, parent=0, parent_step=10, metric=0.1),
+        rec(2, 25, "exploit", 0.18, parent=1, parent_step=20, metric=0.2),
+        rec(2, 40, "keep", 0.18, metric=0.9),
+    ]
+    assert ancestry_schedule(lineage, 2) == [(0, {"lr": 0.1}), (10, {"lr": 0.15}), (18, {"lr": 0.18})]
+
+
+def test_parent_changes_at_the_snapshot_step_come_after_the_snapshot():
+    # Tournament: at step 10, member 0 copies member 1 while member 1 copies
+    # member 2. Member 1's snapshot was taken before its own exploit.
+    lineage = [
+        rec(0, 0, "init", 0.1), rec(1, 0, "init", 0.2), rec(2, 0, "init", 0.3),
+        rec(0, 10, "exploit", 0.22, parent=1, parent_step=10),
+        rec(1, 10, "exploit", 0.33, parent=2, parent_step=10),
+    ]
+    assert ancestry_schedule(lineage, 0) == [(0, {"lr": 0.2}), (10, {"lr": 0.22})]
+    assert ancestry_schedule(lineage, 1) == [(0, {"lr": 0.3}), (10, {"lr": 0.33})]
+
+
+def test_restart_with_and_without_parent():
+    lineage = [
+        rec(0, 0, "init", 0.1), rec(1, 0, "init", 0.2),
+        rec(1, 8, "keep", 0.2, metric=0.3),
+        rec(1, 8, "restart", 0.25, parent=0, parent_step=8),  # restarted from member 0
+        rec(0, 16, "restart", 0.05),  # restarted from its own initial state
+        rec(0, 30, "keep", 0.05, metric=0.1), rec(1, 30, "keep", 0.25, metric=0.2),
+    ]
+    assert ancestry_schedule(lineage, 1) == [(0, {"lr": 0.1}), (8, {"lr": 0.25})]
+    assert ancestry_schedule(lineage, 0) == [(0, {"lr": 0.05})]
+
+
+def test_errors_name_the_problem():
+    lineage = [rec(0, 0, "init", 0.1), rec(1, 5, "exploit", 0.2, parent=7, parent_step=5)]
+    with pytest.raises(ValueError, match="no records of member 9"):
+        ancestry(lineage, 9)
+    with pytest.raises(ValueError, match="no records of parent of member 1 7"):
+        ancestry(lineage, 1)
+    with pytest.raises(ValueError, match="member 0 has no initial record before step 0"):
+        ancestry([rec(0, 3, "init", 0.1), rec(1, 5, "exploit", 0.2, parent=0, parent_step=0)], 1)
+    with pytest.raises(ValueError, match="No lineage record has a metric"):
+        ancestry([rec(0, 0, "init", 0.1)])
+    with pytest.raises(ValueError, match="mode='min' or mode='max'"):
+        best_member([rec(0, 1, "keep", 0.1, metric=1.0, mode="")])
+    with pytest.raises(TypeError, match="LineageRecords"):
+        ancestry([{"member": 0}], 0)
+
+
+def test_schedule_module_imports_no_tensorflow():
+    code = ("import json, sys, keras_pbt.schedule, keras_pbt\n"
+            "keras_pbt.ancestry, keras_pbt.ancestry_schedule, keras_pbt.read_lineage\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# --- a real run: lineage from the store and from the log directory -----------------------
+
+SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.9)}
+X16 = np.concatenate([X1, -X1])
+Y16 = np.concatenate([Y1, Y1[::-1]])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Three one-weight members, 6 epochs of 4 steps: (lineage, logdir, final weights)."""
+    logdir = str(tmp_path_factory.mktemp("replay"))
+    store = keras_pbt.InMemoryStore(seed=5)
+    jobs = []
+    for i, (lr, mom) in enumerate([(0.2, 0.5), (0.01, 0.0), (0.002, 0.8)]):
+        cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", synchronous=True, quantile=0.34,
+                                   resample_probability=0.5, logdir=logdir, sync_timeout=60)
+        model = one_weight_model(keras.optimizers.SGD(lr, momentum=mom), w0=0.5)
+        jobs.append((model, dict(x=X16, y=Y16, batch_size=4, epochs=6, shuffle=False, verbose=0,
+                                 callbacks=[cb])))
+    assert fit_in_threads(jobs) == [None] * 3
+    for model, kw in jobs:
+        kw["callbacks"][0]._writer.flush()
+    final_weights = {i: float(m.weights[0].numpy()[0, 0]) for i, (m, _) in enumerate(jobs)}
+    return store.lineage(), logdir, final_weights
+
+
+def test_lineage_read_from_the_logdir_equals_the_stores(run):
+    lineage, logdir, final_weights = run
+    read = read_lineage(logdir)
+    key = lambda r: (str(r.member), r.step, r.action, json.dumps(r.hparams, sort_keys=True))  # noqa: E731
+    assert sorted(map(key, read)) == sorted(map(key, lineage))
+    assert sum(r.action == "exploit" for r in lineage) >= 2
+    for member in range(3):
+        assert ancestry(read, member) == ancestry(lineage, member)
+
+
+def test_read_lineage_errors(tmp_path):
+    with pytest.raises(ValueError, match="No keras-pbt lineage records"):
+        read_lineage(str(tmp_path))
+    for population in ("a", "b"):
+        writer = keras_pbt.MemberSummaryWriter(str(tmp_path / population), 0)
+        writer.write(0, records=[rec(0, 0, "init", 0.1)])
+        writer.close()
+    with pytest.raises(ValueError, match="lineage of 2 populations"):
+        read_lineage(str(tmp_path))
+    assert [r.action for r in read_lineage(str(tmp_path / "a"))] == ["init"]
+
+
+class _Recorder(keras.callbacks.Callback):
+    """After the ScheduleCallback: the values the next step will use, and the weight after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.before = []
+        self.weights = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        opt = self.model.optimizer
+        self.before.append({"learning_rate": float(opt.learning_rate.numpy()), "momentum": opt.momentum})
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append(float(self.model.weights[0].numpy()[0, 0]))
+
+
+def _expected_per_step(schedule, n):
+    out, current = [], None
+    for i in range(n):
+        for step, hp in schedule:
+            if step <= i:
+                current = hp
+        out.append(current)
+    return out
+
+
+def _sgd_reference(per_step, xs, ys, batch_size, w=0.5):
+    m, out = 0.0, []
+    for i, hp in enumerate(per_step):
+        j = (i * batch_size) % len(xs)
+        x, y = xs[j:j + batch_size, 0].astype("float64"), ys[j:j + batch_size, 0].astype("float64")
+        g = float(np.mean(2.0 * (w * x - y) * x))
+        if hp["momentum"]:
+            m = m * hp["momentum"] - g * hp["learning_rate"]
+            w = w + m
+        else:  # Keras SGD leaves the momentum slot alone
+            w = w - g * hp["learning_rate"]
+        out.append(w)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("steps_per_epoch", [None, 4])
+def test_schedule_callback_applies_the_lineage_step_by_step(run, steps_per_epoch):
+    lineage, _, _ = run
+    member = best_member(lineage)
+    schedule = ancestry_schedule(lineage, member)
+    assert len(schedule) >= 2 and all(step % 4 == 0 for step, _ in schedule)
+    cb = keras_pbt.ScheduleCallback(schedule, steps_per_epoch=steps_per_epoch)
+    default = keras.callbacks.Callback.on_train_batch_end
+    assert (cb.on_train_batch_end.__func__ is default) == (steps_per_epoch is not None)
+    recorder = _Recorder()
+    first = schedule[0][1]
+    model = one_weight_model(keras.optimizers.SGD(first["learning_rate"], momentum=first["momentum"]))
+    model.fit(X16, Y16, batch_size=4, epochs=6, shuffle=False, verbose=0, callbacks=[cb, recorder])
+    want = _expected_per_step(schedule, 24)
+    for i, (got, exp) in enumerate(zip(recorder.before, want)):
+        assert got["learning_rate"] == pytest.approx(exp["learning_rate"], rel=1e-6), i
+        assert got["momentum"] == pytest.approx(exp["momentum"], rel=1e-12), i
+    # The traced momentum really reached each step: the weights follow SGD
+    # with the per-step values.
+    np.testing.assert_allclose(recorder.weights, _sgd_reference(want, X16, Y16, 4), rtol=1e-4, atol=1e-6)
+    assert [s for s, _ in cb.applied] == [s for s, _ in schedule]
+    assert cb.steps == 24
+
+
+def test_schedule_inside_an_epoch_and_across_fit_calls():
+    schedule = [(0, {"learning_rate": 0.1, "momentum": 0.0}), (3, {"learning_rate": 0.02, "momentum": 0.5}),
+                (5, {"learning_rate": 0.05, "momentum": 0.9}), (11, {"learning_rate": 0.01, "momentum": 0.3})]
+    cb = keras_pbt.ScheduleCallback(schedule, steps_per_epoch=4)  # steps 3, 5, 11: batches are hooked
+    assert cb.by_epoch is False
+    recorder = _Recorder()
+    model = one_weight_model(keras.optimizers.SGD(0.3, momentum=0.0))
+    model.fit(X16, Y16, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[cb, recorder])
+    model.fit(X16, Y16, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[cb, recorder])
+    want = _expected_per_step(schedule, 12)
+    assert recorder.before == [pytest.approx(hp) for hp in want]
+    # Each fit goes over X16 from the start: 4 batches per epoch.
+    np.testing.assert_allclose(recorder.weights, _sgd_reference(want, X16, Y16, 4), rtol=1e-4, atol=1e-6)
+
+
+def test_schedule_callback_rejects_bad_input():
+    for bad, match in [("x", "list of"), ([], "empty"), ([(1, {}), (1, {})], "increase strictly"),
+                       ([(-1, {})], "step=-1"), ([(0, 0.1)], "must be a dict"), ([(0,)], r"\(step, hparams\)")]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            keras_pbt.ScheduleCallback(bad)
+    cb = keras_pbt.ScheduleCallback([(0, {"learning_rate": 0.1})], steps_per_epoch=3)
+    with pytest.raises(ValueError, match="runs 2 steps per epoch"):
+        one_weight_model(keras.optimizers.SGD(0.1)).fit(X1, Y1, batch_size=4, verbose=0, callbacks=[cb])
+
+
+def test_replay_from_the_logdir(run):
+    lineage, logdir, final_weights = run
+
+    def build(hp):
+        return one_weight_model(keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]))
+
+    model = keras_pbt.replay(build, logdir, X16, Y16, batch_size=4, epochs=6, shuffle=False)
+    cb = model.schedule_callback
+    schedule = ancestry_schedule(lineage)
+    assert cb.by_epoch and cb.schedule == schedule and [s for s, _ in cb.applied] == [s for s, _ in schedule]
+    w = float(model.weights[0].numpy()[0, 0])
+    want = _sgd_reference(_expected_per_step(schedule, 24), X16, Y16, 4)[-1]
+    assert w == pytest.approx(want, rel=1e-4)
+    # Same data order, same initial weight: the replay ends where the member did.
+    assert w == pytest.approx(final_weights[best_member(lineage)], rel=1e-5)
