@@ -50,10 +50,12 @@ _LAZY = {
     "PopulationProgress": "keras_pbt.progress",
     "configure_cpu_devices": "keras_pbt.devices",
     "assign_devices": "keras_pbt.devices",
+    "PBTOracle": "keras_pbt.tuner.oracle",
+    "PBTTuner": "keras_pbt.tuner.tuner",
 }
 
 _SUBMODULES = {"callback", "devices", "hyperparameters", "population", "progress",
-               "schedule_callback", "snapshot", "summary"}
+               "schedule_callback", "snapshot", "summary", "tuner"}
 
 
 def __getattr__(name):

@@ -45,12 +45,11 @@ def spec_from_hyperparameter(hp):
             `Boolean`, `Fixed`) or its `{"class_name", "config"}` dict.
 
     Returns:
-        A `Hyperparameter` spec, or `None` for `Fixed` (nothing to tune).
+        A `Hyperparameter` spec, or `None` for `Fixed` and for a `Float` or
+        `Int` with `min_value == max_value` (nothing to tune).
 
     Raises:
         TypeError: for a hyperparameter class it does not know.
-        ValueError: for a range keras-pbt cannot represent (e.g. a `Float`
-            or `Int` whose `min_value == max_value`).
     """
     kind, config = _class_and_config(hp)
     name = config.get("name")
@@ -69,10 +68,7 @@ def spec_from_hyperparameter(hp):
     step, sampling = config.get("step"), (config.get("sampling") or "linear").lower()
     integer = kind == "Int"
     if low == high:
-        raise ValueError(
-            f"Hyperparameter {name!r} has min_value == max_value == {low!r}: use "
-            "hp.Fixed for a constant."
-        )
+        return None  # a constant: nothing to tune
     if sampling == "log" and step:
         return space_lib.Choice(_log_grid(low, high, step, integer))
     if integer:
