@@ -116,14 +116,24 @@ def capture(model, member, step, hparams=None, metric=None):
     )
 
 
+def _counts(rows):
+    counts = {}
+    for row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    return counts
+
+
+def _describe(counts):
+    return ", ".join(
+        f"{n} weights" if kind == "weight" else f"{n} {kind} variables"
+        for kind, n in counts.items()
+    )
+
+
 def _mismatch(model_layout, snap_layout):
-    if len(model_layout) != len(snap_layout):
-        mine = sum(1 for r in model_layout if r[0].startswith("optimizer"))
-        theirs = sum(1 for r in snap_layout if r[0].startswith("optimizer"))
-        return (
-            f"the model has {len(model_layout) - mine} weights and {mine} optimizer "
-            f"variables, the snapshot {len(snap_layout) - theirs} and {theirs}"
-        )
+    mine, theirs = _counts(model_layout), _counts(snap_layout)
+    if mine != theirs:
+        return f"the model has {_describe(mine)}; the snapshot {_describe(theirs)}"
     for a, b in zip(model_layout, snap_layout):
         if a != b:
             return f"{a} does not match the snapshot's {b}"

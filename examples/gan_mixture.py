@@ -1,0 +1,310 @@
+"""PBT for a GAN with two optimizers: a 2-D mixture of 8 Gaussians.
+
+The GAN is written the standard Keras 3 way (a `keras.Model` subclass with
+its own `compile(d_optimizer, g_optimizer, loss_fn)` and `train_step`, as in
+keras.io's DCGAN example). PBT tunes both learning rates and the
+discriminator's `beta_1`; an exploit copies both networks and both
+optimizers' state. The same members with their initial, fixed
+hyperparameters train for the same number of steps as the baseline.
+
+    python examples/gan_mixture.py --seed 0 --png gan_mixture.png
+
+Prints, for PBT and for the fixed-hyperparameter population, the best
+member's sample quality (modes covered, share of high-quality samples,
+energy distance to the target) and writes a PNG of both best members'
+samples over the target modes.
+"""
+
+import argparse
+import math
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+import keras_pbt  # noqa: E402
+
+MODES = 8
+RADIUS = 2.0
+STD = 0.05
+LATENT = 8
+
+
+def centers():
+    """The 8 mode centres on a circle of radius 2."""
+    angles = 2 * np.pi * np.arange(MODES) / MODES
+    return np.stack([RADIUS * np.cos(angles), RADIUS * np.sin(angles)], axis=1).astype("float32")
+
+
+def sample_mixture(n, seed):
+    """`n` points of the mixture (equal weights, standard deviation `STD`)."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(0, MODES, n)
+    return (centers()[which] + rng.normal(0, STD, (n, 2))).astype("float32")
+
+
+# --------------------------------------------------------------- quality
+
+
+def energy_distance(x, y):
+    """Energy distance `2 E|X-Y| - E|X-X'| - E|Y-Y'|` (0 iff same law), NumPy."""
+    def mean_dist(a, b):
+        return float(np.mean(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))))
+
+    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+
+
+def quality(samples, target, min_per_mode=20):
+    """Sample quality against the mixture.
+
+    A sample is *high quality* if it lies within 3 standard deviations of a
+    mode centre; a mode is *covered* if it has at least `min_per_mode` high
+    quality samples (of 2,500 samples, a perfect generator puts about 312 in
+    each mode).
+
+    Returns:
+        dict with `modes` (covered, out of 8), `high_quality` (fraction),
+        `energy` (energy distance to `target`, lower is better) and
+        `mode_distance` (mean distance of a sample to its nearest mode).
+    """
+    d = np.sqrt(((samples[:, None, :] - centers()[None, :, :]) ** 2).sum(-1))
+    nearest, dist = d.argmin(1), d.min(1)
+    good = dist < 3 * STD
+    counts = np.bincount(nearest[good], minlength=MODES)
+    return {
+        "modes": int((counts >= min_per_mode).sum()),
+        "high_quality": float(good.mean()),
+        "energy": energy_distance(samples, target),
+        "mode_distance": float(dist.mean()),
+    }
+
+
+# -------------------------------------------------------------------- GAN
+
+
+def gan_class():
+    """The GAN class (defined lazily so that `--help` needs no TensorFlow)."""
+    import keras
+    import tensorflow as tf
+
+    class GAN(keras.Model):
+        """A GAN written as in keras.io's DCGAN example, for 2-D points.
+
+        `test_step` reports `energy`: the energy distance between a batch of
+        real points and as many generated ones (the metric PBT ranks by).
+        """
+
+        def __init__(self, latent_dim=LATENT, units=64, seed=0, **kwargs):
+            super().__init__(**kwargs)
+            self.latent_dim = latent_dim
+            self.generator = keras.Sequential([
+                keras.Input((latent_dim,)),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(2),
+            ], name="generator")
+            self.discriminator = keras.Sequential([
+                keras.Input((2,)),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(1),
+            ], name="discriminator")
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def compile(self, d_optimizer, g_optimizer, loss_fn):
+            super().compile()
+            self.d_optimizer = d_optimizer
+            self.g_optimizer = g_optimizer
+            self.loss_fn = loss_fn
+            self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+            self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+            self.energy_tracker = keras.metrics.Mean(name="energy")
+
+        @property
+        def metrics(self):
+            return [self.d_loss_tracker, self.g_loss_tracker, self.energy_tracker]
+
+        def call(self, z):
+            return self.generator(z)
+
+        def generate(self, n):
+            z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
+            return self.generator(z)
+
+        def train_step(self, real):
+            batch = tf.shape(real)[0]
+            fake = self.generate(batch)
+            with tf.GradientTape() as tape:
+                real_logits = self.discriminator(real)
+                fake_logits = self.discriminator(fake)
+                d_loss = (self.loss_fn(tf.ones_like(real_logits), real_logits)
+                          + self.loss_fn(tf.zeros_like(fake_logits), fake_logits))
+            grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+            with tf.GradientTape() as tape:
+                fake_logits = self.discriminator(self.generate(batch))
+                g_loss = self.loss_fn(tf.ones_like(fake_logits), fake_logits)
+            grads = tape.gradient(g_loss, self.generator.trainable_weights)
+            self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+            self.d_loss_tracker.update_state(d_loss)
+            self.g_loss_tracker.update_state(g_loss)
+            return {m.name: m.result() for m in self.metrics[:2]}
+
+        def test_step(self, real):
+            fake = self.generate(tf.shape(real)[0])
+
+            def mean_dist(a, b):
+                diff = a[:, None, :] - b[None, :, :]
+                return tf.reduce_mean(tf.sqrt(tf.reduce_sum(diff * diff, -1) + 1e-12))
+
+            energy = 2 * mean_dist(real, fake) - mean_dist(real, real) - mean_dist(fake, fake)
+            self.energy_tracker.update_state(energy)
+            return {"energy": self.energy_tracker.result()}
+
+    return GAN
+
+
+def build(hp, seed=0):
+    """A compiled GAN with the member's hyperparameters."""
+    import keras
+
+    model = gan_class()(seed=seed)
+    model.compile(
+        d_optimizer=keras.optimizers.Adam(hp["d_optimizer.learning_rate"],
+                                          beta_1=hp["d_optimizer.beta_1"]),
+        g_optimizer=keras.optimizers.Adam(hp["g_optimizer.learning_rate"], beta_1=0.5),
+        loss_fn=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    return model
+
+
+SPACE = {
+    "d_optimizer.learning_rate": keras_pbt.LogUniform(1e-4, 3e-2),
+    "g_optimizer.learning_rate": keras_pbt.LogUniform(1e-4, 3e-2),
+    "d_optimizer.beta_1": keras_pbt.Uniform(0.0, 0.9),
+}
+
+
+class FixedHyperparameters(keras_pbt.Selection):
+    """A selection that never copies: the members keep their hyperparameters."""
+
+    name = "fixed"
+
+    def parent_candidates(self, ranked, mode):
+        return []
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        return None
+
+
+def run(args, pbt, initial_hparams, data, val):
+    import keras
+
+    keras.utils.set_random_seed(args.seed)  # the same initial weights in both runs
+    counter = iter(range(args.size))
+    pop = keras_pbt.Population(
+        lambda hp: build(hp, seed=args.seed * 100 + next(counter)), SPACE, size=args.size,
+        monitor="val_energy", mode="min", interval_epochs=1, burn_in=args.burn_in,
+        selection=args.selection if pbt else FixedHyperparameters(), quantile=0.25,
+        num_cpu_devices=args.cpu_devices, seed=args.seed, initial_hparams=initial_hparams,
+        logdir=os.path.join(args.logdir, "pbt" if pbt else "fixed") if args.logdir else None,
+        verbose=args.verbose,
+    )
+    start = time.monotonic()
+    pop.fit(data, validation_data=val, epochs=args.epochs, batch_size=args.batch_size)
+    elapsed = time.monotonic() - start
+    target = sample_mixture(2500, seed=args.seed + 2)
+    scores = {}
+    for member in pop.members:
+        samples = keras.ops.convert_to_numpy(member.model.generate(2500))
+        scores[member.id] = (quality(samples, target), samples)
+    return pop, scores, elapsed
+
+
+def write_png(path, panels, size=360):
+    """Scatter plots of samples (blue) over the mode centres (red), side by side, with PIL."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size * len(panels), size + 24), "white")
+    draw = ImageDraw.Draw(image)
+    scale = size / 6.0  # [-3, 3] in both axes
+    for i, (title, samples) in enumerate(panels):
+        x0 = i * size
+        draw.rectangle([x0, 24, x0 + size - 1, 24 + size - 1], outline=(180, 180, 180))
+        draw.text((x0 + 6, 6), title, fill="black")
+        for x, y in samples:
+            px, py = x0 + (x + 3) * scale, 24 + (3 - y) * scale
+            if x0 <= px < x0 + size and 24 <= py < 24 + size:
+                draw.point((px, py), fill=(30, 90, 200))
+        for cx, cy in centers():
+            px, py = x0 + (cx + 3) * scale, 24 + (3 - cy) * scale
+            r = 3 * STD * scale
+            draw.ellipse([px - r, py - r, px + r, py + r], outline=(220, 40, 40))
+    image.save(path)
+
+
+def _fmt(q):
+    return (f"modes {q['modes']}/8, high-quality {q['high_quality']:.1%}, "
+            f"energy distance {q['energy']:.4f}, mean distance to nearest mode {q['mode_distance']:.3f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--burn-in", type=int, default=2)
+    parser.add_argument("--selection", default="truncation",
+                        choices=["truncation", "tournament", "ttest"])
+    parser.add_argument("--cpu-devices", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--png", default="gan_mixture.png")
+    parser.add_argument("--logdir", default=None)
+    parser.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng([args.seed, 0])
+    initial = [keras_pbt.sample_space(SPACE, rng) for _ in range(args.size)]
+    # One epoch is one pass over `steps_per_epoch` batches; each member
+    # shuffles the points with its own seed.
+    data = sample_mixture(args.batch_size * args.steps_per_epoch, seed=args.seed)
+    val = tf.data.Dataset.from_tensor_slices(sample_mixture(1024, seed=args.seed + 1)).batch(512)
+
+    results = {}
+    for label, pbt in (("PBT", True), ("fixed", False)):
+        pop, scores, elapsed = run(args, pbt, initial, data, val)
+        best_id = min(scores, key=lambda m: scores[m][0]["energy"])
+        best_q, best_samples = scores[best_id]
+        results[label] = (best_id, best_q, best_samples, scores, pop, elapsed)
+        exploits = sum(r.action == "exploit" for r in pop.lineage)
+        print(f"{label:>5}: {args.size} members x {args.epochs * args.steps_per_epoch} steps in "
+              f"{elapsed:.0f} s, {exploits} exploits")
+        print(f"       best member {best_id}: {_fmt(best_q)}")
+        mean_modes = np.mean([q["modes"] for q, _ in scores.values()])
+        mean_energy = np.mean([q["energy"] for q, _ in scores.values()])
+        print(f"       population mean: modes {mean_modes:.2f}/8, energy distance {mean_energy:.4f}")
+
+    pop = results["PBT"][4]
+    best = results["PBT"][0]
+    print(f"\nSchedule of PBT's best member {best} (step: hyperparameters; from member):")
+    for entry in keras_pbt.ancestry(pop.lineage, best):
+        hp = ", ".join(f"{k}={v:.3g}" for k, v in entry.hparams.items())
+        print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member})")
+    if args.png:
+        write_png(args.png, [
+            (f"PBT best: {results['PBT'][1]['modes']}/8 modes, "
+             f"energy {results['PBT'][1]['energy']:.3f}", results["PBT"][2]),
+            (f"fixed best: {results['fixed'][1]['modes']}/8 modes, "
+             f"energy {results['fixed'][1]['energy']:.3f}", results["fixed"][2]),
+        ])
+        print(f"Samples written to {args.png}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
