@@ -125,7 +125,7 @@ def test_converter_is_pure():
 def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
     oracle = make_oracle(tmp_path, population_size=4, max_epochs=5, interval_epochs=2,
                          logdir=None)
-    assert oracle.max_trials == 4 * 3
+    assert oracle.total_trials == 4 * 3 and oracle.remaining_trials() == 12
     first = [oracle.create_trial(f"w{i}") for i in range(4)]
     values = [t.hyperparameters.values for t in first]
     assert [v["pbt/member"] for v in values] == [0, 1, 2, 3]
@@ -151,6 +151,8 @@ def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
     complete(oracle, nxt, 0.5, 20)
     last = [oracle.create_trial(f"w{i}") for i in range(4)]
     assert {t.hyperparameters.values["pbt/epochs"] for t in last} == {5}  # the last is shorter
+    # Every segment is handed out, but not STOPPED while they train (a retry may need a worker).
+    assert oracle.create_trial("w9").status == "IDLE" and oracle.remaining_trials() == 0
     for t in last:
         complete(oracle, t, 0.5, 25)
     assert oracle.create_trial("w0").status == "STOPPED"

@@ -139,9 +139,13 @@ class PBTOracle(keras_tuner.Oracle):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or seed < 0):
             raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+        # No `max_trials` for keras-tuner: its create_trial would answer
+        # STOPPED once every segment is handed out, while the last ones still
+        # train (a retry would then find no worker, and the distributed chief
+        # would wait 20 s more). populate_space says STOPPED when all are final.
         super().__init__(
             objective=objective,
-            max_trials=population_size * segments,
+            max_trials=None,
             hyperparameters=hyperparameters,
             allow_new_entries=allow_new_entries,
             tune_new_entries=tune_new_entries,
@@ -184,6 +188,14 @@ class PBTOracle(keras_tuner.Oracle):
     @property
     def mode(self):
         return self.objective.direction
+
+    @property
+    def total_trials(self):
+        """The number of segment trials of the whole search."""
+        return self.population_size * self.num_segments
+
+    def remaining_trials(self):
+        return self.total_trials - len(self.trials)
 
     # ------------------------------------------------------------ policy
 

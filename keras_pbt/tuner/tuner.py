@@ -146,6 +146,8 @@ class PBTTuner(keras_tuner.Tuner):
         self.devices_per_member = devices_per_member
         self.max_idle_sleep = float(max_idle_sleep)
         self.training_calls = 0  # segments trained by this process
+        self.idle_waits = 0  # IDLE answers received (waiting for other members)
+        self.idle_seconds = 0.0  # time slept on them
         self._stop = threading.Event()
 
     # ------------------------------------------------------------ search
@@ -227,7 +229,10 @@ class PBTTuner(keras_tuner.Tuner):
             if trial.status == TrialStatus.STOPPED:
                 break
             if trial.status == TrialStatus.IDLE:
-                # Waiting for other members: back off instead of spinning.
+                # Waiting for other members: back off instead of spinning
+                # (keras-tuner's own loop asks again at once).
+                self.idle_waits += 1
+                self.idle_seconds += sleep
                 time.sleep(sleep)
                 sleep = min(sleep * 2, self.max_idle_sleep)
                 continue

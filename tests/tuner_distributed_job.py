@@ -1,0 +1,68 @@
+"""One process of a distributed PBTTuner search (chief or worker), for test_tuner_distributed.py.
+
+Role and server come from keras-tuner's own environment variables
+(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT).
+Usage: python tuner_distributed_job.py <directory>
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner as kt  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import keras_pbt  # noqa: E402
+
+POPULATION = 4
+MAX_EPOCHS = 5
+
+
+class HyperModel(kt.HyperModel):
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def build(self, hp):
+        model = keras.Sequential([
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation=hp.Choice("activation", ["relu", "tanh"])),
+            keras.layers.Dense(10),
+        ])
+        model.compile(
+            keras.optimizers.SGD(hp.Float("learning_rate", 1e-3, 0.5, sampling="log"),
+                                 momentum=hp.Float("momentum", 0.0, 0.9, step=0.1)),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        history = model.fit(*args, **kwargs)
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(json.dumps([hp.values["pbt/member"], hp.values["pbt/segment"]]) + "\n")
+        return history
+
+
+def main(directory):
+    tuner_id = os.environ["KERASTUNER_TUNER_ID"]
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    start = time.monotonic()
+    tuner = keras_pbt.PBTTuner(
+        HyperModel(os.path.join(directory, f"ran_{tuner_id}.jsonl")), objective="val_loss",
+        population_size=POPULATION, max_epochs=MAX_EPOCHS, quantile=0.5, seed=4,
+        max_idle_sleep=0.1, directory=directory, project_name="dist",
+    )
+    tuner.search(x[:256], y[:256], validation_data=(x[1400:1560], y[1400:1560]), verbose=0)
+    with open(os.path.join(directory, f"done_{tuner_id}.json"), "w", encoding="utf-8") as f:
+        json.dump({"training_calls": tuner.training_calls, "idle_waits": tuner.idle_waits,
+                   "idle_seconds": tuner.idle_seconds, "wall": time.monotonic() - start,
+                   "cpu": sum(os.times()[:2])}, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
