@@ -130,6 +130,42 @@ def _describe(counts):
     )
 
 
+def _blocks(rows):
+    blocks = {}
+    for i, row in enumerate(rows):
+        blocks.setdefault(row[0], []).append(i)
+    return blocks
+
+
+def _unbuilt(rows):
+    # An optimizer that has not stepped yet holds only these two variables.
+    return all(r[1] in ("iteration", "rate") for r in rows)
+
+
+def _align(model_layout, snap_layout):
+    """Snapshot row index for each model row (`None`: reset to zero), or an error text.
+
+    The layouts must match, except that an optimizer the snapshot holds
+    unbuilt (taken before its first step, e.g. a GAN's `d_optimizer`
+    before training) restores its iteration count and learning rate and
+    resets the slots the model's built optimizer has since created.
+    """
+    mine, theirs = _blocks(model_layout), _blocks(snap_layout)
+    if list(mine) != list(theirs):
+        return f"the model has {_describe(_counts(model_layout))}; the snapshot {_describe(_counts(snap_layout))}"
+    pairs = [None] * len(model_layout)
+    for kind, rows in mine.items():
+        a = [model_layout[i] for i in rows]
+        b = [snap_layout[j] for j in theirs[kind]]
+        if a != b and not (
+            kind.startswith("optimizer") and len(b) < len(a) and a[:len(b)] == b and _unbuilt(b)
+        ):
+            return _mismatch(model_layout, snap_layout)
+        for i, j in zip(rows, theirs[kind]):
+            pairs[i] = j
+    return pairs
+
+
 def _mismatch(model_layout, snap_layout):
     mine, theirs = _counts(model_layout), _counts(snap_layout)
     if mine != theirs:
@@ -144,31 +180,35 @@ def restore(model, snapshot, copy_optimizer_state=True):
     """Assigns a `Snapshot` to `model`.
 
     Args:
-        model: the receiving model (built, same architecture and optimizer).
+        model: the receiving model (built, same architecture and optimizers).
         snapshot: the `Snapshot` to copy.
-        copy_optimizer_state: if True, copy the optimizer's variables too
-            (slots and iteration count) of every optimizer. If False, reset
-            the optimizer state: every optimizer variable but the learning
-            rates is set to zero, as in a freshly built optimizer.
+        copy_optimizer_state: if True, copy the variables of every optimizer
+            too (slots and iteration count). If False, reset the optimizer
+            state: every optimizer variable but the learning rates is set to
+            zero, as in a freshly built optimizer.
 
     Raises:
         ValueError: if the layouts differ (other architecture, other
-            optimizer, or SGD slots present in one and not the other).
+            optimizer, or SGD slots present in one and not the other). An
+            optimizer the snapshot holds before its first step (no slots
+            yet) is the one exception: its slots are reset to zero.
     """
-    problem = _mismatch(layout(model), snapshot.layout)
-    if problem:
+    model_layout = layout(model)
+    pairs = _align(model_layout, snapshot.layout)
+    if isinstance(pairs, str):
         raise ValueError(
-            f"Cannot copy member {snapshot.member!r}'s state: {problem}. Members of a "
-            "population must share the architecture and the optimizer class."
+            f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
+            "population must share the architecture and the optimizer classes."
         )
-    for variable, value in zip(_model_variables(model), snapshot.weights):
-        variable.assign(value)
-    opt_vars = _optimizer_variables(model)
-    if copy_optimizer_state:
-        for variable, value in zip(opt_vars, snapshot.optimizer):
-            variable.assign(value)
-    else:
-        rates = _learning_rate_variables(model)
-        for variable in opt_vars:
+    values = snapshot.weights + snapshot.optimizer
+    variables = _model_variables(model) + _optimizer_variables(model)
+    rates = _learning_rate_variables(model)
+    n_weights = len(_model_variables(model))
+    for i, (variable, j) in enumerate(zip(variables, pairs)):
+        if i >= n_weights and not copy_optimizer_state:
             if id(variable) not in rates:
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        elif j is None:
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        else:
+            variable.assign(values[j])
