@@ -82,8 +82,10 @@ class PBTOracle(keras_tuner.Oracle):
             in `keras_pbt.PBTCallback`.
         frozen: names of hyperparameters PBT never perturbs, such as layer
             sizes, whose change would change the weights' shapes. Each member
-            keeps its sampled value and only copies members with the same
-            frozen values. Conditional hyperparameters must be frozen too.
+            keeps its sampled value; members with equal frozen values form a
+            sub-population, ranked on its own and copying only within itself
+            (so a search over frozen values is a random search of PBT
+            sub-populations). Conditional hyperparameters must be frozen too.
             Defaults to `()`.
         synchronous: if True, segment `k + 1` of any member starts only once
             every member finished segment `k`, and all decide on the same
@@ -153,6 +155,9 @@ class PBTOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        if seed is not None:
+            # keras-tuner's `seed or random.randint(...)` would drop seed=0.
+            self.seed = self._seed_state = int(seed)
         direction = getattr(self.objective, "direction", None)
         if direction not in ("min", "max") or hasattr(self.objective, "objectives"):
             raise ValueError(
@@ -337,14 +342,16 @@ class PBTOracle(keras_tuner.Oracle):
                 r = self._report(t)
                 if r is not None:
                     trial_of[(r.member, r.interval)] = t
-        same = {
-            r.member for r in reports
-            if self._species(self._trial(trial_of[(r.member, r.interval)]).hyperparameters.values)
-            == species
-        }
         if prev.status != TrialStatus.COMPLETED:
             return self._restart(member, segment, prev_id, prev_values, rng)
-        decision = policy.decide(member, reports, key=segment, rng=rng, available=same)
+        # Members with other frozen values cannot give their weights: each
+        # group of equal frozen values is ranked as its own sub-population.
+        reports = [
+            r for r in reports
+            if self._species(self._trial(trial_of[(r.member, r.interval)]).hyperparameters.values)
+            == species
+        ]
+        decision = policy.decide(member, reports, key=segment, rng=rng)
         if decision.is_exploit:
             parent_id = trial_of[(decision.parent, next(
                 r.interval for r in reports if r.member == decision.parent))]

@@ -8,6 +8,7 @@ import traceback
 
 import keras
 import keras_tuner
+import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_pbt import devices as devices_lib
@@ -138,6 +139,11 @@ class PBTTuner(keras_tuner.Tuner):
             allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        if devices is not None and kwargs.get("distribution_strategy") is not None:
+            raise ValueError(
+                "Give `devices` (one strategy per device slice) or `distribution_strategy`, "
+                f"not both. Received: devices={devices!r}"
+            )
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.pbt_oracle = oracle  # the local oracle, also on a worker
         self.logdir = logdir or os.path.join(self.project_dir, "pbt_logs")
@@ -269,6 +275,12 @@ class PBTTuner(keras_tuner.Tuner):
                 "PBTTuner needs build_model(hp) to return a compiled keras.Model. "
                 f"Received: {model!r}"
             )
+        if self.max_model_size:
+            size = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+            if size > self.max_model_size:
+                raise keras_tuner.errors.FailedTrialError(
+                    f"Oversized model: {size} parameters (max_model_size={self.max_model_size})."
+                )
         if not model.built:
             raise keras_tuner.errors.FatalValueError(
                 "PBTTuner needs build_model(hp) to return a built model (start it with "
@@ -317,6 +329,11 @@ class PBTTuner(keras_tuner.Tuner):
             self._applier(model)  # builds the optimizer (and SGD slots) as a child's is
         kwargs = dict(fit_kwargs)
         kwargs["callbacks"] = copy.deepcopy(list(kwargs.get("callbacks") or []))
+        for callback in kwargs["callbacks"]:
+            if isinstance(callback, keras.callbacks.TensorBoard):
+                # One run per member; its epochs continue across segments.
+                callback.log_dir = os.path.join(
+                    str(callback.log_dir), f"member_{values[oracle_lib.MEMBER]}")
         kwargs["epochs"] = int(values[oracle_lib.EPOCHS])
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         self.training_calls += 1
@@ -334,6 +351,12 @@ class PBTTuner(keras_tuner.Tuner):
         )
         checkpoint_lib.save(self.get_trial_dir(trial.trial_id), snap)
         return logs, step
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        """Trains one segment (see `search`); returns its final metrics."""
+        logs, _ = self._run_segment(trial, self.distribution_strategy, fit_args, fit_kwargs,
+                                    alone=True)
+        return logs
 
     # ----------------------------------------------------------- results
 
