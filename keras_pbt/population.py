@@ -279,17 +279,33 @@ class Population:
         rng = np.random.default_rng([self.seed, 0])
         if initial_hparams is None:
             initial_hparams = [space_lib.sample_space(space, rng) for _ in range(size)]
-        elif len(initial_hparams) != size:
+        elif isinstance(initial_hparams, (str, bytes, dict)) or len(initial_hparams) != size:
             raise ValueError(
-                f"`initial_hparams` must hold `size`={size} dicts. Received {len(initial_hparams)}."
+                f"`initial_hparams` must be a list of `size`={size} dicts. "
+                f"Received: initial_hparams={initial_hparams!r}"
             )
+        else:
+            for i, hp in enumerate(initial_hparams):
+                if not hasattr(hp, "keys") or set(hp) != set(space):
+                    raise ValueError(
+                        f"`initial_hparams[{i}]` must name exactly the hyperparameters of `space` "
+                        f"({sorted(space)}). Received: initial_hparams[{i}]={hp!r}"
+                    )
         self.space = space
         self.size = size
         self.monitor = monitor
         self.max_failures = int(max_failures)
         self.verbose = 1 if verbose == "auto" else verbose
         self.logdir = logdir
+        if setters is not None and not hasattr(setters, "items"):
+            raise TypeError(f"`setters` must be a dict. Received: setters={setters!r}")
         self._setters = dict(setters or {})
+        unknown = sorted(set(self._setters) - set(space))
+        if unknown:
+            raise ValueError(
+                f"`setters` names {unknown}, which are not in `space` ({sorted(space)}). "
+                f"Received: setters={self._setters!r}"
+            )
         callbacks = [
             PBTCallback(
                 self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
@@ -503,16 +519,26 @@ class Population:
     def _open_checkpoint(self, directory):
         header = self._checkpoint_header()
         ck = checkpoint_lib.Checkpointer(directory, header)
-        loaded = ck.load()
-        if loaded is not None:
-            body, members = loaded
+        manifest = os.path.join(ck.directory, checkpoint_lib.MANIFEST)
+        body = checkpoint_lib.read_manifest(ck.directory)
+        if body is not None:
             for key in ("member_ids", "space", "monitor", "mode"):
                 if body.get(key) != header[key]:
                     raise checkpoint_lib.CheckpointError(
                         f"`checkpoint_dir`={directory!r} holds a checkpoint of another population: "
                         f"its {key} is {body.get(key)!r}, this population's is {header[key]!r}. "
-                        "Use another directory, or build the same population.",
-                        os.path.join(directory, checkpoint_lib.MANIFEST))
+                        "Use another directory, or build the same population.", manifest)
+        trained = max(m.callback.epochs for m in self.members)
+        if body is not None and trained:
+            # This population already trained in this process: go on from
+            # its state in memory, never roll it back to an older checkpoint.
+            if body["epoch"] > trained:
+                raise checkpoint_lib.CheckpointError(
+                    f"`checkpoint_dir`={directory!r} holds a checkpoint of epoch {body['epoch']}, "
+                    f"later than this population's epoch {trained}. Resume it with a new "
+                    "Population, or use another directory.", manifest)
+        elif body is not None:
+            body, members = ck.load()  # verifies every file before anything is restored
             self._restore(body, members)
             ck.header["seed"] = self.seed
             self.resumed_from = body["epoch"]
@@ -523,6 +549,9 @@ class Population:
 
     def _save_member(self, member):
         cb = member.callback
+        # With step intervals, `steps` is only synced at boundaries and at
+        # epoch starts; bring it up to the optimizer's count at this epoch end.
+        cb._sync_steps()
         snap = snapshot_lib.capture(member.model, member.id, cb.steps, cb.hparams)
         reports, records = self.store.member_records(member.id)
         arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}

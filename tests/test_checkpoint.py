@@ -333,3 +333,47 @@ def test_checkpoint_dir_that_is_a_file_is_rejected(tmp_path):
     path.write_text("x")
     with pytest.raises(ValueError, match="checkpoint_dir="):
         _population().fit(X, Y, epochs=1, checkpoint_dir=str(path))
+
+
+def _lineage_intervals(pop):
+    return {m.id: [r.interval for r in pop.lineage if r.member == m.id] for m in pop.members}
+
+
+def test_asynchronous_population_checkpoints_at_its_boundary_epochs(tmp_path):
+    kwargs = dict(synchronous=False, interval_epochs=2)
+    pop = _population(**kwargs)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(tmp_path))
+    # Epoch 5 is no boundary: the last checkpoint is epoch 4.
+    assert _committed_epoch(tmp_path) == 4
+    assert sorted(os.listdir(tmp_path)) == ["epoch_000004", ck.MANIFEST]
+    resumed = _population(**kwargs)
+    resumed.fit(X, Y, validation_data=(XV, YV), epochs=6, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert resumed.resumed_from == 4
+    assert all(m.callback.epochs == 6 and m.callback.steps == 48 for m in resumed.members)
+    assert _lineage_intervals(resumed) == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}
+    assert all(len(m.history["loss"]) == 6 for m in resumed.members)
+
+
+def test_step_intervals_checkpoint_at_every_epoch_end(tmp_path):
+    kwargs = dict(interval_steps=3, monitor="loss")
+    pop = _population(**kwargs)
+    pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert _committed_epoch(tmp_path) == 2
+    steps_before = [r.step for r in pop.lineage if r.member == 0]
+    resumed = _population(**kwargs)
+    resumed.fit(X, Y, epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert resumed.resumed_from == 2
+    steps = [r.step for r in resumed.lineage if r.member == 0]
+    assert steps[: len(steps_before)] == steps_before
+    assert steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+    assert [r.interval for r in resumed.lineage if r.member == 0] == list(range(9))
+
+
+def test_a_population_that_trained_in_memory_is_never_rolled_back(tmp_path):
+    pop = _population(interval_epochs=2)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert _committed_epoch(tmp_path) == 2
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert pop.resumed_from is None
+    assert all(m.callback.epochs == 4 for m in pop.members)
+    assert _committed_epoch(tmp_path) == 4

@@ -1,0 +1,163 @@
+"""Bad configurations fail before any training, naming the argument and the value."""
+
+import math
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_pbt
+from keras_pbt.store import ConfigurationError
+from tests.test_population import SPACE, X, XV, Y, YV, build
+
+
+def sgd_build(hp):
+    return build(dict({"learning_rate": 0.01, "momentum": 0.5}, **hp))
+
+
+def schedule_build(hp):
+    model = build({"learning_rate": 0.01, "momentum": 0.0})
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.9)
+    model.compile(keras.optimizers.SGD(schedule), "sparse_categorical_crossentropy")
+    return model
+
+
+def uncompiled_build(hp):
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+
+
+LR = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5)}
+
+# (id, thunk building the bad thing, exception type, text the message must hold)
+CASES = [
+    ("quantile above 0.5", lambda: dict(quantile=0.7), ValueError, "quantile=0.7"),
+    ("quantile zero", lambda: dict(quantile=0), ValueError, "quantile=0"),
+    ("negative factor", lambda: dict(factors=(0.8, -1.2)), ValueError, "factors=(0.8, -1.2)"),
+    ("zero factor", lambda: dict(factors=(0.0, 1.2)), ValueError, "factors=(0.0, 1.2)"),
+    ("infinite factor", lambda: dict(factors=(0.8, math.inf)), ValueError, "factors=(0.8, inf)"),
+    ("empty space", lambda: dict(space={}), ValueError, "space={}"),
+    ("space not a dict", lambda: dict(space=["learning_rate"]), TypeError, "space=['learning_rate']"),
+    ("reversed bounds", lambda: dict(space={"momentum": keras_pbt.Uniform(0.9, 0.1)}), ValueError,
+     "low=0.9, high=0.1"),
+    ("equal bounds", lambda: dict(space={"momentum": keras_pbt.Uniform(0.5, 0.5)}), ValueError,
+     "low=0.5, high=0.5"),
+    ("non-finite bound", lambda: dict(space={"momentum": keras_pbt.Uniform(0.0, math.nan)}), ValueError,
+     "high=nan"),
+    ("log bound zero", lambda: dict(space={"learning_rate": keras_pbt.LogUniform(0.0, 0.1)}), ValueError,
+     "low=0.0"),
+    ("log bound negative", lambda: dict(space={"learning_rate": keras_pbt.LogUniform(-1.0, 0.1)}),
+     ValueError, "low=-1.0"),
+    ("empty choice", lambda: dict(space={"momentum": keras_pbt.Choice([])}), ValueError, "values=[]"),
+    ("population of one", lambda: dict(size=1), ValueError, "size=1"),
+    ("population size not an int", lambda: dict(size=2.5), ValueError, "size=2.5"),
+    ("interval zero", lambda: dict(interval_epochs=0), ValueError, "interval_epochs=0"),
+    ("negative step interval", lambda: dict(interval_steps=-5), ValueError, "interval_steps=-5"),
+    ("both intervals", lambda: dict(interval_epochs=1, interval_steps=5), ValueError,
+     "interval_epochs=1, interval_steps=5"),
+    ("negative burn-in", lambda: dict(burn_in=-1), ValueError, "burn_in=-1"),
+    ("duplicate member ids", lambda: dict(member_ids=["a", "a"]), ValueError, "member_ids=['a', 'a']"),
+    ("member ids of the wrong count", lambda: dict(member_ids=[0, 1, 2]), ValueError,
+     "member_ids=[0, 1, 2]"),
+    ("hyperparameter the optimizer lacks", lambda: dict(space={"dropout": keras_pbt.Uniform(0.0, 0.5)},
+                                                        build=sgd_build), ValueError, "'dropout'"),
+    ("setter for a name not tuned", lambda: dict(setters={"dropout": lambda m, v: None}), ValueError,
+     "setters"),
+    ("setter that is not callable", lambda: dict(space={"dropout": keras_pbt.Uniform(0.0, 0.5)},
+                                                 setters={"dropout": 5}, build=sgd_build), TypeError,
+     "setters['dropout']"),
+    ("learning-rate schedule where a float is needed", lambda: dict(space=LR, build=schedule_build),
+     TypeError, "ExponentialDecay"),
+    ("unknown mode", lambda: dict(mode="maximum"), ValueError, "mode='maximum'"),
+    ("mode auto cannot tell", lambda: dict(monitor="val_foo"), ValueError, "val_foo"),
+    ("empty monitor", lambda: dict(monitor=""), TypeError, "monitor=''"),
+    ("unknown selection", lambda: dict(selection="best"), ValueError, "selection='best'"),
+    ("resample probability above 1", lambda: dict(resample_probability=1.5), ValueError,
+     "resample_probability=1.5"),
+    ("device that does not exist", lambda: dict(devices=["/gpu:7"]), ValueError, "'/gpu:7'"),
+    ("devices not a list", lambda: dict(devices="/cpu:0"), TypeError, "devices='/cpu:0'"),
+    ("zero devices per member", lambda: dict(devices_per_member=0), ValueError, "devices_per_member=0"),
+    ("zero sync timeout", lambda: dict(sync_timeout=0), ValueError, "sync_timeout=0"),
+    ("infinite sync timeout", lambda: dict(sync_timeout=math.inf), ValueError, "sync_timeout=inf"),
+    ("unknown on_timeout", lambda: dict(on_timeout="ignore"), ValueError, "on_timeout='ignore'"),
+    ("negative max_failures", lambda: dict(max_failures=-1), ValueError, "max_failures=-1"),
+    ("negative seed", lambda: dict(seed=-1), ValueError, "seed=-1"),
+    ("bad verbose", lambda: dict(verbose=3), ValueError, "verbose=3"),
+    ("build not callable", lambda: dict(build=None), TypeError, "build=None"),
+    ("build returns an uncompiled model", lambda: dict(build=uncompiled_build), TypeError,
+     "compiled keras.Model"),
+    ("initial hparams with unknown names", lambda: dict(initial_hparams=[{"lr": 0.1}, {"lr": 0.1}]),
+     ValueError, "initial_hparams[0]={'lr': 0.1}"),
+    ("initial hparams of the wrong count", lambda: dict(initial_hparams=[{}]), ValueError,
+     "initial_hparams=[{}]"),
+]
+
+
+@pytest.mark.parametrize("make, error, text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_configuration_fails_at_construction(make, error, text):
+    kwargs = dict(size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(error) as info:
+        kwargs.update(make())  # a bad space spec already fails here
+        space = kwargs.pop("space", SPACE)
+        fn = kwargs.pop("build", build)
+        keras_pbt.Population(fn, space, **kwargs)
+    assert text in str(info.value), str(info.value)
+
+
+FIT_CASES = [
+    ("zero epochs", dict(epochs=0), ValueError, "epochs=0"),
+    ("epochs not an int", dict(epochs=2.0), ValueError, "epochs=2.0"),
+    ("validation split", dict(validation_split=0.2), ValueError, "validation_split=0.2"),
+    ("verbose managed by the population", dict(verbose=1), ValueError, "verbose=1"),
+    ("callbacks not a list", dict(callbacks=5), TypeError, "5"),
+    ("y with a dataset", dict(y=Y), ValueError, "`y` must be None"),
+]
+
+
+@pytest.fixture(scope="module")
+def population():
+    return keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+
+
+@pytest.mark.parametrize("kwargs, error, text", [c[1:] for c in FIT_CASES], ids=[c[0] for c in FIT_CASES])
+def test_bad_fit_arguments_fail_before_training(population, kwargs, error, text):
+    import tensorflow as tf
+
+    args = dict(x=X, y=Y, epochs=1)
+    if "y" in kwargs:
+        args["x"] = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        population.fit(**args)
+    assert text in str(info.value)
+    assert all(m.callback.steps == 0 for m in population.members), "nothing trained"
+
+
+def test_missing_monitor_stops_the_population_listing_the_keys():
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, monitor="val_accuracy",
+                               devices=["/cpu:0", "/cpu:1"])
+    start = time.monotonic()
+    with pytest.raises(ConfigurationError, match=r"`val_accuracy`.*Available keys: \['accuracy', 'loss'\]"
+                                                 r".*validation_data"):
+        pop.fit(X, Y, epochs=5, batch_size=32)  # no validation_data
+    assert time.monotonic() - start < 30
+    # A configuration error is not a member fault: nobody was restarted.
+    assert all(not m.failures for m in pop.members)
+    assert not [r for r in pop.lineage if r.action == "restart"]
+    assert all(m.callback.epochs <= 1 for m in pop.members)
+
+
+def test_missing_monitor_with_step_intervals_fails_at_the_first_step():
+    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0, monitor="val_loss",
+                               interval_steps=4, devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(ConfigurationError, match=r"`val_loss`.*Available keys.*interval_epochs"):
+        pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32)
+    assert all(m.callback.steps <= 1 for m in pop.members)
+    assert all(not m.failures for m in pop.members)
+
+
+def test_a_good_configuration_still_trains():
+    # The checks above must not reject the ordinary case.
+    pop = keras_pbt.Population(sgd_build, LR, size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
+    assert all(np.isfinite(m.last_metric) for m in pop.members)
