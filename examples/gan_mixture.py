@@ -4,15 +4,18 @@ The GAN is written the standard Keras 3 way (a `keras.Model` subclass with
 its own `compile(d_optimizer, g_optimizer, loss_fn)` and `train_step`, as in
 keras.io's DCGAN example). PBT tunes both learning rates and the
 discriminator's `beta_1`; an exploit copies both networks and both
-optimizers' state. The same members with their initial, fixed
-hyperparameters train for the same number of steps as the baseline.
+optimizers' state. PBT ranks the members by `val_mmd`, a maximum mean
+discrepancy to the target at the scale of the modes and of the circle (see
+`mmd`). The baseline is the same members (same initial weights and
+hyperparameters) trained for the same number of steps with their
+hyperparameters fixed.
 
     python examples/gan_mixture.py --seed 0 --png gan_mixture.png
 
 Prints, for PBT and for the fixed-hyperparameter population, the best
-member's sample quality (modes covered, share of high-quality samples,
-energy distance to the target) and writes a PNG of both best members'
-samples over the target modes.
+member's sample quality (mode overlap, modes covered, share of high-quality
+samples, energy distance to the target) and the population's mean, and
+writes a PNG of both best members' samples over the target modes.
 """
 
 import argparse
@@ -56,24 +59,49 @@ def energy_distance(x, y):
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
 
 
+BANDWIDTHS = (0.1, 1.0)
+
+
+def mmd(x, y, bandwidths=BANDWIDTHS):
+    """Squared maximum mean discrepancy with Gaussian kernels, NumPy (0 iff same law).
+
+    `E k(x, x') + E k(y, y') - 2 E k(x, y)` summed over kernel widths: 0.1
+    (about two mode standard deviations) makes it punish both a blurry
+    ring and a collapse onto few modes; 1.0 sees the circle.
+    """
+    def mean_kernel(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return sum(float(np.mean(np.exp(-d2 / (2 * h * h)))) for h in bandwidths)
+
+    return mean_kernel(x, x) + mean_kernel(y, y) - 2 * mean_kernel(x, y)
+
+
 def quality(samples, target, min_per_mode=20):
     """Sample quality against the mixture.
 
     A sample is *high quality* if it lies within 3 standard deviations of a
     mode centre; a mode is *covered* if it has at least `min_per_mode` high
     quality samples (of 2,500 samples, a perfect generator puts about 312 in
-    each mode).
+    each mode). The *mode overlap* is `sum_k min(share of samples that are
+    high quality at mode k, 1/8)`: 1 minus the total-variation distance
+    between where the samples land (a mode, or nowhere) and the target's
+    uniform mode histogram. It is 1 only for sharp samples spread evenly
+    over all 8 modes; a collapse to one mode scores at most 1/8.
 
     Returns:
-        dict with `modes` (covered, out of 8), `high_quality` (fraction),
-        `energy` (energy distance to `target`, lower is better) and
-        `mode_distance` (mean distance of a sample to its nearest mode).
+        dict with `mmd` (to `target`, lower is better, see `mmd`),
+        `overlap` (higher is better), `modes` (covered, out of 8),
+        `high_quality` (fraction), `energy` (energy distance to `target`,
+        lower is better) and `mode_distance` (mean distance of a sample to
+        its nearest mode).
     """
     d = np.sqrt(((samples[:, None, :] - centers()[None, :, :]) ** 2).sum(-1))
     nearest, dist = d.argmin(1), d.min(1)
     good = dist < 3 * STD
     counts = np.bincount(nearest[good], minlength=MODES)
     return {
+        "mmd": mmd(samples, target),
+        "overlap": float(np.minimum(counts / len(samples), 1 / MODES).sum()),
         "modes": int((counts >= min_per_mode).sum()),
         "high_quality": float(good.mean()),
         "energy": energy_distance(samples, target),
@@ -92,8 +120,10 @@ def gan_class():
     class GAN(keras.Model):
         """A GAN written as in keras.io's DCGAN example, for 2-D points.
 
-        `test_step` reports `energy`: the energy distance between a batch of
-        real points and as many generated ones (the metric PBT ranks by).
+        `test_step` generates as many points as a validation batch holds and
+        reports `mmd` (see `mmd`; PBT ranks by it), `energy` (the energy
+        distance) between the real batch and the generated one, and
+        `mode_overlap` (see `quality`).
         """
 
         def __init__(self, latent_dim=LATENT, units=64, seed=0, **kwargs):
@@ -121,10 +151,13 @@ def gan_class():
             self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
             self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
             self.energy_tracker = keras.metrics.Mean(name="energy")
+            self.overlap_tracker = keras.metrics.Mean(name="mode_overlap")
+            self.mmd_tracker = keras.metrics.Mean(name="mmd")
 
         @property
         def metrics(self):
-            return [self.d_loss_tracker, self.g_loss_tracker, self.energy_tracker]
+            return [self.d_loss_tracker, self.g_loss_tracker, self.energy_tracker,
+                    self.overlap_tracker, self.mmd_tracker]
 
         def call(self, z):
             return self.generator(z)
@@ -159,9 +192,22 @@ def gan_class():
                 diff = a[:, None, :] - b[None, :, :]
                 return tf.reduce_mean(tf.sqrt(tf.reduce_sum(diff * diff, -1) + 1e-12))
 
+            def mean_kernel(a, b):
+                diff = a[:, None, :] - b[None, :, :]
+                d2 = tf.reduce_sum(diff * diff, -1)
+                return sum(tf.reduce_mean(tf.exp(-d2 / (2 * h * h))) for h in BANDWIDTHS)
+
             energy = 2 * mean_dist(real, fake) - mean_dist(real, real) - mean_dist(fake, fake)
             self.energy_tracker.update_state(energy)
-            return {"energy": self.energy_tracker.result()}
+            self.mmd_tracker.update_state(
+                mean_kernel(real, real) + mean_kernel(fake, fake) - 2 * mean_kernel(real, fake))
+            d = tf.norm(fake[:, None, :] - tf.constant(centers())[None, :, :], axis=-1)
+            good = tf.reduce_min(d, axis=1) < 3 * STD
+            nearest = tf.boolean_mask(tf.argmin(d, axis=1, output_type=tf.int32), good)
+            counts = tf.math.bincount(nearest, minlength=MODES, maxlength=MODES, dtype=tf.float32)
+            share = counts / tf.cast(tf.shape(fake)[0], tf.float32)
+            self.overlap_tracker.update_state(tf.reduce_sum(tf.minimum(share, 1.0 / MODES)))
+            return {m.name: m.result() for m in self.metrics[2:]}
 
     return GAN
 
@@ -206,7 +252,7 @@ def run(args, pbt, initial_hparams, data, val):
     counter = iter(range(args.size))
     pop = keras_pbt.Population(
         lambda hp: build(hp, seed=args.seed * 100 + next(counter)), SPACE, size=args.size,
-        monitor="val_energy", mode="min", interval_epochs=1, burn_in=args.burn_in,
+        monitor="val_mmd", mode="min", interval_epochs=1, burn_in=args.burn_in,
         selection=args.selection if pbt else FixedHyperparameters(), quantile=0.25,
         num_cpu_devices=args.cpu_devices, seed=args.seed, initial_hparams=initial_hparams,
         logdir=os.path.join(args.logdir, "pbt" if pbt else "fixed") if args.logdir else None,
@@ -224,7 +270,10 @@ def run(args, pbt, initial_hparams, data, val):
 
 
 def write_png(path, panels, size=360):
-    """Scatter plots of samples (blue) over the mode centres (red), side by side, with PIL."""
+    """Scatter plots of samples (blue) over the mode centres (red), side by side.
+
+    Drawn with Pillow, which TensorBoard already requires (no matplotlib).
+    """
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (size * len(panels), size + 24), "white")
@@ -237,7 +286,7 @@ def write_png(path, panels, size=360):
         for x, y in samples:
             px, py = x0 + (x + 3) * scale, 24 + (3 - y) * scale
             if x0 <= px < x0 + size and 24 <= py < 24 + size:
-                draw.point((px, py), fill=(30, 90, 200))
+                draw.rectangle([px, py, px + 1, py + 1], fill=(30, 90, 200))
         for cx, cy in centers():
             px, py = x0 + (cx + 3) * scale, 24 + (3 - cy) * scale
             r = 3 * STD * scale
@@ -246,7 +295,8 @@ def write_png(path, panels, size=360):
 
 
 def _fmt(q):
-    return (f"modes {q['modes']}/8, high-quality {q['high_quality']:.1%}, "
+    return (f"MMD {q['mmd']:.4f}, modes {q['modes']}/8, high-quality {q['high_quality']:.1%}, "
+            f"mode overlap {q['overlap']:.3f}, "
             f"energy distance {q['energy']:.4f}, mean distance to nearest mode {q['mode_distance']:.3f}")
 
 
@@ -273,21 +323,22 @@ def main(argv=None):
     # One epoch is one pass over `steps_per_epoch` batches; each member
     # shuffles the points with its own seed.
     data = sample_mixture(args.batch_size * args.steps_per_epoch, seed=args.seed)
-    val = tf.data.Dataset.from_tensor_slices(sample_mixture(1024, seed=args.seed + 1)).batch(512)
+    val = tf.data.Dataset.from_tensor_slices(sample_mixture(2048, seed=args.seed + 1)).batch(512)
 
     results = {}
     for label, pbt in (("PBT", True), ("fixed", False)):
         pop, scores, elapsed = run(args, pbt, initial, data, val)
-        best_id = min(scores, key=lambda m: scores[m][0]["energy"])
+        best_id = min(scores, key=lambda m: scores[m][0]["mmd"])
         best_q, best_samples = scores[best_id]
         results[label] = (best_id, best_q, best_samples, scores, pop, elapsed)
         exploits = sum(r.action == "exploit" for r in pop.lineage)
         print(f"{label:>5}: {args.size} members x {args.epochs * args.steps_per_epoch} steps in "
               f"{elapsed:.0f} s, {exploits} exploits")
         print(f"       best member {best_id}: {_fmt(best_q)}")
-        mean_modes = np.mean([q["modes"] for q, _ in scores.values()])
-        mean_energy = np.mean([q["energy"] for q, _ in scores.values()])
-        print(f"       population mean: modes {mean_modes:.2f}/8, energy distance {mean_energy:.4f}")
+        mean = {k: np.mean([q[k] for q, _ in scores.values()]) for k in best_q}
+        print(f"       population mean: MMD {mean['mmd']:.4f}, modes {mean['modes']:.2f}/8, "
+              f"high-quality {mean['high_quality']:.1%}, mode overlap {mean['overlap']:.3f}, "
+              f"energy distance {mean['energy']:.4f}")
 
     pop = results["PBT"][4]
     best = results["PBT"][0]
@@ -297,10 +348,10 @@ def main(argv=None):
         print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member})")
     if args.png:
         write_png(args.png, [
-            (f"PBT best: {results['PBT'][1]['modes']}/8 modes, "
-             f"energy {results['PBT'][1]['energy']:.3f}", results["PBT"][2]),
-            (f"fixed best: {results['fixed'][1]['modes']}/8 modes, "
-             f"energy {results['fixed'][1]['energy']:.3f}", results["fixed"][2]),
+            (f"PBT best: MMD {results['PBT'][1]['mmd']:.3f}, {results['PBT'][1]['modes']}/8 modes, "
+             f"{results['PBT'][1]['high_quality']:.0%} high quality", results["PBT"][2]),
+            (f"fixed best: MMD {results['fixed'][1]['mmd']:.3f}, {results['fixed'][1]['modes']}/8 modes, "
+             f"{results['fixed'][1]['high_quality']:.0%} high quality", results["fixed"][2]),
         ])
         print(f"Samples written to {args.png}")
     return results
