@@ -180,8 +180,6 @@ def read_lineage(logdir):
         ValueError: if there are no lineage records, or records of more than
             one population (runs in several directories): pass one of them.
     """
-    import tensorflow as tf
-
     runs = {}
     for root, _, files in os.walk(logdir):
         events = sorted(f for f in files if "tfevents" in f)
@@ -189,11 +187,11 @@ def read_lineage(logdir):
             continue
         by_step = {}
         for name in events:
-            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+            for event in _events(os.path.join(root, name)):
                 for value in event.summary.value:
                     if (value.tag == lineage_lib.LINEAGE_TAG
                             and value.metadata.plugin_data.plugin_name in ("", lineage_lib.PLUGIN_NAME)):
-                        by_step[event.step] = lineage_lib.loads(tf.make_ndarray(value.tensor).item())
+                        by_step[event.step] = lineage_lib.loads(_tensor_text(value.tensor))
         if by_step:
             runs[root] = [r for step in sorted(by_step) for r in by_step[step]]
     if not runs:
@@ -205,3 +203,22 @@ def read_lineage(logdir):
             f"{', '.join(populations)}. Pass one of them."
         )
     return [r for run in sorted(runs) for r in runs[run]]
+
+
+def _events(path):
+    """The `Event` protos of one event file; stops at a truncated last record
+    (a run that is still writing)."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    try:
+        for raw in tf.data.TFRecordDataset(path):
+            yield event_pb2.Event.FromString(raw.numpy())
+    except tf.errors.DataLossError:
+        return
+
+
+def _tensor_text(tensor):
+    import tensorflow as tf
+
+    return tf.make_ndarray(tensor).item()

@@ -161,3 +161,27 @@ def test_snapshot_from_before_the_first_step_resets_the_slots_built_since():
     fresh = gan_mixture.build(HP)
     with pytest.raises(ValueError, match="optimizer:d_optimizer"):
         snapshot_lib.restore(fresh, snapshot_lib.capture(model, 0, 4))
+
+
+class _LearningRates(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen.append((float(self.model.d_optimizer.learning_rate.numpy()),
+                          float(self.model.g_optimizer.learning_rate.numpy()),
+                          self.model.d_optimizer.beta_1))
+
+
+def test_schedule_callback_drives_both_optimizers_of_a_gan():
+    schedule = [(0, HP), (3, dict(HP, **{"g_optimizer.learning_rate": 5e-4})),
+                (6, {"d_optimizer.learning_rate": 2e-4, "g_optimizer.learning_rate": 1e-4,
+                     "d_optimizer.beta_1": 0.1})]
+    keras.utils.set_random_seed(0)
+    model = gan_mixture.build(dict(HP, **{"d_optimizer.learning_rate": 0.1}))
+    recorder = _LearningRates()
+    cb = keras_pbt.ScheduleCallback(schedule)
+    model.fit(DATA, batch_size=8, epochs=1, verbose=0, callbacks=[cb, recorder])  # 8 steps
+    want = [(1e-3, 2e-3, 0.5)] * 3 + [(1e-3, 5e-4, 0.5)] * 3 + [(2e-4, 1e-4, 0.1)] * 2
+    assert recorder.seen == [pytest.approx(w) for w in want]

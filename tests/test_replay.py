@@ -260,3 +260,14 @@ def test_replay_from_the_logdir(run):
     assert w == pytest.approx(want, rel=1e-4)
     # Same data order, same initial weight: the replay ends where the member did.
     assert w == pytest.approx(final_weights[best_member(lineage)], rel=1e-5)
+
+
+def test_read_lineage_stops_at_a_truncated_last_record(tmp_path):
+    writer = keras_pbt.MemberSummaryWriter(str(tmp_path), 0)
+    writer.write(0, records=[rec(0, 0, "init", 0.1)])
+    writer.write(4, records=[rec(0, 4, "keep", 0.1, metric=0.5)])
+    writer.close()
+    (path,) = list((tmp_path / "member_0").iterdir())
+    data = path.read_bytes()
+    path.write_bytes(data[:-7])  # a writer still at work
+    assert [r.action for r in read_lineage(str(tmp_path))] == ["init"]
