@@ -153,6 +153,14 @@ class _MonitorCheck(keras.callbacks.Callback):
             self._check(logs)
 
 
+def _extra_variables(model):
+    """Model variables that are neither weights nor optimizer variables:
+    the state of Keras' seed generators (dropout and other random layers)."""
+    known = {id(v) for v in model.weights}
+    known |= {id(v) for v in snapshot_lib._optimizer_variables(model)}
+    return [v for v in model.variables if id(v) not in known]
+
+
 def _to_float(value):
     try:
         return float(value)
@@ -187,8 +195,14 @@ class Population:
         synchronous: all members meet at each boundary (True) or decide on
             the latest comparable reports (False). Defaults to `True`.
         quantile, selection, factors, resample_probability, explore_fn,
-            copy_optimizer_state, sync_timeout, on_timeout: as in
-            `PBTCallback`.
+            copy_optimizer_state: as in `PBTCallback`.
+        sync_timeout: seconds a synchronous boundary waits for late members.
+            Defaults to `600`.
+        on_timeout: what a synchronous boundary does when members are
+            later than `sync_timeout`: `"raise"` stops the population with a
+            `PopulationError` naming them; `"continue"` decides without them
+            (they decide on their own when they arrive). Defaults to
+            `"raise"`.
         setters: dict name -> `fn(model, value)` for hyperparameters that are
             not optimizer fields (called for each member's model), or the
             name of a `keras.Variable` attribute of the model.
@@ -556,6 +570,8 @@ class Population:
         reports, records = self.store.member_records(member.id)
         arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
         arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})
+        extra = _extra_variables(member.model)
+        arrays.update({f"r{i:05d}": np.array(v.numpy(), copy=True) for i, v in enumerate(extra)})
         meta = {
             "member": member.id,
             "steps": cb.steps,
@@ -570,6 +586,7 @@ class Population:
             "failures": [f"{type(e).__name__}: {e}" for e in member.failures],
             "layout": checkpoint_lib.to_json(snap.layout),
             "n_weights": len(snap.weights),
+            "extra_variables": [[v.name, list(v.shape), str(v.dtype)] for v in extra],
             "reports": [checkpoint_lib.to_json(dataclasses.asdict(r)) for r in reports],
             "lineage": [r.to_dict() for r in records],
         }
@@ -605,6 +622,15 @@ class Population:
             except ValueError as error:
                 raise checkpoint_lib.CheckpointError(
                     f"The checkpoint does not fit member {member.id!r}'s model: {error}") from None
+            extra = _extra_variables(member.model)
+            saved = [arrays[k] for k in names if k.startswith("r")]
+            rows = [[v.name, list(v.shape), str(v.dtype)] for v in extra]
+            if rows != meta.get("extra_variables", []) or len(saved) != len(extra):
+                raise checkpoint_lib.CheckpointError(
+                    f"The checkpoint does not fit member {member.id!r}'s model: its other variables "
+                    f"(RNG states) are {meta.get('extra_variables')}, the model's are {rows}.")
+            for variable, value in zip(extra, saved):
+                variable.assign(value)
             cb.hparams = dict(meta["hparams"])
             cb.steps, cb.epochs = int(meta["steps"]), int(meta["epochs"])
             cb.interval, cb.exploits = int(meta["interval"]), int(meta["exploits"])

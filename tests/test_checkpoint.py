@@ -377,3 +377,25 @@ def test_a_population_that_trained_in_memory_is_never_rolled_back(tmp_path):
     assert pop.resumed_from is None
     assert all(m.callback.epochs == 4 for m in pop.members)
     assert _committed_epoch(tmp_path) == 4
+
+
+def _dropout_build(hp):
+    import keras
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
+                  "sparse_categorical_crossentropy")
+    return model
+
+
+def test_dropout_rng_state_is_checkpointed(tmp_path):
+    kwargs = dict(size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
+    pop = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
+    pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
+    resumed = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
+    rng_state = lambda m: [v.numpy().tolist() for v in m.model.variables if "seed" in v.name]  # noqa: E731
+    assert rng_state(resumed.members[0]) != rng_state(pop.members[0])
+    resumed.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
+    for a, b in zip(pop.members, resumed.members):
+        assert rng_state(a) and rng_state(b) == rng_state(a)
