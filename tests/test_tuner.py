@@ -227,6 +227,16 @@ def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path)
         assert [r.interval for r in records] == [0, 1, 2, 3]
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
 
+    # The PBT lineage tab reads the tuner's run (both processes' event files).
+    from tests.test_tensorboard_plugin_routes import _get_json
+    from tests.test_tensorboard_plugin_routes import _make_client
+
+    client, _ = _make_client(tuner.logdir, "python")
+    shown = _get_json(client, "/data/plugin/pbt_lineage/lineage?experiment=.")
+    assert [m["id"] for m in shown["members"]] == [0, 1, 2]
+    assert len(shown["records"]) == 12 and shown["monitor"] == "val_loss"
+    assert shown["num_exploits"] == sum(r.action == "exploit" for r in lineage)
+
 
 def test_workers_on_device_slices_share_one_oracle(tmp_path):
     x, y, xv, yv = digits()

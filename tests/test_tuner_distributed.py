@@ -19,9 +19,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(role, directory, port):
+def start(role, directory, port, **extra_env):
     env = dict(os.environ, KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
-               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2")
+               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2", **extra_env)
     log = open(os.path.join(directory, f"{role}.log"), "w")
     return subprocess.Popen([sys.executable, JOB, directory], env=env, stdout=log,
                             stderr=subprocess.STDOUT), log
@@ -30,11 +30,20 @@ def start(role, directory, port):
 def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(tmp_path, monkeypatch):
     directory = str(tmp_path)
     port = free_port()
-    procs = [start(role, directory, port) for role in ("chief", "worker0", "worker1")]
+    # worker1 waits until worker0 trained generation 0 (one segment of each of
+    # the 4 members), then worker0 waits until worker1 trained generation 1;
+    # then both go on concurrently. So each exploit of the first decision
+    # copies a checkpoint the other process wrote (left to timing, which
+    # worker gets which segment follows a pattern, and no exploit may cross).
+    procs = [
+        start("chief", directory, port),
+        start("worker0", directory, port, PBT_TEST_WAIT="4:ran_worker1.jsonl:4"),
+        start("worker1", directory, port, PBT_TEST_WAIT="0:ran_worker0.jsonl:4"),
+    ]
     try:
         for proc, log in procs:
             # The chief polls keras-tuner's exit condition every 20 s: allow for it.
-            proc.wait(timeout=240)
+            proc.wait(timeout=150)
     finally:
         for proc, log in procs:
             if proc.poll() is None:
@@ -53,7 +62,8 @@ def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(
     done = {w: json.load(open(os.path.join(directory, f"done_{w}.json")))
             for w in ("worker0", "worker1")}
     assert done["worker0"]["training_calls"] + done["worker1"]["training_calls"] == 20
-    assert min(d["training_calls"] for d in done.values()) >= 3        # both worked
+    assert {m for (m, s), w in ran.items() if s == 0 and w == "worker0"} == {0, 1, 2, 3}
+    assert {m for (m, s), w in ran.items() if s == 1 and w == "worker1"} == {0, 1, 2, 3}
     for d in done.values():
         # Waiting for the other worker sleeps (backing off to 0.1 s); it does not spin.
         assert d["idle_waits"] <= d["idle_seconds"] / 0.05 + 1
@@ -68,13 +78,13 @@ def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(
     assert len(trials) == 20 and {t.status for t in trials.values()} == {"COMPLETED"}
     exploits = [t for t in trials.values() if t.hyperparameters.values["pbt/action"] == "exploit"]
     assert len(exploits) == 8   # two losers at each of four decisions (val_loss never ties)
-    across = 0
+    across = []
     for child in exploits:
         v = child.hyperparameters.values
         parent = trials[v["pbt/parent_trial"]].hyperparameters.values
         if ran[(v["pbt/member"], v["pbt/segment"])] != ran[(parent["pbt/member"], parent["pbt/segment"])]:
-            across += 1
-    assert across >= 1, "no exploit copied a checkpoint written by the other worker"
+            across.append(v["pbt/segment"])
+    assert across.count(1) == 2   # worker1 continued from worker0's checkpoints
     lineage = tuner.oracle.lineage()
     assert sum(r.action == "exploit" for r in lineage) == 8
     assert sorted(os.listdir(tuner.logdir)) == [f"member_{m}" for m in range(4)]

@@ -47,13 +47,40 @@ class HyperModel(kt.HyperModel):
         return history
 
 
+def _lines(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+class GatedTuner(keras_pbt.PBTTuner):
+    """Test control through keras-tuner's public `pre_create_trial` hook.
+
+    PBT_TEST_WAIT="<mine>:<other log>:<lines>": once this worker has trained
+    `<mine>` segments, it waits (once) until the other worker's log has
+    `<lines>` lines before asking for another trial.
+    """
+
+    def pre_create_trial(self):
+        gate = os.environ.get("PBT_TEST_WAIT")
+        if gate and not getattr(self, "_gate_passed", False):
+            mine, other, lines = gate.split(":")
+            if self.training_calls == int(mine):
+                other = os.path.join(self.directory, other)
+                while _lines(other) < int(lines):
+                    time.sleep(0.2)
+                self._gate_passed = True
+
+
 def main(directory):
     tuner_id = os.environ["KERASTUNER_TUNER_ID"]
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
+    hypermodel = HyperModel(os.path.join(directory, f"ran_{tuner_id}.jsonl"))
     start = time.monotonic()
-    tuner = keras_pbt.PBTTuner(
-        HyperModel(os.path.join(directory, f"ran_{tuner_id}.jsonl")), objective="val_loss",
+    tuner = GatedTuner(
+        hypermodel, objective="val_loss",
         population_size=POPULATION, max_epochs=MAX_EPOCHS, quantile=0.5, seed=4,
         max_idle_sleep=0.1, directory=directory, project_name="dist",
     )
