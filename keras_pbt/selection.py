@@ -1,5 +1,11 @@
 """Ranking and selection: who is a loser, and whom it copies.
 
+Three strategies, selectable by name: truncation (the bottom quantile
+copies the top), binary tournament and Welch's t-test selection over the
+last evaluations (both from Jaderberg et al. 2017). Welch's test uses a
+Student-t distribution computed from the regularized incomplete beta
+function, so no SciPy is needed.
+
 Pure Python + NumPy.
 """
 
