@@ -326,11 +326,17 @@ def test_state_survives_a_reload_and_the_search_continues(tmp_path):
     running = oracle.create_trial("w0")   # interrupted while running
     before = [r.to_dict() for r in oracle.lineage()]
     tuner.save()
+    # A decision recorded after the last save (the process died in between)
+    # belongs to no saved trial: the reload drops it.
+    lineage_file = tmp_path / "p" / "pbt_lineage.jsonl"
+    with open(lineage_file, "a") as f:
+        f.write('{"version": 1, "member": 1, "step": 10, "action": "keep", "hparams": {}}\n')
 
     again = PBTOracle(objective=kt.Objective("score", "max"), hyperparameters=user_space(),
                       population_size=2, max_epochs=3, seed=3)
     BaseTuner(oracle=again, directory=str(tmp_path), project_name="p")  # reloads
     assert [r.to_dict() for r in again.lineage()] == before
+    assert len(lineage_file.read_text().splitlines()) == len(before)
     retried = again.create_trial("w0")
     assert retried.trial_id == running.trial_id          # the unfinished segment, same values
     assert retried.hyperparameters.values == running.hyperparameters.values

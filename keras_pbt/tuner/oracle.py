@@ -17,7 +17,7 @@ does):
 
 A trial's score is the objective at the end of its segment, and its
 `best_step` the member's optimizer step count there. Every decision is a
-`keras_pbt.LineageRecord`, kept in the oracle's state (`oracle.json`) and
+`keras_pbt.LineageRecord`, appended to `<project>/pbt_lineage.jsonl` and
 written to TensorBoard (one run per member) as the `PBTCallback` writes it.
 
 Only the standard oracle calls are used, so keras-tuner's distributed
@@ -25,8 +25,10 @@ chief/worker mode works unchanged: everything a worker needs is in the
 trial's hyperparameter values.
 """
 
+import json
 import math
 import numbers
+import os
 import threading
 import time
 
@@ -46,6 +48,8 @@ PARENT_TRIAL = "pbt/parent_trial"
 INITIAL_EPOCH = "pbt/initial_epoch"
 EPOCHS = "pbt/epochs"
 PBT_KEYS = (MEMBER, SEGMENT, ACTION, PARENT_TRIAL, INITIAL_EPOCH, EPOCHS)
+# Lineage records, one JSON object a line, in the project directory.
+LINEAGE_FILE = "pbt_lineage.jsonl"
 
 _FINAL = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 
@@ -208,9 +212,14 @@ class PBTOracle(keras_tuner.Oracle):
         return convert.space_from_hyperparameters(self.hyperparameters, exclude=self.frozen)
 
     def policy(self):
-        """The `PBTPolicy` over the current search space (without `frozen`)."""
-        space = self._explored_space()
-        if self._policy is None or len(space) != self._policy_space_size:
+        """The `PBTPolicy` over the current search space (without `frozen`).
+
+        Rebuilt when the space grows (a hyperparameter first declared in
+        `HyperModel.fit` joins it after the first trials).
+        """
+        size = len(self.hyperparameters.space)
+        if self._policy is None or size != self._policy_space_size:
+            space = self._explored_space()
             if not space:
                 raise ValueError(
                     "PBTOracle has no hyperparameter to explore: every one is Fixed or in "
@@ -220,7 +229,7 @@ class PBTOracle(keras_tuner.Oracle):
             self._policy = policy_lib.PBTPolicy(
                 space, mode=self.mode, seed=int(self.seed), **self._policy_args
             )
-            self._policy_space_size = len(space)
+            self._policy_space_size = size
         return self._policy
 
     def _rng(self, member, segment, salt=0):
@@ -251,9 +260,17 @@ class PBTOracle(keras_tuner.Oracle):
         space = self.policy().space
         return selection_lib.Report(
             member=int(values[MEMBER]), step=int(trial.best_step), metric=float(trial.score),
-            hparams={k: values[k] for k in space if k in values},
+            # A hyperparameter the trial never saw (declared later) has its default.
+            hparams={k: values[k] if k in values else spec.clip(self._default(k))
+                     for k, spec in space.items()},
             interval=int(values[SEGMENT]) + 1,
         )
+
+    def _default(self, name):
+        return next(hp.default for hp in self.hyperparameters.space if hp.name == name)
+
+    def _trial_of(self, report):
+        return self._segments[report.member][report.interval - 1]
 
     def _species(self, values):
         return tuple(repr(values.get(name)) for name in self.frozen)
@@ -264,7 +281,7 @@ class PBTOracle(keras_tuner.Oracle):
             return None
         return self._trial(ids[segment]).status
 
-    def _ready(self, member):
+    def _ready(self, member, generation_done):
         """Whether `member`'s next segment can be decided now."""
         k = len(self._segments[member])
         if k >= self.num_segments:
@@ -274,13 +291,17 @@ class PBTOracle(keras_tuner.Oracle):
         if self._status(member, k - 1) not in _FINAL:
             return False
         if self.synchronous:
-            return all(self._status(m, k - 1) in _FINAL for m in range(self.population_size))
+            if k - 1 not in generation_done:
+                generation_done[k - 1] = all(
+                    self._status(m, k - 1) in _FINAL for m in range(self.population_size))
+            return generation_done[k - 1]
         return True
 
     def populate_space(self, trial_id):
         with self._pbt_lock:
             self.policy()  # fails early on an empty space
-            ready = [m for m in range(self.population_size) if self._ready(m)]
+            generation_done = {}
+            ready = [m for m in range(self.population_size) if self._ready(m, generation_done)]
             if not ready:
                 done = all(
                     len(s) == self.num_segments and self._status(m, len(s) - 1) in _FINAL
@@ -335,26 +356,17 @@ class PBTOracle(keras_tuner.Oracle):
         prev_values = dict(prev.hyperparameters.values)
         species = self._species(prev_values)
         rng = self._rng(member, segment)
-        reports = self._reports(member, segment) if prev.status == TrialStatus.COMPLETED else []
-        trial_of = {}
-        for m, ids in enumerate(self._segments):
-            for t in ids:
-                r = self._report(t)
-                if r is not None:
-                    trial_of[(r.member, r.interval)] = t
         if prev.status != TrialStatus.COMPLETED:
             return self._restart(member, segment, prev_id, prev_values, rng)
         # Members with other frozen values cannot give their weights: each
         # group of equal frozen values is ranked as its own sub-population.
         reports = [
-            r for r in reports
-            if self._species(self._trial(trial_of[(r.member, r.interval)]).hyperparameters.values)
-            == species
+            r for r in self._reports(member, segment)
+            if self._species(self._trial(self._trial_of(r)).hyperparameters.values) == species
         ]
         decision = policy.decide(member, reports, key=segment, rng=rng)
         if decision.is_exploit:
-            parent_id = trial_of[(decision.parent, next(
-                r.interval for r in reports if r.member == decision.parent))]
+            parent_id = self._trial_of(next(r for r in reports if r.member == decision.parent))
             values = dict(self._trial(parent_id).hyperparameters.values)
             values.update(decision.hparams)
         else:
@@ -427,8 +439,16 @@ class PBTOracle(keras_tuner.Oracle):
 
     # ----------------------------------------------------------- lineage
 
+    def _lineage_path(self):
+        return os.path.join(self._project_dir, LINEAGE_FILE)
+
     def _add_record(self, record):
-        self._lineage.append(record.to_dict())
+        row = record.to_dict()
+        self._lineage.append(row)
+        # Append-only: oracle.json, rewritten by keras-tuner at every call,
+        # holds only the count (the whole list would make each save grow).
+        with open(self._lineage_path(), "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, allow_nan=False) + "\n")
         if self.logdir is None:
             return
         writer = self._writers.get(record.member)
@@ -516,7 +536,7 @@ class PBTOracle(keras_tuner.Oracle):
                 "frozen": list(self.frozen),
                 "synchronous": self.synchronous,
                 "segments": [list(s) for s in self._segments],
-                "lineage": list(self._lineage),
+                "lineage_records": len(self._lineage),
             }
         return state
 
@@ -534,4 +554,20 @@ class PBTOracle(keras_tuner.Oracle):
                 )
         with self._pbt_lock:
             self._segments = [list(s) for s in pbt["segments"]]
-            self._lineage = list(pbt["lineage"])
+            count = pbt["lineage_records"]
+            rows = []
+            if os.path.exists(self._lineage_path()):
+                with open(self._lineage_path(), encoding="utf-8") as f:
+                    rows = [json.loads(line) for line in f if line.strip()]
+            if len(rows) < count:
+                raise ValueError(
+                    f"{self._lineage_path()} holds {len(rows)} lineage records; "
+                    f"oracle.json expects {count}."
+                )
+            # Records appended after the last save belong to trials that were
+            # never saved: they are decided again.
+            self._lineage = rows[:count]
+            tmp = self._lineage_path() + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in self._lineage)
+            os.replace(tmp, self._lineage_path())
