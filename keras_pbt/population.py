@@ -441,6 +441,8 @@ class Population:
                 )
         if callbacks is not None and not callable(callbacks) and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
+        if isinstance(x, tf.data.Dataset) and y is not None:
+            raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
         self._stop.clear()
         self.store.reopen()
         self._fatal = None
