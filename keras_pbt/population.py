@@ -42,6 +42,10 @@ class PopulationError(RuntimeError):
         self.cause = cause
 
 
+class RestoredFailure(RuntimeError):
+    """A member's failure from before a resume (its text, from the checkpoint)."""
+
+
 class NonFiniteStateError(FloatingPointError):
     """A member stopped with NaN or inf in its weights (e.g. by TerminateOnNaN)."""
 
@@ -585,7 +589,8 @@ class Population:
             "recent": [float(v) for v in getattr(cb, "_recent", ())],
             "seed": member.seed,
             "history": checkpoint_lib.to_json(member.history),
-            "failures": [f"{type(e).__name__}: {e}" for e in member.failures],
+            "failures": [str(e) if isinstance(e, RestoredFailure) else f"{type(e).__name__}: {e}"
+                         for e in member.failures],
             "layout": checkpoint_lib.to_json(snap.layout),
             "n_weights": len(snap.weights),
             "extra_variables": [[v.name, list(v.shape), str(v.dtype)] for v in extra],
@@ -645,7 +650,7 @@ class Population:
                 recent.extend(meta.get("recent", ()))
             member.seed = int(meta["seed"])
             member.history = {k: list(v) for k, v in meta["history"].items()}
-            member.failures = [RuntimeError(text) for text in meta["failures"]]
+            member.failures = [RestoredFailure(text) for text in meta["failures"]]
             member.initial_snapshot = None
             histories[member.id] = [
                 Report(**{k: tuple(v) if k == "recent" else v

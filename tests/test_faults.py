@@ -42,6 +42,12 @@ def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkp
     _, meta = ck.read_file(str(tmp_path), body["files"][1])
     assert body["epoch"] == 4 and meta["failures"] == ["RuntimeError: injected fault"]
     assert [r["action"] for r in meta["lineage"]].count("restart") == 1
+    # A resumed population keeps counting the failures towards max_failures.
+    resumed = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, devices=DEVICES)
+    resumed.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(tmp_path))
+    assert [str(e) for e in resumed.members[1].failures] == ["RuntimeError: injected fault"]
+    _, meta = ck.read_file(str(tmp_path), ck.read_manifest(str(tmp_path))["files"][1])
+    assert meta["failures"] == ["RuntimeError: injected fault"]
 
 
 class _Poison(keras.callbacks.Callback):
