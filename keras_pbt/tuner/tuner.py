@@ -161,11 +161,10 @@ class PBTTuner(keras_tuner.Tuner):
     def _workers(self):
         if self.devices is None:
             return [(self.tuner_id, self.distribution_strategy)]
+        # At most one worker per member; on a distributed worker `self.oracle`
+        # is keras-tuner's client, hence the local oracle's size.
         slices = devices_lib.assign_devices(
-            self.oracle.population_size if hasattr(self.oracle, "population_size")
-            else self.pbt_oracle.population_size,
-            self.devices, self.devices_per_member,
-        )
+            self.pbt_oracle.population_size, self.devices, self.devices_per_member)
         unique = []
         for s in slices:
             if s not in unique:
@@ -302,18 +301,18 @@ class PBTTuner(keras_tuner.Tuner):
             return HyperparameterApplier(model, names[1:])
 
     def _restore(self, model, trial_id, strategy):
-        applier = self._applier(model)
-        fresh = applier.read()
         snap = checkpoint_lib.load(self.get_trial_dir(trial_id))
-        try:
-            with _BUILD_LOCK:
+        with _BUILD_LOCK:
+            applier = self._applier(model)
+            fresh = applier.read()
+            try:
                 snapshot_lib.restore(model, snap)
-        except ValueError as e:
-            raise keras_tuner.errors.FatalValueError(
-                f"{e} If a hyperparameter changes the model's weights (a layer size, a "
-                "layer that exists or not), pass its name in PBTTuner(frozen=[...])."
-            ) from e
-        applier.apply({k: v for k, v in fresh.items() if v is not None}, force=True)
+            except ValueError as e:
+                raise keras_tuner.errors.FatalValueError(
+                    f"{e} If a hyperparameter changes the model's weights (a layer size, a "
+                    "layer that exists or not), pass its name in PBTTuner(frozen=[...])."
+                ) from e
+            applier.apply({k: v for k, v in fresh.items() if v is not None}, force=True)
         return snap
 
     def _run_segment(self, trial, strategy, fit_args, fit_kwargs, alone):
@@ -326,7 +325,8 @@ class PBTTuner(keras_tuner.Tuner):
         if parent:
             self._restore(model, parent, strategy)
         else:
-            self._applier(model)  # builds the optimizer (and SGD slots) as a child's is
+            with _BUILD_LOCK:
+                self._applier(model)  # builds the optimizer (and SGD slots) as a child's is
         kwargs = dict(fit_kwargs)
         kwargs["callbacks"] = copy.deepcopy(list(kwargs.get("callbacks") or []))
         for callback in kwargs["callbacks"]:
