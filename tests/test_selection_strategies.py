@@ -366,3 +366,27 @@ def test_callback_reports_recent_metrics_reset_by_exploit():
     cb = keras_pbt.PBTCallback(store2, 0, space, monitor="loss")
     one_weight_model(keras.optimizers.SGD(0.01)).fit(X1, Y1, epochs=2, verbose=0, callbacks=[cb])
     assert all(r.recent == () for r in store2.histories()[0])
+
+
+def test_callback_tournament_by_name_publishes_every_member():
+    import keras
+
+    from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
+
+    store = keras_pbt.InMemoryStore(seed=2)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1.0)}
+    lrs = (0.1, 0.03, 1e-3, 1e-4)
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, selection="tournament",
+                                 sync_timeout=60) for i in range(len(lrs))]
+    jobs = [(one_weight_model(keras.optimizers.SGD(lr)),
+             dict(x=X1, y=Y1, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=[cb]))
+            for lr, cb in zip(lrs, cbs)]
+    assert fit_in_threads(jobs) == [None] * len(lrs)
+    assert store.snapshot_members() == set(range(len(lrs)))  # any member may be met
+    assert all(cb.policy.selection.name == "tournament" for cb in cbs)
+    reports = {(r.member, r.step): r.metric for h in store.histories().values() for r in h}
+    exploits = [r for r in store.lineage() if r.action == "exploit"]
+    assert exploits
+    for r in exploits:
+        assert r.reason == "tournament"
+        assert r.parent_metric == reports[(r.parent, r.parent_step)] < r.metric
