@@ -8,6 +8,7 @@ no TensorFlow; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
 
 import importlib
 
+from keras_pbt.checkpoint import CheckpointError
 from keras_pbt.explore import Explorer
 from keras_pbt.lineage import LineageRecord
 from keras_pbt.policy import Decision
@@ -28,6 +29,7 @@ from keras_pbt.space import LogUniform
 from keras_pbt.space import Uniform
 from keras_pbt.space import sample_space
 from keras_pbt.store import BarrierTimeoutError
+from keras_pbt.store import ConfigurationError
 from keras_pbt.store import InMemoryStore
 from keras_pbt.store import PopulationStopped
 from keras_pbt.store import PopulationStore
@@ -54,7 +56,7 @@ _LAZY = {
     "PBTTuner": "keras_pbt.tuner.tuner",
 }
 
-_SUBMODULES = {"callback", "devices", "hyperparameters", "population", "progress",
+_SUBMODULES = {"checkpoint", "callback", "devices", "hyperparameters", "population", "progress",
                "schedule_callback", "snapshot", "summary", "tuner"}
 
 
@@ -75,6 +77,8 @@ def __dir__():
 __all__ = [
     "AncestryEntry",
     "BarrierTimeoutError",
+    "CheckpointError",
+    "ConfigurationError",
     "Choice",
     "Decision",
     "Explorer",

@@ -12,6 +12,9 @@ PURE_MODULES = [
     "keras_pbt.policy",
     "keras_pbt.lineage",
     "keras_pbt.store",
+    "keras_pbt.checkpoint",
+    "keras_pbt.progress",
+    "keras_pbt.schedule",
 ]
 
 
