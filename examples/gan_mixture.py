@@ -51,10 +51,16 @@ def sample_mixture(n, seed):
 # --------------------------------------------------------------- quality
 
 
+def _sq_dists(a, b):
+    a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.maximum(d2, 0.0)
+
+
 def energy_distance(x, y):
     """Energy distance `2 E|X-Y| - E|X-X'| - E|Y-Y'|` (0 iff same law), NumPy."""
     def mean_dist(a, b):
-        return float(np.mean(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))))
+        return float(np.mean(np.sqrt(_sq_dists(a, b))))
 
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
 
@@ -70,7 +76,7 @@ def mmd(x, y, bandwidths=BANDWIDTHS):
     ring and a collapse onto few modes; 1.0 sees the circle.
     """
     def mean_kernel(a, b):
-        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        d2 = _sq_dists(a, b)
         return sum(float(np.mean(np.exp(-d2 / (2 * h * h)))) for h in bandwidths)
 
     return mean_kernel(x, x) + mean_kernel(y, y) - 2 * mean_kernel(x, y)
