@@ -22,6 +22,55 @@ from keras_pbt.tuner import oracle as oracle_lib
 _BUILD_LOCK = threading.Lock()
 
 
+class _DataPhaseLock(keras.callbacks.Callback):
+    """Serializes the data-iterator phases of concurrent `fit` calls.
+
+    Two worker threads whose `fit` (or its validation `evaluate`) create and
+    drop their data iterators at the same moment were seen to segfault inside
+    Keras' `EpochIterator.reset` (TF 2.21, Keras 3.15, NumPy inputs, one
+    `MirroredStrategy` each). Those phases run before any callback, so the
+    lock is taken before `fit` is called and released at `on_train_begin`;
+    then taken after an epoch's last batch and released when validation
+    starts (`on_test_begin`) or the next epoch's first batch does.
+    """
+
+    lock = threading.Lock()
+
+    def __init__(self):
+        super().__init__()
+        self.held = False
+
+    def acquire(self):
+        if not self.held:
+            self.lock.acquire()
+            self.held = True
+
+    def release(self):
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+    def on_train_begin(self, logs=None):
+        self.release()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.release()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = (self.params or {}).get("steps")
+        if steps and batch + 1 >= steps:
+            self.acquire()
+
+    def on_test_begin(self, logs=None):
+        self.release()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.acquire()
+
+    def on_train_end(self, logs=None):
+        self.release()
+
+
 def _is_chief():
     return ("KERASTUNER_ORACLE_IP" in os.environ
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
@@ -337,7 +386,16 @@ class PBTTuner(keras_tuner.Tuner):
         kwargs["epochs"] = int(values[oracle_lib.EPOCHS])
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         self.training_calls += 1
-        logs = _last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
+        guard = None
+        if not alone:
+            guard = _DataPhaseLock()
+            kwargs["callbacks"].insert(0, guard)
+            guard.acquire()
+        try:
+            logs = _last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
+        finally:
+            if guard is not None:
+                guard.release()
         name = self.oracle.objective.name
         if name not in logs:
             raise keras_tuner.errors.FatalValueError(
