@@ -19,8 +19,8 @@ writes a PNG of both best members' samples over the target modes.
 """
 
 import argparse
-import math
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -365,3 +365,10 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    # Measured here (TF 2.21, CPU): the interpreter sometimes hangs at exit
+    # while TensorFlow destroys the members' MirroredStrategy dataset
+    # iterators (MultiDeviceIterator, futex wait in ~LogicalThreadWrapper).
+    # Everything is printed and written by now: leave without the teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
