@@ -146,6 +146,7 @@ def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
     # A tie never exploits: everyone keeps and continues its own checkpoint.
     assert v["pbt/action"] == "keep"
     assert v["pbt/parent_trial"] == first[v["pbt/member"]].trial_id
+    assert v["pbt/initial_step"] == 10 and values[0]["pbt/initial_step"] == 0
     for i in range(3):
         complete(oracle, oracle.create_trial(f"w{i}"), 0.5, 20)
     complete(oracle, nxt, 0.5, 20)
@@ -180,6 +181,8 @@ def test_the_oracle_decides_exactly_as_the_callbacks_policy(tmp_path):
             exploits += 1
             parent = gen0[expected.parent]
             assert v["pbt/parent_trial"] == parent.trial_id
+            # The child's steps go on from its own, not from its parent's.
+            assert v["pbt/initial_step"] == gen0[m].best_step
             assert v["units"] == parent.hyperparameters.values["units"]  # frozen: the parent's
     assert exploits == 1  # ceil(4 * 0.25): the worst copies the best
 

@@ -13,7 +13,10 @@ does):
 * `pbt/parent_trial`: the trial whose checkpoint (weights and optimizer
   state) this segment starts from: the member's own previous segment
   (`keep`), the copied member's segment (`exploit`), or `""` (`init`);
-* `pbt/initial_epoch`, `pbt/epochs`: the epochs this segment trains.
+* `pbt/initial_epoch`, `pbt/epochs`: the epochs this segment trains;
+* `pbt/initial_step`: the member's own optimizer-step count at the start
+  (an exploit copies the parent's optimizer, iteration count included, but
+  the member's steps go on from its own, as in `PBTCallback`).
 
 A trial's score is the objective at the end of its segment, and its
 `best_step` the member's optimizer step count there. Every decision is a
@@ -47,7 +50,8 @@ ACTION = "pbt/action"
 PARENT_TRIAL = "pbt/parent_trial"
 INITIAL_EPOCH = "pbt/initial_epoch"
 EPOCHS = "pbt/epochs"
-PBT_KEYS = (MEMBER, SEGMENT, ACTION, PARENT_TRIAL, INITIAL_EPOCH, EPOCHS)
+INITIAL_STEP = "pbt/initial_step"
+PBT_KEYS = (MEMBER, SEGMENT, ACTION, PARENT_TRIAL, INITIAL_EPOCH, EPOCHS, INITIAL_STEP)
 # Lineage records, one JSON object a line, in the project directory.
 LINEAGE_FILE = "pbt_lineage.jsonl"
 
@@ -314,9 +318,16 @@ class PBTOracle(keras_tuner.Oracle):
                 values, record = self._init(member)
             else:
                 values, record = self._decide(member, segment)
+            if segment == 0:
+                initial_step = 0
+            else:
+                prev = self._trial(self._segments[member][segment - 1])
+                initial_step = (int(prev.best_step) if prev.status == TrialStatus.COMPLETED
+                                else int(prev.hyperparameters.values.get(INITIAL_STEP, 0)))
             values.update({
                 MEMBER: member,
                 SEGMENT: segment,
+                INITIAL_STEP: initial_step,
                 INITIAL_EPOCH: segment * self.interval_epochs,
                 EPOCHS: min((segment + 1) * self.interval_epochs, self.max_epochs),
             })
@@ -409,7 +420,7 @@ class PBTOracle(keras_tuner.Oracle):
         values[ACTION] = "restart"
         prev = self._trial(prev_id)
         record = lineage_lib.LineageRecord(
-            member=member, step=int(best.step if best is not None else 0), action="restart",
+            member=member, step=int(prev_values.get(INITIAL_STEP, 0)), action="restart",
             hparams=user_values(values), hparams_before=user_values(prev_values),
             parent=parent, parent_step=None if best is None else best.step,
             parent_metric=None if best is None else best.metric, ops=ops, interval=segment,

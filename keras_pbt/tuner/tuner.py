@@ -386,6 +386,7 @@ class PBTTuner(keras_tuner.Tuner):
         kwargs["epochs"] = int(values[oracle_lib.EPOCHS])
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         self.training_calls += 1
+        start = snapshot_lib.iterations(model)
         guard = None
         if not alone:
             guard = _DataPhaseLock()
@@ -402,7 +403,8 @@ class PBTTuner(keras_tuner.Tuner):
                 f"PBTTuner's objective `{name}` is not in the training logs. Available "
                 f"keys: {sorted(logs)}. Did you pass validation_data to search()?"
             )
-        step = snapshot_lib.iterations(model)
+        # The member's own steps (an exploit copied the parent's iteration count).
+        step = int(values.get(oracle_lib.INITIAL_STEP, 0)) + snapshot_lib.iterations(model) - start
         snap = snapshot_lib.capture(
             model, int(values[oracle_lib.MEMBER]), step,
             oracle_lib.user_values(values), logs[name],
