@@ -11,6 +11,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_pbt
 from keras_pbt import snapshot as snapshot_lib
@@ -104,8 +105,8 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
         explore_fn=lambda hp, rng: dict(new),
     )
     seen = {}
-    val = gan_mixture.sample_mixture(128, seed=1)
-    pop.fit(DATA, validation_data=(val,), epochs=2, batch_size=16,
+    val = tf.data.Dataset.from_tensor_slices(gan_mixture.sample_mixture(128, seed=1)).batch(64)
+    pop.fit(DATA, validation_data=val, epochs=2, batch_size=16,
             callbacks=lambda mid: [_AfterBoundary(mid, pop, seen)])
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert len(exploits) == 1 and exploits[0].step == 4 and exploits[0].parent_step == 4
