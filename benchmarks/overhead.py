@@ -79,12 +79,14 @@ def main():
 
     def plain_arm(seed):
         pop = population(seed)  # same members, strategies and data; PBT is not used
-        datasets = [pop._member_data(m, x, y, 32, True, 1024) for m in pop.members]
+        inputs = [pop._member_data(m, x, y, 32, True, 1024) + pop._member_validation(m, (xv, yv), 32)
+                  for m in pop.members]
 
-        def fit(m, d):
-            m.model.fit(d, validation_data=(xv, yv), epochs=args.epochs, verbose=0, shuffle=False)
+        def fit(m, data, steps, vdata, vsteps):
+            m.model.fit(data, steps_per_epoch=steps, validation_data=vdata, validation_steps=vsteps,
+                        epochs=args.epochs, verbose=0, shuffle=False)
 
-        threads = [threading.Thread(target=fit, args=(m, d)) for m, d in zip(pop.members, datasets)]
+        threads = [threading.Thread(target=fit, args=(m,) + i) for m, i in zip(pop.members, inputs)]
         t = time.perf_counter()
         for th in threads:
             th.start()

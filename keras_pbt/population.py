@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import math
 import numbers
 import os
 import threading
@@ -48,6 +49,64 @@ class RestoredFailure(RuntimeError):
 
 class NonFiniteStateError(FloatingPointError):
     """A member stopped with NaN or inf in its weights (e.g. by TerminateOnNaN)."""
+
+
+# Members' input pipelines. Keras distributes a plain dataset with
+# `experimental_distribute_dataset`, whose iterators are MultiDeviceIterators;
+# several members creating and deleting those at once in threads (Keras makes
+# new ones at every epoch and every validation) crash TensorFlow 2.21 with a
+# segmentation fault (seen in ~3% of population fits here). Per-replica
+# datasets that are not fetched to the device use plain tf.data iterators,
+# which did not crash in the same stress runs. Datasets repeat and every fit
+# gets explicit steps, so no epoch ends on an out-of-range error.
+_INPUT_OPTIONS = tf.distribute.InputOptions(
+    experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+    experimental_fetch_to_device=False,
+)
+
+
+def _num_samples(x, y):
+    first = y if y is not None else tf.nest.flatten(x)[0]
+    return len(first)
+
+
+def _dataset_steps(dataset, name):
+    n = int(dataset.cardinality())
+    if n < 0:
+        raise ValueError(
+            f"The dataset has an unknown or infinite number of batches: pass `{name}=` to fit."
+        )
+    return n
+
+
+def _distribute_arrays(strategy, arrays, batch_size, seed):
+    n = _num_samples(arrays[0] if isinstance(arrays, tuple) else arrays,
+                     arrays[1] if isinstance(arrays, tuple) else None)
+
+    def dataset_fn(ctx):
+        ds = tf.data.Dataset.from_tensor_slices(arrays)
+        if seed is not None:
+            # The same seed in every replica's pipeline: one permutation, sharded.
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        return ds.batch(ctx.get_per_replica_batch_size(batch_size)).repeat()
+
+    return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
+
+
+def _distribute_batches(strategy, dataset):
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        first = tf.nest.flatten(next(iter(dataset)))[0]
+        per_replica = max(1, math.ceil(int(first.shape[0]) / replicas))
+
+    def dataset_fn(ctx):
+        ds = dataset
+        if replicas > 1:
+            ds = ds.rebatch(per_replica).shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        return ds.repeat()
+
+    return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
 
 
 class Member:
@@ -389,16 +448,37 @@ class Population:
 
     # ----------------------------------------------------------------- data
 
-    def _member_data(self, member, x, y, batch_size, shuffle, shuffle_buffer):
+    def _member_data(self, member, x, y, batch_size, shuffle, shuffle_buffer, steps=None):
+        """The member's training data, distributed over its slice; returns (data, steps)."""
+        seed = member.seed if shuffle else None
         if isinstance(x, tf.data.Dataset):
             if y is not None:
                 raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
-            return x.shuffle(shuffle_buffer, seed=member.seed) if shuffle else x
-        data = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
-        if shuffle:
-            n = len(y) if y is not None else len(x)
-            data = data.shuffle(n, seed=member.seed, reshuffle_each_iteration=True)
-        return data.batch(batch_size or 32)
+            steps = steps or _dataset_steps(x, "steps_per_epoch")
+            if shuffle:
+                x = x.shuffle(shuffle_buffer, seed=member.seed)
+            return _distribute_batches(member.strategy, x), steps
+        n, batch_size = _num_samples(x, y), batch_size or 32
+        return _distribute_arrays(member.strategy, (x, y) if y is not None else x, batch_size,
+                                  seed), steps or math.ceil(n / batch_size)
+
+    def _member_validation(self, member, validation_data, batch_size, steps=None):
+        """The validation data distributed over the member's slice; returns (data, steps)."""
+        if validation_data is None:
+            return None, None
+        if isinstance(validation_data, tf.data.Dataset):
+            steps = steps or _dataset_steps(validation_data, "validation_steps")
+            return _distribute_batches(member.strategy, validation_data), steps
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (1, 2, 3):
+            raise ValueError(
+                "`validation_data` must be (x,), (x, y), (x, y, sample_weight) or a "
+                f"tf.data.Dataset. Received: validation_data of type {type(validation_data).__name__}"
+            )
+        batch_size = batch_size or 32
+        arrays = tuple(validation_data) if len(validation_data) > 1 else validation_data[0]
+        n = _num_samples(validation_data[0], validation_data[1] if len(validation_data) > 1 else None)
+        return (_distribute_arrays(member.strategy, arrays, batch_size, None),
+                steps or math.ceil(n / batch_size))
 
     # ------------------------------------------------------------------ fit
 
@@ -464,10 +544,16 @@ class Population:
         start = time.monotonic()
         for member in self.members:
             extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
-            data = self._member_data(member, x, y, batch_size, shuffle, shuffle_buffer)
-            # Each member's data is already shuffled with its own seed.
-            kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, verbose=0,
-                          shuffle=False)
+            data, steps = self._member_data(member, x, y, batch_size, shuffle, shuffle_buffer,
+                                            fit_kwargs.pop("steps_per_epoch", None))
+            vdata, vsteps = self._member_validation(member, validation_data, batch_size,
+                                                    fit_kwargs.pop("validation_steps", None))
+            # Each member's data is already shuffled with its own seed, repeated,
+            # and distributed over its slice (see _distribute_arrays).
+            kwargs = dict(fit_kwargs, validation_data=vdata, epochs=epochs, verbose=0,
+                          shuffle=False, steps_per_epoch=steps)
+            if vdata is not None:
+                kwargs["validation_steps"] = vsteps
             t = threading.Thread(target=self._train_member, args=(member, data, kwargs, extra),
                                  name=f"pbt-member-{member.id}", daemon=True)
             threads.append(t)
@@ -663,6 +749,16 @@ class Population:
             {m.id: m.callback.hparams for m in self.members})
 
     def _train_member(self, member, data, kwargs, extra):
+        try:
+            self._train_member_loop(member, data, kwargs, extra)
+        finally:
+            # The compiled functions were traced for the population's
+            # per-replica input pipeline; the user's own fit/evaluate/predict
+            # on a member's model must trace their own.
+            model = member.model
+            model.train_function = model.test_function = model.predict_function = None
+
+    def _train_member_loop(self, member, data, kwargs, extra):
         cb = member.callback
         epochs = kwargs["epochs"]
         while not self._stop.is_set() and cb.epochs < epochs:
