@@ -263,10 +263,14 @@ class TournamentSelection(Selection):
         if not others:
             return None
         other = others[int(rng.integers(len(others)))]
-        return other if is_better(other.metric, me.metric, mode) else None
+        return other if self._beats(other, me, mode) else None
+
+    def _beats(self, other, me, mode):
+        """Whether the drawn `other` report should be copied by `me`."""
+        return is_better(other.metric, me.metric, mode)
 
 
-class TTestSelection(Selection):
+class TTestSelection(TournamentSelection):
     """Welch's t-test selection (Jaderberg et al. 2017).
 
     Each member draws another member uniformly and compares their last
@@ -318,16 +322,8 @@ class TTestSelection(Selection):
         self.min_evaluations = int(min_evaluations)
         self.history_length = self.window
 
-    def parent_candidates(self, ranked, mode):
-        return [r.member for r in ranked]
-
-    def choose_parent(self, member, ranked, mode, rng, available=None):
-        me = _find(member, ranked)
-        others = _others(member, ranked, available)
-        if not others:
-            return None
-        other = others[int(rng.integers(len(others)))]
-        return other if self.is_significantly_better(other, me, mode) else None
+    def _beats(self, other, me, mode):
+        return self.is_significantly_better(other, me, mode)
 
     def is_significantly_better(self, a, b, mode):
         """True if report `a`'s latest evaluations beat `b`'s by the test."""
