@@ -89,8 +89,8 @@ class PBTPolicy:
             `IntUniform`, `Choice`).
         mode: `"min"` or `"max"` (resolve `"auto"` first with
             `selection.resolve_mode`).
-        selection: `"truncation"` or a `Selection` instance. Defaults to
-            `"truncation"`.
+        selection: `"truncation"`, `"tournament"`, `"ttest"` or a `Selection`
+            instance. Defaults to `"truncation"`.
         quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
             Defaults to `0.2`.
         factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
