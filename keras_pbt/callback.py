@@ -15,17 +15,7 @@ from keras_pbt import selection as selection_lib
 from keras_pbt import snapshot as snapshot_lib
 from keras_pbt.hyperparameters import HyperparameterApplier
 from keras_pbt.store import PopulationStore
-
-
-def _positive_int(name, value, allow_none=True, allow_zero=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (
-        0 if allow_zero else 1
-    ):
-        low = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"`{name}` must be a {low} int. Received: {name}={value!r}")
-    return int(value)
+from keras_pbt.validation import check_int
 
 
 class PBTCallback(keras.callbacks.Callback):
@@ -137,11 +127,11 @@ class PBTCallback(keras.callbacks.Callback):
                 "Give one of `interval_epochs` and `interval_steps`. Received: "
                 f"interval_epochs={interval_epochs!r}, interval_steps={interval_steps!r}"
             )
-        self.interval_epochs = _positive_int("interval_epochs", interval_epochs)
-        self.interval_steps = _positive_int("interval_steps", interval_steps)
+        self.interval_epochs = check_int("interval_epochs", interval_epochs, allow_none=True)
+        self.interval_steps = check_int("interval_steps", interval_steps, allow_none=True)
         if self.interval_epochs is None and self.interval_steps is None:
             self.interval_epochs = 1
-        self.burn_in = _positive_int("burn_in", burn_in, allow_none=False, allow_zero=True)
+        self.burn_in = check_int("burn_in", burn_in, minimum=0)
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must be a metric name. Received: monitor={monitor!r}")
         self.monitor = monitor

@@ -11,9 +11,10 @@ copies and adds between the slice's own devices, no collective group shared
 with other strategies. A slice of one device needs no reduction at all.
 """
 
-import numbers
 
 import tensorflow as tf
+
+from keras_pbt.validation import check_int
 
 
 def configure_cpu_devices(n):
@@ -32,8 +33,7 @@ def configure_cpu_devices(n):
     >>> import keras_pbt
     >>> keras_pbt.configure_cpu_devices(4)   # first thing in the script
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"`n` must be a positive int. Received: n={n!r}")
+    check_int("n", n)
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
     if current is not None and len(current) == n:
@@ -104,12 +104,7 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
         ValueError: naming a device that does not exist, or a slice larger
             than the devices given.
     """
-    if isinstance(devices_per_member, bool) or not isinstance(
-        devices_per_member, numbers.Integral
-    ) or devices_per_member < 1:
-        raise ValueError(
-            f"`devices_per_member` must be a positive int. Received: devices_per_member={devices_per_member!r}"
-        )
+    check_int("devices_per_member", devices_per_member)
     if devices == "auto":
         names = available_devices(num_cpu_devices)
     else:

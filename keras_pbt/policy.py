@@ -6,7 +6,6 @@ oracle.
 """
 
 import dataclasses
-import numbers
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -15,6 +14,7 @@ from keras_pbt import explore as explore_lib
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt import space as space_lib
+from keras_pbt.validation import check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +77,6 @@ class Decision:
         )
 
 
-def _new_seed():
-    return int(np.random.SeedSequence().entropy % (2**63))
-
-
 class PBTPolicy:
     """Ranking, selection and explore for one population.
 
@@ -121,11 +117,7 @@ class PBTPolicy:
             selection, selection_lib.check_quantile(quantile)
         )
         self.explorer = explore_lib.Explorer(factors, resample_probability, explore_fn)
-        if seed is None:
-            seed = _new_seed()
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
 
     def ranking_rng(self, key):
         """The tie-breaking generator for boundary `key` (same for all members)."""

@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import math
-import numbers
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from keras_pbt.store import ConfigurationError
 from keras_pbt.store import InMemoryStore
 from keras_pbt.store import PopulationStopped
 from keras_pbt.store import Snapshot
+from keras_pbt.validation import check_int
 
 
 class PopulationError(RuntimeError):
@@ -335,10 +335,8 @@ class Population:
     ):
         if not callable(build):
             raise TypeError(f"`build` must be a function hp -> compiled model. Received: build={build!r}")
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2:
-            raise ValueError(f"`size` must be an int >= 2 (PBT needs a population). Received: size={size!r}")
-        if isinstance(max_failures, bool) or not isinstance(max_failures, numbers.Integral) or max_failures < 0:
-            raise ValueError(f"`max_failures` must be an int >= 0. Received: max_failures={max_failures!r}")
+        check_int("size", size, minimum=2, why=" (PBT needs a population)")
+        check_int("max_failures", max_failures, minimum=0)
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
         space = space_lib.validate_space(space)
@@ -516,8 +514,7 @@ class Population:
                 checkpoint that is corrupt, truncated, of another population,
                 or not keras-pbt's; it names the file.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive int. Received: epochs={epochs!r}")
+        check_int("epochs", epochs)
         for key in ("verbose", "initial_epoch", "validation_split"):
             if key in fit_kwargs:
                 raise ValueError(

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_pbt import schedule as schedule_lib
 from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.validation import check_int
 
 
 def _check_schedule(schedule):
@@ -87,14 +88,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         if setters is not None and not hasattr(setters, "items"):
             raise TypeError(f"`setters` must be a dict. Received: setters={setters!r}")
         self.setters = dict(setters or {})
-        if steps_per_epoch is not None and (
-            isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral)
-            or steps_per_epoch < 1
-        ):
-            raise ValueError(
-                f"`steps_per_epoch` must be a positive int. Received: steps_per_epoch={steps_per_epoch!r}"
-            )
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         self.verbose = verbose
         names = []
         for _, hp in self.schedule:

@@ -14,6 +14,8 @@ import math
 import numbers
 from typing import Any, Mapping, Optional, Tuple
 
+from keras_pbt.validation import check_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Report:
@@ -298,8 +300,7 @@ class TTestSelection(TournamentSelection):
     name = "ttest"
 
     def __init__(self, window=10, significance=0.05, min_evaluations=2):
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 2:
-            raise ValueError(f"`window` must be an int >= 2. Received: window={window!r}")
+        check_int("window", window, minimum=2)
         if (
             isinstance(significance, bool)
             or not isinstance(significance, numbers.Real)

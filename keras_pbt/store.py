@@ -15,6 +15,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from keras_pbt.selection import Report
+from keras_pbt.validation import new_seed
 
 
 class BarrierTimeoutError(TimeoutError):
@@ -185,7 +186,7 @@ class InMemoryStore(PopulationStore):
 
     def __init__(self, seed=None):
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+            seed = new_seed()
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
         self.seed = seed

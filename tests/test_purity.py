@@ -15,6 +15,7 @@ PURE_MODULES = [
     "keras_pbt.checkpoint",
     "keras_pbt.progress",
     "keras_pbt.schedule",
+    "keras_pbt.validation",
 ]
 
 

@@ -30,7 +30,6 @@ trial's hyperparameter values.
 
 import json
 import math
-import numbers
 import os
 import threading
 import time
@@ -43,6 +42,8 @@ from keras_pbt import lineage as lineage_lib
 from keras_pbt import policy as policy_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt.tuner import convert
+from keras_pbt.validation import check_int
+from keras_pbt.validation import check_seed
 
 MEMBER = "pbt/member"
 SEGMENT = "pbt/segment"
@@ -61,12 +62,6 @@ _FINAL = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 def user_values(values):
     """The hyperparameter values without the `pbt/` bookkeeping entries."""
     return {k: v for k, v in values.items() if not str(k).startswith("pbt/")}
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
 
 
 class PBTOracle(keras_tuner.Oracle):
@@ -137,18 +132,13 @@ class PBTOracle(keras_tuner.Oracle):
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
     ):
-        population_size = _positive_int("population_size", population_size)
-        if population_size < 2:
-            raise ValueError(
-                "`population_size` must be >= 2 (PBT needs a population). "
-                f"Received: population_size={population_size!r}"
-            )
-        max_epochs = _positive_int("max_epochs", max_epochs)
-        interval_epochs = _positive_int("interval_epochs", interval_epochs)
+        population_size = check_int("population_size", population_size, minimum=2,
+                                    why=" (PBT needs a population)")
+        max_epochs = check_int("max_epochs", max_epochs)
+        interval_epochs = check_int("interval_epochs", interval_epochs)
         segments = math.ceil(max_epochs / interval_epochs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
-            raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+        if seed is not None:
+            check_seed(seed)
         # No `max_trials` for keras-tuner: its create_trial would answer
         # STOPPED once every segment is handed out, while the last ones still
         # train (a retry would then find no worker, and the distributed chief

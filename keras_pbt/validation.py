@@ -1,0 +1,53 @@
+"""Argument checks shared by the public constructors. Pure Python + NumPy.
+
+Every check raises an error that names the argument and the value received,
+as Keras does (`"... Received: factor=1.5"`).
+"""
+
+import numbers
+
+import numpy as np
+
+
+def check_int(name, value, minimum=1, allow_none=False, why=""):
+    """Returns `int(value)`, checking it is an int (not a bool) >= `minimum`.
+
+    Args:
+        name: the argument's name, used in the error.
+        value: the value received.
+        minimum: the smallest allowed value. Defaults to `1`.
+        allow_none: if True, `None` passes through. Defaults to `False`.
+        why: optional text after the requirement, e.g. `" (PBT needs a population)"`.
+
+    Returns:
+        The value as an `int`, or `None`.
+
+    Raises:
+        ValueError: `"`size` must be an int >= 2. Received: size=1"`.
+
+    Example:
+
+    >>> check_int("epochs", 3)
+    3
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if minimum == 1:
+            what = "a positive int"
+        elif minimum == 0:
+            what = "a non-negative int"
+        else:
+            what = f"an int >= {minimum}"
+        raise ValueError(f"`{name}` must be {what}{why}. Received: {name}={value!r}")
+    return int(value)
+
+
+def new_seed():
+    """A fresh random seed in `[0, 2**63)`."""
+    return int(np.random.SeedSequence().entropy % (2**63))
+
+
+def check_seed(seed):
+    """Returns `seed` as an int (a fresh one for `None`); it must be a non-negative int."""
+    return new_seed() if seed is None else check_int("seed", seed, minimum=0)
