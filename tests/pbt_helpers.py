@@ -42,6 +42,19 @@ def blobs(n=240, seed=0):
     return x, y
 
 
+class FailAt(keras.callbacks.Callback):
+    """Raises `error` at the start of epoch `epoch`, at most `times` times (a member's fault)."""
+
+    def __init__(self, epoch, times, error=RuntimeError("boom in member code")):
+        super().__init__()
+        self.epoch, self.left, self.error = epoch, times, error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch and self.left > 0:
+            self.left -= 1
+            raise self.error
+
+
 def fit_in_threads(jobs):
     """Runs `model.fit(**kwargs)` for each `(model, kwargs)` in its own thread.
 

@@ -10,24 +10,14 @@ import pytest
 
 import keras_pbt
 from keras_pbt import checkpoint as ck
+from tests.pbt_helpers import FailAt
 from tests.test_population import SPACE, X, XV, Y, YV, build
 
 DEVICES = "auto"  # 4 logical CPU devices: one per member (see conftest.py)
 
 
-class _FailOnce(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch, self.done = epoch, False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch and not self.done:
-            self.done = True
-            raise RuntimeError("injected fault")
-
-
 def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkpointed(tmp_path):
-    failing = _FailOnce(epoch=2)
+    failing = FailAt(epoch=2, times=1, error=RuntimeError("injected fault"))
     pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, devices=DEVICES,
                                sync_timeout=60)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path),

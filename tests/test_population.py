@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import keras_pbt
 from keras_pbt import snapshot as snapshot_lib
-from tests.pbt_helpers import blobs
+from tests.pbt_helpers import FailAt, blobs
 
 SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.95)}
 X, Y = blobs(240, seed=0)
@@ -123,19 +123,8 @@ def test_best_model_is_the_member_with_the_best_final_metric():
     assert acc == pytest.approx(finals[best_id], abs=1e-6)
 
 
-class _FailAt(keras.callbacks.Callback):
-    def __init__(self, epoch, times, error=RuntimeError("boom in member code")):
-        super().__init__()
-        self.epoch, self.left, self.error = epoch, times, error
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch and self.left > 0:
-            self.left -= 1
-            raise self.error
-
-
 def test_member_that_raises_is_restarted_from_a_top_member():
-    failing = _FailAt(epoch=2, times=1)
+    failing = FailAt(epoch=2, times=1)
     pop = keras_pbt.Population(build, SPACE, size=4, seed=2, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
             callbacks=lambda mid: [failing] if mid == 1 else [])
@@ -149,7 +138,7 @@ def test_member_that_raises_is_restarted_from_a_top_member():
 
 
 def test_member_that_keeps_failing_stops_the_population_naming_it():
-    failing = _FailAt(epoch=1, times=100, error=ValueError("bad user code"))
+    failing = FailAt(epoch=1, times=100, error=ValueError("bad user code"))
     pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, max_failures=2,
                                member_ids=["a", "b", "c"])
     with pytest.raises(keras_pbt.PopulationError, match=r"Member 'b' failed 3 times.*bad user code") as info:
