@@ -25,9 +25,11 @@ class PBTCallback(keras.callbacks.Callback):
     member reports its monitored metric to a shared `store`. When it ranks in
     the losing quantile it copies a better member's weights **and** optimizer
     state, then trains on with explored hyperparameters, in the same `fit`
-    call. New hyperparameters are used by the very next step (the learning
-    rate and user variables are assigned; traced optimizer floats such as
-    `momentum` trigger one retrace).
+    call. New hyperparameters are used by the very next step: the learning
+    rate, user variables and the common optimizer floats (`momentum`,
+    `beta_1`, `beta_2`, `epsilon`, `rho`, `weight_decay`, clip norms) are
+    assigned to variables; only other optimizer fields, callable setters,
+    and a float moving to or from zero trigger one retrace.
 
     Run one `fit` per member, in threads of one process, each with its own
     `PBTCallback` on the same store (or use `keras_pbt.Population`).
@@ -253,9 +255,16 @@ class PBTCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._sync_steps()
+        self.release()
         if self._writer is not None:
             self._writer.flush()
         self.store.leave(self.member_id, reason="finished")
+
+    def release(self):
+        """Puts plain floats back in the optimizer fields PBT backed by
+        variables during `fit` (called at the end of `fit`)."""
+        if self._applier is not None:
+            self._applier.release()
 
     # ------------------------------------------------------------- helpers
 

@@ -4,8 +4,10 @@ Keras' compiled train step captures plain Python floats of the optimizer
 (momentum, beta_1, epsilon, weight_decay, clipnorm, ...) when it is traced:
 setting `optimizer.momentum = 0.9` in the middle of `fit` is silently
 ignored. This module assigns what lives in a variable (the learning rate,
-user `keras.Variable`s) and, only when a traced value really changed, forces
-Keras to retrace the train step.
+user `keras.Variable`s, and the common optimizer floats, which it backs by
+variables for the duration of `fit`: see `keras_pbt.tunable`) and, only when
+a value the step was traced with really changed, forces Keras to retrace
+the train step.
 
 A model may hold several optimizers (a GAN's `d_optimizer` and
 `g_optimizer`): `"g_optimizer.learning_rate"` addresses the optimizer held
@@ -17,14 +19,17 @@ import numbers
 
 import keras
 
+from keras_pbt import tunable as tunable_lib
+
 
 class _Setter:
-    traced = False  # True: a change needs the train step retraced
+    retraces = False  # True: applying any new value needs the train step retraced
 
     def read(self):
         return None
 
     def apply(self, value):
+        """Sets `value`; returns True if the train step must be retraced."""
         raise NotImplementedError
 
 
@@ -37,24 +42,44 @@ class _LearningRateSetter(_Setter):
 
     def apply(self, value):
         self.optimizer.learning_rate.assign(float(value))
+        return False
 
 
 class _OptimizerAttrSetter(_Setter):
-    traced = True
+    """A numeric optimizer field. Float fields Keras only uses in arithmetic
+    (`tunable.TUNABLE_FIELDS`) are backed by a variable: assigned, retraced
+    only when a value moves to or from zero. Others are set, then retraced."""
 
-    def __init__(self, optimizer, name):
+    def __init__(self, optimizer, name, strategy):
         self.optimizer = optimizer
         self.name = name
+        self.strategy = strategy
+        self._tunable = name in tunable_lib.TUNABLE_FIELDS
 
     def read(self):
-        return getattr(self.optimizer, self.name)
+        value = getattr(self.optimizer, self.name)
+        return float(value) if isinstance(value, tunable_lib.TunableFloat) else value
+
+    def install(self):
+        """Backs the field by a variable when it is a tunable float."""
+        value = getattr(self.optimizer, self.name)
+        if self._tunable and isinstance(value, float):
+            tunable_lib.install(self.optimizer, self.name, self.strategy)
 
     def apply(self, value):
         current = getattr(self.optimizer, self.name)
+        if isinstance(current, tunable_lib.TunableFloat):
+            retrace = tunable_lib.needs_retrace(current.value, value)
+            current.assign(value)
+            return retrace
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = int(value) if isinstance(current, int) and float(value).is_integer() \
                 and not isinstance(current, bool) else float(value)
+        if value == current and type(value) is type(current):
+            return False
         setattr(self.optimizer, self.name, value)
+        self.install()  # e.g. clipnorm None -> 1.0: variable-backed from now on
+        return True
 
 
 class _VariableSetter(_Setter):
@@ -67,10 +92,11 @@ class _VariableSetter(_Setter):
 
     def apply(self, value):
         self.variable.assign(value)
+        return False
 
 
 class _CallableSetter(_Setter):
-    traced = True
+    retraces = True
 
     def __init__(self, fn, model):
         self.fn = fn
@@ -78,6 +104,7 @@ class _CallableSetter(_Setter):
 
     def apply(self, value):
         self.fn(self.model, value)
+        return True
 
 
 def _inner_optimizer(optimizer):
@@ -94,10 +121,13 @@ def _is_schedule(lr):
 class HyperparameterApplier:
     """Applies named hyperparameters to a compiled model.
 
-    Supported names: `learning_rate` (assigned, no retrace), any numeric
-    field of the model's optimizer (`momentum`, `beta_1`, `beta_2`,
-    `epsilon`, `weight_decay`, `clipnorm`, `rho`, ...: set, then the train
+    Supported names: `learning_rate` (assigned, no retrace), the optimizer
+    floats `momentum`, `beta_1`, `beta_2`, `epsilon`, `rho`, `weight_decay`,
+    `clipnorm`, `global_clipnorm`, `clipvalue` (backed by variables while
+    the applier manages them: assigned, retraced only when a value moves to
+    or from zero), any other numeric optimizer field (set, then the train
     step is retraced once), and user hyperparameters given in `setters`.
+    Call `release()` when training ends to put plain floats back.
     `"<attribute>.<field>"` (e.g. `"g_optimizer.learning_rate"`,
     `"d_optimizer.beta_1"`) addresses another optimizer of the model, held
     in that attribute, with the same rules.
@@ -143,6 +173,9 @@ class HyperparameterApplier:
         ]
         self._tunes_momentum = bool(self._momentum_optimizers)
         self.ensure_slots()
+        for setter in self._setters.values():
+            if isinstance(setter, _OptimizerAttrSetter):
+                setter.install()
         self._current = {}
 
     def _resolve(self, name, setter):
@@ -192,6 +225,8 @@ class HyperparameterApplier:
                 )
             return _VariableSetter(scale)
         value = getattr(opt, field, _MISSING)
+        if isinstance(value, tunable_lib.TunableFloat):
+            value = value.value  # installed by an earlier applier
         if value is _MISSING or callable(value) or not (
             value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
         ):
@@ -200,7 +235,7 @@ class HyperparameterApplier:
                 f"{type(opt).__name__} and no setter was given for it. Pass "
                 f"setters={{{name!r}: keras.Variable(...) or fn(model, value)}}."
             )
-        return _OptimizerAttrSetter(opt, field)
+        return _OptimizerAttrSetter(opt, field, self.model.distribute_strategy)
 
     def ensure_slots(self):
         """Gives every SGD optimizer whose momentum is tuned its momentum slots.
@@ -237,26 +272,34 @@ class HyperparameterApplier:
     def apply(self, values, force=False):
         """Applies `values` (a dict); returns True if the train step was retraced.
 
-        Variables are always assigned (an exploit may have overwritten them).
-        A traced value that changed (or all, with `force`) is set and the
-        model's train function is rebuilt once, so the very next step uses it.
+        Variables (the learning rate, user `keras.Variable`s, variable-backed
+        optimizer floats) are assigned; an exploit may have overwritten
+        them. Other traced values that changed are set, and the model's
+        train function is rebuilt once, so the very next step uses them.
+        `force` rebuilds it in any case (at the start of `fit`, so that the
+        step is traced with the variable-backed fields).
         """
-        retrace = False
+        retrace = force
         if self._tunes_momentum:
             self.ensure_slots()  # the optimizer may have been built since
         for name, value in values.items():
             setter = self._setters.get(name)
             if setter is None:
                 continue
-            if setter.traced:
-                if not force and name in self._current and self._current[name] == value:
-                    continue
-                retrace = True
-            setter.apply(value)
+            if setter.retraces and not force and self._current.get(name, _MISSING) == value:
+                continue
+            retrace = setter.apply(value) or retrace
             self._current[name] = value
         if retrace:
             self.model.make_train_function(force=True)
         return retrace
+
+    def release(self):
+        """Puts plain floats back in the optimizer fields that `apply` backed
+        by variables (at the end of `fit`, so the model saves as usual)."""
+        for setter in self._setters.values():
+            if isinstance(setter, _OptimizerAttrSetter):
+                tunable_lib.uninstall(setter.optimizer)
 
 
 _MISSING = object()

@@ -754,6 +754,7 @@ class Population:
             # on a member's model must trace their own.
             model = member.model
             model.train_function = model.test_function = model.predict_function = None
+            member.callback.release()  # after a fault, on_train_end did not run
 
     def _train_member_loop(self, member, data, kwargs, extra):
         cb = member.callback

@@ -148,6 +148,12 @@ class ScheduleCallback(keras.callbacks.Callback):
         if self._next < len(self.schedule) and self.schedule[self._next][0] <= self.steps:
             self._apply_due()
 
+    def on_train_end(self, logs=None):
+        # Plain floats back in the optimizer fields the applier backed by
+        # variables, so the model saves as usual.
+        if self._applier is not None:
+            self._applier.release()
+
     def on_epoch_end(self, epoch, logs=None):
         if self.by_epoch:
             self.steps += self.steps_per_epoch

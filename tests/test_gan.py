@@ -172,7 +172,7 @@ class _LearningRates(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.seen.append((float(self.model.d_optimizer.learning_rate.numpy()),
                           float(self.model.g_optimizer.learning_rate.numpy()),
-                          self.model.d_optimizer.beta_1))
+                          float(self.model.d_optimizer.beta_1)))
 
 
 def test_schedule_callback_drives_both_optimizers_of_a_gan():

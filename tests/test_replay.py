@@ -165,7 +165,7 @@ class _Recorder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         opt = self.model.optimizer
-        self.before.append({"learning_rate": float(opt.learning_rate.numpy()), "momentum": opt.momentum})
+        self.before.append({"learning_rate": float(opt.learning_rate.numpy()), "momentum": float(opt.momentum)})
 
     def on_train_batch_end(self, batch, logs=None):
         self.weights.append(float(self.model.weights[0].numpy()[0, 0]))
