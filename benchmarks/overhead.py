@@ -65,7 +65,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu-devices", type=int, default=4)
+    parser.add_argument("--modes", default="sync,async",
+                        help="PBT arms to run beside the plain one: sync, async or both")
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"sync", "async"}:
+        parser.error(f"--modes must list sync and/or async. Received: {args.modes!r}")
     keras_pbt.devices.available_devices(num_cpu_devices=args.cpu_devices)
     import digits
     import numpy as np
@@ -73,8 +78,9 @@ def main():
     (x, y), (xv, yv) = digits.load_data(0)
     instrument()
 
-    def population(seed):
+    def population(seed, synchronous=True):
         return keras_pbt.Population(digits.build, digits.SPACE, size=args.size, seed=seed,
+                                    synchronous=synchronous,
                                     num_cpu_devices=args.cpu_devices, verbose=0)
 
     def plain_arm(seed):
@@ -94,8 +100,8 @@ def main():
             th.join()
         return time.perf_counter() - t
 
-    def pbt_arm(seed):
-        pop = population(seed)
+    def pbt_arm(seed, mode):
+        pop = population(seed, synchronous=mode == "sync")
         t = time.perf_counter()
         pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
         elapsed = time.perf_counter() - t
@@ -103,24 +109,34 @@ def main():
         return elapsed, exploits
 
     plain_arm(99)  # warm-up: thread pools, first traces
-    plains, pbts, exploits = [], [], []
-    TIMES.clear()
-    COUNTS.clear()
+    plains, pbts, exploits = [], {m: [] for m in modes}, {m: [] for m in modes}
+    times = {m: collections.Counter() for m in modes}
+    counts = {m: collections.Counter() for m in modes}
     for r in range(args.repeats):
         plains.append(plain_arm(r))
-        elapsed, n = pbt_arm(r)
-        pbts.append(elapsed)
-        exploits.append(n)
-    p, q = float(np.median(plains)), float(np.median(pbts))
+        for mode in modes:
+            TIMES.clear()
+            COUNTS.clear()
+            elapsed, n = pbt_arm(r, mode)
+            times[mode].update(TIMES)
+            counts[mode].update(COUNTS)
+            pbts[mode].append(elapsed)
+            exploits[mode].append(n)
+    p = float(np.median(plains))
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, "
           f"devices {sorted({d for m in population(0).members for d in m.devices})}")
-    print(f"{args.size} members x {args.epochs} epochs, {args.repeats} repeats, alternating arms")
-    print(f"no PBT:   {p:.2f} s (runs {[round(v, 2) for v in plains]})")
-    print(f"with PBT: {q:.2f} s (runs {[round(v, 2) for v in pbts]}; exploits {exploits})")
-    print(f"wall-time ratio PBT / no PBT: {q / p:.3f}")
-    print("breakdown of the PBT arm, summed over members and repeats (CPU-thread seconds):")
-    for label, seconds in TIMES.most_common():
-        print(f"  {label:45s} {seconds / args.repeats:8.3f} s per run  ({COUNTS[label] // args.repeats} calls)")
+    print(f"{args.size} members x {args.epochs} epochs, {args.repeats} repeats, arms in turn")
+    print(f"no PBT:          {p:6.2f} s (runs {[round(v, 2) for v in plains]})")
+    for mode in modes:
+        q = float(np.median(pbts[mode]))
+        print(f"PBT, {mode:5s}:     {q:6.2f} s (runs {[round(v, 2) for v in pbts[mode]]}; "
+              f"exploits {exploits[mode]})  ratio {q / p:.3f}")
+        pairs = [b / a for a, b in zip(plains, pbts[mode])]
+        print(f"  per-repeat ratios {[round(v, 3) for v in pairs]}")
+    for mode in modes:
+        print(f"breakdown of the {mode} PBT arm, per run (CPU-thread seconds summed over members):")
+        for label, seconds in times[mode].most_common():
+            print(f"  {label:45s} {seconds / args.repeats:8.3f} s  ({counts[mode][label] // args.repeats} calls)")
 
 
 if __name__ == "__main__":
