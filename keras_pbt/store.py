@@ -178,6 +178,12 @@ class InMemoryStore(PopulationStore):
     >>> [r.metric for r in store.histories()[0]]
     [0.5]
 
+    Reports are indexed by interval as they arrive, so checking a barrier
+    costs O(1) however long the histories are, and a member waiting at a
+    barrier is woken only when its interval may be complete (the last live
+    member reported, a member left, or the store closed); a member waiting
+    for a snapshot, only when that member publishes one.
+
     Args:
         seed: the population's seed (tie-breaking and explore); every
             member's callback uses it unless given its own. Defaults to a
@@ -190,22 +196,38 @@ class InMemoryStore(PopulationStore):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
         self.seed = seed
-        self._cond = threading.Condition(threading.RLock())
-        self._members = {}  # member -> live flag
+        self._lock = threading.Lock()
+        self._members = {}  # member -> live flag, in registration order
+        self._n_live = 0
         self._hparams = {}
-        self._history = {}
+        self._history = {}  # member -> its reports, oldest first
         self._snapshots = {}
         self._lineage = []
         self._closed = None
+        # The barrier's index. `_arrived[i]`: member -> the report the barrier
+        # at interval `i` counts for it: its latest report for `i`, unless a
+        # report for an earlier interval came after it (a member that went
+        # back, e.g. retrained from an earlier state, has not reached `i`
+        # again). `_live_arrived[i]`: how many of those members are live.
+        # `_present[m]`: the intervals `m` is in `_arrived` for.
+        self._arrived = {}
+        self._live_arrived = {}
+        self._present = {}
+        # Conditions on `_lock`, one per interval (or member) that someone
+        # waits for, with the number of waiters: `[condition, count]`.
+        self._interval_waiters = {}
+        self._snapshot_waiters = {}
 
     def close(self, reason="closed"):
-        with self._cond:
+        with self._lock:
             self._closed = reason
-            self._cond.notify_all()
+            for waiters in (self._interval_waiters, self._snapshot_waiters):
+                for cond, _ in waiters.values():
+                    cond.notify_all()
 
     def reopen(self):
         """Undoes `close` (a population that is fitted again)."""
-        with self._cond:
+        with self._lock:
             self._closed = None
 
     def _check_open(self):
@@ -213,57 +235,90 @@ class InMemoryStore(PopulationStore):
             raise PopulationStopped(self._closed)
 
     def register(self, member, hparams=None, exist_ok=False):
-        with self._cond:
-            if self._members.get(member) and not exist_ok:
+        with self._lock:
+            live = self._members.get(member)
+            if live and not exist_ok:
                 raise ValueError(
                     f"Duplicate member id: member {member!r} is already registered "
                     "and training in this store. Received: member_id="
                     f"{member!r}"
                 )
-            self._members[member] = True
+            if not live:
+                self._members[member] = True
+                self._n_live += 1
+                for i in self._present.setdefault(member, set()):
+                    self._live_arrived[i] += 1
             self._history.setdefault(member, [])
             if hparams is not None:
                 self._hparams[member] = dict(hparams)
-            self._cond.notify_all()
 
     def leave(self, member, reason=""):
-        with self._cond:
-            if member in self._members:
+        with self._lock:
+            if self._members.get(member):
                 self._members[member] = False
-            self._cond.notify_all()
+                self._n_live -= 1
+                for i in self._present[member]:
+                    self._live_arrived[i] -= 1
+                self._wake_complete()  # those waiting only for `member`
 
     def members(self):
-        with self._cond:
+        with self._lock:
             return list(self._members)
 
     def live_members(self):
-        with self._cond:
+        with self._lock:
             return [m for m, live in self._members.items() if live]
 
     def report(self, report):
         if not isinstance(report, Report):
             raise TypeError(f"`report` must be a Report. Received: {report!r}")
-        with self._cond:
-            if report.member not in self._members:
-                raise KeyError(f"Member {report.member!r} is not registered in this store.")
-            self._history[report.member].append(report)
-            self._hparams[report.member] = dict(report.hparams)
-            self._cond.notify_all()
+        with self._lock:
+            member = report.member
+            if member not in self._members:
+                raise KeyError(f"Member {member!r} is not registered in this store.")
+            history = self._history[member]
+            self._index(member, report, history[-1].interval if history else None)
+            history.append(report)
+            self._hparams[member] = dict(report.hparams)
+            interval = report.interval
+            if (self._members[member] and interval in self._interval_waiters
+                    and self._complete(interval)):
+                self._interval_waiters[interval][0].notify_all()
+
+    def _index(self, member, report, previous):
+        """Adds `report` to the barrier index; `previous`: the interval of
+        the member's report before it (None for its first)."""
+        interval, live = report.interval, self._members[member]
+        present = self._present[member]
+        if previous is not None and interval < previous:
+            # The member went back: it has not reached the later intervals.
+            for i in [i for i in present if i > interval]:
+                present.discard(i)
+                del self._arrived[i][member]
+                if live:
+                    self._live_arrived[i] -= 1
+        arrived = self._arrived.setdefault(interval, {})
+        if member not in arrived:
+            present.add(interval)
+            count = self._live_arrived.get(interval, 0)  # 0 for a left member's report
+            self._live_arrived[interval] = count + 1 if live else count
+        arrived[member] = report
+
+    def _complete(self, interval):
+        return self._live_arrived.get(interval, 0) >= self._n_live
+
+    def _wake_complete(self):
+        for interval, (cond, _) in self._interval_waiters.items():
+            if self._complete(interval):
+                cond.notify_all()
+
+    def _reports_at(self, interval):
+        arrived = self._arrived.get(interval, {})
+        return [arrived[m] for m in self._history if m in arrived]  # registration order
 
     def histories(self):
-        with self._cond:
+        with self._lock:
             return {m: list(h) for m, h in self._history.items()}
-
-    def _at_interval(self, interval):
-        out = {}
-        for m, history in self._history.items():
-            for r in reversed(history):
-                if r.interval == interval:
-                    out[m] = r
-                    break
-                if r.interval < interval:
-                    break
-        return out
 
     def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
         if on_timeout not in ("raise", "continue"):
@@ -271,55 +326,74 @@ class InMemoryStore(PopulationStore):
                 f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
             )
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                self._check_open()
-                arrived = self._at_interval(interval)
-                missing = [m for m, live in self._members.items() if live and m not in arrived]
-                if not missing:
-                    return list(arrived.values())
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if on_timeout == "continue":
-                        return list(arrived.values())
-                    raise BarrierTimeoutError(
-                        f"Member {member!r} waited {timeout:g} s at interval {interval} "
-                        f"for members {missing!r}, which did not report. Raise "
-                        "`sync_timeout`, use on_timeout='continue', or check those members.",
-                        member=member, interval=interval, missing=missing, timeout=timeout,
-                    )
-                self._cond.wait(left)
+        with self._lock:
+            self._check_open()
+            if self._complete(interval):
+                return self._reports_at(interval)
+            with _Waiting(self._interval_waiters, interval, self._lock) as cond:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        if on_timeout == "continue":
+                            return self._reports_at(interval)
+                        arrived = self._arrived.get(interval, {})
+                        missing = [m for m, live in self._members.items()
+                                   if live and m not in arrived]
+                        raise BarrierTimeoutError(
+                            f"Member {member!r} waited {timeout:g} s at interval {interval} "
+                            f"for members {missing!r}, which did not report. Raise "
+                            "`sync_timeout`, use on_timeout='continue', or check those members.",
+                            member=member, interval=interval, missing=missing, timeout=timeout,
+                        )
+                    cond.wait(left)
+                    self._check_open()
+                    if self._complete(interval):
+                        return self._reports_at(interval)
 
     def publish(self, snapshot):
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"`snapshot` must be a Snapshot. Received: {snapshot!r}")
-        with self._cond:
+        with self._lock:
             self._snapshots[snapshot.member] = snapshot
-            self._cond.notify_all()
+            waiters = self._snapshot_waiters.get(snapshot.member)
+            if waiters is not None:
+                waiters[0].notify_all()
 
     def snapshot(self, member, min_step=None, timeout=0.0):
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                self._check_open()
-                snap = self._snapshots.get(member)
-                if snap is not None and (min_step is None or snap.step >= min_step):
-                    return snap
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
+
+        def ready():
+            snap = self._snapshots.get(member)
+            if snap is not None and (min_step is None or snap.step >= min_step):
+                return snap
+            return None
+
+        with self._lock:
+            self._check_open()
+            snap = ready()
+            if snap is not None or timeout <= 0:
+                return snap
+            with _Waiting(self._snapshot_waiters, member, self._lock) as cond:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    cond.wait(left)
+                    self._check_open()
+                    snap = ready()
+                    if snap is not None:
+                        return snap
 
     def snapshot_members(self):
-        with self._cond:
+        with self._lock:
             return set(self._snapshots)
 
     def add_lineage(self, record):
-        with self._cond:
+        with self._lock:
             self._lineage.append(record)
 
     def lineage(self):
-        with self._cond:
+        with self._lock:
             return list(self._lineage)
 
     def member_records(self, member):
@@ -329,7 +403,7 @@ class InMemoryStore(PopulationStore):
         member's own thread, so what this returns is exactly the member's
         part of the store up to now (used to checkpoint it).
         """
-        with self._cond:
+        with self._lock:
             return (list(self._history.get(member, ())),
                     [r for r in self._lineage if r.member == member])
 
@@ -344,7 +418,7 @@ class InMemoryStore(PopulationStore):
         Raises:
             KeyError: for a member that is not registered.
         """
-        with self._cond:
+        with self._lock:
             unknown = [m for m in histories if m not in self._members]
             if unknown:
                 raise KeyError(f"Members {unknown!r} are not registered in this store.")
@@ -353,4 +427,36 @@ class InMemoryStore(PopulationStore):
             self._lineage = list(lineage)
             for m, hp in (hparams or {}).items():
                 self._hparams[m] = dict(hp)
-            self._cond.notify_all()
+            # Rebuild the barrier index from the histories now held.
+            self._arrived, self._live_arrived = {}, {}
+            self._present = {m: set() for m in self._members}
+            for m, history in self._history.items():
+                previous = None
+                for r in history:
+                    self._index(m, r, previous)
+                    previous = r.interval
+            self._wake_complete()
+
+
+class _Waiting:
+    """Registers a waiter in `waiters[key]` (a `[Condition, count]` entry on
+    `lock`) for the duration of a `with` block; the caller holds `lock`.
+    The entry is dropped with its last waiter, so the conditions held are
+    only those someone waits on."""
+
+    def __init__(self, waiters, key, lock):
+        self.waiters, self.key, self.lock = waiters, key, lock
+
+    def __enter__(self):
+        entry = self.waiters.get(self.key)
+        if entry is None:
+            entry = self.waiters[self.key] = [threading.Condition(self.lock), 0]
+        entry[1] += 1
+        self.entry = entry
+        return entry[0]
+
+    def __exit__(self, *exc):
+        self.entry[1] -= 1
+        if self.entry[1] == 0:
+            del self.waiters[self.key]
+        return False

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from keras_pbt.lineage import LineageRecord
 from keras_pbt.selection import Report
 from keras_pbt.store import BarrierTimeoutError
+from keras_pbt import store as store_lib
 from keras_pbt.store import InMemoryStore
+from keras_pbt.store import PopulationStopped
 from keras_pbt.store import PopulationStore
 from keras_pbt.store import Snapshot
 
@@ -229,6 +231,210 @@ def test_many_synchronous_boundaries_under_threads():
     run_threads([member(m) for m in range(n)])
     for m in range(n):
         assert seen[m] == [[(k, i) for k in range(n)] for i in range(1, intervals + 1)]
+
+
+def reference_at_interval(histories, interval):
+    """The barrier's rule, by rescanning every history (the store indexes it):
+    a member's latest report for `interval`, unless a report for an earlier
+    interval came after it."""
+    out = {}
+    for m, history in histories.items():
+        for r in reversed(history):
+            if r.interval == interval:
+                out[m] = r
+                break
+            if r.interval < interval:
+                break
+    return out
+
+
+BARRIER_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("report"), st.integers(0, 4), st.integers(0, 5)),
+        st.tuples(st.just("leave"), st.integers(0, 4), st.just(0)),
+        st.tuples(st.just("register"), st.integers(0, 4), st.just(0)),
+        st.tuples(st.just("restore"), st.integers(0, 4), st.integers(0, 5)),
+    ),
+    max_size=40,
+)
+
+
+@given(ops=BARRIER_OPS)
+@settings(max_examples=200, deadline=None)
+def test_barrier_index_matches_rescanning_every_history(ops):
+    # Members that go back to an earlier interval, leave, rejoin, and
+    # checkpoint restores (histories replaced): the barrier answers as if it
+    # rescanned every history, for every interval.
+    store = InMemoryStore(seed=0)
+    for m in range(3):
+        store.register(m)
+    for op, m, interval in ops:
+        if op == "report" and m in store.members():
+            store.report(Report(m, len(store.histories()[m]), 0.0, interval=interval))
+        elif op == "leave":
+            store.leave(m)
+        elif op == "register":
+            store.register(m, exist_ok=True)
+        elif op == "restore":
+            histories = store.histories()
+            if m in histories:
+                # Cut the member's history back (a resume from an earlier epoch)
+                # and add a report for `interval`.
+                cut = histories[m][: len(histories[m]) // 2]
+                histories[m] = cut + [Report(m, 99, 0.0, interval=interval)]
+                store.restore_records(histories, store.lineage())
+        histories, live = store.histories(), store.live_members()
+        for i in range(7):
+            expected = reference_at_interval(histories, i)
+            got = store.wait_for_interval(0, i, timeout=0, on_timeout="continue")
+            assert got == [expected[k] for k in histories if k in expected]
+            missing = [k for k in live if k not in expected]
+            if missing:
+                with pytest.raises(BarrierTimeoutError) as info:
+                    store.wait_for_interval(0, i, timeout=0)
+                assert info.value.missing == missing
+    assert store._interval_waiters == {}  # no condition kept for past waits
+
+
+def test_barrier_result_is_in_registration_order():
+    store = InMemoryStore(seed=0)
+    for m in ("c", "a", "b"):
+        store.register(m)
+    for m in ("b", "a", "c"):
+        store.report(Report(m, 10, 0.5, interval=1))
+    assert [r.member for r in store.wait_for_interval("a", 1, timeout=0)] == ["c", "a", "b"]
+
+
+class _CountingCondition(threading.Condition):
+    wakeups = 0
+
+    def wait(self, timeout=None):
+        try:
+            return super().wait(timeout)
+        finally:
+            type(self).wakeups += 1
+
+
+def test_barrier_waiter_is_woken_only_when_its_interval_completes(monkeypatch):
+    # Reports for other intervals, reports that leave the interval
+    # incomplete and snapshots do not wake a member waiting at a barrier.
+    class Threading:
+        Condition = _CountingCondition
+        Lock = threading.Lock
+
+    monkeypatch.setattr(store_lib, "threading", Threading)
+    monkeypatch.setattr(_CountingCondition, "wakeups", 0)
+    store = InMemoryStore(seed=0)
+    n = 8
+    for m in range(n):
+        store.register(m)
+    store.report(Report(0, 10, 0.5, interval=1))
+    got = {}
+
+    def waiter():
+        got["reports"] = store.wait_for_interval(0, 1, timeout=30)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    time.sleep(0.05)
+    for m in range(1, n):
+        store.report(Report(m, 10, 0.5, interval=1))
+        store.report(Report(m, 20, 0.5, interval=2))
+        store.publish(make_snapshot(m, 10))
+        if m < n - 1:
+            time.sleep(0.01)
+            assert t.is_alive()
+    t.join(10)
+    assert not t.is_alive() and len(got["reports"]) == n
+    assert _CountingCondition.wakeups == 1
+    assert store._interval_waiters == {}
+
+
+def test_restore_records_releases_a_waiting_barrier():
+    store = InMemoryStore(seed=0)
+    for m in range(2):
+        store.register(m)
+    store.report(Report(0, 10, 0.5, interval=1))
+    got = {}
+
+    def waiter():
+        got["reports"] = store.wait_for_interval(0, 1, timeout=10)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    time.sleep(0.05)
+    assert t.is_alive()
+    store.restore_records(
+        {0: [Report(0, 10, 0.5, interval=1)], 1: [Report(1, 10, 0.7, interval=1)]}, []
+    )
+    t.join(5)
+    assert not t.is_alive() and [r.metric for r in got["reports"]] == [0.5, 0.7]
+    # The restored histories replace what was there, index included.
+    store.restore_records({0: [], 1: [Report(1, 10, 0.7, interval=1)]}, [])
+    with pytest.raises(BarrierTimeoutError, match=r"\[0\]"):
+        store.wait_for_interval(1, 1, timeout=0)
+
+
+def test_close_stops_waiting_members_and_reopen_undoes_it():
+    store = InMemoryStore(seed=0)
+    for m in range(2):
+        store.register(m)
+    store.report(Report(0, 10, 0.5, interval=1))
+    errors = []
+
+    def barrier():
+        try:
+            store.wait_for_interval(0, 1, timeout=30)
+        except PopulationStopped as e:
+            errors.append(("barrier", str(e)))
+
+    def snapshot():
+        try:
+            store.snapshot(1, min_step=5, timeout=30)
+        except PopulationStopped as e:
+            errors.append(("snapshot", str(e)))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (barrier, snapshot)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    store.close("stopped by the test")
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+    assert time.monotonic() - start < 5
+    assert sorted(errors) == [("barrier", "stopped by the test"), ("snapshot", "stopped by the test")]
+    with pytest.raises(PopulationStopped):
+        store.wait_for_interval(0, 1, timeout=0)
+    with pytest.raises(PopulationStopped):
+        store.snapshot(0)
+    store.report(Report(1, 10, 0.7, interval=1))  # reports are still recorded
+    store.reopen()
+    assert len(store.wait_for_interval(0, 1, timeout=0)) == 2
+    assert store._interval_waiters == {} and store._snapshot_waiters == {}
+
+
+def test_snapshot_waiter_ignores_other_members_publishing():
+    store = InMemoryStore(seed=0)
+    for m in range(3):
+        store.register(m)
+    got = {}
+
+    def waiter():
+        got["snap"] = store.snapshot(2, min_step=3, timeout=10)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    time.sleep(0.05)
+    store.publish(make_snapshot(1, 5))
+    store.publish(make_snapshot(2, 2))  # too early
+    time.sleep(0.05)
+    assert t.is_alive()
+    store.publish(make_snapshot(2, 3))
+    t.join(5)
+    assert not t.is_alive() and got["snap"].step == 3
+    assert store._snapshot_waiters == {}
 
 
 # --- snapshots --------------------------------------------------------------
