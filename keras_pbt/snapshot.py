@@ -89,7 +89,19 @@ def layout(model):
 
 
 def _to_numpy(variable):
-    return np.array(variable.numpy(), copy=True)
+    """A copy of `variable`'s value that nothing else holds: one copy.
+
+    With TensorFlow, `variable.numpy()` reads the variable and returns a new
+    NumPy array (`EagerTensor.numpy` copies; a `MirroredVariable` reads one
+    replica the same way), which training can never write to
+    (tests/test_snapshot_copy.py). It is kept as it is. Only what is not an
+    array owning its memory (a 0-d value comes back as a NumPy scalar; a
+    view of a buffer someone else owns) is copied (again).
+    """
+    value = variable.numpy()
+    if isinstance(value, np.ndarray) and value.flags.owndata:
+        return value
+    return np.array(value, copy=True)
 
 
 def capture(model, member, step, hparams=None, metric=None):
