@@ -214,9 +214,12 @@ class InMemoryStore(PopulationStore):
         self._live_arrived = {}
         self._present = {}
         # Conditions on `_lock`, one per interval (or member) that someone
-        # waits for, with the number of waiters: `[condition, count]`.
+        # waits for, with the number of waiters: `[condition, count]`. A
+        # condition nobody waits on goes back to `_spare` (making one costs
+        # more than a whole barrier check).
         self._interval_waiters = {}
         self._snapshot_waiters = {}
+        self._spare = []
 
     def close(self, reason="closed"):
         with self._lock:
@@ -297,7 +300,9 @@ class InMemoryStore(PopulationStore):
                 del self._arrived[i][member]
                 if live:
                     self._live_arrived[i] -= 1
-        arrived = self._arrived.setdefault(interval, {})
+        arrived = self._arrived.get(interval)
+        if arrived is None:
+            arrived = self._arrived[interval] = {}
         if member not in arrived:
             present.add(interval)
             count = self._live_arrived.get(interval, 0)  # 0 for a left member's report
@@ -330,7 +335,9 @@ class InMemoryStore(PopulationStore):
             self._check_open()
             if self._complete(interval):
                 return self._reports_at(interval)
-            with _Waiting(self._interval_waiters, interval, self._lock) as cond:
+            entry = self._wait_on(self._interval_waiters, interval)
+            try:
+                cond = entry[0]
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -349,6 +356,23 @@ class InMemoryStore(PopulationStore):
                     self._check_open()
                     if self._complete(interval):
                         return self._reports_at(interval)
+            finally:
+                self._done_waiting(self._interval_waiters, interval, entry)
+
+    def _wait_on(self, waiters, key):
+        """Registers a waiter for `key`: its `[condition, count]` entry."""
+        entry = waiters.get(key)
+        if entry is None:
+            cond = self._spare.pop() if self._spare else threading.Condition(self._lock)
+            entry = waiters[key] = [cond, 0]
+        entry[1] += 1
+        return entry
+
+    def _done_waiting(self, waiters, key, entry):
+        entry[1] -= 1
+        if entry[1] == 0:
+            del waiters[key]
+            self._spare.append(entry[0])
 
     def publish(self, snapshot):
         if not isinstance(snapshot, Snapshot):
@@ -373,16 +397,19 @@ class InMemoryStore(PopulationStore):
             snap = ready()
             if snap is not None or timeout <= 0:
                 return snap
-            with _Waiting(self._snapshot_waiters, member, self._lock) as cond:
+            entry = self._wait_on(self._snapshot_waiters, member)
+            try:
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return None
-                    cond.wait(left)
+                    entry[0].wait(left)
                     self._check_open()
                     snap = ready()
                     if snap is not None:
                         return snap
+            finally:
+                self._done_waiting(self._snapshot_waiters, member, entry)
 
     def snapshot_members(self):
         with self._lock:
@@ -437,26 +464,3 @@ class InMemoryStore(PopulationStore):
                     previous = r.interval
             self._wake_complete()
 
-
-class _Waiting:
-    """Registers a waiter in `waiters[key]` (a `[Condition, count]` entry on
-    `lock`) for the duration of a `with` block; the caller holds `lock`.
-    The entry is dropped with its last waiter, so the conditions held are
-    only those someone waits on."""
-
-    def __init__(self, waiters, key, lock):
-        self.waiters, self.key, self.lock = waiters, key, lock
-
-    def __enter__(self):
-        entry = self.waiters.get(self.key)
-        if entry is None:
-            entry = self.waiters[self.key] = [threading.Condition(self.lock), 0]
-        entry[1] += 1
-        self.entry = entry
-        return entry[0]
-
-    def __exit__(self, *exc):
-        self.entry[1] -= 1
-        if self.entry[1] == 0:
-            del self.waiters[self.key]
-        return False
