@@ -212,6 +212,11 @@ def restore(model, snapshot, copy_optimizer_state=True):
             f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
             "population must share the architecture and the optimizer classes."
         )
+    # One assign per variable, straight from the snapshot's array: TensorFlow
+    # converts it with one copy into a new tensor (it never keeps a view of
+    # NumPy memory) and the variable takes that tensor's buffer, copy on
+    # write. So the snapshot, shared by every member that copies it, is
+    # never written to (tests/test_snapshot_copy.py).
     values = snapshot.weights + snapshot.optimizer
     variables = _model_variables(model) + _optimizer_variables(model)
     rates = _learning_rate_variables(model)
