@@ -193,6 +193,7 @@ class PBTCallback(keras.callbacks.Callback):
         self._applier = None
         self._writer = None
         self._initialised = False
+        self._function_before_fit = None
         if self.interval_steps is not None:
             # Hook batches only when asked to: overriding a batch hook turns
             # off Keras' asynchronous dispatch for the whole fit.
@@ -212,7 +213,11 @@ class PBTCallback(keras.callbacks.Callback):
                     "pass `hparams=` with the member's initial hyperparameters."
                 )
             self.hparams = {n: self.space[n].clip(v) for n, v in read.items()}
-        self._applier.apply(self.hparams, force=True)
+        # Keras made the train function just before this hook. One that
+        # existed before this fit may have been traced with plain floats:
+        # rebuild it so the step reads the variable-backed fields. A fresh one
+        # is traced at the first step, after the fields were installed.
+        self._applier.apply(self.hparams, force=self._function_before_fit is not None)
         self._iterations_mark = self._read_iterations()
         self._steps_at_mark = self.steps
         self._epochs_done = 0
@@ -291,6 +296,8 @@ class PBTCallback(keras.callbacks.Callback):
     def set_params(self, params):
         super().set_params(params)
         self._fit_start_steps = self.steps
+        # Keras sets the params before it makes the train function of a fit.
+        self._function_before_fit = getattr(self.model, "train_function", None)
 
     def _sync_steps(self):
         now = self._read_iterations()

@@ -163,3 +163,22 @@ def test_mirrored_member_over_two_devices_reads_the_new_momentum():
     model.fit(X1, Y1, epochs=3, batch_size=8, verbose=0, shuffle=False)
     twin.fit(X1, Y1, epochs=3, batch_size=8, verbose=0, shuffle=False)
     np.testing.assert_allclose(model.get_weights()[0], twin.get_weights()[0], rtol=1e-6)
+
+
+def test_a_model_traced_before_pbt_uses_the_callbacks_values():
+    # The first fit traces the step with a plain momentum of 0.5; the PBT fit
+    # must rebuild it, or momentum 0.9 would be silently ignored.
+    model = one_weight_model(keras.optimizers.SGD(0.05, momentum=0.5))
+    model.fit(X1, Y1, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    twin = one_weight_model(keras.optimizers.SGD(0.05, momentum=0.9))
+    twin.set_weights(model.get_weights())
+    twin.optimizer.build(twin.trainable_variables)
+    for a, b in zip(twin.optimizer.variables, model.optimizer.variables):
+        a.assign(b)
+    space = {"momentum": keras_pbt.Uniform(0.0, 0.99)}
+    cb = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(), 0, space, monitor="loss",
+                               hparams={"momentum": 0.9})
+    model.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
+    twin.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0)
+    np.testing.assert_allclose(model.get_weights()[0], twin.get_weights()[0], rtol=1e-6)
+    assert model.optimizer.momentum == 0.9
