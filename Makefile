@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,22 @@ test: $(STAMP)
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
+
+# Every benchmark at its default size, one after another (about an hour on
+# 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/step_interval.py
+	$(PY) benchmarks/exploit_cost.py
+	$(PY) benchmarks/store_scaling.py
+	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/ray_pbt.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

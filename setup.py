@@ -30,5 +30,7 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn", "playwright"],
         "browser": ["playwright"],
         "examples": ["scikit-learn"],
+        # benchmarks/ray_pbt.py compares against Ray Tune's PBT.
+        "bench": ["scikit-learn", "ray[tune]"],
     },
 )
