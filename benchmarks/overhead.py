@@ -56,6 +56,17 @@ def instrument():
     _timed(store.InMemoryStore, "wait_for_interval", "barrier wait")
     _timed(summary.MemberSummaryWriter, "write", "summaries")
     _timed(hyperparameters.HyperparameterApplier, "apply", "apply hparams (incl. make_train_function)")
+    original = hyperparameters.HyperparameterApplier.apply
+
+    def counting_apply(self, values, force=False):
+        retraced = original(self, values, force)
+        if retraced:
+            with _LOCK:
+                COUNTS["train function rebuilt (retrace at next step)"] += 1
+                TIMES["train function rebuilt (retrace at next step)"] += 0.0
+        return retraced
+
+    hyperparameters.HyperparameterApplier.apply = counting_apply
     _timed(callback.PBTCallback, "_boundary", "boundary total")
 
 
