@@ -122,9 +122,13 @@ def main():
     plains, pbts, exploits = [], {m: [] for m in modes}, {m: [] for m in modes}
     times = {m: collections.Counter() for m in modes}
     counts = {m: collections.Counter() for m in modes}
+    arms = ["plain"] + modes
     for r in range(args.repeats):
-        plains.append(plain_arm(r))
-        for mode in modes:
+        # Rotate the order so that no arm always runs first.
+        for mode in arms[r % len(arms):] + arms[:r % len(arms)]:
+            if mode == "plain":
+                plains.append(plain_arm(r))
+                continue
             TIMES.clear()
             COUNTS.clear()
             elapsed, n = pbt_arm(r, mode)
@@ -135,7 +139,7 @@ def main():
     p = float(np.median(plains))
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, "
           f"devices {sorted({d for m in population(0).members for d in m.devices})}")
-    print(f"{args.size} members x {args.epochs} epochs, {args.repeats} repeats, arms in turn")
+    print(f"{args.size} members x {args.epochs} epochs, {args.repeats} repeats, arms in rotating order")
     print(f"no PBT:          {p:6.2f} s (runs {[round(v, 2) for v in plains]})")
     for mode in modes:
         q = float(np.median(pbts[mode]))

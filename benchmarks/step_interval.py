@@ -46,11 +46,16 @@ def main():
     run(True, -1)
     plain, hooked = [], []
     for i in range(args.repeats):
-        plain.append(run(False, i))
-        hooked.append(run(True, i))
+        # ABBA order: neither arm always runs first.
+        if i % 2:
+            hooked.append(run(True, i))
+            plain.append(run(False, i))
+        else:
+            plain.append(run(False, i))
+            hooked.append(run(True, i))
     p, h = float(np.median(plain)), float(np.median(hooked))
     print(f"{os.cpu_count()} cores; {args.epochs} epochs of {int(np.ceil(len(x) / 32))} steps, "
-          f"interval_steps={args.interval}, {args.repeats} alternating repeats")
+          f"interval_steps={args.interval}, {args.repeats} repeats in ABBA order")
     print(f"plain fit:            {p:.3f} s {[round(v, 3) for v in plain]}")
     print(f"with step callback:   {h:.3f} s {[round(v, 3) for v in hooked]}")
     print(f"ratio: {h / p:.4f} (per-repeat {[round(b / a, 4) for a, b in zip(plain, hooked)]})")
