@@ -30,8 +30,9 @@ class _DataPhaseLock(keras.callbacks.Callback):
     Keras' `EpochIterator.reset` (TF 2.21, Keras 3.15, NumPy inputs, one
     `MirroredStrategy` each). Those phases run before any callback, so the
     lock is taken before `fit` is called and released at `on_train_begin`;
-    then taken after an epoch's last batch and released when validation
-    starts (`on_test_begin`) or the next epoch's first batch does.
+    then taken after an epoch's last batch and released when validation's
+    first batch starts (validation makes its iterator after `on_test_begin`)
+    or the next epoch's first batch does.
     """
 
     lock = threading.Lock()
@@ -61,7 +62,11 @@ class _DataPhaseLock(keras.callbacks.Callback):
         if steps and batch + 1 >= steps:
             self.acquire()
 
-    def on_test_begin(self, logs=None):
+    def on_test_batch_begin(self, batch, logs=None):
+        # After validation made its iterator (that happens after on_test_begin).
+        self.release()
+
+    def on_test_end(self, logs=None):
         self.release()
 
     def on_epoch_end(self, epoch, logs=None):
