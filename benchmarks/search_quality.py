@@ -38,7 +38,6 @@ import datetime
 import os
 import platform
 import sys
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -57,12 +56,11 @@ TARGET_Q = 1.19
 TOY_INTERVAL = 4  # steps between PBT boundaries (the paper's)
 TOY_STEPS = 400
 TOY_NOISE = 0.1  # standard deviation of explore's Gaussian noise on h
-# Equal step sizes tie the two members' Q at every boundary (the problem is
-# symmetric), and keras-pbt only copies a strictly better member: PBT would
-# never exploit. Slightly different step sizes break the tie (an exploit
-# copies the optimizer's learning-rate variable with its state, so after the
-# first one both members step with the same size).
-TOY_LEARNING_RATES = (0.05, 0.06)
+# The toy itself is examples/paper_toy.py. Its members' step sizes differ
+# (0.05, 0.06): equal ones tie the two members' Q at every boundary (the
+# problem is symmetric), and keras-pbt only copies a strictly better member,
+# so PBT would never exploit. An exploit copies the optimizer's learning-rate
+# variable with its state, so after the first one both step with one size.
 
 
 # ------------------------------------------------------------------ digits
@@ -91,12 +89,9 @@ def build_cnn(hp):
         keras.layers.Flatten(),
         keras.layers.Dense(10),
     ])
-    model.compile(
-        keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    import digits
+
+    return digits.compile_sgd(model, hp)
 
 
 def models():
@@ -219,86 +214,11 @@ def print_table(name, description, rows, epochs):
 # ------------------------------------------------------------- toy example
 
 
-def toy_model_class():
-    import keras
-    import tensorflow as tf
-
-    class ToyModel(keras.Model):
-        """theta ascends 1.2 - (h0 theta0^2 + h1 theta1^2); reports the true Q."""
-
-        def __init__(self, h):
-            super().__init__()
-            self.theta = self.add_weight(shape=(2,), initializer=keras.initializers.Constant(0.9),
-                                         name="theta")
-            self.h0 = keras.Variable(float(h[0]), trainable=False, name="h0")
-            self.h1 = keras.Variable(float(h[1]), trainable=False, name="h1")
-
-        def call(self, x):
-            return x
-
-        def train_step(self, data):
-            with tf.GradientTape() as tape:
-                weighted = self.h0 * self.theta[0] ** 2 + self.h1 * self.theta[1] ** 2
-            self.optimizer.apply(tape.gradient(weighted, [self.theta]), [self.theta])
-            return {"Q": 1.2 - tf.reduce_sum(self.theta ** 2)}
-
-    return ToyModel
-
-
-def gaussian_explore(hparams, rng):
-    """The paper's explore: Gaussian noise on h, reflected at 0 (a negative
-    weight would make the surrogate unbounded); the space clips it at 1.
-
-    Reflecting rather than clipping at 0 keeps a zero weight from staying
-    zero half the time: an explore that changes nothing leaves the copy tied
-    with its parent, and ties never exploit.
-    """
-    return {k: abs(v + rng.normal(0.0, TOY_NOISE)) for k, v in hparams.items()}
-
-
-def fit_in_threads(jobs):
-    """`model.fit(**kwargs)` for each (model, kwargs), one thread each; re-raises."""
-    errors = []
-
-    def fit(model, kwargs):
-        try:
-            model.fit(**kwargs)
-        except Exception as error:  # noqa: BLE001 - re-raised in the caller
-            errors.append(error)
-
-    threads = [threading.Thread(target=fit, args=job) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def toy_run(seed, with_pbt):
     """Q of every member after every interval: an array (members, intervals)."""
-    import keras
+    import paper_toy
 
-    ToyModel = toy_model_class()
-    space = {"h0": keras_pbt.Uniform(0.0, 1.0), "h1": keras_pbt.Uniform(0.0, 1.0)}
-    store = keras_pbt.InMemoryStore(seed=seed)
-    q = [[] for _ in TOY_LEARNING_RATES]
-    jobs = []
-    for i, (h, lr) in enumerate(zip(((1.0, 0.0), (0.0, 1.0)), TOY_LEARNING_RATES)):
-        model = ToyModel(h)
-        model.compile(keras.optimizers.SGD(lr))
-        record = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs, q=q[i]: q.append(float(logs["Q"])))
-        callbacks = [record]
-        if with_pbt:
-            callbacks.insert(0, keras_pbt.PBTCallback(
-                store, i, space, monitor="Q", mode="max", synchronous=True, quantile=0.5,
-                explore_fn=gaussian_explore, setters={"h0": model.h0, "h1": model.h1}))
-        x = np.zeros((TOY_INTERVAL, 1), "float32")  # one epoch = one interval of steps
-        jobs.append((model, dict(x=x, epochs=TOY_STEPS // TOY_INTERVAL, batch_size=1, verbose=0,
-                                 callbacks=callbacks)))
-    fit_in_threads(jobs)
-    return np.array(q)
+    return paper_toy.run(with_pbt, TOY_STEPS, TOY_INTERVAL, TOY_NOISE, seed)
 
 
 def first_reach(q):
@@ -308,8 +228,10 @@ def first_reach(q):
 
 
 def toy(seeds):
+    import paper_toy
+
     print(f"\n### Toy example (Jaderberg et al. 2017, Fig. 2): steps to Q >= {TARGET_Q}\n")
-    print(f"2 members, h = (1, 0) and (0, 1), SGD step sizes {TOY_LEARNING_RATES}, "
+    print(f"2 members, h = (1, 0) and (0, 1), SGD step sizes {paper_toy.LEARNING_RATES}, "
           f"PBT boundary every {TOY_INTERVAL} steps, explore |h + N(0, {TOY_NOISE}^2)| clipped at "
           f"1, at most {TOY_STEPS} steps.\n")
     alone = toy_run(seeds[0], with_pbt=False)  # no randomness: the same for every seed

@@ -37,6 +37,13 @@ def build(hp):
         keras.layers.Dense(64, activation="relu"),
         keras.layers.Dense(10),
     ])
+    return compile_sgd(model, hp)
+
+
+def compile_sgd(model, hp):
+    """Compiles a digits classifier with SGD(hp learning_rate, momentum); returns it."""
+    import keras
+
     model.compile(
         keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -1,5 +1,7 @@
 """Small helpers shared by the TF tests: tiny models, threaded members."""
 
+import importlib.util
+import os
 import threading
 
 import keras
@@ -76,3 +78,12 @@ def fit_in_threads(jobs):
     for t in threads:
         t.join(300)
     return errors
+
+
+def load_example(name):
+    """Imports `examples/<name>.py` (the examples are scripts, not a package)."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

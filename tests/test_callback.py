@@ -10,7 +10,9 @@ import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
-from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, mlp, one_weight_model
+from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, load_example, mlp, one_weight_model
+
+paper_toy = load_example("paper_toy")
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -253,66 +255,11 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
     assert sum(r.action == "exploit" for r in written) == sum(cb.exploits for cb in cbs) > 0
 
 
-class _ToyModel(keras.Model):
-    """The PBT paper's toy problem (Jaderberg et al. 2017, Fig. 2).
-
-    theta starts at (0.9, 0.9); the true objective is
-    Q = 1.2 - (theta0^2 + theta1^2); the member ascends the surrogate
-    1.2 - (h0 theta0^2 + h1 theta1^2), h being its hyperparameters (here
-    loss weights held in keras.Variables).
-    """
-
-    def __init__(self, h):
-        super().__init__()
-        self.theta = self.add_weight(shape=(2,), initializer=keras.initializers.Constant(0.9), name="theta")
-        self.h0 = keras.Variable(float(h[0]), trainable=False, name="h0")
-        self.h1 = keras.Variable(float(h[1]), trainable=False, name="h1")
-
-    def call(self, x):
-        return x
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            surrogate = 1.2 - (self.h0 * self.theta[0] ** 2 + self.h1 * self.theta[1] ** 2)
-            loss = -surrogate
-        grads = tape.gradient(loss, [self.theta])
-        self.optimizer.apply(grads, [self.theta])
-        return {"Q": 1.2 - tf.reduce_sum(self.theta**2)}
-
-
-def _toy_q(h, pbt, steps=200, interval=4):
-    x = np.zeros((interval, 1), "float32")
-    space = {"h0": keras_pbt.Uniform(0.0, 1.0), "h1": keras_pbt.Uniform(0.0, 1.0)}
-
-    def gaussian_explore(hp, rng):
-        # The paper's explore: Gaussian noise on h (reflected at 0, so a
-        # zero weight can become positive; the space clips at 1).
-        return {k: abs(v + rng.normal(0, 0.2)) for k, v in hp.items()}
-
-    models = [_ToyModel(hi) for hi in h]
-    for i, m in enumerate(models):
-        m.compile(keras.optimizers.SGD(0.05 + 0.01 * i))
-    if not pbt:
-        for m in models:
-            m.fit(x, epochs=steps // interval, batch_size=1, verbose=0)
-        return [1.2 - float(np.sum(m.theta.numpy() ** 2)) for m in models]
-    store = keras_pbt.InMemoryStore(seed=0)
-    jobs = []
-    for i, m in enumerate(models):
-        cb = keras_pbt.PBTCallback(
-            store, i, space, monitor="Q", mode="max", synchronous=True, explore_fn=gaussian_explore,
-            setters={"h0": m.h0, "h1": m.h1}, quantile=0.5, sync_timeout=60,
-        )
-        jobs.append((m, dict(x=x, epochs=steps // interval, batch_size=1, verbose=0, callbacks=[cb])))
-    assert fit_in_threads(jobs) == [None, None]
-    return [1.2 - float(np.sum(m.theta.numpy() ** 2)) for m in models]
-
-
 def test_paper_toy_example():
-    h = [(1.0, 0.0), (0.0, 1.0)]
-    alone = _toy_q(h, pbt=False)
+    # examples/paper_toy.py: h = (1, 0) and (0, 1), 200 steps, a boundary every 4.
+    alone = paper_toy.run(with_pbt=False, noise=0.2)[:, -1]
     assert all(q < 0.4 for q in alone), alone
-    with_pbt = _toy_q(h, pbt=True)
+    with_pbt = paper_toy.run(with_pbt=True, noise=0.2)[:, -1]
     assert all(q >= 1.19 for q in with_pbt), with_pbt
 
 

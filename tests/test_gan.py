@@ -5,8 +5,6 @@ loss_fn)` and its own `train_step`, as in keras.io's GAN examples; its
 `model.optimizer` (from `super().compile()`) never steps.
 """
 
-import importlib.util
-import os
 
 import keras
 import numpy as np
@@ -15,11 +13,9 @@ import tensorflow as tf
 
 import keras_pbt
 from keras_pbt import snapshot as snapshot_lib
+from tests.pbt_helpers import load_example
 
-_spec = importlib.util.spec_from_file_location(
-    "gan_mixture", os.path.join(os.path.dirname(__file__), os.pardir, "examples", "gan_mixture.py"))
-gan_mixture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gan_mixture)
+gan_mixture = load_example("gan_mixture")
 
 HP = {"d_optimizer.learning_rate": 1e-3, "g_optimizer.learning_rate": 2e-3, "d_optimizer.beta_1": 0.5}
 DATA = gan_mixture.sample_mixture(64, seed=0)

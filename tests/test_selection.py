@@ -207,7 +207,6 @@ def test_ties_do_not_always_land_in_the_same_place():
 
 
 def test_ties_among_the_worst_rotate_who_loses():
-    sel = TruncationSelection(0.2)
     rs = reports([0.9, 0.8, 0.7, 0.6, 0.5] + [0.1] * 5)  # 5 tied at the bottom, k = 2
     losers = collections.Counter()
     for key in range(300):

@@ -19,6 +19,18 @@ from keras_pbt.store import PopulationStore
 from keras_pbt.store import Snapshot
 
 
+
+def _in_thread(fn):
+    """Starts `fn()` in a daemon thread; returns (thread, dict holding its result as "value")."""
+    got = {}
+
+    def run():
+        got["value"] = fn()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, got
+
 def make_snapshot(member, step, sizes=(3, 5), metric=None):
     """A snapshot whose every element equals `step`; its creation-time CRC in hparams."""
     weights = tuple(np.full(n, step, dtype=np.float32) for n in sizes)
@@ -171,20 +183,14 @@ def test_leaving_member_releases_the_barrier():
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
     store.report(Report(1, 10, 0.5, interval=1))
-    got = {}
-
-    def waiter():
-        got["reports"] = store.wait_for_interval(0, 1, timeout=10)
-
-    t = threading.Thread(target=waiter, daemon=True)
     start = time.monotonic()
-    t.start()
+    t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
     time.sleep(0.1)
     assert t.is_alive()
     store.leave(2, reason="crashed")
     t.join(5)
     assert not t.is_alive() and time.monotonic() - start < 5
-    assert sorted(r.member for r in got["reports"]) == [0, 1]
+    assert sorted(r.member for r in got["value"]) == [0, 1]
 
 
 def test_barrier_picks_each_members_report_for_that_interval():
@@ -329,13 +335,7 @@ def test_barrier_waiter_is_woken_only_when_its_interval_completes(monkeypatch):
     for m in range(n):
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
-    got = {}
-
-    def waiter():
-        got["reports"] = store.wait_for_interval(0, 1, timeout=30)
-
-    t = threading.Thread(target=waiter, daemon=True)
-    t.start()
+    t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=30))
     time.sleep(0.05)
     for m in range(1, n):
         store.report(Report(m, 10, 0.5, interval=1))
@@ -345,7 +345,7 @@ def test_barrier_waiter_is_woken_only_when_its_interval_completes(monkeypatch):
             time.sleep(0.01)
             assert t.is_alive()
     t.join(10)
-    assert not t.is_alive() and len(got["reports"]) == n
+    assert not t.is_alive() and len(got["value"]) == n
     assert _CountingCondition.wakeups == 1
     assert store._interval_waiters == {}
 
@@ -355,20 +355,14 @@ def test_restore_records_releases_a_waiting_barrier():
     for m in range(2):
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
-    got = {}
-
-    def waiter():
-        got["reports"] = store.wait_for_interval(0, 1, timeout=10)
-
-    t = threading.Thread(target=waiter, daemon=True)
-    t.start()
+    t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
     time.sleep(0.05)
     assert t.is_alive()
     store.restore_records(
         {0: [Report(0, 10, 0.5, interval=1)], 1: [Report(1, 10, 0.7, interval=1)]}, []
     )
     t.join(5)
-    assert not t.is_alive() and [r.metric for r in got["reports"]] == [0.5, 0.7]
+    assert not t.is_alive() and [r.metric for r in got["value"]] == [0.5, 0.7]
     # The restored histories replace what was there, index included.
     store.restore_records({0: [], 1: [Report(1, 10, 0.7, interval=1)]}, [])
     with pytest.raises(BarrierTimeoutError, match=r"\[0\]"):
@@ -419,13 +413,7 @@ def test_snapshot_waiter_ignores_other_members_publishing():
     store = InMemoryStore(seed=0)
     for m in range(3):
         store.register(m)
-    got = {}
-
-    def waiter():
-        got["snap"] = store.snapshot(2, min_step=3, timeout=10)
-
-    t = threading.Thread(target=waiter, daemon=True)
-    t.start()
+    t, got = _in_thread(lambda: store.snapshot(2, min_step=3, timeout=10))
     time.sleep(0.05)
     store.publish(make_snapshot(1, 5))
     store.publish(make_snapshot(2, 2))  # too early
@@ -433,7 +421,7 @@ def test_snapshot_waiter_ignores_other_members_publishing():
     assert t.is_alive()
     store.publish(make_snapshot(2, 3))
     t.join(5)
-    assert not t.is_alive() and got["snap"].step == 3
+    assert not t.is_alive() and got["value"].step == 3
     assert store._snapshot_waiters == {}
 
 
