@@ -240,6 +240,11 @@ def _to_float(value):
         return float(np.asarray(value))
 
 
+def _last_loss_non_finite(member):
+    losses = member.history.get("loss")
+    return bool(losses) and not math.isfinite(losses[-1])
+
+
 def _non_finite(model):
     return any(not np.all(np.isfinite(v.numpy())) for v in model.weights
                if np.issubdtype(np.dtype(v.dtype), np.floating))
@@ -286,7 +291,10 @@ class Population:
             stops with a `PopulationError`. Defaults to `3`.
         logdir: TensorBoard log directory (one run per member).
         seed: the population's seed (initial hyperparameters, tie-breaks,
-            explore, shuffling). Defaults to a random seed.
+            explore, shuffling). When given, each member's model is built
+            after `keras.utils.set_random_seed(<member seed>)`, so initial
+            weights are reproducible (this resets Python's, NumPy's and
+            TensorFlow's global seeds). Defaults to a random seed.
         member_ids: optional ids (unique); defaults to `0..size-1`.
         initial_hparams: optional list of `size` dicts replacing the sampled
             initial hyperparameters.
@@ -408,6 +416,12 @@ class Population:
         self.members = []
         for i, (mid, hp, cb, devs) in enumerate(zip(member_ids, initial_hparams, callbacks, slices)):
             strategy = devices_lib.member_strategy(devs)
+            member_seed = int(rng.integers(2**31))
+            if seed is not None:
+                # Keras initializers without a seed draw from the global
+                # generators: seeding them per member makes a seeded
+                # population's initial weights reproducible.
+                keras.utils.set_random_seed(member_seed)
             with strategy.scope():
                 model = build(dict(hp))
             if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
@@ -417,7 +431,7 @@ class Population:
                 )
             cb.setters = self._member_setters(model)
             self._check_hparams(model, cb, mid)
-            self.members.append(Member(mid, devs, strategy, model, cb, seed=int(rng.integers(2**31))))
+            self.members.append(Member(mid, devs, strategy, model, cb, seed=member_seed))
         self._stop = threading.Event()
         self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
         self._fatal = None
@@ -775,9 +789,12 @@ class Population:
                     data, initial_epoch=cb.epochs,
                     callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
                 )
-                if cb.epochs < epochs and not self._stop.is_set() and _non_finite(member.model):
+                if cb.epochs < epochs and not self._stop.is_set() and (
+                        _non_finite(member.model) or _last_loss_non_finite(member)):
+                    # Stopped on NaN (TerminateOnNaN): a fault, even when the
+                    # boundary of that epoch already copied finite weights.
                     raise NonFiniteStateError(
-                        f"member {member.id!r} stopped at epoch {cb.epochs} with NaN/inf weights"
+                        f"member {member.id!r} stopped at epoch {cb.epochs} on a NaN/inf loss or weights"
                     )
                 break
             except PopulationStopped:

@@ -255,3 +255,20 @@ def test_ctrl_c_stops_every_member_cleanly(tmp_path):
     stopped = eval(out.split("stopped at epochs")[-1].strip().splitlines()[0])  # noqa: S307 - our own output
     assert all(3 <= e < 10000 for e in stopped)
     assert sorted(os.listdir(tmp_path / "runs")) == ["member_0", "member_1"]
+
+
+def test_a_seeded_population_is_reproducible():
+    def run(seed):
+        pop = keras_pbt.Population(build, SPACE, size=4, seed=seed, num_cpu_devices=4, verbose=0)
+        initial = [m.model.get_weights() for m in pop.members]
+        pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
+        decisions = sorted((r.member, r.step, r.action, repr(r.parent)) for r in pop.lineage)
+        return initial, decisions, [m.model.get_weights() for m in pop.members]
+
+    first, again, other = run(7), run(7), run(8)
+    for a, b in zip(first[0] + first[2], again[0] + again[2]):
+        for wa, wb in zip(a, b):
+            np.testing.assert_array_equal(wa, wb)
+    assert first[1] == again[1] and any(d[2] == "exploit" for d in first[1])
+    # Another seed builds other initial weights.
+    assert not np.array_equal(first[0][0][0], other[0][0][0])
