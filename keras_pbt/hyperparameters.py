@@ -297,9 +297,11 @@ class HyperparameterApplier:
     def release(self):
         """Puts plain floats back in the optimizer fields that `apply` backed
         by variables (at the end of `fit`, so the model saves as usual)."""
-        for setter in self._setters.values():
-            if isinstance(setter, _OptimizerAttrSetter):
-                tunable_lib.uninstall(setter.optimizer)
+        # uninstall() clears every field of an optimizer: once per optimizer.
+        optimizers = {id(s.optimizer): s.optimizer for s in self._setters.values()
+                      if isinstance(s, _OptimizerAttrSetter)}
+        for optimizer in optimizers.values():
+            tunable_lib.uninstall(optimizer)
 
 
 _MISSING = object()
