@@ -1,56 +1,67 @@
-"""Search quality: PBT against random search for the same training compute.
+"""Search quality: does PBT hand the user a better model than random search?
 
-On sklearn's digits, split per seed into train / validation / test (60/20/20),
-for two models (the demo's 64-64-10 MLP and a small CNN on the 8x8x1
-images), both trained with SGD(learning_rate, momentum) over the demo's
-search space:
+For each task of `search_tasks.py` (MNIST-1D's CNN first, then digits' MLP
+and CNN) and each seed, every arm gets the same training compute, splits,
+space, epochs and batch size:
 
-* PBT: `keras_pbt.Population` of 8 members x E epochs (1x compute: 8E
-  member-epochs), ranked on validation accuracy every epoch, synchronous.
-* Random search 1x: 8 configurations x E epochs, plain `model.fit`.
-* Random search 4x: 32 configurations x E epochs (4x the compute).
+* random search 1x: the first 8 configurations of the seed, each trained
+  alone with plain `fit` (PBT starts from the same 8 values and the same
+  initial weights);
+* random search 4x: 32 configurations (4x the compute);
+* PBT runs of 8 members (1x), deciding every `task.interval` epochs,
+  synchronous, ranked on `val`:
+  * `pbt`: the defaults (truncation, latest value, perturb/resample);
+  * `pbt-mean`: ranked by the mean of the latest 3 evaluations (`ranking="mean"`);
+  * `pbt-fire`: half the population ranked by improvement rate (`selection="fire"`);
+  * `pb2`: explore by PB2's GP bandit (`explore="pb2"`).
 
-The 32 configurations are drawn with `keras_pbt.sample_space` from a seeded
-generator; random search 1x uses the first 8 of them and PBT starts from the
-same 8 (`initial_hparams`), so PBT and random 1x differ only by exploit and
-explore. Random search keeps the configuration with the best final
-validation accuracy; PBT keeps its best member. Both selected models are then
-scored on the held-out test split: validation accuracy of a selected model is
-optimistically biased (PBT selects on it every epoch), test accuracy is the
-honest figure. Compute counts training epochs only: PBT also evaluates every
-member on validation every epoch, which random search does only at the end.
+Each PBT run hands back two models: its best member by the last ranked
+report (`pop.best_model()`, arm `<run>`), and the best member on the
+held-out `select` split (`pop.best_model(validation_data=select)`, arm
+`<run> +select`). Random search chooses on `val` and `select` together. The
+model each arm hands back is scored once on `test`.
 
-The goal (issue 6): PBT at 1x compute matches or beats random search at 4x,
-judged on the mean over seeds of test (and of validation) accuracy.
+The diagnosis reads each PBT run's lineage: whether the configuration that
+ends best when trained alone (by test accuracy) was replaced, and how many
+distinct initial configurations survive at each boundary.
 
-The paper's toy example (Jaderberg et al. 2017, Fig. 2): two members with
-theta = (0.9, 0.9) ascend the surrogate 1.2 - (h0 theta0^2 + h1 theta1^2)
-with h = (1, 0) and (0, 1); the true objective is Q = 1.2 - |theta|^2. PBT
-(exploit every 4 steps, explore by Gaussian noise on h) against the same
-members trained alone: intervals and steps until the best member reaches
-Q >= 1.19.
+Random-search trainings and PBT runs are cached in `benchmarks/cache/`
+(keyed by task, seed, epochs and run), so seeds can be filled in several
+invocations; `--fresh` ignores the cache.
 
-    python benchmarks/search_quality.py [--seeds 0,1,2] [--epochs 20] [--models mlp,cnn] [--skip-toy]
+The paper's toy example (Jaderberg et al. 2017, Fig. 2) is run too.
+
+    python benchmarks/search_quality.py [--tasks mnist1d-cnn,digits-mlp,digits-cnn]
+        [--seeds 0,1,2,3,4] [--runs pbt,pbt-mean,pbt-fire,pb2] [--skip-toy] [--fresh]
 """
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import numpy as np  # noqa: E402
 
 import keras_pbt  # noqa: E402
+import search_report  # noqa: E402
+import search_tasks  # noqa: E402
 
 SIZE = 8  # PBT members = random-search configurations at 1x compute
 FACTOR = 4  # random search's larger budget, in multiples of PBT's compute
-BATCH_SIZE = 32
 CPU_DEVICES = 4
+RUNS = {
+    "pbt": {},
+    "pbt-mean": {"ranking": "mean"},
+    "pbt-fire": {"selection": "fire"},
+    "pb2": {"explore": "pb2"},
+}
 
 TARGET_Q = 1.19
 TOY_INTERVAL = 4  # steps between PBT boundaries (the paper's)
@@ -59,156 +70,88 @@ TOY_NOISE = 0.1  # standard deviation of explore's Gaussian noise on h
 # The toy itself is examples/paper_toy.py. Its members' step sizes differ
 # (0.05, 0.06): equal ones tie the two members' Q at every boundary (the
 # problem is symmetric), and keras-pbt only copies a strictly better member,
-# so PBT would never exploit. An exploit copies the optimizer's learning-rate
-# variable with its state, so after the first one both step with one size.
+# so PBT would never exploit.
 
 
-# ------------------------------------------------------------------ digits
+# --------------------------------------------------------------------- PBT
 
 
-def split_digits(seed):
-    """Digits in [0, 1], shuffled with `seed`: dict train/val/test -> (x, y)."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x, y = (x / 16.0).astype("float32"), y.astype("int32")
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    a, b = int(0.6 * len(x)), int(0.8 * len(x))
-    return {"train": (x[:a], y[:a]), "val": (x[a:b], y[a:b]), "test": (x[b:], y[b:])}
+def _run_path(task, seed, run):
+    return os.path.join(search_tasks.CACHE_DIR,
+                        f"pbt_{task.name}_seed{seed}_e{task.epochs}_{run}.json")
 
 
-def build_cnn(hp):
-    """Conv 16 3x3 -> Conv 32 3x3 -> Flatten -> Dense 10 on 8x8x1 images."""
+def pbt_run(task, seed, run, data, fresh=False):
+    """One PBT run: every final member's scores, both choices, lineage summary."""
     import keras
 
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
-    import digits
-
-    return digits.compile_sgd(model, hp)
-
-
-def models():
-    """name -> (description, build, input shape)."""
-    import digits
-
-    return {
-        "mlp": ("64-64-10 MLP (examples/digits.py)", digits.build, (64,)),
-        "cnn": ("CNN: Conv16 3x3 -> Conv32 3x3 -> Flatten -> Dense10", build_cnn, (8, 8, 1)),
-    }
-
-
-def reshape(data, shape):
-    return {k: (x.reshape((-1,) + shape), y) for k, (x, y) in data.items()}
-
-
-def accuracy(model, x, y):
-    logits = np.asarray(model(x, training=False))
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
-def scores(model, data):
-    """(validation accuracy, test accuracy) of a trained model."""
-    return accuracy(model, *data["val"]), accuracy(model, *data["test"])
-
-
-def draw_configs(space, n, seed):
-    rng = np.random.default_rng([seed, 1])
-    return [keras_pbt.sample_space(space, rng) for _ in range(n)]
-
-
-def random_search(build, configs, data, epochs, seed):
-    """Trains each configuration alone; returns its (val, test) scores in order."""
-    import keras
-
-    results = []
-    for i, hp in enumerate(configs):
-        keras.utils.set_random_seed(seed * 1000 + i)
-        model = build(hp)
-        model.fit(*data["train"], epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
-        results.append(scores(model, data))
-    return results
-
-
-def select(results):
-    """The (val, test) of the configuration with the best validation accuracy
-    (the first drawn among ties)."""
-    return max(results, key=lambda r: r[0])
-
-
-def pbt(build, space, configs, data, epochs, seed):
-    """PBT from `configs`; returns the best member's (val, test) and the exploit count."""
-    import keras
-
+    path = _run_path(task, seed, run)
+    if os.path.exists(path) and not fresh:
+        with open(path) as f:
+            return json.load(f)
+    configs = search_tasks.draw_configs(task.space, SIZE, seed)
     keras.utils.set_random_seed(seed)
     pop = keras_pbt.Population(
-        build, space, size=len(configs), monitor="val_accuracy", interval_epochs=1,
-        synchronous=True, num_cpu_devices=CPU_DEVICES, seed=seed, initial_hparams=configs,
-        verbose=0,
+        task.build, task.space, size=SIZE, monitor="val_accuracy",
+        interval_epochs=task.interval, synchronous=True, num_cpu_devices=CPU_DEVICES,
+        seed=seed, initial_hparams=configs, verbose=0, **RUNS[run],
     )
-    pop.fit(*data["train"], validation_data=data["val"], epochs=epochs, batch_size=BATCH_SIZE)
-    exploits = sum(r.action == "exploit" for r in pop.lineage)
-    return scores(pop.best_model(), data), exploits
-
-
-def run_seed(build, shape, space, seed, epochs):
-    """One seed of one model: a dict arm -> (val, test), plus exploits and times."""
-    data = reshape(split_digits(seed), shape)
-    configs = draw_configs(space, SIZE * FACTOR, seed)
     start = time.perf_counter()
-    pbt_scores, exploits = pbt(build, space, configs[:SIZE], data, epochs, seed)
-    pbt_time = time.perf_counter() - start
-    start = time.perf_counter()
-    trials = random_search(build, configs, data, epochs, seed)
-    random_time = time.perf_counter() - start
-    return {
-        "PBT 1x": pbt_scores,
-        "random 1x": select(trials[:SIZE]),
-        f"random {FACTOR}x": select(trials),
-        "exploits": exploits,
-        "pbt time": pbt_time,
-        "random time": random_time,
+    pop.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
+            batch_size=task.batch_size, validation_freq=task.interval)
+    elapsed = time.perf_counter() - start
+    members = {m.id: search_tasks.scores(m.model, data) for m in pop.members}
+    chosen = pop.best_model(validation_data=data["select"], batch_size=500)
+    out = {
+        "members": {str(k): v for k, v in members.items()},
+        "last": str(pop.best_member.id),
+        "select": str(next(m.id for m in pop.members if m.model is chosen)),
+        "exploits": sum(r.action == "exploit" for r in pop.lineage),
+        "time": elapsed,
+        **search_report.lineage_summary(pop.lineage, SIZE, task.epochs // task.interval),
     }
+    out["replaced"] = {str(k): v for k, v in out["replaced"].items()}
+    os.makedirs(search_tasks.CACHE_DIR, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f)
+    return out
 
 
-ARMS = ("PBT 1x", "random 1x", f"random {FACTOR}x")
+def run_seed(task, seed, runs, fresh=False, log=print):
+    """One seed of one task: dict with each arm's chosen scores and each run's lineage."""
+    data = task.load(seed)
+    trials = search_tasks.random_search(task, seed, SIZE * FACTOR, data, log=log)
+    alone = trials[:SIZE]
+    arms = {"random 1x": search_report.choose_random(alone),
+            f"random {FACTOR}x": search_report.choose_random(trials)}
+    row = {"seed": seed, "arms": arms, "runs": {},
+           "best_alone": int(np.argmax([t["test"] for t in alone]))}
+    for run in runs:
+        info = pbt_run(task, seed, run, data, fresh)
+        row["runs"][run] = info
+        arms[run] = info["members"][info["last"]]
+        arms[f"{run} +select"] = info["members"][info["select"]]
+        log(f"  {task.name} seed {seed} {run}: test {arms[run]['test']:.4f}, +select "
+            f"{arms[f'{run} +select']['test']:.4f} ({info['exploits']} exploits, "
+            f"{info['time']:.0f} s)")
+    return row
 
 
-def print_table(name, description, rows, epochs):
-    """The model's markdown table, its means and whether the goal is met."""
-    print(f"\n### {name}: {description}\n")
-    n_val, n_test = (len(y) for _, y in (split_digits(0)[k] for k in ("val", "test")))
-    print(f"{epochs} epochs, batch {BATCH_SIZE}; PBT {SIZE} members (1x), random search "
-          f"{SIZE} (1x) and {SIZE * FACTOR} ({FACTOR}x) configurations. Accuracy of the selected "
-          f"model; {n_val} validation and {n_test} test images (one image = "
-          f"{1 / n_test:.4f}).\n")
-    header = ["seed"] + [f"{arm} {split}" for arm in ARMS for split in ("val", "test")]
-    print("| " + " | ".join(header + ["PBT exploits"]) + " |")
-    print("|" + "---|" * (len(header) + 1))
-    for seed, row in rows.items():
-        cells = [f"{v:.4f}" for arm in ARMS for v in row[arm]]
-        print(f"| {seed} | " + " | ".join(cells + [str(row["exploits"])]) + " |")
-    means = {arm: np.mean([row[arm] for row in rows.values()], axis=0) for arm in ARMS}
-    cells = [f"**{v:.4f}**" for arm in ARMS for v in means[arm]]
-    print("| mean | " + " | ".join(cells + [""]) + " |\n")
-    big = f"random {FACTOR}x"
-    for i, split in ((1, "test"), (0, "val")):
-        pbt_mean, big_mean = means["PBT 1x"][i], means[big][i]
-        ahead = sum(row["PBT 1x"][i] >= row[big][i] for row in rows.values())
-        print(f"Goal (PBT 1x >= random {FACTOR}x, {split} accuracy): "
-              f"{'MET' if pbt_mean >= big_mean else 'NOT MET'}: mean {pbt_mean:.4f} vs "
-              f"{big_mean:.4f} ({pbt_mean - big_mean:+.4f}); PBT 1x >= random {FACTOR}x in "
-              f"{ahead}/{len(rows)} seeds.")
-    pbt_time = np.mean([row["pbt time"] for row in rows.values()])
-    random_time = np.mean([row["random time"] for row in rows.values()]) / (SIZE * FACTOR)
-    print(f"Wall time per seed: PBT {pbt_time:.1f} s; random search {random_time:.1f} s per "
-          f"configuration (one after another).")
+def report(task, rows, runs):
+    arms = ["random 1x", f"random {FACTOR}x"] + [a for r in runs for a in (r, f"{r} +select")]
+    print(f"\n### {task.name}: {task.description}\n")
+    print(f"{task.epochs} epochs, batch {task.batch_size}, PBT decisions every {task.interval} "
+          f"epochs; PBT {SIZE} members (1x), random search {SIZE} (1x) and {SIZE * FACTOR} "
+          f"({FACTOR}x); seeds {[row['seed'] for row in rows]}. Accuracy of the model each arm "
+          "hands back; `val` is the split PBT ranks on.\n")
+    print(search_report.arm_table(rows, arms, "random 1x", f"random {FACTOR}x"))
+    print("\nTest accuracy per seed:\n")
+    print(search_report.per_seed_table(rows, arms))
+    print("\nDiagnosis (lineage of each PBT run):\n")
+    print(search_report.diagnosis(rows, runs))
+    best = max(max(m["test"] for m in row["runs"][r]["members"].values())
+               for row in rows for r in runs)
+    print(f"\nBest test accuracy of any final PBT member: {best:.4f}.")
 
 
 # ------------------------------------------------------------- toy example
@@ -266,30 +209,41 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--tasks", default="mnist1d-cnn,digits-mlp,digits-cnn")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--skip-toy", action="store_true")
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--pbt-only", action="store_true",
+                        help="only fill the cache with the PBT runs (no random search, no report)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    names = [m for m in args.models.split(",") if m]
-    available = models()
-    if not seeds or set(names) - set(available):
-        parser.error(f"--seeds needs at least one int and --models names from {sorted(available)}. "
-                     f"Received: --seeds {args.seeds!r} --models {args.models!r}")
+    available = search_tasks.tasks()
+    names = [t for t in args.tasks.split(",") if t]
+    runs = [r for r in args.runs.split(",") if r]
+    if not seeds or set(names) - set(available) or set(runs) - set(RUNS):
+        parser.error(f"--seeds needs ints, --tasks names from {sorted(available)}, --runs from "
+                     f"{sorted(RUNS)}. Received: --seeds {args.seeds!r} --tasks {args.tasks!r} "
+                     f"--runs {args.runs!r}")
     keras_pbt.devices.available_devices(num_cpu_devices=CPU_DEVICES)
-
     print("command: python " + " ".join(sys.argv if argv is None else ["search_quality.py"] + argv))
     print(f"machine: {machine()}")
-    print(f"keras_pbt {keras_pbt.__version__} from {os.path.dirname(keras_pbt.__file__)}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
-    import digits
-
     start = time.perf_counter()
+    if args.pbt_only:
+        for name in names:
+            for seed in seeds:
+                data = available[name].load(seed)
+                for run in runs:
+                    info = pbt_run(available[name], seed, run, data, args.fresh)
+                    print(f"{name} seed {seed} {run}: {info['exploits']} exploits, "
+                          f"{info['time']:.0f} s", flush=True)
+        return
     for name in names:
-        description, build, shape = available[name]
-        rows = {seed: run_seed(build, shape, digits.SPACE, seed, args.epochs) for seed in seeds}
-        print_table(name, description, rows, args.epochs)
+        task = available[name]
+        rows = [run_seed(task, seed, runs, args.fresh, log=lambda s: print(s, file=sys.stderr))
+                for seed in seeds]
+        report(task, rows, runs)
     if not args.skip_toy:
         toy(seeds)
     print(f"\nTotal {time.perf_counter() - start:.0f} s.")

@@ -10,9 +10,15 @@ import importlib
 
 from keras_pbt.checkpoint import CheckpointError
 from keras_pbt.explore import Explorer
+from keras_pbt.fire import FireSelection
 from keras_pbt.lineage import LineageRecord
 from keras_pbt.policy import Decision
+from keras_pbt.pb2 import PB2Explorer
 from keras_pbt.policy import PBTPolicy
+from keras_pbt.ranking import ImprovementRate
+from keras_pbt.ranking import LastValue
+from keras_pbt.ranking import MovingAverage
+from keras_pbt.ranking import Ranking
 from keras_pbt.schedule import AncestryEntry
 from keras_pbt.schedule import ancestry
 from keras_pbt.schedule import ancestry_schedule
@@ -82,6 +88,12 @@ __all__ = [
     "Choice",
     "Decision",
     "Explorer",
+    "FireSelection",
+    "ImprovementRate",
+    "LastValue",
+    "MovingAverage",
+    "PB2Explorer",
+    "Ranking",
     "Hyperparameter",
     "InMemoryStore",
     "IntUniform",

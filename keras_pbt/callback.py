@@ -51,13 +51,21 @@ class PBTCallback(keras.callbacks.Callback):
         mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
         quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
             Defaults to `0.2`.
-        selection: `"truncation"`, `"tournament"`, `"ttest"` or a
-            `keras_pbt.Selection` instance (e.g. `TTestSelection(window=5)`).
-            Defaults to `"truncation"`.
+        selection: `"truncation"`, `"tournament"`, `"ttest"`, `"fire"` or a
+            `keras_pbt.Selection` instance (e.g. `TTestSelection(window=5)`,
+            `FireSelection(fraction=0.5)`). Defaults to `"truncation"`.
+        ranking: what members are ranked by: `"last"` (the latest
+            evaluation), `"mean"` (the mean of the latest 3 since the last
+            exploit) or a `keras_pbt.Ranking` (e.g. `MovingAverage(window=2)`).
+            Defaults to `"last"`.
         factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
         resample_probability: chance to resample a value instead of
             perturbing it. Defaults to `0.25`.
         explore_fn: optional `fn(hparams, rng) -> dict` replacing explore.
+        explore: `"perturb"` (with `factors`, `resample_probability`),
+            `"pb2"` (PB2's GP bandit over the whole run's reports) or an
+            explorer such as `keras_pbt.PB2Explorer(kappa=2.0)`. Defaults to
+            `"perturb"`.
         hparams: initial hyperparameters to apply at the start of training;
             by default they are read from the model (optimizer fields and
             `keras.Variable` setters).
@@ -104,6 +112,8 @@ class PBTCallback(keras.callbacks.Callback):
         factors=(0.8, 1.2),
         resample_probability=0.25,
         explore_fn=None,
+        ranking="last",
+        explore="perturb",
         hparams=None,
         setters=None,
         synchronous=False,
@@ -152,7 +162,8 @@ class PBTCallback(keras.callbacks.Callback):
         self.member_id = member_id
         self.policy = policy_lib.PBTPolicy(
             space, self.mode, selection, quantile, factors, resample_probability,
-            explore_fn, seed=store.seed if seed is None else seed,
+            explore_fn, seed=store.seed if seed is None else seed, ranking=ranking,
+            explore=explore,
         )
         self.space = self.policy.space
         if hparams is not None:
@@ -189,7 +200,10 @@ class PBTCallback(keras.callbacks.Callback):
         self.last_decision = None
         # Latest metrics since the last exploit, for strategies that judge
         # several evaluations (Report.recent).
-        self._recent = collections.deque(maxlen=self.policy.selection.history_length)
+        self._recent = collections.deque(maxlen=self.policy.history_length)
+        self._recent_steps = collections.deque(maxlen=self.policy.history_length)
+        # The metric of the weights the current interval started from.
+        self._start_metric = None
         self._applier = None
         self._writer = None
         self._initialised = False
@@ -323,6 +337,10 @@ class PBTCallback(keras.callbacks.Callback):
     def _record(self, record, metric):
         if record.action in ("exploit", "restart"):
             self._recent.clear()  # earlier metrics belong to other weights
+            self._recent_steps.clear()
+            self._start_metric = record.parent_metric
+        elif record.action == "keep":
+            self._start_metric = record.metric
         self.store.add_lineage(record)
         if self._writer is not None:
             self._writer.write(
@@ -340,9 +358,13 @@ class PBTCallback(keras.callbacks.Callback):
         self.interval += 1
         step, interval = self.steps, self.interval
         self._recent.append(metric)
+        self._recent_steps.append(step)
+        many = self._recent.maxlen > 1
         report = selection_lib.Report(
             self.member_id, step, metric, dict(self.hparams), interval, time.time(),
-            recent=tuple(self._recent) if self._recent.maxlen > 1 else (),
+            recent=tuple(self._recent) if many else (),
+            recent_steps=tuple(self._recent_steps) if many else (),
+            start_metric=self._start_metric,
         )
         self.store.report(report)
         judged = not last and self._progress() > self.burn_in
@@ -370,7 +392,11 @@ class PBTCallback(keras.callbacks.Callback):
         # Synchronous parents publish right after the barrier and the loser
         # waits for that snapshot; asynchronous losers copy only what exists.
         available = None if self.synchronous else self.store.snapshot_members()
-        decision = self.policy.decide(self.member_id, reports, key, self._rng, available)
+        history = None
+        if self.policy.uses_history:
+            history = [r for rs in self.store.histories().values() for r in rs]
+        decision = self.policy.decide(self.member_id, reports, key, self._rng, available,
+                                      history=history)
         copied_step = None
         if decision.is_exploit:
             snap = self.store.snapshot(

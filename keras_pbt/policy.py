@@ -11,7 +11,10 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from keras_pbt import explore as explore_lib
+from keras_pbt import fire as fire_lib
 from keras_pbt import lineage as lineage_lib
+from keras_pbt import pb2 as pb2_lib
+from keras_pbt import ranking as ranking_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt import space as space_lib
 from keras_pbt.validation import check_seed
@@ -85,8 +88,9 @@ class PBTPolicy:
             `IntUniform`, `Choice`).
         mode: `"min"` or `"max"` (resolve `"auto"` first with
             `selection.resolve_mode`).
-        selection: `"truncation"`, `"tournament"`, `"ttest"` or a `Selection`
-            instance. Defaults to `"truncation"`.
+        selection: `"truncation"`, `"tournament"`, `"ttest"`, `"fire"` or a
+            `Selection` instance (e.g. `FireSelection(fraction=0.5)`).
+            Defaults to `"truncation"`.
         quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
             Defaults to `0.2`.
         factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
@@ -94,6 +98,15 @@ class PBTPolicy:
         explore_fn: optional custom explore function `(hparams, rng) -> dict`.
         seed: int seed for tie-breaking; every member of a population must use
             the same one. Defaults to a fresh random seed.
+        ranking: the signal members are ranked by: `"last"` (the latest
+            evaluation), `"mean"` (`MovingAverage(window=3)` of the latest
+            evaluations since the member's last exploit) or a `Ranking`
+            instance. Lineage records keep the raw metric. Defaults to
+            `"last"`.
+        explore: `"perturb"` (perturb or resample, with `factors`,
+            `resample_probability` and `explore_fn`), `"pb2"` (PB2's GP
+            bandit, `PB2Explorer()`) or an explorer instance. Defaults to
+            `"perturb"`.
 
     Example:
 
@@ -108,29 +121,61 @@ class PBTPolicy:
 
     def __init__(self, space, mode="max", selection="truncation", quantile=0.2,
                  factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
-                 seed=None):
+                 seed=None, ranking="last", explore="perturb"):
         self.space = space_lib.validate_space(space)
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
         self.mode = mode
-        self.selection = selection_lib.get_selection(
-            selection, selection_lib.check_quantile(quantile)
-        )
-        self.explorer = explore_lib.Explorer(factors, resample_probability, explore_fn)
+        quantile = selection_lib.check_quantile(quantile)
+        if selection == "fire":
+            selection = fire_lib.FireSelection()
+        self.selection = selection_lib.get_selection(selection, quantile)
+        self.ranking = ranking_lib.get_ranking(ranking)
+        explorer = pb2_lib.get_explore(explore)
+        if explorer is not None and explore_fn is not None:
+            raise ValueError(
+                "Give `explore_fn` or `explore`, not both. Received: "
+                f"explore={explore!r}, explore_fn={explore_fn!r}"
+            )
+        self.explorer = explorer or explore_lib.Explorer(factors, resample_probability, explore_fn)
         self.seed = check_seed(seed)
+
+    @property
+    def history_length(self):
+        """How many latest evaluations a member's `Report.recent` must hold."""
+        return max(self.selection.history_length, self.ranking.history_length)
+
+    @property
+    def uses_history(self):
+        """Whether `decide` needs `history` (every report so far): PB2 does."""
+        return bool(getattr(self.explorer, "uses_history", False))
+
+    def explore(self, hparams, rng, history=None):
+        """`(new_hparams, ops)` from a parent's `hparams` (also for restarts)."""
+        if self.uses_history:
+            return self.explorer(dict(hparams), self.space, rng, history=history or [],
+                                 mode=self.mode)
+        return self.explorer(dict(hparams), self.space, rng)
+
+    def _scored(self, reports):
+        """The reports with `metric` replaced by the ranking's score."""
+        if type(self.ranking) is ranking_lib.LastValue:
+            return list(reports)
+        return [dataclasses.replace(r, metric=self.ranking.score(r)) for r in reports]
 
     def ranking_rng(self, key):
         """The tie-breaking generator for boundary `key` (same for all members)."""
         return np.random.default_rng([self.seed, int(key)])
 
     def rank(self, reports, key):
-        return selection_lib.rank(reports, self.mode, self.ranking_rng(key))
+        """The reports best first by the ranking's score (with scores as metrics)."""
+        return selection_lib.rank(self._scored(reports), self.mode, self.ranking_rng(key))
 
     def parent_candidates(self, reports, key):
         """Members of `reports` that may be copied at boundary `key`."""
         return set(self.selection.parent_candidates(self.rank(reports, key), self.mode))
 
-    def decide(self, member, reports, key, rng, available=None):
+    def decide(self, member, reports, key, rng, available=None, history=None):
         """Decides for `member` given the comparable `reports` (its own included).
 
         Args:
@@ -141,6 +186,8 @@ class PBTPolicy:
             rng: the deciding member's own `numpy.random.Generator`
                 (parent draw and explore).
             available: optional set of members that can be copied now.
+            history: every `Report` so far (all members), for an explorer
+                that models the run (PB2); ignored otherwise.
 
         Returns:
             A `Decision`.
@@ -158,7 +205,8 @@ class PBTPolicy:
         )
         if parent is None:
             return Decision(member, "keep", before, before, me.metric, reason="selection kept it")
-        new, ops = self.explorer(dict(parent.hparams), self.space, rng)
+        parent = next(r for r in reports if r.member == parent.member)  # its raw metric
+        new, ops = self.explore(parent.hparams, rng, history)
         return Decision(
             member, "exploit", new, before, me.metric,
             parent=parent.member, parent_step=parent.step,

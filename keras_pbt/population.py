@@ -271,8 +271,8 @@ class Population:
         burn_in: no decisions before this many epochs (or steps).
         synchronous: all members meet at each boundary (True) or decide on
             the latest comparable reports (False). Defaults to `True`.
-        quantile, selection, factors, resample_probability, explore_fn,
-            copy_optimizer_state: as in `PBTCallback`.
+        quantile, selection, ranking, factors, resample_probability,
+            explore_fn, explore, copy_optimizer_state: as in `PBTCallback`.
         sync_timeout: seconds a synchronous boundary waits for late members.
             Defaults to `600`.
         on_timeout: what a synchronous boundary does when members are
@@ -338,6 +338,8 @@ class Population:
         explore_fn=None,
         copy_optimizer_state=True,
         setters=None,
+        ranking="last",
+        explore="perturb",
         devices="auto",
         devices_per_member=1,
         num_cpu_devices=None,
@@ -403,7 +405,8 @@ class Population:
                 self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
                 interval_steps=interval_steps, burn_in=burn_in, mode=mode, quantile=quantile,
                 selection=selection, factors=factors, resample_probability=resample_probability,
-                explore_fn=explore_fn, hparams=hp, synchronous=synchronous,
+                explore_fn=explore_fn, ranking=ranking, explore=explore, hparams=hp,
+                synchronous=synchronous,
                 sync_timeout=sync_timeout, on_timeout=on_timeout,
                 copy_optimizer_state=copy_optimizer_state, seed=self.seed, logdir=logdir,
             )
@@ -852,7 +855,8 @@ class Population:
                 best = snap
         snap = best or member.initial_snapshot
         snapshot_lib.restore(member.model, snap, cb.copy_optimizer_state)
-        new, ops = cb.policy.explorer(dict(snap.hparams), cb.space, cb._rng)
+        history = [r for rs in self.store.histories().values() for r in rs]
+        new, ops = cb.policy.explore(snap.hparams, cb._rng, history)
         record = lineage_lib.LineageRecord(
             member=member.id, step=cb.steps, action="restart", hparams=dict(new),
             hparams_before=dict(cb.hparams), parent=snap.member if best is not None else None,
@@ -893,9 +897,70 @@ class Population:
             raise ValueError("No member has reported a metric yet: call fit first.")
         return next(m for m in self.members if m.id == best.member)
 
-    def best_model(self):
-        """The trained `keras.Model` of `best_member`."""
-        return self.best_member.model
+    def evaluate(self, x, y=None, batch_size=None):
+        """Evaluates every member's current model on `(x, y)`.
+
+        Args:
+            x, y: arrays (or a `tf.data.Dataset` in `x`), as for
+                `keras.Model.evaluate`.
+            batch_size: as for `keras.Model.evaluate`. Defaults to 32.
+
+        Returns:
+            dict member id -> dict metric name -> float (the names of
+            `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
+        """
+        return {m.id: {k: _to_float(v) for k, v in m.model.evaluate(
+                    x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
+                for m in self.members}
+
+    def best_model(self, validation_data=None, batch_size=None):
+        """The trained `keras.Model` of the best member.
+
+        Without `validation_data`, the best is `best_member`: the best metric
+        at the latest boundary, on the split PBT ranked on. That score is
+        optimistic, since every interval selected on it. With
+        `validation_data` (a split used neither for training nor for
+        ranking), every member is evaluated on it and the best there is
+        returned: an unbiased final choice (ties: the first member id in
+        canonical order).
+
+        Args:
+            validation_data: optional `(x, y)` or a `tf.data.Dataset` to
+                choose on. Its metric is `monitor` without the `"val_"`
+                prefix (`"val_accuracy"` -> `"accuracy"`).
+            batch_size: for evaluating arrays. Defaults to 32.
+
+        Returns:
+            A `keras.Model`.
+
+        Example:
+
+        ```python
+        pop.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20)
+        model = pop.best_model(validation_data=(x_select, y_select))
+        ```
+        """
+        if validation_data is None:
+            return self.best_member.model
+        if isinstance(validation_data, tf.data.Dataset):
+            scores = self.evaluate(validation_data, batch_size=batch_size)
+        elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+            scores = self.evaluate(*validation_data, batch_size=batch_size)
+        else:
+            raise ValueError(
+                "`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
+                f"validation_data of type {type(validation_data).__name__}"
+            )
+        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        first = next(iter(scores.values()))
+        if name not in first:
+            raise ValueError(
+                f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
+                f"returned {sorted(first)}. Received: validation_data=..."
+            )
+        reports = [selection_lib.Report(mid, 0, s[name]) for mid, s in scores.items()]
+        best = selection_lib.best_report(reports, self.mode)
+        return next(m for m in self.members if m.id == best.member).model
 
     def _print_summary(self):
         best = self.best_member

@@ -16,6 +16,10 @@ PURE_MODULES = [
     "keras_pbt.progress",
     "keras_pbt.schedule",
     "keras_pbt.validation",
+    "keras_pbt.ranking",
+    "keras_pbt.fire",
+    "keras_pbt.pb2",
+    "keras_pbt.stats",
 ]
 
 

@@ -1,0 +1,117 @@
+"""Improvement-rate selection against PBT's greediness (after FIRE-PBT).
+
+Truncation every few epochs replaces members that start slowly but would
+end best. FIRE-PBT (Dalibard & Jaderberg, 2021) keeps part of the
+population out of that race: its sub-populations are ranked by how fast
+their fitness improves, not by where it is, and the greedy sub-population
+takes their weights once they are ahead.
+
+`FireSelection` is that idea in two groups, built from the paper's rules
+but simplified (no separate evaluator workers):
+
+* the **fitness** group (the first members in canonical id order): its
+  bottom quantile copies a member drawn from the top quantile of the
+  *whole* population by metric, so a member of the other group that has
+  overtaken it is copied into it (promotion);
+* the **improvement** group (the rest): ranked inside the group by the
+  least-squares slope of each member's latest evaluations since its last
+  exploit (`ImprovementRate`); its bottom quantile copies a member drawn
+  from its top quantile by slope. A member with fewer than two evaluations
+  since its last exploit has no slope and is neither a loser nor a parent
+  there, which protects it for `window - 1` intervals. A member whose
+  metric is NaN or inf is a loser in either group.
+
+Pure Python.
+"""
+
+import math
+
+from keras_pbt import ranking as ranking_lib
+from keras_pbt import selection as selection_lib
+
+
+class FireSelection(selection_lib.Selection):
+    """Two groups: one ranked by metric, one by improvement rate.
+
+    Args:
+        fraction: share of the population in the improvement group, in
+            `(0, 1)`; at least one member is in each group. Defaults to `0.5`.
+        quantile: fraction of losers and parents in each group, in
+            `(0, 0.5]`. Defaults to `0.25`.
+        window: evaluations since the last exploit used for the slope, >= 2.
+            Defaults to `3`.
+
+    Example:
+
+    >>> sel = FireSelection(fraction=0.5, quantile=0.25, window=3)
+    >>> sel.groups([0, 1, 2, 3])
+    ([0, 1], [2, 3])
+    """
+
+    name = "fire"
+
+    def __init__(self, fraction=0.5, quantile=0.25, window=3):
+        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                or not 0 < fraction < 1):
+            raise ValueError(f"`fraction` must be in (0, 1). Received: fraction={fraction!r}")
+        self.fraction = float(fraction)
+        self.quantile = selection_lib.check_quantile(quantile)
+        self.window = ranking_lib.ImprovementRate(window).window
+        self.history_length = self.window
+
+    def __repr__(self):
+        return (f"FireSelection(fraction={self.fraction}, quantile={self.quantile}, "
+                f"window={self.window})")
+
+    def groups(self, members):
+        """`(fitness, improvement)`: member ids split in canonical (str) order."""
+        ordered = sorted(members, key=str)
+        n = len(ordered)
+        n_improvement = min(max(1, round(n * self.fraction)), n - 1) if n > 1 else 0
+        cut = n - n_improvement
+        return ordered[:cut], ordered[cut:]
+
+    def _improvement_order(self, reports, mode):
+        """Scored members of the improvement group, best slope first."""
+        rate = ranking_lib.ImprovementRate(self.window, mode)
+        scored = [(rate.score(r), r) for r in reports if selection_lib.is_finite(r.metric)]
+        scored = [(s, r) for s, r in scored if not math.isnan(s)]
+        # Stable on the tie-broken metric ranking the reports arrive in.
+        return [r for s, r in sorted(scored, key=lambda sr: -sr[0])], rate
+
+    def parent_candidates(self, ranked, mode):
+        fitness, improvement = self.groups([r.member for r in ranked])
+        k = selection_lib.quantile_count(len(ranked), self.quantile)
+        out = [r.member for r in ranked[:k]]
+        group = [r for r in ranked if r.member in improvement]
+        order, _ = self._improvement_order(group, mode)
+        kk = selection_lib.quantile_count(len(group), self.quantile) if len(group) > 1 else 0
+        return out + [r.member for r in order[:kk] if r.member not in out]
+
+    def choose_parent(self, member, ranked, mode, rng, available=None):
+        fitness, improvement = self.groups([r.member for r in ranked])
+        me = next(r for r in ranked if r.member == member)
+
+        def can_copy(r):
+            return r.member != member and (available is None or r.member in available)
+
+        if member in fitness or not selection_lib.is_finite(me.metric):
+            group = [r for r in ranked if r.member in fitness]
+            k = selection_lib.quantile_count(len(group), self.quantile) if len(group) > 1 else 1
+            losers = {r.member for r in group[len(group) - k:]}
+            if member not in losers and selection_lib.is_finite(me.metric):
+                return None
+            kk = max(1, selection_lib.quantile_count(len(ranked), self.quantile))
+            top = [r for r in ranked[:kk]
+                   if can_copy(r) and selection_lib.is_better(r.metric, me.metric, mode)]
+            return top[int(rng.integers(len(top)))] if top else None
+        group = [r for r in ranked if r.member in improvement]
+        order, rate = self._improvement_order(group, mode)
+        if len(order) < 2:
+            return None
+        k = selection_lib.quantile_count(len(order), self.quantile)
+        if member not in {r.member for r in order[len(order) - k:]}:
+            return None
+        mine = rate.score(me)
+        top = [r for r in order[:k] if can_copy(r) and rate.score(r) > mine]
+        return top[int(rng.integers(len(top)))] if top else None
