@@ -4,31 +4,19 @@ logical CPU devices)."""
 
 import re
 
-import keras
 import numpy as np
 import pytest
 
 import keras_pbt
 from tests.pbt_helpers import blobs
+from tests.test_population import SPACE
+from tests.test_population import XV
+from tests.test_population import YV
+from tests.test_population import X
+from tests.test_population import Y
+from tests.test_population import build
 
-SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.95)}
-X, Y = blobs(240, seed=0)
-XV, YV = blobs(90, seed=1)
 XS, YS = blobs(120, seed=2)
-
-
-def build(hp):
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3),
-    ])
-    model.compile(
-        keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
 
 
 def test_best_model_on_a_selection_split_is_the_best_member_there():
