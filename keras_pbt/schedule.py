@@ -177,8 +177,8 @@ def _sorted(lineage):
     return sorted(records, key=lambda r: r.step)
 
 
-def ancestry(lineage, member=None, mode=None):
-    """The changes of hyperparameters behind `member`'s final weights, oldest first.
+def ancestry(lineage, member=None, mode=None, step=None):
+    """The changes of hyperparameters behind `member`'s weights, oldest first.
 
     Walks from the member's last change back through `parent` /
     `parent_step` to an initial record or a restart from scratch. A
@@ -193,6 +193,10 @@ def ancestry(lineage, member=None, mode=None):
         member: the member id; by default the best member (`best_member`).
         mode: `"min"` or `"max"` for choosing the best member; by default
             the mode in the records.
+        step: the member's own step whose weights to follow, as a snapshot
+            taken there would hold them (before the member's decision at
+            that step); by default its final weights. The keras-tuner
+            oracle passes a segment's last step to follow that segment.
 
     Returns:
         A list of `AncestryEntry`, the first one at step 0.
@@ -207,6 +211,9 @@ def ancestry(lineage, member=None, mode=None):
     >>> [(e.step, e.member, e.action) for e in entries]
     [(0, 2, 'init'), (90, 7, 'exploit'), (360, 1, 'exploit')]
     """
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
+                             or step < 0):
+        raise ValueError(f"`step` must be None or an int >= 0. Received: step={step!r}")
     records = _sorted(lineage)
     if member is None:
         member = best_member(records, mode)
@@ -214,7 +221,7 @@ def ancestry(lineage, member=None, mode=None):
     for r in records:
         by_member.setdefault(r.member, []).append(r)
     chain = []
-    current, until = member, None
+    current, until = member, None if step is None else int(step)
     for _ in range(len(records) + 1):
         if current not in by_member:
             known = sorted(map(repr, by_member))
@@ -244,24 +251,24 @@ def ancestry(lineage, member=None, mode=None):
     else:
         raise ValueError("The lineage's parents form a cycle.")
     chain.reverse()
-    last_step = by_member[member][-1].step
-    entries, step = [], 0
+    last_step = by_member[member][-1].step if step is None else int(step)
+    entries, age = [], 0
     for i, r in enumerate(chain):
         if i:
             # The weights trained in the previous member from its change
             # up to the snapshot this one copied.
-            step += r.parent_step - chain[i - 1].step
+            age += r.parent_step - chain[i - 1].step
         end = chain[i + 1].parent_step if i + 1 < len(chain) else max(last_step, r.step)
-        entries.append(AncestryEntry(step, dict(r.hparams), r.member, r.step, r.action, r, end))
+        entries.append(AncestryEntry(age, dict(r.hparams), r.member, r.step, r.action, r, end))
     return entries
 
 
-def ancestry_schedule(lineage, member=None, mode=None):
-    """`[(step, hparams)]`: the schedule of `ancestry(lineage, member, mode)`.
+def ancestry_schedule(lineage, member=None, mode=None, step=None):
+    """`[(step, hparams)]`: the schedule of `ancestry(lineage, member, mode, step)`.
 
     This is what `ScheduleCallback` applies: `hparams` from `step` on.
     """
-    return [(e.step, dict(e.hparams)) for e in ancestry(lineage, member, mode)]
+    return [(e.step, dict(e.hparams)) for e in ancestry(lineage, member, mode, step)]
 
 
 def schedule_by_hparam(schedule):

@@ -191,3 +191,22 @@ def test_entries_to_dict_is_standard_json_with_the_lineage_spelling_of_nan():
     ]
     assert lineage_lib.decode_float(rows[1]["hparams"]["lr"]) == INF
     assert lineage_lib.encode({"a": (NAN, -INF)}) == {"a": ["NaN", "-Infinity"]}
+
+
+def test_ancestry_of_the_weights_at_an_earlier_step():
+    # The keras-tuner oracle follows one segment: member 0's weights at its
+    # step 20 (before its decision there), not its final ones.
+    lineage = inits(0, 1) + [
+        rec(0, 10, "exploit", 0.15, parent=1, parent_step=10, metric=0.1),
+        rec(1, 10, "keep", 0.2, metric=0.5),
+        rec(0, 20, "exploit", 0.12, parent=1, parent_step=20, metric=0.2),
+        rec(1, 20, "keep", 0.2, metric=0.6), rec(0, 30, "keep", 0.12, metric=0.9),
+    ]
+    assert [(e.member, e.member_step, e.member_end_step) for e in ancestry(lineage, 0, step=20)] == [
+        (1, 0, 10), (0, 10, 20)]
+    assert ancestry_schedule(lineage, 0, step=20) == [(0, {"lr": 0.2}), (10, {"lr": 0.15})]
+    assert ancestry_schedule(lineage, 0) == [(0, {"lr": 0.2}), (20, {"lr": 0.12})]
+    assert ancestry_schedule(lineage, 0, step=0) == [(0, {"lr": 0.1})]
+    for bad in (-1, 2.5, True, "20"):
+        with pytest.raises(ValueError, match=rf"Received: step={bad!r}"):
+            ancestry(lineage, 0, step=bad)
