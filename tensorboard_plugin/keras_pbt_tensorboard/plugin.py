@@ -229,7 +229,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
              "max_wall_time": g["max_wall_time"]}
             for name, g in sorted(groups.items())
         ]
-        return {"version": API_VERSION, "experiments": experiments}
+        return lineage_lib.encode({"version": API_VERSION, "experiments": experiments})
 
     def lineage_impl(self, ctx, experiment_id, experiment):
         """The records of one population, with the errors met reading them."""
@@ -285,7 +285,10 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
         monitor = next((r["monitor"] for r in reversed(rows) if r.get("monitor")), "")
         mode = next((r["mode"] for r in reversed(rows) if r.get("mode")), "")
         best, best_error = best_of(parsed_records, mode or None)
-        return lineage_lib.encode({
+        for m in members.values():
+            m["metric"] = lineage_lib.encode(m["metric"])
+        # Rows and `best` are encoded already (`to_dict`, `best_of`).
+        return {
             "version": API_VERSION,
             "experiment": experiment,
             "runs": runs,
@@ -297,15 +300,13 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
             "best": best,
             "best_error": best_error,
             "errors": errors,
-        })
+        }
 
     @wrappers.Request.application
     def _serve_experiments(self, request):
         ctx = plugin_util.context(request.environ)
         experiment_id = plugin_util.experiment_id(request.environ)
-        return http_util.Respond(
-            request, self.experiments_impl(ctx, experiment_id), "application/json"
-        )
+        return _respond_json(request, self.experiments_impl(ctx, experiment_id))
 
     @wrappers.Request.application
     def _serve_lineage(self, request):
@@ -314,9 +315,14 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
             raise werkzeug.exceptions.BadRequest("Missing `experiment` argument")
         ctx = plugin_util.context(request.environ)
         experiment_id = plugin_util.experiment_id(request.environ)
-        return http_util.Respond(
-            request, self.lineage_impl(ctx, experiment_id, experiment), "application/json"
-        )
+        return _respond_json(request, self.lineage_impl(ctx, experiment_id, experiment))
+
+
+def _respond_json(request, data):
+    # Standard JSON in `keras_pbt.lineage`'s spelling: the answers are encoded
+    # with `lineage.encode`, and `allow_nan=False` proves nothing slipped by.
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    return http_util.Respond(request, text, "application/json")
 
 
 class PBTLineageLoader(base_plugin.TBLoader):
