@@ -232,7 +232,8 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
         return lineage_lib.encode({"version": API_VERSION, "experiments": experiments})
 
     def lineage_impl(self, ctx, experiment_id, experiment):
-        """The records of one population, with the errors met reading them."""
+        """The records of one population, its best member (`best_of`), and the
+        errors met reading them."""
         listing = self._list(ctx, experiment_id)
         runs = sorted(run for run in listing if experiment_of(run) == experiment)
         errors = []
