@@ -26,7 +26,6 @@ import datetime
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import pbt_logdir  # noqa: E402
+# The browser test's chromium flags, tab locator and port helper.
+from test_tensorboard_plugin_browser import CHROMIUM_ARGS, TAB, _free_port  # noqa: E402
 
 MEMBERS = 64
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-TAB = 'iframe[src*="plugin_entry.html?name=pbt_lineage"]'
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url):
@@ -142,7 +134,8 @@ def main():
     print(f"# lineage tab, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} CPUs, "
           f"load {load:.1f}), median of {args.rounds}")
     print(f"# python {' '.join(sys.argv)}")
-    print("| population | records | version | JSON | route | tab (choose -> drawn) | route vs current | tab vs current |")
+    print("| population | records | version | JSON | route | tab (choose -> drawn) "
+          "| route vs current | tab vs current |")
     print("|---|---|---|---|---|---|---|---|")
     for n in names:
         r0, t0 = statistics.median(route_s["current", n]), statistics.median(tab_s["current", n])

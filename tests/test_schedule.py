@@ -114,6 +114,10 @@ def test_a_parent_that_had_copied_another_member():
         (0, 20, 30, 20, 30, "exploit"),
     ]
     assert [e.record.parent for e in entries] == [None, 1, 2]
+    assert ancestry_schedule(lineage, member=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
+    assert ancestry_schedule(lineage, member=1) == [(0, {"lr": 0.2})]
+    # The order the records arrive in does not matter.
+    assert ancestry(list(reversed(lineage))) == entries
 
 
 def test_exploits_at_the_same_step_follow_the_snapshot_before_them():
@@ -157,6 +161,22 @@ def test_asynchronous_weight_ages():
     entries = ancestry(lineage, 2)
     assert [(e.step, e.end_step) for e in entries] == [(0, 10), (10, 18), (18, 33)]
     assert [(e.member_step, e.member_end_step) for e in entries] == [(0, 10), (12, 20), (25, 40)]
+
+
+def test_errors_name_the_problem():
+    lineage = [rec(0, 0, "init", 0.1), rec(1, 5, "exploit", 0.2, parent=7, parent_step=5)]
+    with pytest.raises(ValueError, match="no records of member 9"):
+        ancestry(lineage, 9)
+    with pytest.raises(ValueError, match="no records of parent of member 1 7"):
+        ancestry(lineage, 1)
+    with pytest.raises(ValueError, match="member 0 has no initial record before step 0"):
+        ancestry([rec(0, 3, "init", 0.1), rec(1, 5, "exploit", 0.2, parent=0, parent_step=0)], 1)
+    with pytest.raises(ValueError, match="No lineage record has a metric"):
+        ancestry([rec(0, 0, "init", 0.1)])
+    with pytest.raises(ValueError, match="mode='min' or mode='max'"):
+        best_member([rec(0, 1, "keep", 0.1, metric=1.0, mode="")])
+    with pytest.raises(TypeError, match="LineageRecords"):
+        ancestry([{"member": 0}], 0)
 
 
 # --- the schedule per hyperparameter and its JSON ------------------------------------------

@@ -187,7 +187,8 @@ def test_best_member_and_ancestry_of_a_real_run(client, logdir_info):
     # Ties: integer ids by value before text ids.
     assert best["member"] == (ints[0] if ints else sorted(winners)[0])
     assert best["metric"] == pytest.approx(top)
-    assert best["ranking"][0] == best["member"] and sorted(map(str, best["ranking"])) == sorted(map(str, latest))
+    assert best["ranking"][0] == best["member"]
+    assert sorted(map(str, best["ranking"])) == sorted(map(str, latest))
     assert {m["id"]: m["metric"] for m in data["members"]} == pytest.approx(latest)
     # The ancestry is a chain of real records: an initial record at step 0,
     # then each entry copied the previous one's member where its piece ended.
