@@ -154,3 +154,38 @@ def test_dumps_never_writes_bare_nan_even_for_odd_fields():
 def test_plugin_constants():
     assert lineage.PLUGIN_NAME == "pbt_lineage" and lineage.LINEAGE_TAG
     assert set(lineage.ACTIONS) == {"init", "keep", "exploit", "restart"}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("step", "x"), ("step", 1.5), ("step", True), ("member", None), ("member", [1]),
+    ("member", False), ("hparams", "<b>lr</b>"), ("hparams_before", [1]), ("ops", None),
+    ("parent_step", "3"),
+])
+def test_from_dict_rejects_mistyped_fields_by_name(field, value):
+    d = dict(exploit().to_dict(), **{field: value})
+    with pytest.raises(ValueError, match=rf"`{field}` must be .* Received: {field}="):
+        LineageRecord.from_dict(d)
+    with pytest.raises(ValueError, match=rf"Received: {field}="):
+        lineage.loads(json.dumps({"version": 1, "records": [d]}))
+
+
+def test_loads_names_what_is_wrong_with_a_payload():
+    with pytest.raises(ValueError, match="not UTF-8"):
+        lineage.loads(b"\xff\xfe")
+    with pytest.raises(ValueError, match=r"not valid JSON \(truncated\?\)"):
+        lineage.loads(lineage.dumps([exploit()])[:-9])
+    with pytest.raises(ValueError, match="`records` must be a list. Received: records=5"):
+        lineage.loads('{"version": 1, "records": 5}')
+    with pytest.raises(ValueError, match="no version"):
+        lineage.loads('{"records": []}')
+
+
+def test_one_spelling_of_non_finite_floats():
+    assert lineage.NONFINITE.keys() == {"NaN", "Infinity", "-Infinity"}
+    data = {"m": [math.nan, math.inf, -math.inf, 0.5, np.float32(1.5)], "t": (1, "NaN")}
+    encoded = lineage.encode(data)
+    assert encoded == {"m": ["NaN", "Infinity", "-Infinity", 0.5, 1.5], "t": [1, "NaN"]}
+    strict_json(json.dumps(encoded, allow_nan=False))
+    assert [lineage.decode_float(v) for v in encoded["m"][1:]] == [math.inf, -math.inf, 0.5, 1.5]
+    assert math.isnan(lineage.decode_float("NaN"))
+    assert lineage.decode_float(None) is None and lineage.decode_float("sgd") == "sgd"

@@ -8,6 +8,7 @@ port of 127.0.0.1. Screenshots go to test-artifacts/.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -125,13 +126,63 @@ def tab(browser, server):
     page.close()
 
 
+def _route(server, experiment):
+    return _get_json(f"{server}/data/plugin/pbt_lineage/lineage?"
+                     f"experiment={urllib.parse.quote(experiment)}")
+
+
+def _check_drawn_best(frame, best):
+    """The highlighted best member, ancestry and schedules are the route's `best`."""
+    assert frame.locator(".pbt-lineage").get_attribute("data-best") == str(best["member"])
+    assert frame.locator("table.population tr.best").get_attribute("data-member") == str(best["member"])
+    # Exploit arrows on the ancestry: exactly the route's exploit entries.
+    on_best = {(a.get_attribute("data-child"), a.get_attribute("data-parent"),
+                int(a.get_attribute("data-step")))
+               for a in frame.locator("path.exploit-arrow.on-best").all()}
+    assert on_best == {(str(e["member"]), str(e["parent"]), e["member_step"])
+                       for e in best["ancestry"] if e["action"] == "exploit"}
+    # The ancestry outline: one "M x,y H x2" piece per entry, in the lane of
+    # the entry's member, from its member_step to its member_end_step on the
+    # tree's step axis.
+    tree = frame.locator("svg.tree")
+    ticks = [(float(t.get_attribute("x")), float(t.text_content()))
+             for t in tree.locator("g.axis text").all() if t.text_content().isdigit()]
+    (x0, s0), (x1, s1) = ticks[0], ticks[-1]
+    step_of = lambda x: s0 + (x - x0) * (s1 - s0) / (x1 - x0)  # noqa: E731
+    lanes = {}
+    for g in tree.locator("g.lane").all():
+        rect = g.locator("rect")
+        top = float(rect.get_attribute("y"))
+        lanes[g.get_attribute("data-member")] = (top, top + float(rect.get_attribute("height")))
+    pieces = re.findall(r"M([-\d.]+),([-\d.]+)H([-\d.]+)", tree.locator("path.ancestry").get_attribute("d"))
+    assert len(pieces) == len(best["ancestry"])
+    for (xa, y, xb), entry in zip(pieces, best["ancestry"]):
+        lane = [k for k, (top, bottom) in lanes.items() if top <= float(y) < bottom]
+        assert lane == [str(entry["member"])]
+        assert step_of(float(xa)) == pytest.approx(entry["member_step"], abs=0.5)
+        assert step_of(float(xb)) == pytest.approx(entry["member_end_step"], abs=0.5)
+    # One highlighted line per hyperparameter, with a vertex at each change
+    # of the route's schedule; the printed JSON is the route's schedule.
+    for name, points in best["schedule"].items():
+        chart = frame.locator(f'svg.hp-chart[data-hparam="{name}"]')
+        texts = {t.text_content(): float(t.get_attribute("x")) for t in chart.locator("g.axis text").all()}
+        span = next(float(k.split()[1]) for k in texts if k.startswith("step "))
+        left, right = texts["0"], texts[f"step {span:g}"]
+        d = chart.locator("path.best-line").get_attribute("d")
+        vertices = re.findall(r"[ML]([-\d.]+),", d)
+        assert [round((float(x) - left) / (right - left) * span, 1) for x in vertices] == pytest.approx(
+            [p[0] for p in points], abs=0.5)
+    shown = json.loads(frame.locator(".best-schedule pre").text_content())
+    assert shown == best["schedule"]
+
+
 def _select(frame, name):
     frame.locator("#experiment").select_option(name)
     frame.locator(f'.pbt-lineage[data-state="ready"][data-experiment="{name}"]').wait_for(
         timeout=30000)
 
 
-def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir):
+def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir, server):
     page, frame, dialogs, errors = tab
     _, info = logdir
     recorded = info["lineage_a"]
@@ -173,16 +224,21 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir):
     assert f"member {hostile}" in frame.locator(".details").inner_text()
     assert frame.locator("img").count() == 0
 
-    # Schedules: one chart per hyperparameter, the best ancestry highlighted.
+    # Schedules: one chart per hyperparameter, the best ancestry highlighted
+    # where the route says.
     assert frame.locator("svg.hp-chart").count() == 2
     assert frame.locator("svg.hp-chart path.best-line").count() == 2
     assert frame.locator("svg.hp-chart path.member-line").count() == 2 * len(members)
+    best = _route(server, "pop_a")["best"]
+    _check_drawn_best(frame, best)
 
     # The population table sorts by a clicked column, both ways.
     def order():
         return [r.get_attribute("data-member")
                 for r in frame.locator("table.population tbody tr").all()]
 
+    # By default the table is in the route's ranking, best first.
+    assert order() == [str(m) for m in best["ranking"]]
     frame.locator('th[data-column="step"]').click()
     frame.locator('th[data-column="member"]').click()
     ascending = order()
@@ -191,7 +247,7 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir):
     frame.locator('th[data-column="member"]').click()
     assert order() == ascending[::-1]
     frame.locator('th[data-column="metric"]').click()
-    metrics = [float(r.locator("td").nth(2).inner_text())
+    metrics = [float(r.locator("td").nth(3).inner_text())
                for r in frame.locator("table.population tbody tr").all()]
     assert metrics == sorted(metrics)
 
@@ -200,7 +256,7 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir):
     assert dialogs == [] and errors == []
 
 
-def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
+def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir, server):
     page, frame, dialogs, errors = tab
     _, info = logdir
     options = frame.locator("#experiment option").all()
@@ -212,6 +268,7 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
     assert frame.locator("g.lane").count() == 6
     assert frame.locator("path.exploit-arrow").count() == want
     assert frame.locator(".message").is_hidden()
+    _check_drawn_best(frame, _route(server, "pop_b")["best"])
 
     _select(frame, PAIR)
     want = sum(r.is_exploit for recs in info["records_pair"].values() for r in recs)
@@ -230,31 +287,24 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir):
     assert dialogs == [] and errors == []
 
 
-def test_64_members_with_thousands_of_events_render_without_freezing(tab, logdir):
+def test_64_members_with_thousands_of_events_are_drawn(tab, logdir, server):
+    # How long this takes is measured in benchmarks/lineage_tab.py, not here.
     page, frame, dialogs, errors = tab
     _, info = logdir
     records = info["records_large"]
-    start = time.perf_counter()
     _select(frame, "pop_large")
-    elapsed = time.perf_counter() - start
-    root = frame.locator(".pbt-lineage")
-    render_ms = int(root.get_attribute("data-render-ms"))
-    n_records = sum(len(v) for v in records.values())
-    print(f"\n64 members, {n_records} records: fetch+draw {elapsed:.2f} s, draw {render_ms} ms")
     assert frame.locator("g.lane").count() == LARGE[0]
     assert frame.locator("path.exploit-arrow").count() == sum(
         r.is_exploit for v in records.values() for r in v)
     # Segments are batched by colour, not one DOM node per record.
     assert frame.locator("svg.tree path.segment").count() <= 25
-    assert render_ms < 3000 and elapsed < 15
-    # Still responsive: hovering a node answers at once.
+    _check_drawn_best(frame, _route(server, "pop_large")["best"])
+    # Hovering a node in a lane names that lane's member.
     svg_box = frame.locator("svg.tree").bounding_box()
     lane = frame.locator("g.lane").nth(40).locator("rect").bounding_box()
-    t0 = time.perf_counter()
     page.mouse.move(svg_box["x"] + svg_box["width"] - 24, lane["y"] + lane["height"] / 2)
     frame.locator(".tooltip").wait_for(state="visible", timeout=5000)
     assert "member 40" in frame.locator(".tooltip").inner_text()
-    assert time.perf_counter() - t0 < 2
     os.makedirs(ARTIFACTS, exist_ok=True)
     page.screenshot(path=os.path.join(ARTIFACTS, "pbt_lineage_64_members.png"), full_page=True)
     assert dialogs == [] and errors == []

@@ -11,8 +11,12 @@ Routes (under `data/plugin/pbt_lineage/`):
                        `static/` are served (no path traversal).
     `/experiments`     the populations in the logdir: runs grouped by their
                        parent directory.
-    `/lineage?experiment=<name>`  the parsed records of one population, and
-                       the errors met reading them.
+    `/lineage?experiment=<name>`  the parsed records of one population, its
+                       best member with that member's ancestry and schedule
+                       (`best_of`), and the errors met reading them.
+
+Every JSON answer spells non-finite floats as `keras_pbt.lineage.encode` does
+(`"NaN"`, `"Infinity"`, `"-Infinity"`).
 """
 
 import json
@@ -26,8 +30,10 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-# The record format lives in the library; importing it does not import TF.
+# The record format and the best-member / ancestry rules live in the library;
+# importing them does not import TensorFlow.
 from keras_pbt import lineage as lineage_lib
+from keras_pbt import schedule as schedule_lib
 
 PLUGIN_NAME = lineage_lib.PLUGIN_NAME
 LINEAGE_TAG = lineage_lib.LINEAGE_TAG
@@ -66,23 +72,11 @@ def _static_files():
     return found
 
 
-def _check_record(record):
-    """Rejects records the front end could not draw; returns the record."""
-    if isinstance(record.member, bool) or not isinstance(record.member, (int, str)):
-        raise ValueError(f"member must be an int or a str, got {record.member!r}")
-    if isinstance(record.step, bool) or not isinstance(record.step, int):
-        raise ValueError(f"step must be an int, got {record.step!r}")
-    if not isinstance(record.hparams, dict):
-        raise ValueError(f"hparams must be an object, got {record.hparams!r}")
-    if record.hparams_before is not None and not isinstance(record.hparams_before, dict):
-        raise ValueError(f"hparams_before must be an object, got {record.hparams_before!r}")
-    if not isinstance(record.ops, dict):
-        raise ValueError(f"ops must be an object, got {record.ops!r}")
-    return record
-
-
 def parse_tensor(value):
     """Parses one lineage tensor value into `LineageRecord`s.
+
+    The payload is read by `keras_pbt.lineage.loads`, the one reader of
+    lineage JSON (and of its spelling of NaN).
 
     Args:
         value: the datum's NumPy value (a scalar bytes/str tensor).
@@ -94,29 +88,52 @@ def parse_tensor(value):
         text = value.item() if hasattr(value, "item") else value
     except ValueError as e:  # not a scalar
         raise ValueError(f"expected a scalar string tensor, got shape {value.shape}") from e
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"payload is not UTF-8 text: {e}") from e
-    if not isinstance(text, str):
+    if not isinstance(text, (bytes, str)):
         raise ValueError(f"expected a string tensor, got {type(text).__name__}")
     try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"payload is not valid JSON (truncated?): {e}") from e
-    if not isinstance(payload, dict) or "version" not in payload:
-        raise ValueError(f"not a lineage payload (no version): {text[:80]!r}")
-    if payload["version"] != lineage_lib.LINEAGE_VERSION:
-        raise ValueError(
-            f"unsupported lineage payload version {payload['version']!r} "
-            f"(this plugin reads version {lineage_lib.LINEAGE_VERSION})"
-        )
-    try:
-        records = lineage_lib.loads(text)
+        return lineage_lib.loads(text)
     except (TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"malformed lineage record: {e}") from e
-    return [_check_record(r) for r in records]
+
+
+def best_of(records, mode=None):
+    """The best member, its ancestry and its schedule, as the tab shows them.
+
+    Computed with `keras_pbt.schedule`, the functions `Population`, the
+    keras-tuner oracle and `replay` use: the tab draws this, it does not
+    re-derive it.
+
+    Args:
+        records: `LineageRecord`s of one population, in the order they were
+            read.
+        mode: `"min"` or `"max"`; by default the mode in the records.
+
+    Returns:
+        `(best, error)`: `best` is None or a dict with `member`, `metric`,
+        `ranking` (member ids, best first), `ancestry` (`AncestryEntry.to_dict()`
+        rows, oldest first), `schedule` (hyperparameter -> `[[step, value]]`)
+        and `end_step` (steps the best member's weights received); `error`
+        says why `best` is None (`""` otherwise).
+    """
+    metrics = schedule_lib.latest_metrics(records)
+    if not metrics:
+        return None, "No member has reported a metric yet."
+    try:
+        member = schedule_lib.best_member(records, mode)
+        entries = schedule_lib.ancestry(records, member, mode)
+    except ValueError as e:
+        return None, str(e)
+    if mode is None:
+        mode = next(r.mode for r in records if r.metric is not None and r.mode)
+    best = {
+        "member": member,
+        "metric": metrics[member],
+        "ranking": schedule_lib.rank_members(metrics, mode),
+        "ancestry": [e.to_dict() for e in entries],
+        "schedule": schedule_lib.schedule_by_hparam(entries),
+        "end_step": entries[-1].end_step,
+    }
+    return lineage_lib.encode(best), ""
 
 
 def _metadata_version(content):
@@ -212,10 +229,11 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
              "max_wall_time": g["max_wall_time"]}
             for name, g in sorted(groups.items())
         ]
-        return {"version": API_VERSION, "experiments": experiments}
+        return lineage_lib.encode({"version": API_VERSION, "experiments": experiments})
 
     def lineage_impl(self, ctx, experiment_id, experiment):
-        """The records of one population, with the errors met reading them."""
+        """The records of one population, its best member (`best_of`), and the
+        errors met reading them."""
         listing = self._list(ctx, experiment_id)
         runs = sorted(run for run in listing if experiment_of(run) == experiment)
         errors = []
@@ -238,7 +256,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
                 downsample=self._downsample,
                 run_tag_filter=provider.RunTagFilter(runs=readable, tags=[LINEAGE_TAG]),
             )
-        records = []
+        parsed_records, rows = [], []
         seen = set()
         for run in readable:
             for datum in data.get(run, {}).get(LINEAGE_TAG, []):
@@ -252,26 +270,36 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
                     if key in seen:
                         continue
                     seen.add(key)
+                    parsed_records.append(record)
                     row = record.to_dict()
                     row["run"] = run
-                    records.append(row)
-        records.sort(key=lambda r: (r["step"], str(r["member"])))
+                    rows.append(row)
+        rows.sort(key=lambda r: (r["step"], str(r["member"])))
+        metrics = schedule_lib.latest_metrics(parsed_records)
         members = {}
-        for r in records:
-            m = members.setdefault(str(r["member"]), {"id": r["member"], "run": r["run"]})
-            m.setdefault("records", 0)
+        for r in rows:
+            m = members.setdefault(str(r["member"]), {
+                "id": r["member"], "run": r["run"], "records": 0,
+                "metric": metrics.get(r["member"]),
+            })
             m["records"] += 1
-        monitor = next((r["monitor"] for r in reversed(records) if r.get("monitor")), "")
-        mode = next((r["mode"] for r in reversed(records) if r.get("mode")), "")
+        monitor = next((r["monitor"] for r in reversed(rows) if r.get("monitor")), "")
+        mode = next((r["mode"] for r in reversed(rows) if r.get("mode")), "")
+        best, best_error = best_of(parsed_records, mode or None)
+        for m in members.values():
+            m["metric"] = lineage_lib.encode(m["metric"])
+        # Rows and `best` are encoded already (`to_dict`, `best_of`).
         return {
             "version": API_VERSION,
             "experiment": experiment,
             "runs": runs,
             "monitor": monitor,
             "mode": mode,
-            "members": sorted(members.values(), key=_member_sort_key),
-            "num_exploits": sum(1 for r in records if r["action"] in ("exploit", "restart")),
-            "records": records,
+            "members": sorted(members.values(), key=lambda m: schedule_lib.member_order_key(m["id"])),
+            "num_exploits": sum(1 for r in rows if r["action"] in ("exploit", "restart")),
+            "records": rows,
+            "best": best,
+            "best_error": best_error,
             "errors": errors,
         }
 
@@ -279,9 +307,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
     def _serve_experiments(self, request):
         ctx = plugin_util.context(request.environ)
         experiment_id = plugin_util.experiment_id(request.environ)
-        return http_util.Respond(
-            request, self.experiments_impl(ctx, experiment_id), "application/json"
-        )
+        return _respond_json(request, self.experiments_impl(ctx, experiment_id))
 
     @wrappers.Request.application
     def _serve_lineage(self, request):
@@ -290,14 +316,14 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
             raise werkzeug.exceptions.BadRequest("Missing `experiment` argument")
         ctx = plugin_util.context(request.environ)
         experiment_id = plugin_util.experiment_id(request.environ)
-        return http_util.Respond(
-            request, self.lineage_impl(ctx, experiment_id, experiment), "application/json"
-        )
+        return _respond_json(request, self.lineage_impl(ctx, experiment_id, experiment))
 
 
-def _member_sort_key(member):
-    m = member["id"]
-    return (0, m, "") if isinstance(m, int) else (1, 0, m)
+def _respond_json(request, data):
+    # Standard JSON in `keras_pbt.lineage`'s spelling: the answers are encoded
+    # with `lineage.encode`, and `allow_nan=False` proves nothing slipped by.
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    return http_util.Respond(request, text, "application/json")
 
 
 class PBTLineageLoader(base_plugin.TBLoader):

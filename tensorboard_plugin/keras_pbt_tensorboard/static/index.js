@@ -91,7 +91,9 @@ async function getJSON(url) {
 
 // -------------------------------------------------------------------- model
 
-// Index records by member; find the best final member and its ancestry.
+// Index records by member for drawing. Which member is best, its ancestry and
+// its schedule come from the server (`data.best`, computed by
+// keras_pbt.schedule): the tab draws them and never re-derives the policy.
 export function buildModel(data) {
   const members = (data.members || []).map((m) => String(m.id));
   const byMember = new Map(members.map((k) => [k, []]));
@@ -123,82 +125,35 @@ export function buildModel(data) {
     }
   }
   const mode = data.mode === 'min' ? 'min' : 'max';
-  const better = (a, b) => (mode === 'min' ? a < b : a > b);
-  // Current state of each member: its last record with a metric, else last.
+  // What the server says of each member: its metric (the one the ranking
+  // used) and rank; the rest is counted from the records for the table.
+  const best = data.best || null;
+  const rank = new Map((best ? best.ranking : []).map((k, i) => [String(k), i + 1]));
   const current = new Map();
-  for (const [k, recs] of byMember) {
+  for (const info of data.members || []) {
+    const k = String(info.id);
+    const recs = byMember.get(k);
     if (!recs.length) continue;
-    const withMetric = recs.filter((r) => Number.isFinite(r.metricValue));
     current.set(k, {
       last: recs[recs.length - 1],
-      metric: withMetric.length ? withMetric[withMetric.length - 1].metricValue : NaN,
+      metric: info.metric === null || info.metric === undefined ? null : num(info.metric),
+      rank: rank.has(k) ? rank.get(k) : null,
       exploits: recs.filter((r) => EXPLOIT_ACTIONS.has(r.action)).length,
     });
   }
-  let best = null;
-  for (const [k, c] of current) {
-    if (Number.isFinite(c.metric) && (best === null || better(c.metric, current.get(best).metric))) {
-      best = k;
-    }
-  }
   const hparamNames = [...new Set(records.flatMap((r) => Object.keys(r.hparams || {})))].sort();
-  const model = {
-    data, members, byMember, lane, records, exploits, maxStep, mode, current, best,
-    hparamNames, metricLo: lo, metricHi: hi, monitor: data.monitor || 'metric',
+  // The ancestry as pieces of lanes (member steps) and the exploit records
+  // on it: the record of each entry that copied a parent.
+  const ancestry = (best ? best.ancestry : []).map((e) => ({
+    key: String(e.member), from: e.member_step, to: e.member_end_step, entry: e}));
+  const onBest = new Set(ancestry.filter((p) => EXPLOIT_ACTIONS.has(p.entry.action))
+    .map((p) => `${p.key}\u0000${p.from}`));
+  return {
+    data, members, byMember, lane, records, exploits, maxStep, mode, current, hparamNames,
+    metricLo: lo, metricHi: hi, monitor: data.monitor || 'metric',
+    best: best ? String(best.member) : null, bestInfo: best, ancestry,
+    isOnBest: (r) => EXPLOIT_ACTIONS.has(r.action) && onBest.has(`${r.key}\u0000${r.step}`),
   };
-  model.ancestry = best === null ? [] : ancestry(model, best);
-  model.ancestryExploits = new Set(model.ancestry.map((p) => p.via).filter(Boolean));
-  return model;
-}
-
-// The chain of (member, from, to) pieces whose hyperparameters produced the
-// best member: walk back through the exploits that copied its weights.
-function ancestry(model, bestKey) {
-  const pieces = [];
-  let key = bestKey;
-  let recs = model.byMember.get(key);
-  let end = recs[recs.length - 1].step;
-  let inclusive = true;
-  for (let guard = 0; key !== null && guard < 100000; guard++) {
-    recs = model.byMember.get(key) || [];
-    let j = -1;
-    for (let i = recs.length - 1; i >= 0; i--) {
-      const r = recs[i];
-      if ((inclusive ? r.step <= end : r.step < end) && EXPLOIT_ACTIONS.has(r.action)) {
-        j = i;
-        break;
-      }
-    }
-    const from = j >= 0 ? recs[j].step : (recs.length ? recs[0].step : 0);
-    const inPiece = recs.filter((r) => r.step >= from && (inclusive ? r.step <= end : r.step < end));
-    pieces.unshift({key, from, to: end, records: inPiece, via: j >= 0 ? recs[j] : null});
-    if (j < 0) break;
-    const ex = recs[j];
-    const parent = ex.parent === null || ex.parent === undefined ? null : String(ex.parent);
-    if (parent === null || !model.byMember.has(parent)) break;
-    key = parent;
-    end = Number.isFinite(ex.parent_step) ? ex.parent_step : ex.step;
-    inclusive = false;
-  }
-  return pieces;
-}
-
-// The best member's schedule: name -> [[step, value], ...] (changes only).
-export function bestSchedule(model) {
-  const out = {};
-  for (const name of model.hparamNames) {
-    const points = [];
-    for (const piece of model.ancestry) {
-      for (const r of piece.records) {
-        if (!(name in (r.hparams || {}))) continue;
-        const v = r.hparams[name];
-        const prev = points[points.length - 1];
-        if (!prev || JSON.stringify(prev[1]) !== JSON.stringify(v)) points.push([r.step, v]);
-      }
-    }
-    out[name] = points;
-  }
-  return out;
 }
 
 // ------------------------------------------------------------------- the tab
@@ -208,7 +163,7 @@ class LineageTab {
     this.root = root;
     this.model = null;
     this.pinned = null;
-    this.sort = {column: 'metric', dir: -1};
+    this.sort = {column: 'rank', dir: 1};
     this.build();
   }
 
@@ -283,7 +238,6 @@ class LineageTab {
       this.fail(`Could not load experiment ${name}: ${e.message}`);
       return;
     }
-    const t0 = performance.now();
     try {
       this.model = buildModel(data);
       this.pinned = null;
@@ -293,6 +247,7 @@ class LineageTab {
       if (errors.length > 8) lines.push(`\u2026 and ${errors.length - 8} more.`);
       if (errors.length) lines.unshift(`${errors.length} lineage summaries are malformed or truncated; the rest is shown.`);
       if (!this.model.records.length) lines.push('This experiment has no readable lineage records.');
+      else if (data.best_error) lines.push(`No best member to highlight: ${data.best_error}`);
       this.showMessage(lines);
       this.draw();
     } catch (e) {
@@ -302,7 +257,7 @@ class LineageTab {
     const m = this.model;
     this.root.dataset.members = String(m.members.length);
     this.root.dataset.exploits = String(m.exploits.length);
-    this.root.dataset.renderMs = String(Math.round(performance.now() - t0));
+    this.root.dataset.best = m.best === null ? '' : m.best;
     this.status.textContent = `${m.members.length} members, ${m.records.length} records, ` +
       `${m.exploits.length} exploits, monitor ${m.monitor} (${m.mode})`;
     this.root.dataset.experiment = name;
@@ -420,7 +375,8 @@ class LineageTab {
     if (m.ancestry.length) {
       const d = m.ancestry.map((p) =>
         `M${x(p.from).toFixed(1)},${y(p.key).toFixed(1)}H${x(p.to).toFixed(1)}`).join('');
-      root.append(svg('path', {d, class: 'ancestry', 'stroke-width': Math.max(3, laneH * 0.8)}));
+      root.append(svg('path', {d, class: 'ancestry', 'data-member': m.best,
+        'stroke-width': Math.max(3, laneH * 0.8)}));
     }
     root.append(svg('path', {d: dots.join(''), class: 'nodes',
       'stroke-width': Math.max(3, Math.min(7, laneH * 0.45))}));
@@ -437,7 +393,7 @@ class LineageTab {
       const bend = Math.max(18, Math.abs(y2 - y1) * 0.25);
       const d = `M${x1.toFixed(1)},${y1.toFixed(1)}C${(x1 + bend).toFixed(1)},${y1.toFixed(1)} ` +
         `${(x2 - bend).toFixed(1)},${y2.toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`;
-      const path = svg('path', {d, class: m.ancestryExploits.has(r) ? 'exploit-arrow on-best' : 'exploit-arrow',
+      const path = svg('path', {d, class: m.isOnBest(r) ? 'exploit-arrow on-best' : 'exploit-arrow',
         'marker-end': 'url(#arrowhead)', 'data-child': r.key, 'data-parent': parent,
         'data-step': r.step});
       path.addEventListener('mouseenter', (ev) => this.hover(r, ev));
@@ -555,9 +511,13 @@ class LineageTab {
     const left = 150;
     const right = 24;
     const h = 150;
-    const span = Math.max(1, m.maxStep);
+    const info = m.bestInfo;
+    // The highlighted schedule counts the steps the best member's weights
+    // received (its `end_step` can pass the last member step in an
+    // asynchronous run).
+    const span = Math.max(1, m.maxStep, info ? info.end_step : 0);
     const x = (s) => left + (Math.max(0, s) / span) * (width - left - right);
-    const best = bestSchedule(m);
+    const best = info ? info.schedule : {};
     for (const name of m.hparamNames) {
       const values = m.records.map((r) => (r.hparams || {})[name]).filter((v) => v !== undefined);
       const numeric = values.every((v) => typeof v === 'number' && Number.isFinite(v));
@@ -613,14 +573,15 @@ class LineageTab {
       }
       chart.append(others);
       if (best[name] && best[name].length) {
-        chart.append(svg('path', {d: stepPath(best[name], m.maxStep), class: 'best-line'}));
+        chart.append(svg('path', {d: stepPath(best[name], info.end_step), class: 'best-line',
+          'data-member': m.best}));
       }
       charts.push(chart);
     }
     const summary = el('details', {class: 'best-schedule'},
-      el('summary', {}, m.best === null ? 'No member has a finite metric yet.' :
+      el('summary', {}, info === null ? 'No best member yet.' :
         `Schedule of the best final member ${m.best} ` +
-        `(${m.monitor} ${fmt(m.current.get(m.best).metric)}), as [step, value] pairs`),
+        `(${m.monitor} ${fmt(num(info.metric))}), as [step, value] pairs`),
       el('pre', {}, JSON.stringify(best, null, 1)));
     this.schedule.replaceChildren(
       el('p', {class: 'hint'}, 'Grey: every member. Highlighted: the hyperparameters the best ' +
@@ -633,6 +594,7 @@ class LineageTab {
   drawTable() {
     const m = this.model;
     const columns = [
+      {id: 'rank', label: 'rank', get: (k) => m.current.get(k).rank},
       {id: 'member', label: 'member', get: (k) => k},
       {id: 'step', label: 'step', get: (k) => m.current.get(k).last.step},
       {id: 'metric', label: m.monitor, get: (k) => m.current.get(k).metric},
@@ -641,7 +603,7 @@ class LineageTab {
       {id: 'exploits', label: 'exploits', get: (k) => m.current.get(k).exploits},
       {id: 'action', label: 'last action', get: (k) => m.current.get(k).last.action},
     ];
-    const col = columns.find((c) => c.id === this.sort.column) || columns[2];
+    const col = columns.find((c) => c.id === this.sort.column) || columns[0];
     const keyOf = (v) => (typeof v === 'number' ? v : num(v));
     const rows = m.members.filter((k) => m.current.has(k));
     rows.sort((a, b) => {
