@@ -16,6 +16,8 @@ keeps `d_optimizer` and `g_optimizer` as attributes next to
 restored, in the order of `optimizers(model)`.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -125,8 +127,16 @@ def _device_copy(variable):
         return tf.raw_ops.Snapshot(input=value)
 
 
+@functools.lru_cache(maxsize=None)
+def _machine_has_gpu():
+    # Asked once: by the first capture TensorFlow has initialised its devices
+    # (a model exists), and logical devices never change afterwards. Where
+    # there is no GPU, no variable is asked where it lives.
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def _on_gpu(variable):
-    return tf.DeviceSpec.from_string(variable.value.device).device_type == "GPU"
+    return _machine_has_gpu() and ":GPU:" in variable.value.device.upper()
 
 
 def _copy(variable, on_device):
