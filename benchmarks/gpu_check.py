@@ -52,7 +52,7 @@ PHASES = {
     "population_reduce": (100, 90, 4, 0.9),
     "population_nccl": (60, 30, 4, 0.9),
     "next_step": (90, 90, 1, 0.5),
-    "exploit_copy": (120, 60, 2, 0.9),
+    "exploit_copy": (150, 60, 2, 0.9),
     "overhead": (150, 120, 4, 0.9),
 }
 MEASUREMENT_ONLY = {"population_nccl"}  # its outcome is reported, never a failure

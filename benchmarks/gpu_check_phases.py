@@ -30,7 +30,7 @@ def phase_devices(ctx):
     for d in ctx["devices"]:
         with tf.device(d):
             got = tf.matmul(tf.constant(a), tf.constant(a)).numpy()
-        np.testing.assert_allclose(got, a @ a, rtol=1e-5)
+        np.testing.assert_allclose(got, a @ a, rtol=1e-3)  # TF32 matmuls on recent GPUs
     gpus = tf.config.list_physical_devices("GPU")
     names = [tf.config.experimental.get_device_details(g).get("device_name", "?") for g in gpus]
     text = (f"{len(gpus)} physical GPU(s) {names}, logical {ctx['devices']}" if gpus
@@ -121,10 +121,14 @@ def phase_next_step(ctx):
     differs from the stale update."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     sys.path.insert(0, ROOT)
     from tests import test_hyperparameters as th
 
+    # The reference is float64: no TF32 rounding of float32 matmuls on GPUs
+    # (the tolerance still allows for it where XLA does not follow the flag).
+    tf.config.experimental.enable_tensor_float_32_execution(False)
     base = {"learning_rate": 0.2, "momentum": 0.1}
     rows, ok = [], True
     for policy, jit in (("mixed_float16", False), ("float32", True), ("mixed_float16", True)):
@@ -141,7 +145,7 @@ def phase_next_step(ctx):
                 keras.mixed_precision.set_global_policy("float32")
             want = th.reference("sgd", base, dict(base, **{name: new}))
             stale = th.reference("sgd", base, base)
-            tol = 5e-3 if policy == "mixed_float16" else 1e-5
+            tol = 5e-3 if policy == "mixed_float16" else 1e-3 if ctx["mode"] == "gpu" else 1e-5
             err = float(np.max(np.abs(got - want)))
             gap = abs(float(got[th.SWITCH] - stale[th.SWITCH]))
             scale_kept = policy != "mixed_float16" or float(opt.dynamic_scale.numpy()) == 128.0
@@ -191,21 +195,30 @@ def phase_exploit_copy(ctx):
         with tf.device(devs[1 % len(devs)]):
             b = _wide_model(size)
         want = snapshot.capture(a, "a", 0, on_device=False).checksum()
+        own = snapshot.capture(b, "b", 0, on_device=False)  # b's own weights, to start each path from
         fractions = {}
         for path, on_device in (("device", True), ("host", False)):
-            cap, snap = _timed(lambda: snapshot.capture(a, "a", 0, on_device=on_device), repeats)
-            res, _ = _timed(lambda: snapshot.restore(b, snap), repeats)
+            snapshot.restore(b, own)
+            ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() != want
+            n = repeats if on_device or size < 1000 else 1  # 12 GB through the host once is enough
+            cap, snap = _timed(lambda: snapshot.capture(a, "a", 0, on_device=on_device), n)
+            res, _ = _timed(lambda: snapshot.restore(b, snap), n)
             nbytes = snap.nbytes
             ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() == want
             del snap
             fractions[path] = 2 * nbytes / (cap + res)
-        with tf.device(devs[-1]):  # the device's own copy of one buffer of the same size
-            buf = tf.ones([nbytes // 4], tf.float32)
-            copy, _ = _timed(lambda: tf.raw_ops.Snapshot(input=buf), repeats)
-            alias, _ = _timed(lambda: tf.identity(buf), repeats)
-        del buf, a, b
+        del own
+        # The device's own copy bandwidth: the same bytes in buffers of at most
+        # 256 MB (one Snapshot op each: a device memcpy), on the last device.
+        chunk = min(nbytes // 4, 64 * 2**20)
+        with tf.device(devs[-1]):
+            bufs = [tf.ones([chunk], tf.float32) for _ in range(max(1, nbytes // 4 // chunk))]
+            copy, _ = _timed(lambda: [tf.raw_ops.Snapshot(input=x) for x in bufs], repeats)
+            alias, _ = _timed(lambda: [tf.identity(x) for x in bufs], repeats)
+        copied = 4 * chunk * len(bufs)
+        del bufs, a, b
         gc.collect()
-        ref = nbytes / copy
+        ref = copied / copy
         frac = fractions["device"] / ref
         if gpu and size == 100:
             goal = "met" if frac >= 0.5 else "NOT MET"
