@@ -41,10 +41,12 @@ bench: $(BENCH_STAMP)
 # The GPU check (benchmarks/gpu_check.py): every phase with a timeout, one
 # table, non-zero exit on a failure; about 8 minutes on one H200. Without a
 # GPU it runs the same phases at tiny size on logical CPU devices.
-# GPU_CHECK_OUT=path also writes the results as JSON.
+# GPU_CHECK_OUT=path also writes the results as JSON, GPU_CHECK_LOG=path
+# keeps TensorFlow's log of every phase.
 GPU_CHECK_OUT ?=
+GPU_CHECK_LOG ?=
 gpu-check: $(STAMP)
-	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
+	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

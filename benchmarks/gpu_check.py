@@ -27,7 +27,7 @@ devices (NCCL is skipped), all in one process, each phase in a thread with a
 timeout; with a GPU each phase runs in its own process. The phases
 themselves are in benchmarks/gpu_check_phases.py.
 
-    python benchmarks/gpu_check.py [--phases a,b] [--budget 470] [--out result.json]
+    python benchmarks/gpu_check.py [--phases a,b] [--budget 470] [--out result.json] [--log FILE]
 """
 
 import argparse
@@ -39,6 +39,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -137,25 +138,47 @@ def gpu_info():
     return (float(out[0].rsplit(",", 1)[1]), out[0].rsplit(",", 1)[0].strip()) if out else None
 
 
-def run_group(group, mode, mem_mb, timeout, scale):
+def show(record):
+    print(f"{record['phase']}: {record['status']} ({record['seconds']:.1f} s) {record.get('detail', '')}",
+          flush=True)
+
+
+def run_group(group, mode, mem_mb, timeout, scale, log=None):
+    """Runs `group` in one child process; each phase's record is shown as it comes."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--mode", mode, "--phases",
            ",".join(group), "--gpu-mem-mb", str(mem_mb), "--timeout-scale", str(scale)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    hung = False
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-        out, err, rc = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out, err, rc, hung = e.stdout or "", e.stderr or "", None, True
-        out, err = (s.decode(errors="replace") if isinstance(s, bytes) else s for s in (out, err))
-    records = [json.loads(line[len(MARK):]) for line in out.splitlines() if line.startswith(MARK)]
-    done = {r["phase"] for r in records}
-    missing = [p for p in group if p not in done]
+    records = []
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=ROOT)
+
+        def read():
+            for line in proc.stdout:
+                if line.startswith(MARK):
+                    records.append(json.loads(line[len(MARK):]))
+                    show(records[-1])
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            rc, hung = proc.wait(timeout), False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc, hung = proc.wait(), True
+        reader.join(10)
+        err.seek(0)
+        text = err.read()
+        tail = " | ".join(text.strip().splitlines()[-3:])[-400:]
+    if log:
+        with open(log, "a") as f:
+            f.write(f"==== phases {','.join(group)}: exit {rc}{' (killed)' if hung else ''}\n{text}\n")
+    missing = [p for p in group if p not in {r["phase"] for r in records}]
     if missing:  # the process died or hung inside the first of them
-        tail = " | ".join(err.strip().splitlines()[-3:])[-400:]
-        records.append({"phase": missing[0], "status": "HANG" if hung else "CRASH", "seconds": timeout if hung else 0,
-                        "detail": f"{'killed after ' + str(timeout) + ' s' if hung else f'exit {rc}'}: {tail}"})
+        records.append({"phase": missing[0], "status": "HANG" if hung else "CRASH",
+                        "seconds": timeout if hung else 0,
+                        "detail": f"{f'killed after {timeout:.0f} s' if hung else f'exit {rc}'}: {tail}"})
+        show(records[-1])
     return records
 
 
@@ -164,6 +187,7 @@ def main():
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--budget", type=float, default=470, help="seconds for the whole check")
     parser.add_argument("--out", help="also write the results to this JSON file")
+    parser.add_argument("--log", help="append every child process's stderr (TensorFlow's log) to this file")
     parser.add_argument("--timeout-scale", type=float, default=1.0,
                         help="multiplies every phase's timeout (tests/test_gpu_check.py: a hang)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -197,10 +221,8 @@ def main():
             break
         limit = min(left, sum(PHASES[p][0 if gpu else 1] for p in group) * args.timeout_scale + 60)
         mem_mb = gpu[0] * PHASES[group[0]][3] if gpu else 0
-        for record in run_group(group, mode, mem_mb, limit, args.timeout_scale):
+        for record in run_group(group, mode, mem_mb, limit, args.timeout_scale, args.log):
             results[record["phase"]] = record
-            print(f"{record['phase']}: {record['status']} ({record['seconds']:.1f} s) {record.get('detail', '')}",
-                  flush=True)
         if gpu and results.get("devices", {}).get("status") not in (None, "PASS"):
             break  # TensorFlow cannot use the GPU: nothing else can run
         remaining = [p for p in remaining if p not in results]

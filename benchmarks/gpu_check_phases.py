@@ -244,7 +244,7 @@ def phase_memory(ctx):
     import keras_pbt
 
     gpu = ctx["mode"] == "gpu"
-    width, batch, steps = (2048, 128, 10) if gpu else (512, 32, 3)
+    width, batch, steps = (2048, 128, 10) if gpu else (256, 32, 3)
     width = int(os.environ.get("GPU_CHECK_MEMORY_WIDTH", width))  # two widths give the slope
     x, y = _mlp_data(steps * batch, 64)
 
@@ -328,8 +328,8 @@ def phase_overhead(ctx):
     import keras_pbt
 
     gpu = ctx["mode"] == "gpu"
-    size, filters, batch, steps, epochs, repeats = (
-        (32, 64, 128, 30, 4, 2) if gpu else (8, 4, 16, 3, 2, 1))
+    members, size, filters, batch, steps, epochs, repeats = (
+        (4, 32, 64, 128, 30, 4, 2) if gpu else (2, 8, 4, 16, 3, 2, 1))
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (steps * batch, size, size, 3)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int64") + 2 * (x[:, 0, 0, 0] > 0)
@@ -337,7 +337,7 @@ def phase_overhead(ctx):
 
     def population(seed):
         return keras_pbt.Population(lambda hp: _resnet(hp, size, filters),
-                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=4,
+                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=members,
                                     devices=ctx["devices"], seed=seed, verbose=0)
 
     def plain(seed):  # the same members, data pipelines and devices, no PBT
@@ -367,7 +367,7 @@ def phase_overhead(ctx):
         for arm in ((plain, pbt) if r % 2 == 0 else (pbt, plain)):
             (plains if arm is plain else pbts).append(arm(r))
     ratio = statistics.median(pbts) / statistics.median(plains)
-    detail = (f"4 members, ResNet {size}x{size}x{filters}, {epochs} epochs x {steps} steps: no PBT "
+    detail = (f"{members} members, ResNet {size}x{size}x{filters}, {epochs} epochs x {steps} steps: no PBT "
               f"{[round(v, 2) for v in plains]} s, PBT {[round(v, 2) for v in pbts]} s, ratio {ratio:.3f}")
     return {"detail": detail, "goal": ("met" if ratio <= 1.05 else "NOT MET") if gpu else "n/a",
             "data": {"ratio": ratio}}
