@@ -135,7 +135,13 @@ def gpu_info():
                              capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
         return None
-    return (float(out[0].rsplit(",", 1)[1]), out[0].rsplit(",", 1)[0].strip()) if out else None
+    if not out:
+        return None
+    name, _, mem = out[0].rpartition(",")
+    try:
+        return float(mem), name.strip()
+    except ValueError:  # "[N/A]": assume 16 GB, the smallest GPU worth checking on
+        return 16000.0, name.strip()
 
 
 def show(record):

@@ -7,8 +7,10 @@ training. A variable on a CPU is copied to a NumPy array in host memory; a
 variable on a GPU is copied on its own GPU (a device tensor), so that an
 exploit between GPU members is two device copies (parent -> snapshot ->
 loser) instead of a round trip through host memory. Checkpoints write
-`Snapshot.to_host()` (their writers convert with `numpy.asarray`). A restore checks that the layouts match before assigning,
-since a plain `zip` would silently drop what does not pair up.
+NumPy (`Snapshot.to_host()`; their writers convert with `numpy.asarray`).
+
+A restore checks that the layouts match before assigning, since a plain
+`zip` would silently drop what does not pair up.
 
 A model may hold several optimizers: a GAN written the standard Keras way
 keeps `d_optimizer` and `g_optimizer` as attributes next to
