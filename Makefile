@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench gpu-check venv clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/concurrency.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/ray_pbt.py
+
+# The GPU check (benchmarks/gpu_check.py): every phase with a timeout, one
+# table, non-zero exit on a failure; about 8 minutes on one H200. Without a
+# GPU it runs the same phases at tiny size on logical CPU devices.
+# GPU_CHECK_OUT=path also writes the results as JSON, GPU_CHECK_LOG=path
+# keeps TensorFlow's log of every phase.
+GPU_CHECK_OUT ?=
+GPU_CHECK_LOG ?=
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

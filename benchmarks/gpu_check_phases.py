@@ -1,0 +1,373 @@
+"""The phases of benchmarks/gpu_check.py: each `phase_<name>(ctx)` returns a dict.
+
+`ctx` holds `mode` (`"gpu"` or `"cpu"`) and `devices` (the logical device
+names the phase may use). A phase returns `ok` (False: FAIL), `detail` (one
+line for the table), optionally `status` (e.g. `"SKIP"`), `goal` (`"met"`,
+`"NOT MET"` or `"n/a"`) and `data` (numbers for the JSON file). Sizes are a
+GPU's where `mode` is `"gpu"` and tiny on CPU.
+"""
+
+import os
+import statistics
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sync():
+    import tensorflow as tf
+
+    tf.test.experimental.sync_devices()
+
+
+def phase_devices(ctx):
+    import numpy as np
+    import tensorflow as tf
+
+    a = np.arange(64, dtype=np.float32).reshape(8, 8)
+    for d in ctx["devices"]:
+        with tf.device(d):
+            got = tf.matmul(tf.constant(a), tf.constant(a)).numpy()
+        np.testing.assert_allclose(got, a @ a, rtol=1e-3)  # TF32 matmuls on recent GPUs
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", "?") for g in gpus]
+    text = (f"{len(gpus)} physical GPU(s) {names}, logical {ctx['devices']}" if gpus
+            else f"no GPU: {len(ctx['devices'])} logical CPU devices")
+    return {"detail": text + f"; TF {tf.__version__}"}
+
+
+def _mlp_data(n, d, classes=10, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centers = rng.normal(0, 1.5, (classes, d))
+    return (centers[y] + rng.normal(0, 1, (n, d))).astype("float32"), y
+
+
+def _rate_callback(rates, member_id, steps):
+    import keras
+
+    class Rate(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.t = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.t.append(time.perf_counter())
+            if len(self.t) > 1:  # the first epoch traces: not counted
+                rates[member_id] = steps * (len(self.t) - 1) / (self.t[-1] - self.t[0])
+    return [Rate()]
+
+
+def _population(ctx, cross):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_pbt
+    from keras_pbt import devices as devices_lib
+
+    gpu = ctx["mode"] == "gpu"
+    width, batch, steps, epochs = (1024, 256, 40, 3) if gpu else (32, 32, 4, 2)
+    x, y = _mlp_data(steps * batch, 64)
+    xv, yv = _mlp_data(2 * batch, 64, seed=1)
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(width, activation="relu"),
+                                  keras.layers.Dense(width, activation="relu"), keras.layers.Dense(10)])
+        model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    original = devices_lib.member_strategy
+    if cross == "nccl":
+        devices_lib.member_strategy = lambda devs: tf.distribute.MirroredStrategy(
+            devices=list(devs), cross_device_ops=tf.distribute.NcclAllReduce())
+    try:
+        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=4,
+                                   devices=ctx["devices"], devices_per_member=2, seed=0, verbose=0,
+                                   sync_timeout=60)
+        rates = {}
+        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch,
+                callbacks=lambda mid: _rate_callback(rates, mid, steps))
+    finally:
+        devices_lib.member_strategy = original
+    failures = {m.id: [str(e) for e in m.failures] for m in pop.members if m.failures}
+    losses = [v for m in pop.members for v in m.history.get("loss", [])]
+    ok = not failures and len(losses) == 4 * epochs and np.all(np.isfinite(losses))
+    slices = sorted({tuple(m.devices) for m in pop.members})
+    detail = (f"4 members on {slices}; steps/s per member "
+              f"{ {k: round(v, 1) for k, v in sorted(rates.items())} }; "
+              f"exploits {sum(r.action == 'exploit' for r in pop.lineage)}")
+    return {"ok": ok, "detail": detail + (f"; failures {failures}" if failures else ""),
+            "data": {"rates": rates, "failures": failures}}
+
+
+def phase_population_reduce(ctx):
+    return _population(ctx, "reduce")
+
+
+def phase_population_nccl(ctx):
+    if ctx["mode"] != "gpu":
+        return {"status": "SKIP", "detail": "no GPU: NCCL needs GPUs"}
+    return _population(ctx, "nccl")
+
+
+def phase_next_step(ctx):
+    """Learning rate and momentum switched after step 3: every later weight
+    equals tests/test_hyperparameters.reference, and the very next one
+    differs from the stale update."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    sys.path.insert(0, ROOT)
+    from tests import test_hyperparameters as th
+
+    # The reference is float64: no TF32 rounding of float32 matmuls on GPUs
+    # (the tolerance still allows for it where XLA does not follow the flag).
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    base = {"learning_rate": 0.2, "momentum": 0.1}
+    rows, ok = [], True
+    for policy, jit in (("mixed_float16", False), ("float32", True), ("mixed_float16", True)):
+        for name, new in (("learning_rate", 0.05), ("momentum", 0.9)):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                opt = keras.optimizers.SGD(**base)
+                if policy == "mixed_float16":  # a small scale: batch-1 gradients stay finite in float16
+                    opt = keras.optimizers.LossScaleOptimizer(opt, initial_scale=128.0)
+                model = th._model(opt)
+                model.jit_compile = jit
+                got = th._run(model, th._Switch([name], {name: new}))
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            want = th.reference("sgd", base, dict(base, **{name: new}))
+            stale = th.reference("sgd", base, base)
+            tol = 5e-3 if policy == "mixed_float16" else 1e-3 if ctx["mode"] == "gpu" else 1e-5
+            err = float(np.max(np.abs(got - want)))
+            gap = abs(float(got[th.SWITCH] - stale[th.SWITCH]))
+            scale_kept = policy != "mixed_float16" or float(opt.dynamic_scale.numpy()) == 128.0
+            good = err <= tol and gap > 10 * tol and scale_kept
+            ok = ok and good
+            rows.append(f"{policy}{'+jit' if jit else ''} {name}: {'ok' if good else 'WRONG'} "
+                        f"(max err {err:.1e}, next-step gap {gap:.3f})")
+    return {"ok": ok, "detail": "; ".join(rows)}
+
+
+def _wide_model(params_millions):
+    import keras
+
+    width = 1024 if params_millions <= 20 else 4096 if params_millions <= 200 else 8192
+    layers = max(1, round(params_millions * 1e6 / (width * width)))
+    model = keras.Sequential([keras.Input((width,))] + [keras.layers.Dense(width) for _ in range(layers)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _timed(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        out = None
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def phase_exploit_copy(ctx):
+    import gc
+
+    import tensorflow as tf
+
+    from keras_pbt import snapshot
+
+    gpu = ctx["mode"] == "gpu"
+    sizes, repeats = ([10, 100, 1000], 3) if gpu else ([0.2, 1], 2)
+    devs = ctx["devices"]
+    rows, ok, goal = [], True, None
+    for size in sizes:
+        with tf.device(devs[0]):
+            a = _wide_model(size)
+        with tf.device(devs[1 % len(devs)]):
+            b = _wide_model(size)
+        want = snapshot.capture(a, "a", 0, on_device=False).checksum()
+        own = snapshot.capture(b, "b", 0, on_device=False)  # b's own weights, to start each path from
+        fractions = {}
+        for path, on_device in (("device", True), ("host", False)):
+            snapshot.restore(b, own)
+            ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() != want
+            n = repeats if on_device or size < 1000 else 1  # 12 GB through the host once is enough
+            cap, snap = _timed(lambda: snapshot.capture(a, "a", 0, on_device=on_device), n)
+            res, _ = _timed(lambda: snapshot.restore(b, snap), n)
+            nbytes = snap.nbytes
+            ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() == want
+            del snap
+            fractions[path] = 2 * nbytes / (cap + res)
+        del own
+        # The device's own copy bandwidth: the same bytes in buffers of at most
+        # 256 MB (one Snapshot op each: a device memcpy), on the last device.
+        chunk = min(nbytes // 4, 64 * 2**20)
+        with tf.device(devs[-1]):
+            bufs = [tf.ones([chunk], tf.float32) for _ in range(max(1, nbytes // 4 // chunk))]
+            copy, _ = _timed(lambda: [tf.raw_ops.Snapshot(input=x) for x in bufs], repeats)
+            alias, _ = _timed(lambda: [tf.identity(x) for x in bufs], repeats)
+        copied = 4 * chunk * len(bufs)
+        del bufs, a, b
+        gc.collect()
+        ref = copied / copy
+        frac = fractions["device"] / ref
+        if gpu and size == 100:
+            goal = "met" if frac >= 0.5 else "NOT MET"
+        rows.append(f"{size:g}M ({nbytes / 1e9:.2f} GB): device {fractions['device'] / 1e9:.1f} GB/s "
+                    f"= {frac:.0%} of copy {ref / 1e9:.1f} GB/s, host {fractions['host'] / 1e9:.1f} GB/s "
+                    f"= {fractions['host'] / ref:.0%} (tf.identity {alias * 1e3:.2f} ms: no copy)")
+    return {"ok": ok, "detail": "; ".join(rows), "goal": goal or "n/a"}
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def phase_memory(ctx):
+    import gc
+    import weakref
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_pbt
+
+    gpu = ctx["mode"] == "gpu"
+    width, batch, steps = (2048, 128, 10) if gpu else (256, 32, 3)
+    width = int(os.environ.get("GPU_CHECK_MEMORY_WIDTH", width))  # two widths give the slope
+    x, y = _mlp_data(steps * batch, 64)
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((64,))] + [keras.layers.Dense(width, activation="relu")
+                                                         for _ in range(3)] + [keras.layers.Dense(10)])
+        model.compile(keras.optimizers.Adam(hp["learning_rate"]),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    gc.collect()
+    if gpu:
+        for d in ctx["devices"]:
+            tf.config.experimental.reset_memory_stats(d)
+    base = _rss()
+    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)}, size=8,
+                               devices=ctx["devices"], seed=0, verbose=0, quantile=0.25)
+    state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+                for m in pop.members for v in m.model.weights + m.model.optimizer.variables)
+    published, most = [], {}
+    publish = pop.store.publish
+
+    def counting_publish(snap):
+        publish(snap)
+        published.append(weakref.ref(snap))
+        alive = sum(1 for r in published if r() is not None and r().member == snap.member)
+        most[snap.member] = max(most.get(snap.member, 0), alive)
+
+    pop.store.publish = counting_publish
+    peak, done = [base], threading.Event()
+
+    def sample():
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch)
+    finally:
+        done.set()
+        sampler.join(5)
+    gc.collect()
+    alive = [r() for r in published if r() is not None]
+    in_store = {m: pop.store.snapshot(m) for m in pop.store.snapshot_members()}
+    leftover = [s for s in alive if in_store.get(s.member) is not s]
+    ok = bool(published) and not leftover and not sampler.is_alive()
+    detail = (f"8 members, state {state / 1e6:.1f} MB; host peak +{(peak[0] - base) / 1e6:.1f} MB "
+              f"= {(peak[0] - base) / state:.2f}x state; published {len(published)}, most alive per "
+              f"member {max(most.values(), default=0)}, alive after fit {len(alive)} (store holds "
+              f"{len(in_store)}), stale {len(leftover)}")
+    data = {"state_bytes": state, "host_peak_bytes": peak[0] - base, "most_alive": max(most.values(), default=0)}
+    if gpu:
+        dev_peak = sum(tf.config.experimental.get_memory_info(d)["peak"] for d in ctx["devices"])
+        detail += f"; device peak {dev_peak / 1e6:.1f} MB = {dev_peak / state:.2f}x state"
+        data["device_peak_bytes"] = dev_peak
+    return {"ok": ok, "detail": detail, "data": data}
+
+
+def _resnet(hp, size, filters):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 3))
+    h = layers.Conv2D(filters, 3, padding="same", activation="relu")(inp)
+    for _ in range(2):
+        r = layers.Conv2D(filters, 3, padding="same", use_bias=False)(h)
+        r = layers.Activation("relu")(layers.BatchNormalization()(r))
+        r = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(r))
+        h = layers.Activation("relu")(layers.add([h, r]))
+    out = layers.Dense(10)(layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def phase_overhead(ctx):
+    import numpy as np
+
+    import keras_pbt
+
+    gpu = ctx["mode"] == "gpu"
+    members, size, filters, batch, steps, epochs, repeats = (
+        (4, 32, 64, 128, 30, 4, 2) if gpu else (2, 8, 4, 16, 3, 2, 1))
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (steps * batch, size, size, 3)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype("int64") + 2 * (x[:, 0, 0, 0] > 0)
+    xv, yv = x[:batch], y[:batch]
+
+    def population(seed):
+        return keras_pbt.Population(lambda hp: _resnet(hp, size, filters),
+                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=members,
+                                    devices=ctx["devices"], seed=seed, verbose=0)
+
+    def plain(seed):  # the same members, data pipelines and devices, no PBT
+        pop = population(seed)
+        inputs = [pop._member_data(m, x, y, batch, True, 1024) + pop._member_validation(m, (xv, yv), batch)
+                  for m in pop.members]
+        threads = [threading.Thread(target=lambda m=m, i=i: m.model.fit(
+            i[0], steps_per_epoch=i[1], validation_data=i[2], validation_steps=i[3], epochs=epochs,
+            verbose=0, shuffle=False)) for m, i in zip(pop.members, inputs)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(600)
+        return time.perf_counter() - t
+
+    def pbt(seed):
+        pop = population(seed)
+        t = time.perf_counter()
+        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch)
+        return time.perf_counter() - t
+
+    if gpu:
+        plain(99)  # warm-up: thread pools, autotuning
+    plains, pbts = [], []
+    for r in range(repeats):  # alternate which arm runs first
+        for arm in ((plain, pbt) if r % 2 == 0 else (pbt, plain)):
+            (plains if arm is plain else pbts).append(arm(r))
+    ratio = statistics.median(pbts) / statistics.median(plains)
+    detail = (f"{members} members, ResNet {size}x{size}x{filters}, {epochs} epochs x {steps} steps: no PBT "
+              f"{[round(v, 2) for v in plains]} s, PBT {[round(v, 2) for v in pbts]} s, ratio {ratio:.3f}")
+    return {"detail": detail, "goal": ("met" if ratio <= 1.05 else "NOT MET") if gpu else "n/a",
+            "data": {"ratio": ratio}}
