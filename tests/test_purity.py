@@ -16,6 +16,7 @@ PURE_MODULES = [
     "keras_pbt.progress",
     "keras_pbt.schedule",
     "keras_pbt.validation",
+    "keras_pbt.threads",
 ]
 
 
