@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean wheel-check
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/concurrency.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/ray_pbt.py
+
+# Builds the wheel, installs it into a fresh venv outside the repository,
+# runs the demo from there and checks that TensorBoard serves the lineage
+# tab (a few minutes; see the script's header).
+wheel-check: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
