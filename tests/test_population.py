@@ -357,3 +357,11 @@ def test_a_stopped_population_flushes_every_boundary_to_the_logs(tmp_path):
     in_memory = sorted((r.member, r.step, r.action) for r in pop.lineage)
     assert on_disk == in_memory
     assert {s for _, s, _ in on_disk} >= {0, 8, 16, 24}
+
+
+def test_the_population_names_stay_importable_from_keras_pbt_population():
+    from keras_pbt import population
+
+    for name in ("Population", "Member", "PopulationError", "NonFiniteStateError"):
+        assert getattr(population, name) is getattr(keras_pbt, name)
+    assert issubclass(keras_pbt.PopulationError, RuntimeError)
