@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check venv clean
+.PHONY: demo test bench gpu-check venv clean wheel-check
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ GPU_CHECK_OUT ?=
 GPU_CHECK_LOG ?=
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
+
+# Builds the wheel, installs it into a fresh venv outside the repository,
+# runs the demo from there and checks that TensorBoard serves the lineage
+# tab (a few minutes; see the script's header).
+wheel-check: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -7,6 +7,12 @@ setup(
     description="Population-Based Training for Keras 3 on TensorFlow",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+    ],
     python_requires=">=3.11",
     packages=find_packages(include=["keras_pbt", "keras_pbt.*"])
     + find_packages(where="tensorboard_plugin", include=["keras_pbt_tensorboard"]),

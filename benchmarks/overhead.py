@@ -85,6 +85,8 @@ def main():
     import digits
     import numpy as np
 
+    from keras_pbt import data as data_lib
+
     (x, y), (xv, yv) = digits.load_data(0)
     instrument()
 
@@ -95,7 +97,9 @@ def main():
 
     def plain_arm(seed):
         pop = population(seed)  # same members, strategies and data; PBT is not used
-        inputs = [pop._member_data(m, x, y, 32, True, 1024) + pop._member_validation(m, (xv, yv), 32)
+        steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), 32, True, 1024, {})
+        inputs = [(data_lib.member_data(m.strategy, x, y, 32, m.seed, 1024), steps,
+                   data_lib.member_validation(m.strategy, (xv, yv), 32), vsteps)
                   for m in pop.members]
 
         def fit(m, data, steps, vdata, vsteps):

@@ -62,8 +62,13 @@ _LAZY = {
     "PBTTuner": "keras_pbt.tuner.tuner",
 }
 
-_SUBMODULES = {"checkpoint", "callback", "devices", "hyperparameters", "population", "progress",
-               "schedule_callback", "snapshot", "summary", "tuner"}
+# Submodules reachable as attributes after `import keras_pbt`, each imported
+# on first use; the value lists its own submodules imported with it (so
+# `keras_pbt.tuner.convert` works as the README writes it).
+_SUBMODULES = {"callback": (), "checkpoint": (), "data": (), "devices": (), "hyperparameters": (),
+               "member": (), "member_checkpoint": (), "population": (), "progress": (),
+               "schedule_callback": (), "snapshot": (), "summary": (), "threads": (),
+               "tunable": (), "tuner": ("convert",)}
 
 
 def __getattr__(name):
@@ -72,6 +77,8 @@ def __getattr__(name):
         globals()[name] = value
         return value
     if name in _SUBMODULES:
+        for sub in _SUBMODULES[name]:
+            importlib.import_module(f"keras_pbt.{name}.{sub}")
         return importlib.import_module(f"keras_pbt.{name}")
     raise AttributeError(f"module 'keras_pbt' has no attribute {name!r}")
 

@@ -234,6 +234,13 @@ def _align(model_layout, snap_layout):
     return pairs
 
 
+def layout_mismatch(model_layout, snapshot_layout):
+    """Why a snapshot of `snapshot_layout` cannot be restored into a model of
+    `model_layout` (both from `layout`), or None when `restore` accepts it."""
+    pairs = _align(model_layout, snapshot_layout)
+    return pairs if isinstance(pairs, str) else None
+
+
 def _mismatch(model_layout, snap_layout):
     mine, theirs = _counts(model_layout), _counts(snap_layout)
     if mine != theirs:

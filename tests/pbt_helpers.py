@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import threading
+import time
 
 import keras
 import numpy as np
@@ -57,10 +58,13 @@ class FailAt(keras.callbacks.Callback):
             raise self.error
 
 
-def fit_in_threads(jobs):
+def fit_in_threads(jobs, timeout=300):
     """Runs `model.fit(**kwargs)` for each `(model, kwargs)` in its own thread.
 
     Returns the exceptions raised, one per job (None where fit returned).
+    Fails the test (AssertionError naming the jobs) when a job is still
+    running `timeout` seconds after the start: a hung member is a failure,
+    never a success.
     """
     errors = [None] * len(jobs)
 
@@ -75,8 +79,11 @@ def fit_in_threads(jobs):
     ]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout
     for t in threads:
-        t.join(300)
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    assert not hung, f"job {', '.join(map(str, hung))} of {len(jobs)} still running after {timeout:g} s"
     return errors
 
 

@@ -81,6 +81,7 @@ CASES = [
     ("infinite sync timeout", lambda: dict(sync_timeout=math.inf), ValueError, "sync_timeout=inf"),
     ("unknown on_timeout", lambda: dict(on_timeout="ignore"), ValueError, "on_timeout='ignore'"),
     ("negative max_failures", lambda: dict(max_failures=-1), ValueError, "max_failures=-1"),
+    ("zero max_failures", lambda: dict(max_failures=0), ValueError, "max_failures=0"),
     ("negative seed", lambda: dict(seed=-1), ValueError, "seed=-1"),
     ("bad verbose", lambda: dict(verbose=3), ValueError, "verbose=3"),
     ("build not callable", lambda: dict(build=None), TypeError, "build=None"),
@@ -90,6 +91,17 @@ CASES = [
      ValueError, "initial_hparams[0]={'lr': 0.1}"),
     ("initial hparams of the wrong count", lambda: dict(initial_hparams=[{}]), ValueError,
      "initial_hparams=[{}]"),
+    # Issue 13, bug 4: values outside the space were accepted silently.
+    ("initial learning rate above the space", lambda: dict(
+        space=LR, build=sgd_build, initial_hparams=[{"learning_rate": 0.01}, {"learning_rate": 5.0}]),
+     ValueError, "initial_hparams[1]: learning_rate=5.0 is outside LogUniform(low=0.001, high=0.5)"),
+    ("initial value not among the choices", lambda: dict(
+        space={"momentum": keras_pbt.Choice([0.0, 0.9])}, build=sgd_build,
+        initial_hparams=[{"momentum": 0.5}, {"momentum": 0.0}]),
+     ValueError, "initial_hparams[0]: momentum=0.5 is outside Choice(values=[0.0, 0.9])"),
+    ("initial value that is NaN", lambda: dict(
+        space=LR, build=sgd_build, initial_hparams=[{"learning_rate": math.nan}, {"learning_rate": 0.1}]),
+     ValueError, "initial_hparams[0]: learning_rate=nan"),
 ]
 
 
@@ -111,6 +123,19 @@ FIT_CASES = [
     ("verbose managed by the population", dict(verbose=1), ValueError, "verbose=1"),
     ("callbacks not a list", dict(callbacks=5), TypeError, "5"),
     ("y with a dataset", dict(y=Y), ValueError, "`y` must be None"),
+    # Issue 13, bug 2: a batch size of 0 trained anyway.
+    ("zero batch size", dict(batch_size=0), ValueError, "Received: batch_size=0"),
+    ("negative batch size", dict(batch_size=-32), ValueError, "Received: batch_size=-32"),
+    ("batch size not an int", dict(batch_size=3.5), ValueError, "Received: batch_size=3.5"),
+    ("zero steps per epoch", dict(steps_per_epoch=0), ValueError, "Received: steps_per_epoch=0"),
+    ("zero validation steps", dict(validation_data=(XV, YV), validation_steps=0), ValueError,
+     "Received: validation_steps=0"),
+    ("zero shuffle buffer", dict(shuffle_buffer=0), ValueError, "Received: shuffle_buffer=0"),
+    ("no x", dict(x=None), ValueError, "Received: x=None"),
+    ("bad validation data", dict(validation_data=XV), ValueError, "validation_data"),
+    ("unknown fit argument", dict(validation_frequency=2), TypeError,
+     "Received: validation_frequency=2"),
+    ("sample weights with arrays", dict(sample_weight=np.ones(len(Y))), ValueError, "sample_weight"),
 ]
 
 

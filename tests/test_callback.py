@@ -280,3 +280,52 @@ def test_second_write_at_one_step_carries_the_steps_earlier_records(tmp_path):
                 if value.tag == LINEAGE_TAG:
                     tensors.append((event.step, [r.action for r in loads(tf.make_ndarray(value.tensor).item())]))
     assert tensors == [(8, ["keep"]), (8, ["keep", "restart"]), (16, ["keep"])]
+
+
+def test_fit_in_threads_fails_on_a_member_that_hangs():
+    # Issue 13, bug 7: the helper joined with a timeout and never checked
+    # is_alive(), so a hung member read as success.
+    release = __import__("threading").Event()
+
+    class Hang(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            release.wait(120)
+
+    model = mlp(0)
+    x, y = blobs(32)
+    try:
+        with pytest.raises(AssertionError, match=r"job (0, )?1 of 2 still running after 3 s"):
+            fit_in_threads([(mlp(1), dict(x=x, y=y, epochs=1, verbose=0)),
+                            (model, dict(x=x, y=y, epochs=1, verbose=0, callbacks=[Hang()]))],
+                           timeout=3)
+    finally:
+        release.set()
+
+
+def test_callback_state_round_trips_through_get_state_and_set_state():
+    import json
+
+    store = keras_pbt.InMemoryStore(seed=3)
+    space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5)}
+    x, y = blobs(64)
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", interval_epochs=1,
+                                 hparams={"learning_rate": lr}, synchronous=True, quantile=0.5)
+           for i, lr in enumerate((0.05, 0.001))]
+    jobs = [(mlp(i), dict(x=x, y=y, epochs=3, batch_size=16, verbose=0, callbacks=[cb]))
+            for i, cb in enumerate(cbs)]
+    assert fit_in_threads(jobs) == [None, None]
+    state = cbs[1].get_state()
+    assert json.loads(json.dumps(state)) == state  # plain JSON values
+    assert (state["member_id"], state["steps"], state["epochs"], state["interval"]) == (1, 12, 3, 3)
+    assert state["hparams"] == cbs[1].hparams and state["seed"] == 3 and state["initialised"]
+    assert state["exploits"] == cbs[1].exploits
+    fresh = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(seed=99), 1, space, monitor="loss")
+    before = fresh.get_state()
+    assert before["steps"] == 0 and before["rng"] != state["rng"]
+    fresh.set_state(json.loads(json.dumps(state)))
+    assert fresh.get_state() == state
+    assert (fresh.steps, fresh.epochs, fresh.interval, fresh.hparams) == (12, 3, 3, cbs[1].hparams)
+    with pytest.raises(ValueError, match=r"member 0's"):
+        cbs[0].set_state(state)
+    with pytest.raises(ValueError, match=r"lacks \['rng'\]"):
+        fresh.set_state({k: v for k, v in state.items() if k != "rng"})

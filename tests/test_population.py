@@ -70,6 +70,7 @@ def test_more_members_than_devices_share_round_robin():
     (dict(devices=["/cpu:0", "/cpu:0"]), "names a device twice"),
     (dict(devices_per_member=8), "devices_per_member=8"),
     (dict(max_failures=-1), "max_failures=-1"),
+    (dict(max_failures=0), "max_failures=0"),
     (dict(member_ids=[0, 0, 1, 2]), "must be unique"),
     (dict(verbose=3), "verbose=3"),
     (dict(space={}), "space"),
@@ -137,14 +138,21 @@ def test_member_that_raises_is_restarted_from_a_top_member():
     assert len(pop.members[1].failures) == 1
 
 
-def test_member_that_keeps_failing_stops_the_population_naming_it():
+@pytest.mark.parametrize("max_failures", [1, 2])
+def test_member_that_keeps_failing_stops_the_population_naming_it(max_failures):
+    # As the README says: after `max_failures` failures of a member, fit raises
+    # (issue 13: the code allowed max_failures + 1).
     failing = FailAt(epoch=1, times=100, error=ValueError("bad user code"))
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, max_failures=2,
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, max_failures=max_failures,
                                member_ids=["a", "b", "c"])
-    with pytest.raises(keras_pbt.PopulationError, match=r"Member 'b' failed 3 times.*bad user code") as info:
+    with pytest.raises(keras_pbt.PopulationError,
+                       match=rf"Member 'b' failed {max_failures} times.*bad user code") as info:
         pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
                 callbacks=lambda mid: [failing] if mid == "b" else [])
     assert info.value.member == "b" and isinstance(info.value.cause, ValueError)
+    assert len(pop.members[1].failures) == max_failures
+    restarts = [r.member for r in pop.lineage if r.action == "restart"]
+    assert restarts == ["b"] * (max_failures - 1)
 
 
 class _PoisonOnce(keras.callbacks.Callback):
@@ -272,3 +280,88 @@ def test_a_seeded_population_is_reproducible():
     assert first[1] == again[1] and any(d[2] == "exploit" for d in first[1])
     # Another seed builds other initial weights.
     assert not np.array_equal(first[0][0][0], other[0][0][0])
+
+
+def test_steps_per_epoch_reaches_every_member_with_a_repeated_dataset():
+    # Issue 13, bug 1: `steps_per_epoch` was popped inside the member loop,
+    # so only member 0 got it (the others raised "pass `steps_per_epoch=`").
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32).repeat()
+    valid = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(30).repeat()
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0)
+    pop.fit(data, validation_data=valid, epochs=2, steps_per_epoch=5, validation_steps=3)
+    assert [m.callback.steps for m in pop.members] == [10, 10, 10]
+    assert all(len(m.history["val_accuracy"]) == 2 for m in pop.members)
+
+
+def test_steps_per_epoch_is_the_same_for_every_member_with_arrays():
+    # With arrays, members after the first silently trained whole epochs.
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32, steps_per_epoch=3)
+    assert [m.callback.steps for m in pop.members] == [6, 6, 6]
+
+
+def _build_by_width(hp):
+    # A different architecture for member 1 (its learning rate is 0.02).
+    units = 32 if hp["learning_rate"] == 0.02 else 16
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(units, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _build_by_optimizer(hp):
+    # Same weights, another optimizer (other slots) for member 1.
+    model = build(hp)
+    if hp["learning_rate"] == 0.02:
+        model.compile(keras.optimizers.RMSprop(hp["learning_rate"], momentum=hp["momentum"]),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("fn, text", [
+    (_build_by_width, r"\(8, 32\)"),
+    (_build_by_optimizer, "the model has 4 weights, 10 optimizer variables; the snapshot 4 weights, 6"),
+])
+def test_members_with_other_architectures_are_rejected_at_construction(fn, text):
+    # Issue 13, bug 3: accepted, then the population died at the first exploit.
+    hps = [{"learning_rate": 0.01, "momentum": 0.5}, {"learning_rate": 0.02, "momentum": 0.5}]
+    with pytest.raises(ValueError, match=rf"member 'b'.*member 'a'.*{text}") as info:
+        keras_pbt.Population(fn, SPACE, size=2, seed=0, verbose=0, initial_hparams=hps,
+                             member_ids=["a", "b"], devices=["/cpu:0", "/cpu:1"])
+    assert "build" in str(info.value)
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Stops the population (as Ctrl-C does) at the end of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.population = epoch, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.population.stop()
+
+
+def test_a_stopped_population_flushes_every_boundary_to_the_logs(tmp_path):
+    # Issue 13: synchronous members leave fit through PopulationStopped, so
+    # on_train_end never flushed their TensorBoard writers.
+    stopper = _StopAfter(epoch=2)
+    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, logdir=str(tmp_path))
+    stopper.population = pop
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=50, batch_size=32,
+            callbacks=lambda mid: [stopper] if mid == 0 else [])
+    assert all(3 <= m.callback.epochs < 50 for m in pop.members)
+    on_disk = sorted((r.member, r.step, r.action) for r in keras_pbt.read_lineage(str(tmp_path)))
+    in_memory = sorted((r.member, r.step, r.action) for r in pop.lineage)
+    assert on_disk == in_memory
+    assert {s for _, s, _ in on_disk} >= {0, 8, 16, 24}
+
+
+def test_the_population_names_stay_importable_from_keras_pbt_population():
+    from keras_pbt import population
+
+    for name in ("Population", "Member", "PopulationError", "NonFiniteStateError"):
+        assert getattr(population, name) is getattr(keras_pbt, name)
+    assert issubclass(keras_pbt.PopulationError, RuntimeError)

@@ -1,0 +1,260 @@
+"""One member of a `Population` and its training loop: fit, faults, restarts.
+
+A member trains in its own thread (`train`). An exception in its training
+is a fault: the member leaves the store, is restarted from the best
+published snapshot of another member (or its initial state) with explored
+hyperparameters, and trains on, until `max_failures` faults. What is not a
+member's fault (a configuration error, a checkpoint that cannot be written,
+a synchronous boundary that timed out) stops the whole population.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_pbt import checkpoint as checkpoint_lib
+from keras_pbt import selection as selection_lib
+from keras_pbt.store import BarrierTimeoutError
+from keras_pbt.store import ConfigurationError
+from keras_pbt.store import PopulationStopped
+
+
+class PopulationError(RuntimeError):
+    """A member kept failing (or the population could not go on).
+
+    Attributes:
+        member: the member id.
+        cause: the last exception raised by that member.
+    """
+
+    def __init__(self, message, member=None, cause=None):
+        super().__init__(message)
+        self.member = member
+        self.cause = cause
+
+
+class RestoredFailure(RuntimeError):
+    """A member's failure from before a resume (its text, from the checkpoint)."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """A member stopped with NaN or inf in its weights (e.g. by TerminateOnNaN)."""
+
+
+class Member:
+    """One member of a `Population`.
+
+    Attributes:
+        id: the member id.
+        devices: the device names of its slice.
+        strategy: its `tf.distribute.MirroredStrategy`.
+        model: its compiled `keras.Model`.
+        callback: its `PBTCallback`.
+        history: dict metric -> list of per-epoch values, over all its fits.
+        failures: the errors it raised, in order.
+        seed: its own seed (data shuffling).
+    """
+
+    def __init__(self, member_id, devices, strategy, model, callback, seed):
+        self.id = member_id
+        self.devices = devices
+        self.strategy = strategy
+        self.model = model
+        self.callback = callback
+        self.seed = seed
+        self.history = {}
+        self.failures = []
+        self.initial_snapshot = None
+
+    @property
+    def hparams(self):
+        """Its current hyperparameters."""
+        return dict(self.callback.hparams)
+
+    @property
+    def last_metric(self):
+        """Its metric at its latest boundary (None before the first)."""
+        reports = self.callback.store.histories().get(self.id) or []
+        return reports[-1].metric if reports else None
+
+    def __repr__(self):
+        return f"Member(id={self.id!r}, devices={self.devices}, hparams={self.hparams})"
+
+
+class _MemberControl(keras.callbacks.Callback):
+    """Stops a member at the end of an epoch when the population stops,
+    records its history, feeds the progress view and checkpoints."""
+
+    def __init__(self, population, member):
+        super().__init__()
+        self.population = population
+        self.member = member
+        self._exploits_seen = member.callback.exploits
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        cb = self.member.callback
+        # One entry per completed epoch (an epoch interrupted by a fault is
+        # trained again and recorded once).
+        for k, v in logs.items():
+            self.member.history.setdefault(k, []).append(_to_float(v))
+        fields = dict(epoch=epoch + 1, step=cb.steps, metric=logs.get(cb.monitor),
+                      hparams=cb.hparams, status="training")
+        if cb.exploits != self._exploits_seen:
+            self._exploits_seen = cb.exploits
+            d = cb.last_decision
+            ops = ", ".join(f"{k} {v}" for k, v in d.ops.items())
+            fields["exploit"] = f"copied {d.parent} at step {cb.steps} ({ops})"
+        self.population._progress.update(self.member.id, **fields)
+        if self.population._checkpointer is not None and _checkpoint_epoch(cb):
+            self.population._save_member(self.member)
+        if self.population._stop.is_set():
+            self.model.stop_training = True
+
+
+def _checkpoint_epoch(cb):
+    """Checkpoints follow interval boundaries: every boundary epoch with
+    epoch intervals, every epoch end with step intervals."""
+    return cb.interval_epochs is None or cb.epochs % cb.interval_epochs == 0
+
+
+class _MonitorCheck(keras.callbacks.Callback):
+    """Runs before the member's PBTCallback: a monitored metric missing from
+    the logs is a configuration error that stops the population (not a
+    member fault to restart)."""
+
+    def __init__(self, pbt):
+        super().__init__()
+        self.pbt = pbt
+        self.checked = False
+        if pbt.interval_steps is not None:
+            self.on_train_batch_end = self._on_train_batch_end
+
+    def _check(self, logs):
+        try:
+            self.pbt._read_metric(logs or {})
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+        self.checked = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        pbt = self.pbt
+        if not self.checked and pbt.interval_epochs is not None and (
+                (pbt.epochs + 1) % pbt.interval_epochs == 0):
+            self._check(logs)
+
+    def _on_train_batch_end(self, batch, logs=None):
+        if not self.checked:
+            self._check(logs)
+
+
+def _to_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float(np.asarray(value))
+
+
+def _last_loss_non_finite(member):
+    losses = member.history.get("loss")
+    return bool(losses) and not math.isfinite(losses[-1])
+
+
+def _non_finite(model):
+    return any(not np.all(np.isfinite(v.numpy())) for v in model.weights
+               if np.issubdtype(np.dtype(v.dtype), np.floating))
+
+
+def train(population, member, data, kwargs, extra):
+    """A member's thread: trains it to `kwargs["epochs"]`, restarting it
+    after faults, until the population stops."""
+    try:
+        _train_loop(population, member, data, kwargs, extra)
+    finally:
+        # The compiled functions were traced for the population's
+        # per-replica input pipeline; the user's own fit/evaluate/predict
+        # on a member's model must trace their own.
+        model = member.model
+        model.train_function = model.test_function = model.predict_function = None
+        # After a fault or a stop, on_train_end did not run.
+        member.callback.release()
+        member.callback.flush()
+
+
+def _train_loop(population, member, data, kwargs, extra):
+    cb = member.callback
+    epochs = kwargs["epochs"]
+    store = population.store
+    while not population._stop.is_set() and cb.epochs < epochs:
+        control = _MemberControl(population, member)
+        try:
+            member.model.fit(
+                data, initial_epoch=cb.epochs,
+                callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
+            )
+            if cb.epochs < epochs and not population._stop.is_set() and (
+                    _non_finite(member.model) or _last_loss_non_finite(member)):
+                # Stopped on NaN (TerminateOnNaN): a fault, even when the
+                # boundary of that epoch already copied finite weights.
+                raise NonFiniteStateError(
+                    f"member {member.id!r} stopped at epoch {cb.epochs} on a NaN/inf loss or weights"
+                )
+            break
+        except PopulationStopped:
+            return
+        except (ConfigurationError, checkpoint_lib.CheckpointError) as error:
+            # Not a member fault: restarting would fail the same way.
+            population._fail(error)
+            return
+        except BarrierTimeoutError as error:
+            store.leave(member.id, reason=repr(error))
+            population._fail(PopulationError(
+                f"Synchronous boundary {error.interval} timed out: member(s) {error.missing!r} "
+                f"did not arrive within sync_timeout={error.timeout:g} s (member {member.id!r} "
+                "waited). Raise `sync_timeout`, or pass on_timeout='continue' to go on "
+                "without late members.",
+                member=error.missing[0] if error.missing else member.id, cause=error,
+            ))
+            return
+        except Exception as error:  # noqa: BLE001 - a member's fault must not end the others
+            store.leave(member.id, reason=repr(error))
+            member.failures.append(error)
+            # After `max_failures` failures of a member, the population stops.
+            if isinstance(error, TimeoutError) or len(member.failures) >= population.max_failures:
+                reason = (f"failed {len(member.failures)} times" if not isinstance(error, TimeoutError)
+                          else "timed out")
+                population._fail(PopulationError(
+                    f"Member {member.id!r} {reason}; last error: {type(error).__name__}: {error}",
+                    member=member.id, cause=error,
+                ))
+                return
+            try:
+                restart(population, member, error)
+            except Exception as restart_error:  # noqa: BLE001 - reported as fatal
+                population._fail(PopulationError(
+                    f"Member {member.id!r} failed ({type(error).__name__}: {error}) and could not "
+                    f"be restarted: {type(restart_error).__name__}: {restart_error}",
+                    member=member.id, cause=restart_error,
+                ))
+                return
+    population._progress.update(member.id, status="done")
+
+
+def restart(population, member, error):
+    """Restarts a failed member from the best snapshot of another member
+    (its initial state when no other member published one)."""
+    cb = member.callback
+    store = population.store
+    best = None
+    for other in store.snapshot_members() - {member.id}:
+        snap = store.snapshot(other)
+        if snap is not None and (best is None or selection_lib.is_better(snap.metric, best.metric, cb.mode)):
+            best = snap
+    snap = best or member.initial_snapshot
+    cb.restart(snap, reason=f"{type(error).__name__}: {error}", from_member=best is not None)
+    store.register(member.id, exist_ok=True)
+    population._progress.message(
+        f"member {member.id!r} failed ({type(error).__name__}: {error}); restarted from "
+        + (f"member {snap.member!r} at step {snap.step}" if best is not None else "its initial state")
+    )

@@ -1,0 +1,170 @@
+"""A `Population`'s members in and out of a `keras_pbt.checkpoint` directory.
+
+`checkpoint.py` owns the on-disk format (files, SHA-256 manifest, fsync);
+this module says what a member's file holds: its weights and optimizer
+variables, its RNG-state variables, its `PBTCallback`'s state (through
+`get_state()` / `set_state()`, never its private fields), its seed,
+history and failures, and its reports and lineage records.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_pbt import checkpoint as checkpoint_lib
+from keras_pbt import lineage as lineage_lib
+from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.member import RestoredFailure
+from keras_pbt.selection import Report
+from keras_pbt.store import Snapshot
+
+# The callback's state is saved under these keys of a member's metadata.
+_STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent")
+
+
+def header(population):
+    """What identifies a population in its checkpoint's manifest."""
+    return {
+        "member_ids": [m.id for m in population.members],
+        "space": {name: checkpoint_lib.to_json(spec.to_dict())
+                  for name, spec in population.space.items()},
+        "monitor": population.monitor,
+        "mode": population.mode,
+        "seed": population.seed,
+    }
+
+
+def open_checkpoint(population, directory):
+    """Opens `directory` for `population`; resumes from it when it holds a
+    checkpoint of this population and the population has not trained yet.
+
+    Returns:
+        `(checkpointer, resumed_epoch)`; `resumed_epoch` is None when
+        nothing was restored.
+
+    Raises:
+        CheckpointError: a checkpoint of another population, a later one
+            than this population's state, or a corrupt one.
+    """
+    head = header(population)
+    ck = checkpoint_lib.Checkpointer(directory, head)
+    manifest = os.path.join(ck.directory, checkpoint_lib.MANIFEST)
+    body = checkpoint_lib.read_manifest(ck.directory)
+    resumed = None
+    if body is not None:
+        for key in ("member_ids", "space", "monitor", "mode"):
+            if body.get(key) != head[key]:
+                raise checkpoint_lib.CheckpointError(
+                    f"`checkpoint_dir`={directory!r} holds a checkpoint of another population: "
+                    f"its {key} is {body.get(key)!r}, this population's is {head[key]!r}. "
+                    "Use another directory, or build the same population.", manifest)
+    trained = max(m.callback.epochs for m in population.members)
+    if body is not None and trained:
+        # This population already trained in this process: go on from
+        # its state in memory, never roll it back to an older checkpoint.
+        if body["epoch"] > trained:
+            raise checkpoint_lib.CheckpointError(
+                f"`checkpoint_dir`={directory!r} holds a checkpoint of epoch {body['epoch']}, "
+                f"later than this population's epoch {trained}. Resume it with a new "
+                "Population, or use another directory.", manifest)
+    elif body is not None:
+        body, members = ck.load()  # verifies every file before anything is restored
+        restore(population, body, members)
+        ck.header["seed"] = population.seed
+        resumed = body["epoch"]
+    ck.clean()
+    return ck, resumed
+
+
+def extra_variables(model):
+    """Model variables that are neither weights nor optimizer variables:
+    the state of Keras' seed generators (dropout and other random layers)."""
+    known = {id(v) for v in model.weights}
+    known |= {id(v) for v in snapshot_lib._optimizer_variables(model)}
+    return [v for v in model.variables if id(v) not in known]
+
+
+def save_member(checkpointer, index, member, store):
+    """Writes member `index`'s file for the epoch it has reached."""
+    state = member.callback.get_state()  # brings the step count up to the optimizer's
+    snap = snapshot_lib.capture(member.model, member.id, state["steps"], state["hparams"])
+    reports, records = store.member_records(member.id)
+    arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
+    arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})
+    extra = extra_variables(member.model)
+    arrays.update({f"r{i:05d}": np.array(v.numpy(), copy=True) for i, v in enumerate(extra)})
+    meta = {key: checkpoint_lib.to_json(state[key]) for key in _STATE_KEYS}
+    meta.update({
+        "member": member.id,
+        "seed": member.seed,
+        "history": checkpoint_lib.to_json(member.history),
+        "failures": [str(e) if isinstance(e, RestoredFailure) else f"{type(e).__name__}: {e}"
+                     for e in member.failures],
+        "layout": checkpoint_lib.to_json(snap.layout),
+        "n_weights": len(snap.weights),
+        "extra_variables": [[v.name, list(v.shape), str(v.dtype)] for v in extra],
+        "reports": [checkpoint_lib.to_json(dataclasses.asdict(r)) for r in reports],
+        "lineage": [r.to_dict() for r in records],
+    })
+    try:
+        checkpointer.save_member(index, state["epochs"], arrays, meta)
+    except OSError as error:
+        raise checkpoint_lib.CheckpointError(
+            f"Could not write the checkpoint of member {member.id!r} to "
+            f"{checkpointer.directory}: {error}", checkpointer.directory) from error
+
+
+def restore(population, body, members):
+    """Puts every member, the store and the seed back as checkpointed."""
+    report_fields = {f.name for f in dataclasses.fields(Report)}
+    histories, lineages = {}, []
+    population.seed = population.store.seed = int(body["seed"])
+    for member, (arrays, meta) in zip(population.members, members):
+        n = meta["n_weights"]
+        names = sorted(arrays)
+        weights = tuple(arrays[k] for k in names if k.startswith("w"))
+        optimizer = tuple(arrays[k] for k in names if k.startswith("o"))
+        if len(weights) != n:
+            raise checkpoint_lib.CheckpointError(
+                f"The checkpoint of member {member.id!r} holds {len(weights)} weights; its "
+                f"metadata says {n}.")
+        layout = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in row)
+                       for row in meta["layout"])
+        snap = Snapshot(member.id, meta["steps"], weights, optimizer, hparams=meta["hparams"],
+                        layout=layout)
+        try:
+            snapshot_lib.restore(member.model, snap, copy_optimizer_state=True)
+        except ValueError as error:
+            raise checkpoint_lib.CheckpointError(
+                f"The checkpoint does not fit member {member.id!r}'s model: {error}") from None
+        extra = extra_variables(member.model)
+        saved = [arrays[k] for k in names if k.startswith("r")]
+        rows = [[v.name, list(v.shape), str(v.dtype)] for v in extra]
+        if rows != meta.get("extra_variables", []) or len(saved) != len(extra):
+            raise checkpoint_lib.CheckpointError(
+                f"The checkpoint does not fit member {member.id!r}'s model: its other variables "
+                f"(RNG states) are {meta.get('extra_variables')}, the model's are {rows}.")
+        for variable, value in zip(extra, saved):
+            variable.assign(value)
+        state = {key: meta[key] for key in _STATE_KEYS if key != "recent"}
+        state.update(member_id=member.id, initialised=True, seed=population.seed,
+                     recent=meta.get("recent", ()))
+        try:
+            member.callback.set_state(state)
+        except ValueError as error:
+            raise checkpoint_lib.CheckpointError(
+                f"The checkpoint does not fit member {member.id!r}: {error}") from None
+        member.seed = int(meta["seed"])
+        member.history = {k: list(v) for k, v in meta["history"].items()}
+        member.failures = [RestoredFailure(text) for text in meta["failures"]]
+        member.initial_snapshot = None
+        histories[member.id] = [
+            Report(**{k: tuple(v) if k == "recent" else v
+                      for k, v in r.items() if k in report_fields})
+            for r in meta["reports"]
+        ]
+        lineages.append([lineage_lib.LineageRecord.from_dict(r) for r in meta["lineage"]])
+    population.store.restore_records(
+        histories, checkpoint_lib.merge_lineage(lineages),
+        {m.id: m.callback.hparams for m in population.members})
