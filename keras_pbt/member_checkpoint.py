@@ -20,7 +20,8 @@ from keras_pbt.selection import Report
 from keras_pbt.store import Snapshot
 
 # The callback's state is saved under these keys of a member's metadata.
-_STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent")
+_STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent",
+               "recent_steps", "start_metric")
 
 
 def header(population):
@@ -147,7 +148,7 @@ def restore(population, body, members):
                 f"(RNG states) are {meta.get('extra_variables')}, the model's are {rows}.")
         for variable, value in zip(extra, saved):
             variable.assign(value)
-        state = {key: meta[key] for key in _STATE_KEYS if key != "recent"}
+        state = {key: meta[key] for key in _STATE_KEYS if key in meta}
         state.update(member_id=member.id, initialised=True, seed=population.seed,
                      recent=meta.get("recent", ()))
         try:
@@ -160,7 +161,7 @@ def restore(population, body, members):
         member.failures = [RestoredFailure(text) for text in meta["failures"]]
         member.initial_snapshot = None
         histories[member.id] = [
-            Report(**{k: tuple(v) if k == "recent" else v
+            Report(**{k: tuple(v) if k in ("recent", "recent_steps") else v
                       for k, v in r.items() if k in report_fields})
             for r in meta["reports"]
         ]

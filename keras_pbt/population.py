@@ -7,19 +7,19 @@ checkpoint directory (`keras_pbt.member_checkpoint`).
 """
 
 import copy
-import math
-import numbers
 import threading
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_pbt import data as data_lib
 from keras_pbt import devices as devices_lib
 from keras_pbt import member as member_lib
 from keras_pbt import member_checkpoint
-from keras_pbt import selection as selection_lib
+from keras_pbt import population_checks
+from keras_pbt import schedule as schedule_lib
 from keras_pbt import snapshot as snapshot_lib
 from keras_pbt import space as space_lib
 from keras_pbt import threads as threads_lib
@@ -34,50 +34,6 @@ from keras_pbt.store import InMemoryStore
 from keras_pbt.validation import check_int
 
 __all__ = ["Member", "NonFiniteStateError", "Population", "PopulationError", "RestoredFailure"]
-
-
-def _check_initial(index, hp, space):
-    """`initial_hparams[index]` names exactly `space`'s hyperparameters, each inside its spec."""
-    if not hasattr(hp, "keys") or set(hp) != set(space):
-        raise ValueError(
-            f"`initial_hparams[{index}]` must name exactly the hyperparameters of `space` "
-            f"({sorted(space)}). Received: initial_hparams[{index}]={hp!r}"
-        )
-    for name, spec in space.items():
-        if not _inside(spec, hp[name]):
-            raise ValueError(
-                f"initial_hparams[{index}]: {name}={hp[name]!r} is outside {spec!r} (the member "
-                f"at index {index}). Received: initial_hparams[{index}]={dict(hp)!r}"
-            )
-
-
-def _inside(spec, value):
-    if isinstance(spec, space_lib.Choice):
-        return any(v == value for v in spec.values)
-    if hasattr(spec, "low") and hasattr(spec, "high"):
-        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                and math.isfinite(value) and spec.low <= value <= spec.high)
-    try:  # a user's own Hyperparameter subclass: inside when clip keeps it
-        return spec.clip(value) == value
-    except (TypeError, ValueError):
-        return False
-
-
-def _check_same_layout(first, member):
-    """Every member must have the weight and optimizer layout of the first:
-    exploit copies weights and optimizer state between any two of them."""
-    mine, theirs = snapshot_lib.layout(member.model), snapshot_lib.layout(first.model)
-    why = snapshot_lib.layout_mismatch(mine, theirs) or snapshot_lib.layout_mismatch(theirs, mine)
-    if why is not None:
-        raise ValueError(
-            f"`build` returned another model for member {member.id!r} than for member "
-            f"{first.id!r}: PBT copies weights and optimizer state between members, so every "
-            "member needs the same layers, weight shapes and dtypes and optimizer class. "
-            f"Tune only values that keep the layout. Comparing member {member.id!r} (the model) "
-            f"with member {first.id!r} (the snapshot): {why}. Received: hp="
-            f"{member.callback.hparams!r} for member {member.id!r}, hp={first.callback.hparams!r} "
-            f"for member {first.id!r}"
-        )
 
 
 class Population:
@@ -212,7 +168,7 @@ class Population:
             )
         else:
             for i, hp in enumerate(initial_hparams):
-                _check_initial(i, hp, space)
+                population_checks.check_initial(i, hp, space)
         self.space = space
         self.size = size
         self.monitor = monitor
@@ -264,7 +220,7 @@ class Population:
             self._check_hparams(model, cb, mid)
             member = Member(mid, devs, strategy, model, cb, seed=member_seed)
             if self.members:
-                _check_same_layout(self.members[0], member)
+                population_checks.check_same_layout(self.members[0], member)
             self.members.append(member)
         self._stop = threading.Event()
         self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
@@ -455,16 +411,15 @@ class Population:
 
     @property
     def best_member(self):
-        """The `Member` with the best metric at its latest boundary."""
-        last = []
-        for m in self.members:
-            reports = self.store.histories().get(m.id) or []
-            if reports:
-                last.append(reports[-1])
-        best = selection_lib.best_report(last, self.mode)
-        if best is None:
+        """The `Member` with the best metric at its latest boundary
+        (`keras_pbt.schedule.rank_members`: NaN last, ties by member id)."""
+        histories = self.store.histories()
+        ranked = schedule_lib.rank_members(
+            {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},
+            self.mode)
+        if not ranked:
             raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.id == best.member)
+        return next(m for m in self.members if m.id == ranked[0])
 
     def evaluate(self, x, y=None, batch_size=None):
         """Evaluates every member's current model on `(x, y)`.
@@ -478,7 +433,7 @@ class Population:
             dict member id -> dict metric name -> float (the names of
             `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
         """
-        return {m.id: {k: _to_float(v) for k, v in m.model.evaluate(
+        return {m.id: {k: float(v) for k, v in m.model.evaluate(
                     x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
                 for m in self.members}
 
@@ -490,8 +445,8 @@ class Population:
         optimistic, since every interval selected on it. With
         `validation_data` (a split used neither for training nor for
         ranking), every member is evaluated on it and the best there is
-        returned: an unbiased final choice (ties: the first member id in
-        canonical order).
+        returned: an unbiased final choice (the same rule: NaN last, ties by
+        member id).
 
         Args:
             validation_data: optional `(x, y)` or a `tf.data.Dataset` to
@@ -527,9 +482,8 @@ class Population:
                 f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
-        reports = [selection_lib.Report(mid, 0, s[name]) for mid, s in scores.items()]
-        best = selection_lib.best_report(reports, self.mode)
-        return next(m for m in self.members if m.id == best.member).model
+        best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
+        return next(m for m in self.members if m.id == best).model
 
     def _print_summary(self):
         best = self.best_member

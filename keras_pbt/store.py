@@ -14,36 +14,11 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from keras_pbt.errors import BarrierTimeoutError
+from keras_pbt.errors import ConfigurationError  # noqa: F401 - re-exported
+from keras_pbt.errors import PopulationStopped
 from keras_pbt.selection import Report
 from keras_pbt.validation import new_seed
-
-
-class BarrierTimeoutError(TimeoutError):
-    """A synchronous boundary waited longer than its timeout for some members.
-
-    Attributes:
-        member: the member that waited.
-        interval: the boundary index.
-        missing: the members that did not report for `interval` in time.
-        timeout: the timeout in seconds.
-    """
-
-    def __init__(self, message, member=None, interval=None, missing=(), timeout=None):
-        super().__init__(message)
-        self.member = member
-        self.interval = interval
-        self.missing = list(missing)
-        self.timeout = timeout
-
-
-class ConfigurationError(ValueError):
-    """A mistake in the population's configuration found during training
-    (e.g. the monitored metric is not in the logs): it stops the whole
-    population instead of counting as one member's fault."""
-
-
-class PopulationStopped(RuntimeError):
-    """The store was closed (the population stops): waiting members leave."""
 
 
 def _is_host(array):

@@ -21,6 +21,7 @@ PURE_MODULES = [
     "keras_pbt.pb2",
     "keras_pbt.stats",
     "keras_pbt.threads",
+    "keras_pbt.errors",
 ]
 
 
