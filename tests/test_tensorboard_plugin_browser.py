@@ -75,7 +75,8 @@ def server(logdir):
     want = {"pop_a": len(info["lineage_a"]),
             PAIR: sum(len(v) for v in info["records_pair"].values()),
             "pop_large": sum(len(v) for v in info["records_large"].values())}
-    deadline = time.time() + 90
+    # A readiness wait, not a speed check: generous for a loaded machine.
+    deadline = time.time() + 300
     try:
         while True:
             try:
