@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_pbt import checkpoint as checkpoint_lib
-from keras_pbt import selection as selection_lib
+from keras_pbt import policy as policy_lib
 from keras_pbt.store import BarrierTimeoutError
 from keras_pbt.store import ConfigurationError
 from keras_pbt.store import PopulationStopped
@@ -246,11 +246,10 @@ def restart(population, member, error):
     (its initial state when no other member published one)."""
     cb = member.callback
     store = population.store
-    best = None
-    for other in store.snapshot_members() - {member.id}:
-        snap = store.snapshot(other)
-        if snap is not None and (best is None or selection_lib.is_better(snap.metric, best.metric, cb.mode)):
-            best = snap
+    snaps = {o: store.snapshot(o) for o in store.snapshot_members() - {member.id}}
+    snaps = {o: s for o, s in snaps.items() if s is not None}
+    parent = policy_lib.restart_parent({o: s.metric for o, s in snaps.items()}, cb.mode)
+    best = snaps.get(parent) if parent is not None else None
     snap = best or member.initial_snapshot
     cb.restart(snap, reason=f"{type(error).__name__}: {error}", from_member=best is not None)
     store.register(member.id, exist_ok=True)

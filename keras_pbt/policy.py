@@ -15,6 +15,7 @@ from keras_pbt import fire as fire_lib
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import pb2 as pb2_lib
 from keras_pbt import ranking as ranking_lib
+from keras_pbt import schedule as schedule_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt import space as space_lib
 from keras_pbt.validation import check_seed
@@ -244,3 +245,19 @@ def comparable_reports(member, step, histories, window):
             continue
         out.append(latest)
     return out
+
+
+def restart_parent(metrics, mode):
+    """Whom a failed member restarts from: the best published snapshot.
+
+    Args:
+        metrics: dict member id -> the metric of its published snapshot
+            (the failed member left out).
+        mode: `"min"` or `"max"`.
+
+    Returns:
+        The member id ranked first by `keras_pbt.schedule.rank_members` (NaN
+        last, ties by member id), or `None` when there is no snapshot.
+    """
+    ranked = schedule_lib.rank_members(metrics, mode)
+    return ranked[0] if ranked else None

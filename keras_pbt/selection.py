@@ -385,12 +385,3 @@ def get_selection(selection, quantile=0.2):
         f"`selection` must be one of {sorted(_SELECTIONS)} or a Selection "
         f"instance. Received: selection={selection!r}"
     )
-
-
-def best_report(reports, mode) -> Optional[Report]:
-    """The best of `reports` (ties: the first in canonical order), or None."""
-    best = None
-    for r in sorted(reports, key=lambda r: str(r.member)):
-        if best is None or is_better(r.metric, best.metric, mode):
-            best = r
-    return best

@@ -310,3 +310,12 @@ def test_comparable_reports_feed_decide():
     d = policy.decide(0, reports, key=2, rng=np.random.default_rng(0))
     # Member 1 is judged at step 200 (0.1), where member 0 (0.3) is better.
     assert d.action == "keep"
+
+
+def test_restart_parent_is_the_best_published_snapshot():
+    from keras_pbt.policy import restart_parent
+
+    assert restart_parent({}, "max") is None
+    assert restart_parent({2: 0.5, 10: 0.9, 3: 0.9, 4: math.nan}, "max") == 3  # tie: id 3 < 10
+    assert restart_parent({2: 0.5, 10: 0.1, 4: math.nan}, "min") == 10
+    assert restart_parent({4: math.nan}, "max") == 4  # a NaN snapshot beats the initial state

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from keras_pbt.selection import Report
 from keras_pbt.selection import Selection
 from keras_pbt.selection import TruncationSelection
-from keras_pbt.selection import best_report
 from keras_pbt.selection import check_quantile
 from keras_pbt.selection import get_selection
 from keras_pbt.selection import is_better
@@ -120,7 +119,7 @@ def test_resolve_mode_errors():
             resolve_mode(bad, "val_loss")
 
 
-# --- is_finite / is_better / best_report ------------------------------------
+# --- is_finite / is_better ------------------------------------
 
 
 def test_is_finite_and_is_better():
@@ -134,15 +133,6 @@ def test_is_finite_and_is_better():
     for x in (math.nan, math.inf, -math.inf):
         assert not is_better(x, 0.0, "max") and not is_better(x, 0.0, "min")
         assert not is_better(x, math.nan, "max")
-
-
-def test_best_report():
-    assert best_report([], "max") is None
-    rs = reports([0.5, math.inf, 0.9, 0.9, math.nan])
-    assert best_report(rs, "max").member == 2  # tie: first in canonical order
-    assert best_report(list(reversed(rs)), "max").member == 2
-    assert best_report(rs, "min").member == 0
-    assert best_report(reports([math.nan, -math.inf]), "min").member == 0  # none finite
 
 
 # --- rank -------------------------------------------------------------------
