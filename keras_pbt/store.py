@@ -21,24 +21,18 @@ from keras_pbt.selection import Report
 from keras_pbt.validation import new_seed
 
 
-def _is_host(array):
-    return isinstance(array, np.ndarray)
-
-
 def _host_copy(array):
     """A read-only NumPy array of `array`'s value (itself if it is one)."""
-    if _is_host(array):
+    if isinstance(array, np.ndarray):
         return array
     out = np.array(array)  # a device tensor's `__array__`: copied to host memory
     out.flags.writeable = False
     return out
 
 
-def _nbytes(array):
-    if _is_host(array):
+def _nbytes(array):  # a device tensor's from its shape and dtype, without a copy
+    if isinstance(array, np.ndarray):
         return array.nbytes
-    # A framework tensor (e.g. TensorFlow's, whose dtype has a `size` in
-    # bytes): counted from its shape, without copying it to the host.
     return int(np.prod(tuple(array.shape), dtype=np.int64)) * int(array.dtype.size)
 
 
@@ -46,17 +40,14 @@ def _nbytes(array):
 class Snapshot:
     """An immutable copy of a member's training state at one step.
 
-    The arrays are read-only NumPy arrays, or, for a member whose variables
-    live on a GPU, immutable tensors on that device (see
-    `keras_pbt.snapshot.capture`): an exploit between GPU members then never
-    goes through host memory. `to_host()` gives the NumPy form, which is what
-    a checkpoint writes; `checksum()` and `nbytes` accept either.
+    Arrays are read-only NumPy arrays, or tensors on the GPU of a member
+    that lives there (`keras_pbt.snapshot.capture`); a checkpoint writes
+    `to_host()`.
 
     Attributes:
         member: the member id.
         step: the member's step when the copy was taken.
-        weights: the model's weights (`model.weights` order), read-only arrays
-            or device tensors.
+        weights: the model's weights (`model.weights` order).
         optimizer: the optimizer's variables (`optimizer.variables` order).
         hparams: the hyperparameters at that step.
         metric: the member's metric at that step (if known).
@@ -74,34 +65,24 @@ class Snapshot:
 
     def __post_init__(self):
         for a in self.weights + self.optimizer:
-            if _is_host(a):
-                a.flags.writeable = False  # device tensors are immutable already
+            if isinstance(a, np.ndarray):  # device tensors are immutable already
+                a.flags.writeable = False
 
     @property
     def on_device(self):
         """True if some arrays are device tensors rather than NumPy arrays."""
-        return not all(_is_host(a) for a in self.weights + self.optimizer)
+        return not all(isinstance(a, np.ndarray) for a in self.weights + self.optimizer)
 
     def to_host(self):
-        """This snapshot with every array in host memory (NumPy).
-
-        Returns `self` when it is all NumPy already; otherwise a new
-        `Snapshot` with the same fields and read-only NumPy copies.
-        """
+        """This snapshot with read-only NumPy arrays (`self` if it has only those)."""
         if not self.on_device:
             return self
-        return dataclasses.replace(
-            self,
-            weights=tuple(_host_copy(a) for a in self.weights),
-            optimizer=tuple(_host_copy(a) for a in self.optimizer),
-        )
+        return dataclasses.replace(self, weights=tuple(map(_host_copy, self.weights)),
+                                   optimizer=tuple(map(_host_copy, self.optimizer)))
 
     def checksum(self):
-        """CRC32 over all arrays (to detect torn or corrupted copies).
-
-        Device tensors are read to the host to be summed; the checksum of
-        a snapshot and of its `to_host()` are equal.
-        """
+        """CRC32 over all arrays (to detect torn or corrupted copies); device
+        tensors are read to the host, so it equals that of `to_host()`."""
         crc = 0
         for a in self.weights + self.optimizer:
             crc = zlib.crc32(np.ascontiguousarray(_host_copy(a)).view(np.uint8), crc)
