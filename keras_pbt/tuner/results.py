@@ -28,7 +28,10 @@ class SegmentResults:
         ids = self._segments[member]
         if segment >= len(ids):
             return None
-        return self._trial(ids[segment]).status
+        # `can_hand_out` reads without keras-tuner's lock: a trial that
+        # `create_trial` is still adding to `trials` is running.
+        trial = self.trials.get(ids[segment])
+        return TrialStatus.RUNNING if trial is None else trial.status
 
     def _ready(self, member, generation_done):
         """Whether `member`'s next segment can be decided now."""

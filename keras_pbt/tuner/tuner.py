@@ -6,7 +6,6 @@ import threading
 
 import keras
 import keras_tuner
-import tensorflow as tf
 
 from keras_pbt import devices as devices_lib
 from keras_pbt import snapshot as snapshot_lib
@@ -15,6 +14,8 @@ from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
+from keras_pbt.tuner.worker import input_shape
+from keras_pbt.tuner.worker import last_logs
 
 # Keras' name counters and layer creation are not meant for threads:
 # building (and restoring, which is quick) happens one model at a time.
@@ -29,28 +30,6 @@ class _Stop(Exception):
 def _is_chief():
     return ("KERASTUNER_ORACLE_IP" in os.environ
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
-
-
-def _last_logs(results):
-    if isinstance(results, keras.callbacks.History):
-        return {k: float(v[-1]) for k, v in results.history.items() if v}
-    if isinstance(results, dict):
-        return {k: float(v) for k, v in results.items()}
-    raise TypeError(
-        "PBTTuner needs HyperModel.fit() to return the History of model.fit or a dict of "
-        f"metrics at the end of the segment. Received: {results!r}"
-    )
-
-
-def _input_shape(fit_args, fit_kwargs):
-    """The batch shape of `x` given to search (None when it has several inputs)."""
-    x = fit_args[0] if fit_args else fit_kwargs.get("x")
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
-    shape = getattr(x, "shape", None)
-    return None if shape is None else (None,) + tuple(shape[1:])
 
 
 class PBTTuner(keras_tuner.Tuner):
@@ -259,7 +238,7 @@ class PBTTuner(keras_tuner.Tuner):
                 "PBTTuner needs the training budget: pass epochs= to search() (each member "
                 "trains that many epochs in all) or max_epochs= to PBTTuner. Received: epochs=None"
             )
-        self._input_shape = _input_shape(fit_args, fit_kwargs)
+        self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
         self.workers = [Worker(self.tuner_id, None)] if _is_chief() else self._make_workers()
         self.roles = self._find_roles(self.workers[0].strategy)
@@ -475,7 +454,7 @@ class PBTTuner(keras_tuner.Tuner):
             kept = self._member_model(worker, trial)
             model = kept.model
             start = snapshot_lib.iterations(model)
-            logs = _last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
+            logs = last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
         except BaseException:
             worker.drop((self.roles or roles_lib.Roles()).model_key(values))  # state unknown
             raise

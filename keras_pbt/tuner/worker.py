@@ -155,6 +155,29 @@ class Worker:
         return self._validation[key][1]
 
 
+def last_logs(results):
+    """The metrics at the end of a segment, from what `HyperModel.fit` returned."""
+    if isinstance(results, keras.callbacks.History):
+        return {k: float(v[-1]) for k, v in results.history.items() if v}
+    if isinstance(results, dict):
+        return {k: float(v) for k, v in results.items()}
+    raise TypeError(
+        "PBTTuner needs HyperModel.fit() to return the History of model.fit or a dict of "
+        f"metrics at the end of the segment. Received: {results!r}"
+    )
+
+
+def input_shape(fit_args, fit_kwargs):
+    """The batch shape of `x` given to search (None when it has several inputs)."""
+    x = fit_args[0] if fit_args else fit_kwargs.get("x")
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
+    shape = getattr(x, "shape", None)
+    return None if shape is None else (None,) + tuple(shape[1:])
+
+
 class TunerHooks(keras.callbacks.Callback):
     """Calls the tuner's `on_epoch_begin` / `on_epoch_end` (and, only when the
     tuner overrides them, `on_batch_begin` / `on_batch_end`), as keras-tuner's
