@@ -428,3 +428,32 @@ def test_a_lone_worker_backs_off_while_it_waits_for_another(tmp_path):
     # After its own segment, nothing to hand out: 0.05 s, doubling up to max_idle_sleep.
     assert tuner.idle_sleeps == [[0.05, 0.1, 0.2, 0.25, 0.25, 0.25]]
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
+
+
+class CountingTuner(keras_pbt.PBTTuner):
+    """Overrides keras-tuner's hooks as a user would; keras-tuner's loop must reach them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.calls.append(("run_trial", trial.trial_id))
+        return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_end(self, trial):
+        self.calls.append(("on_trial_end", trial.trial_id))
+        super().on_trial_end(trial)
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        self.calls.append(("on_epoch_end", trial.trial_id))
+
+
+def test_keras_tuners_search_loop_reaches_the_overridden_hooks(tmp_path):
+    tuner = CountingTuner(OneWeight(), objective="loss", population_size=2,
+                          directory=str(tmp_path), project_name="hooks")
+    tuner.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
+    ids = sorted(tuner.oracle.trials)
+    assert len(ids) == 4
+    for kind in ("run_trial", "on_trial_end", "on_epoch_end"):
+        assert sorted(t for k, t in tuner.calls if k == kind) == ids
