@@ -33,7 +33,10 @@ def load_data(seed=0):
 
 
 def build_model(hp):
-    """A hypermodel exactly as keras-tuner users write one."""
+    """A hypermodel exactly as keras-tuner users write one. The tuner finds that
+    `units` changes the weights (inherited at an exploit, never explored), that
+    `activation`, `dropout` and `nesterov` change the model (explored, rebuilt)
+    and that the learning rate and momentum are optimizer values (assigned)."""
     import keras
 
     model = keras.Sequential([
@@ -82,9 +85,7 @@ def main(argv=None):
         build_model,
         objective="val_accuracy",
         population_size=args.population,
-        max_epochs=args.epochs,
         interval_epochs=args.interval,
-        frozen=["units"],          # a layer width changes the weights: never perturbed
         seed=args.seed,
         devices=devices,
         directory=args.directory,
@@ -92,7 +93,7 @@ def main(argv=None):
         overwrite=args.overwrite,
     )
     start = time.monotonic()
-    tuner.search(x, y, validation_data=(xv, yv), batch_size=32, verbose=0)
+    tuner.search(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0)
     elapsed = time.monotonic() - start
     tuner.results_summary(3)
 
@@ -100,15 +101,20 @@ def main(argv=None):
     best_model = tuner.get_best_models(1)[0]
     _, test_accuracy = best_model.evaluate(xt, yt, verbose=0)
     exploits = sum(r.action == "exploit" for r in tuner.oracle.lineage())
-    print(f"\nPBT search: {tuner.training_calls} segments trained in this run in {elapsed:.1f} s; "
-          f"{exploits} exploits in all.")
+    builds = sum(w.builds for w in tuner.workers)
+    print(f"\nPBT search: {tuner.training_calls} segments trained in this run in {elapsed:.1f} s "
+          f"({builds} models built); {exploits} exploits in all.")
     print(f"Best member {best_trial.hyperparameters['pbt/member']}: val_accuracy="
           f"{best_trial.score:.4f}, test accuracy {test_accuracy:.4f}")
-    print("Its schedule (epoch: values; trained in member):")
-    for trial_id, member, epoch, values in tuner.oracle.schedule(best_trial.trial_id):
+    roles = tuner.roles
+    print(f"Inherited with the weights (layout): {list(roles.layout)}; explored, rebuilding "
+          f"the model: {list(roles.rebuild)}; explored, assigned: {list(roles.optimizer)}")
+    print("Its schedule (optimizer step: values; trained in member, action):")
+    for entry in tuner.oracle.schedule(best_trial.hyperparameters["pbt/member"]):
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in values.items())
-        print(f"  epoch {epoch:3d}: {shown}   (trial {trial_id}, member {member})")
+                          for k, v in entry.hparams.items())
+        print(f"  step {entry.step:5d}: {shown}   (member {entry.member}, {entry.action}, "
+              f"trial {tuner.oracle.trial_of(entry)})")
     print(f"\nOpen TensorBoard: tensorboard --logdir {tuner.logdir} --host 127.0.0.1")
 
 

@@ -87,14 +87,14 @@ def check_fit_arguments(x, y, validation_data, batch_size, shuffle, shuffle_buff
         if batch_size is not None:
             raise ValueError("`batch_size` must be None when `x` is a tf.data.Dataset (it is "
                              f"already batched). Received: batch_size={batch_size!r}")
-        steps = steps or _dataset_steps(x, "steps_per_epoch")
+        steps = steps or dataset_steps(x, "steps_per_epoch")
     else:
         n = _num_samples(x, y)
         steps = steps or math.ceil(n / (batch_size or DEFAULT_BATCH_SIZE))
     if validation_data is None:
         vsteps = None
     elif isinstance(validation_data, tf.data.Dataset):
-        vsteps = vsteps or _dataset_steps(validation_data, "validation_steps")
+        vsteps = vsteps or dataset_steps(validation_data, "validation_steps")
     elif not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (1, 2, 3):
         raise ValueError(
             "`validation_data` must be (x,), (x, y), (x, y, sample_weight) or a "
@@ -122,9 +122,9 @@ def member_data(strategy, x, y, batch_size, seed, shuffle_buffer):
     if isinstance(x, tf.data.Dataset):
         if seed is not None:
             x = x.shuffle(shuffle_buffer, seed=seed)
-        return _distribute_batches(strategy, x)
+        return distribute_batches(strategy, x)
     arrays = (x, y) if y is not None else x
-    return _distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, seed)
+    return distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, seed)
 
 
 def member_validation(strategy, validation_data, batch_size):
@@ -132,9 +132,9 @@ def member_validation(strategy, validation_data, batch_size):
     if validation_data is None:
         return None
     if isinstance(validation_data, tf.data.Dataset):
-        return _distribute_batches(strategy, validation_data)
+        return distribute_batches(strategy, validation_data)
     arrays = tuple(validation_data) if len(validation_data) > 1 else validation_data[0]
-    return _distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, None)
+    return distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, None)
 
 
 def _num_samples(x, y):
@@ -142,7 +142,7 @@ def _num_samples(x, y):
     return len(first)
 
 
-def _dataset_steps(dataset, name):
+def dataset_steps(dataset, name):
     n = int(dataset.cardinality())
     if n < 0:
         raise ValueError(
@@ -152,7 +152,7 @@ def _dataset_steps(dataset, name):
     return n
 
 
-def _distribute_arrays(strategy, arrays, batch_size, seed):
+def distribute_arrays(strategy, arrays, batch_size, seed):
     n = _num_samples(arrays[0] if isinstance(arrays, tuple) else arrays,
                      arrays[1] if isinstance(arrays, tuple) else None)
 
@@ -168,7 +168,7 @@ def _distribute_arrays(strategy, arrays, batch_size, seed):
     return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
 
 
-def _distribute_batches(strategy, dataset):
+def distribute_batches(strategy, dataset):
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
         first = tf.nest.flatten(next(iter(dataset)))[0]

@@ -96,22 +96,22 @@ def test_converter_maps_every_keras_tuner_type_with_its_bounds_and_step():
         "lr_grid", "dropout", "m", "width", "act", "bn"]
 
 
-def test_converter_refuses_conditional_hyperparameters_unless_excluded():
+def test_converter_includes_conditional_hyperparameters():
     hp = kt.HyperParameters()
-    kind = hp.Choice("kind", ["mlp", "cnn"])
+    hp.Choice("kind", ["mlp", "cnn"])
     with hp.conditional_scope("kind", ["cnn"]):
         hp.Int("filters", 8, 32)
-    with pytest.raises(ValueError, match="'filters' is conditional.*frozen"):
-        space_from_hyperparameters(hp)
-    assert list(space_from_hyperparameters(hp, exclude=["filters"])) == ["kind"]
-    del kind
+    assert space_from_hyperparameters(hp) == {"kind": Choice(["mlp", "cnn"]),
+                                              "filters": IntUniform(8, 32)}
+    assert list(space_from_hyperparameters(hp, exclude=["kind"])) == ["filters"]
 
 
 def test_converter_is_pure():
     import subprocess
     import sys
 
-    code = ("import sys, keras_pbt.tuner.convert, keras_pbt.tuner.checkpoint\n"
+    code = ("import sys, keras_pbt.tuner.convert, keras_pbt.tuner.snapshots, "
+            "keras_pbt.tuner.segments, keras_pbt.tuner.records\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'keras_tuner')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -368,3 +368,109 @@ def test_bad_arguments_are_rejected_naming_them(kwargs, message):
 
 def test_user_values_drop_the_bookkeeping():
     assert user_values({"lr": 0.1, "pbt/member": 3, "pbt/parent_trial": "04"}) == {"lr": 0.1}
+
+
+# --- inherited, conditional and budget -----------------------------------------
+
+
+def test_inherited_hyperparameters_come_from_the_parent_and_are_never_explored(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Int("units", 8, 64, step=8)
+    oracle = make_oracle(tmp_path, hps=hp, inherited=["units"], population_size=6, max_epochs=8,
+                         quantile=0.5, factors=(0.5, 2.0), resample_probability=0.5,
+                         logdir=None, seed=5)
+    assert list(oracle.policy().space) == ["lr"]
+    initial = {}
+    runs = [run_generation(oracle, 6) for _ in range(8)]
+    for t in runs[0]:
+        initial[t.hyperparameters.values["pbt/member"]] = t.hyperparameters.values["units"]
+    assert len(set(initial.values())) > 2
+    exploits = [r for r in oracle.lineage() if r.action == "exploit"]
+    assert len(exploits) >= 8
+    units = dict(initial)  # member -> units now
+    spread = 0
+    for r in oracle.lineage():   # decisions in order
+        if r.action == "exploit":
+            assert r.hparams["units"] == units[r.parent]     # the parent's, not explored
+            assert "units" not in r.ops
+            spread += r.hparams["units"] != units[r.member]
+            units[r.member] = r.hparams["units"]
+        elif r.action == "keep" and r.interval:
+            assert r.hparams["units"] == units[r.member]
+    assert spread > 0   # an architecture spread by selection
+    assert set(units.values()) <= set(initial.values())
+
+
+def test_conditional_hyperparameters_are_explored_where_active_and_their_parents_inherited(
+        tmp_path):
+    hp = kt.HyperParameters()
+    hp.Choice("optimizer", ["sgd", "adam"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.1, 0.9)
+    hp.Float("lr", 1e-4, 1e-1, sampling="log", parent_name="optimizer", parent_values=["adam"])
+    hp.Float("decay", 1e-5, 1e-2, sampling="log")
+    oracle = make_oracle(tmp_path, hps=hp, population_size=6, max_epochs=6, quantile=0.5,
+                         resample_probability=0.0, logdir=None, seed=2)
+    assert sorted(oracle.policy().space) == ["decay", "lr", "momentum"]   # not the parent
+    kinds = {}
+    seen = []
+    for _ in range(6):
+        for t in run_generation(oracle, 6, score=lambda v, s: -math.log10(v["decay"])):
+            seen.append(t.hyperparameters.values)
+    for v in seen:
+        kinds.setdefault(v["pbt/member"], set()).add(v["optimizer"])
+        assert ("momentum" in v) == (v["optimizer"] == "sgd")
+        assert ("lr" in v) == (v["optimizer"] == "adam")
+    assert {v["optimizer"] for v in seen} == {"sgd", "adam"}
+    for r in oracle.lineage():
+        if r.action == "exploit":
+            parent = [v for v in seen if v["pbt/member"] == r.parent
+                      and v["pbt/segment"] == r.interval - 1][0]
+            assert r.hparams["optimizer"] == parent["optimizer"]
+            assert "optimizer" not in r.ops
+            assert set(r.ops) == {"decay", "momentum" if parent["optimizer"] == "sgd" else "lr"}
+
+
+def test_the_budget_can_come_later_and_must_then_agree(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=2, logdir=None)
+    with pytest.raises(ValueError, match="epochs="):
+        oracle.create_trial("w0")
+    oracle.set_max_epochs(4)
+    assert oracle.total_trials == 8
+    oracle.set_max_epochs(4)
+    with pytest.raises(ValueError, match=r"max_epochs=4 .*Received: epochs=5"):
+        oracle.set_max_epochs(5)
+    with pytest.raises(ValueError, match="Received: epochs=0"):
+        PBTOracle(objective="val_loss").set_max_epochs(0)
+
+
+def test_best_member_and_schedule_are_keras_pbt_schedules(tmp_path):
+    from keras_pbt import schedule
+
+    oracle = make_oracle(tmp_path, population_size=5, max_epochs=6, quantile=0.4,
+                         hps=_lr_only_space(), logdir=None, seed=9)
+    for _ in range(6):
+        run_generation(oracle, 5)
+    lineage = oracle.lineage()
+    best = schedule.best_member(lineage)
+    ranked = oracle.get_best_trials(5)
+    assert ranked[0].hyperparameters.values["pbt/member"] == best
+    assert [t.hyperparameters.values["pbt/segment"] for t in ranked] == [5] * 5
+    entries = oracle.schedule()
+    assert entries == schedule.ancestry(lineage)
+    assert entries[-1].member == best or any(e.action == "exploit" for e in entries)
+    assert [oracle.trial_of(e) for e in entries][0] == oracle.member_trials(entries[0].member)[0]
+    assert any(e.action == "exploit" for e in entries)   # the winner's weights came through a copy
+
+
+def test_a_worker_goes_on_with_the_member_it_trained_last(tmp_path):
+    oracle = make_oracle(tmp_path, population_size=3, max_epochs=3, logdir=None)
+    first = {w: oracle.create_trial(w) for w in ("a", "b", "c")}
+    for w in ("c", "a", "b"):
+        complete(oracle, first[w], 0.5, 10)
+    for w in ("b", "c", "a"):   # asking in another order than before
+        t = oracle.create_trial(w)
+        assert t.hyperparameters.values["pbt/member"] == \
+            first[w].hyperparameters.values["pbt/member"]
+        assert t.hyperparameters.values["pbt/parent_trial"] == first[w].trial_id

@@ -2,6 +2,8 @@
 keras-tuner's result methods, checkpoints with optimizer state, resume, device slices."""
 
 import glob
+import hashlib
+import json
 import os
 import threading
 
@@ -15,8 +17,10 @@ from sklearn.datasets import load_digits
 import keras_pbt
 from keras_pbt.lineage import PLUGIN_NAME
 from keras_pbt.lineage import loads
+from keras_pbt.checkpoint import CheckpointError
 from keras_pbt.store import Snapshot
-from keras_pbt.tuner import checkpoint
+from keras_pbt.tuner import snapshots
+from keras_pbt.tuner.worker import Worker
 from tests.pbt_helpers import X1
 from tests.pbt_helpers import Y1
 
@@ -93,6 +97,13 @@ def test_random_search_and_pbt_tune_the_same_hypermodel(tmp_path, capsys):
                                project_name="pbt")  # seed 11: every member has units=16
     tuner.search(x, y, validation_data=(xv, yv), verbose=0)
     assert hypermodel.calls == 2 + 12 and tuner.training_calls == 12
+    # Found by building the hypermodel with neighbouring values: units changes the
+    # weights; activation, the dropout rate and nesterov the model; the rest the optimizer.
+    assert tuner.roles.layout == ("units",)
+    assert set(tuner.roles.rebuild) == {"activation", "dropout", "nesterov"}
+    assert tuner.roles.optimizer == {"learning_rate": "learning_rate", "momentum": "momentum"}
+    # One worker kept a model per architecture; 4 initial segments built.
+    assert tuner.workers[0].builds >= 4 and tuner.workers[0].reuses >= 1
     trials = tuner.oracle.trials
     assert len(trials) == 12 and {t.status for t in trials.values()} == {"COMPLETED"}
 
@@ -120,7 +131,7 @@ def test_random_search_and_pbt_tune_the_same_hypermodel(tmp_path, capsys):
         assert parent["pbt/segment"] == v["pbt/segment"] - 1
         if v["pbt/action"] == "keep":
             assert parent["pbt/member"] == v["pbt/member"]
-        assert checkpoint.exists(tuner.get_trial_dir(t.trial_id))
+        assert snapshots.exists(tuner.get_trial_dir(t.trial_id))
     lineage = tuner.oracle.lineage()
     assert [r.action for r in lineage].count("init") == 4
     assert {r.hparams["units"] for r in lineage} == {16}
@@ -152,29 +163,54 @@ class OneWeight(kt.HyperModel):
         return model
 
 
+def _trial(trial_id, member, parent, **values):
+    hp = kt.HyperParameters()
+    hp.values.update(values)
+    hp.values.update({"pbt/member": member, "pbt/parent_trial": parent})
+    return kt.engine.trial.Trial(hp, trial_id=trial_id)
+
+
+def _sgd_step(w, v, lr, momentum):
+    g = float(np.mean(2 * (w * X1 - Y1) * X1))
+    v = momentum * v - lr * g                 # Keras SGD: v = m v - lr g; w += v
+    return w + v, v
+
+
 def test_a_child_trains_from_its_parents_weights_and_slots_with_its_own_hyperparameters(tmp_path):
     tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
                                directory=str(tmp_path), project_name="p")
+    tuner.roles = tuner._find_roles(None)
+    assert tuner.roles.optimizer == {"lr": "learning_rate", "momentum": "momentum"}
     parent = OneWeight().build(_hp(lr=0.1, momentum=0.5))
     parent.fit(X1, Y1, batch_size=8, epochs=3, verbose=0, shuffle=False)
     snap = keras_pbt.snapshot.capture(parent, 0, 3, {"lr": 0.1, "momentum": 0.5})
-    checkpoint.save(tuner.get_trial_dir("07"), snap)
+    snapshots.save(tuner.get_trial_dir("07"), snap)
     w_p = float(snap.weights[0].ravel()[0])
     v_p = float(snap.optimizer[-1].ravel()[0])   # the momentum slot
     assert v_p != 0.0
 
+    worker = Worker("w", None, max_models=2)
     lr, momentum = 0.03, 0.8
-    child = tuner._build(_hp(lr=lr, momentum=momentum), None)
-    tuner._restore(child, "07", None)
-    assert float(child.weights[0].numpy().ravel()[0]) == pytest.approx(w_p)
-    assert int(child.optimizer.iterations.numpy()) == 3
-    child.fit(X1, Y1, batch_size=8, epochs=1, verbose=0, shuffle=False)
-    g = float(np.mean(2 * (w_p * X1 - Y1) * X1))
-    expected = w_p + (momentum * v_p - lr * g)          # Keras SGD: v = m v - lr g; w += v
-    stale = w_p + (0.5 * v_p - 0.1 * g)
-    got = float(child.weights[0].numpy().ravel()[0])
+    model = tuner._member_model(worker, _trial("08", 1, "07", lr=lr, momentum=momentum)).model
+    assert float(model.weights[0].numpy().ravel()[0]) == pytest.approx(w_p)
+    assert int(model.optimizer.iterations.numpy()) == 3
+    model.fit(X1, Y1, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    expected, _ = _sgd_step(w_p, v_p, lr, momentum)
+    stale, _ = _sgd_step(w_p, v_p, 0.1, 0.5)
+    got = float(model.weights[0].numpy().ravel()[0])
     assert got == pytest.approx(expected, rel=1e-5)
     assert abs(got - stale) > 1e-3
+
+    # The next segment of another member with the parent's state goes into the same
+    # model (same layout, no rebuild, no retrace) with its own values.
+    train_function = model.train_function
+    kept = tuner._member_model(worker, _trial("09", 0, "07", lr=0.2, momentum=0.3))
+    assert kept.model is model and (worker.builds, worker.reuses) == (1, 1)
+    assert float(model.weights[0].numpy().ravel()[0]) == pytest.approx(w_p)
+    model.fit(X1, Y1, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert model.train_function is train_function
+    expected, _ = _sgd_step(w_p, v_p, 0.2, 0.3)
+    assert float(model.weights[0].numpy().ravel()[0]) == pytest.approx(expected, rel=1e-5)
 
 
 def _hp(**values):
@@ -183,22 +219,30 @@ def _hp(**values):
     return hp
 
 
-def test_checkpoint_files_have_no_pickle_and_detect_corruption(tmp_path):
+def test_snapshots_use_keras_pbts_checkpoint_format(tmp_path):
     snap = Snapshot(1, 7, (np.arange(6, dtype="float32").reshape(2, 3),),
-                    (np.array(7, "int64"),), {"lr": 0.1}, 0.5,
+                    (np.array(7, "int64"),), {"lr": 0.1, "act": "relu"}, float("nan"),
                     (("weight", "kernel", (2, 3), "float32"), ("optimizer", "iteration", (), "int64")))
-    checkpoint.save(tmp_path, snap)
-    with np.load(tmp_path / checkpoint.ARRAYS, allow_pickle=False) as data:
-        assert sorted(data.files) == ["o0", "w0"]
-    back = checkpoint.load(tmp_path)
-    assert back.step == 7 and back.layout == snap.layout and back.checksum() == snap.checksum()
-    arrays = dict(np.load(tmp_path / checkpoint.ARRAYS))
-    arrays["w0"] = arrays["w0"] + 1
-    np.savez(tmp_path / checkpoint.ARRAYS, **arrays)
-    with pytest.raises(ValueError, match="corrupted"):
-        checkpoint.load(tmp_path)
+    snapshots.save(tmp_path, snap)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == "keras_pbt.checkpoint"
+    entry = manifest["body"]["files"][0]
+    data = (tmp_path / snapshots.FILE).read_bytes()
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    with np.load(tmp_path / snapshots.FILE, allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["meta", "o00000", "w00000"]
+        meta = json.loads(npz["meta"].tobytes())
+    assert '"metric": "NaN"' in meta["snapshot"]   # keras_pbt.lineage's spelling
+    back = snapshots.load(tmp_path)
+    assert back.step == 7 and back.layout == snap.layout and back.hparams == snap.hparams
+    assert back.checksum() == snap.checksum() and np.isnan(back.metric)
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    (tmp_path / snapshots.FILE).write_bytes(bytes(corrupt))
+    with pytest.raises(CheckpointError, match=snapshots.FILE):
+        snapshots.load(tmp_path)
     with pytest.raises(FileNotFoundError):
-        checkpoint.load(tmp_path / "nothing")
+        snapshots.load(tmp_path / "nothing")
 
 
 def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path):
@@ -251,30 +295,165 @@ def test_workers_on_device_slices_share_one_oracle(tmp_path):
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(epochs=3), "epochs"),
-    (dict(initial_epoch=1), "initial_epoch"),
-])
-def test_search_refuses_epochs_it_sets_itself(tmp_path, kwargs, message):
-    tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
+def test_search_takes_epochs_as_the_budget_and_refuses_another(tmp_path):
+    tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2,
                                directory=str(tmp_path), project_name="p")
-    with pytest.raises(ValueError, match=message):
-        tuner.search(X1, Y1, **kwargs)
+    with pytest.raises(ValueError, match="Received: epochs=None"):
+        tuner.search(X1, Y1, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="initial_epoch"):
+        tuner.search(X1, Y1, epochs=2, initial_epoch=1)
+    tuner.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
+    assert tuner.oracle.max_epochs == 2 and len(tuner.oracle.trials) == 4
+    fixed = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
+                               directory=str(tmp_path), project_name="q")
+    with pytest.raises(ValueError, match=r"max_epochs=2 .*Received: epochs=3"):
+        fixed.search(X1, Y1, epochs=3)
+    fixed.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
+    assert len(fixed.oracle.trials) == 4
 
 
-def test_a_weight_changing_hyperparameter_that_is_not_frozen_stops_with_advice(tmp_path):
+def build_getting_started(hp):
+    """keras-tuner's getting-started hypermodel (keras.io/keras_tuner/getting_started)."""
+    model = keras.Sequential()
+    model.add(keras.layers.Flatten())
+    model.add(
+        keras.layers.Dense(
+            units=hp.Int("units", min_value=32, max_value=256, step=32),
+            activation=hp.Choice("activation", ["relu", "tanh"]),
+        )
+    )
+    if hp.Boolean("dropout"):
+        model.add(keras.layers.Dropout(rate=0.25))
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
     x, y, xv, yv = digits()
+    y, yv = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yv, 10)
+    tuner = keras_pbt.PBTTuner(build_getting_started, objective="val_accuracy",
+                               population_size=4, interval_epochs=2, quantile=0.25, seed=3,
+                               directory=str(tmp_path), project_name="gs")
+    tuner.search(x, y, epochs=6, validation_data=(xv, yv), verbose=0)
+    assert tuner.roles.layout == ("units",)
+    assert set(tuner.roles.rebuild) == {"activation", "dropout"}
+    assert tuner.roles.optimizer == {"lr": "learning_rate"}
+    assert tuner.oracle.inherited == ("units",)
+    trials = tuner.oracle.trials
+    assert len(trials) == 12 and {t.status for t in trials.values()} == {"COMPLETED"}
+    lineage = tuner.oracle.lineage()
+    units = {r.member: r.hparams["units"] for r in lineage if r.action == "init"}
+    assert len(set(units.values())) > 1
+    assert sum(r.action == "exploit" for r in lineage) == 2
+    spread = 0
+    for r in lineage[4:]:   # decisions in order; units: each member's width now
+        if r.action == "exploit":  # the architecture comes with the weights, never explored
+            assert r.hparams["units"] == units[r.parent] and "units" not in r.ops
+            assert {"activation", "dropout", "lr"} == set(r.ops)
+            spread += units[r.member] != r.hparams["units"]
+            units[r.member] = r.hparams["units"]
+        assert r.hparams["units"] == units[r.member]
+    assert spread >= 1   # with seed 3 a member took another width: the architecture spread
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    best_model = tuner.get_best_models(1)[0]
+    assert best_model.layers[1].units == best_trial.hyperparameters.values["units"]
+    _, accuracy = best_model.evaluate(xv, yv, verbose=0)
+    assert accuracy == pytest.approx(best_trial.score, abs=1e-6)
 
-    def build(hp):
+
+class Conditional(kt.HyperModel):
+    def build(self, hp):
+        kind = hp.Choice("kind", ["narrow", "wide"])
+        with hp.conditional_scope("kind", ["wide"]):
+            width = hp.Int("width", 32, 64, step=32)
         model = keras.Sequential([keras.Input((64,)),
-                                  keras.layers.Dense(hp.Int("units", 8, 64, step=8)),
+                                  keras.layers.Dense(width if kind == "wide" else 8),
                                   keras.layers.Dense(10)])
-        model.compile(keras.optimizers.SGD(hp.Float("lr", 1e-3, 0.1, sampling="log")),
+        lr = hp.Float("lr", 1e-3, 0.3, sampling="log")
+        momentum = hp.Float("momentum", 0.1, 0.9, parent_name="kind", parent_values=["narrow"])
+        model.compile(keras.optimizers.SGD(lr, momentum=momentum or 0.0),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
-    tuner = keras_pbt.PBTTuner(build, objective="val_loss", population_size=2, max_epochs=3,
-                               quantile=0.5, factors=(3.0,), resample_probability=0.0, seed=0,
-                               directory=str(tmp_path), project_name="p")
-    with pytest.raises(kt.errors.FatalError, match=r"frozen=\[\.\.\.\]"):
-        tuner.search(x[:64], y[:64], validation_data=(xv, yv), verbose=0)
+
+def test_conditional_hyperparameters_work(tmp_path):
+    x, y, xv, yv = digits()
+    tuner = keras_pbt.PBTTuner(Conditional(), objective="val_loss", population_size=4,
+                               quantile=0.5, seed=1, directory=str(tmp_path), project_name="c")
+    tuner.search(x[:128], y[:128], epochs=3, validation_data=(xv, yv), batch_size=32, verbose=0)
+    assert tuner.roles.layout == ("kind", "width")
+    assert tuner.roles.optimizer == {"lr": "learning_rate", "momentum": "momentum"}
+    trials = tuner.oracle.trials.values()
+    assert len(trials) == 12 and {t.status for t in trials} == {"COMPLETED"}
+    kinds = set()
+    for t in trials:
+        v = t.hyperparameters.values
+        kinds.add(v["kind"])
+        assert ("width" in v) == (v["kind"] == "wide")
+        assert ("momentum" in v) == (v["kind"] == "narrow")
+    assert kinds == {"narrow", "wide"}
+    for r in tuner.oracle.lineage():
+        if r.action == "exploit":
+            assert "kind" not in r.ops and "width" not in r.ops
+            assert ("momentum" in r.ops) == (r.hparams["kind"] == "narrow")
+
+
+class IdleTuner(keras_pbt.PBTTuner):
+    """Another worker (driven by hand) holds member 0's only segment; it ends it
+    once this tuner's lone worker has waited `waits` times."""
+
+    waits = 6
+
+    def _idle_wait(self, worker):
+        super()._idle_wait(worker)
+        if len(worker.idle_sleeps) == self.waits:
+            self.held.status = "COMPLETED"
+            self.oracle.update_trial(self.held.trial_id, {"loss": 1.0})
+            self.oracle.end_trial(self.held)
+
+
+def test_a_lone_worker_backs_off_while_it_waits_for_another(tmp_path):
+    tuner = IdleTuner(OneWeight(), objective="loss", population_size=2, max_epochs=1,
+                      max_idle_sleep=0.25, directory=str(tmp_path), project_name="idle")
+    tuner.held = tuner.oracle.create_trial("other")       # member 0, running elsewhere
+    assert tuner.held.hyperparameters.values["pbt/member"] == 0
+    tuner.search(X1, Y1, batch_size=8, verbose=0)
+    assert tuner.training_calls == 1
+    # After its own segment, nothing to hand out: 0.05 s, doubling up to max_idle_sleep.
+    assert tuner.idle_sleeps == [[0.05, 0.1, 0.2, 0.25, 0.25, 0.25]]
+    assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
+
+
+class CountingTuner(keras_pbt.PBTTuner):
+    """Overrides keras-tuner's hooks as a user would; keras-tuner's loop must reach them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.calls.append(("run_trial", trial.trial_id))
+        return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_end(self, trial):
+        self.calls.append(("on_trial_end", trial.trial_id))
+        super().on_trial_end(trial)
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        self.calls.append(("on_epoch_end", trial.trial_id))
+
+
+def test_keras_tuners_search_loop_reaches_the_overridden_hooks(tmp_path):
+    tuner = CountingTuner(OneWeight(), objective="loss", population_size=2,
+                          directory=str(tmp_path), project_name="hooks")
+    tuner.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
+    ids = sorted(tuner.oracle.trials)
+    assert len(ids) == 4
+    for kind in ("run_trial", "on_trial_end", "on_epoch_end"):
+        assert sorted(t for k, t in tuner.calls if k == kind) == ids

@@ -71,6 +71,7 @@ class GatedTuner(keras_pbt.PBTTuner):
                 while _lines(other) < int(lines):
                     time.sleep(0.2)
                 self._gate_passed = True
+        super().pre_create_trial()
 
 
 def main(directory):
@@ -86,8 +87,8 @@ def main(directory):
     )
     tuner.search(x[:256], y[:256], validation_data=(x[1400:1560], y[1400:1560]), verbose=0)
     with open(os.path.join(directory, f"done_{tuner_id}.json"), "w", encoding="utf-8") as f:
-        json.dump({"training_calls": tuner.training_calls, "idle_waits": tuner.idle_waits,
-                   "idle_seconds": tuner.idle_seconds, "wall": time.monotonic() - start,
+        json.dump({"training_calls": tuner.training_calls, "idle_sleeps": tuner.idle_sleeps[0],
+                   "wall": time.monotonic() - start,
                    "cpu": sum(os.times()[:2])}, f)
 
 

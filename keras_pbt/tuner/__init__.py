@@ -1,8 +1,8 @@
 """keras-tuner integration: `PBTOracle` and `PBTTuner`.
 
-`keras_pbt.tuner.convert` and `keras_pbt.tuner.checkpoint` are plain
-Python + NumPy; the oracle and the tuner import keras-tuner (and with it
-Keras) on first use.
+`keras_pbt.tuner.convert`, `segments`, `records` and `snapshots` are plain
+Python + NumPy; the oracle, the tuner and its workers import keras-tuner
+(and with it Keras) on first use.
 """
 
 import importlib

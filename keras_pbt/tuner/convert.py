@@ -102,10 +102,9 @@ def space_from_hyperparameters(hyperparameters, exclude=()):
         A dict name -> spec, in the order of the space, without `Fixed`
         hyperparameters and without `exclude`.
 
-    Raises:
-        ValueError: when a tuned hyperparameter is conditional
-            (`parent_name=...`): whether it exists could change at an
-            exploit. Freeze it (and its parent), or make it unconditional.
+    A conditional hyperparameter (`parent_name=`, `conditional_scope`) is
+    included: `PBTOracle` explores it where it is active, and never
+    explores the parents it depends on.
 
     Example:
 
@@ -131,11 +130,5 @@ def space_from_hyperparameters(hyperparameters, exclude=()):
         spec = spec_from_hyperparameter(hp)
         if spec is None:
             continue
-        if config.get("conditions"):
-            raise ValueError(
-                f"Hyperparameter {name!r} is conditional: PBT cannot perturb it, since "
-                "whether it exists could change when a member copies another. Pass "
-                f"frozen=[{name!r}, <its parent>] to keep each member's values."
-            )
         out[name] = spec
     return out

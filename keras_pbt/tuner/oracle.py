@@ -1,34 +1,11 @@
 """`PBTOracle`: Population-Based Training as a keras-tuner `Oracle`.
 
-How trials map to PBT: **one trial is one segment of one member**, the
-`interval_epochs` epochs between two PBT decisions. A population of `N`
-members trained for `max_epochs` epochs in segments of `interval_epochs`
-is `N * ceil(max_epochs / interval_epochs)` trials. Besides the member's
-hyperparameters, a trial's values carry (as Hyperband's `tuner/trial_id`
-does):
-
-* `pbt/member`: the member (0..N-1);
-* `pbt/segment`: the segment index (0 for the first);
-* `pbt/action`: `"init"`, `"keep"`, `"exploit"` or `"restart"`;
-* `pbt/parent_trial`: the trial whose checkpoint (weights and optimizer
-  state) this segment starts from: the member's own previous segment
-  (`keep`), the copied member's segment (`exploit`), or `""` (`init`);
-* `pbt/initial_epoch`, `pbt/epochs`: the epochs this segment trains;
-* `pbt/initial_step`: the member's own optimizer-step count at the start
-  (an exploit copies the parent's optimizer, iteration count included, but
-  the member's steps go on from its own, as in `PBTCallback`).
-
-A trial's score is the objective at the end of its segment, and its
-`best_step` the member's optimizer step count there. Every decision is a
-`keras_pbt.LineageRecord`, appended to `<project>/pbt_lineage.jsonl` and
-written to TensorBoard (one run per member) as the `PBTCallback` writes it.
-
+One trial is one segment of one member (see `keras_pbt.tuner.segments`).
 Only the standard oracle calls are used, so keras-tuner's distributed
 chief/worker mode works unchanged: everything a worker needs is in the
 trial's hyperparameter values.
 """
 
-import json
 import math
 import os
 import threading
@@ -40,64 +17,59 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import policy as policy_lib
+from keras_pbt import schedule as schedule_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt.tuner import convert
+from keras_pbt.tuner import records as records_lib
+from keras_pbt.tuner.results import SegmentResults
+from keras_pbt.tuner.segments import ACTION
+from keras_pbt.tuner.segments import EPOCHS
+from keras_pbt.tuner.segments import INITIAL_EPOCH
+from keras_pbt.tuner.segments import INITIAL_STEP
+from keras_pbt.tuner.segments import MEMBER
+from keras_pbt.tuner.segments import PARENT_TRIAL
+from keras_pbt.tuner.segments import PBT_KEYS  # noqa: F401
+from keras_pbt.tuner.segments import SEGMENT
+from keras_pbt.tuner.segments import active_values
+from keras_pbt.tuner.segments import initial_values
+from keras_pbt.tuner.segments import STEP_METRIC
+from keras_pbt.tuner.segments import user_values
 from keras_pbt.validation import check_int
 from keras_pbt.validation import check_seed
 
-MEMBER = "pbt/member"
-SEGMENT = "pbt/segment"
-ACTION = "pbt/action"
-PARENT_TRIAL = "pbt/parent_trial"
-INITIAL_EPOCH = "pbt/initial_epoch"
-EPOCHS = "pbt/epochs"
-INITIAL_STEP = "pbt/initial_step"
-PBT_KEYS = (MEMBER, SEGMENT, ACTION, PARENT_TRIAL, INITIAL_EPOCH, EPOCHS, INITIAL_STEP)
-# Lineage records, one JSON object a line, in the project directory.
-LINEAGE_FILE = "pbt_lineage.jsonl"
-
-_FINAL = (TrialStatus.COMPLETED, TrialStatus.FAILED)
+LINEAGE_FILE = records_lib.LINEAGE_FILE
 
 
-def user_values(values):
-    """The hyperparameter values without the `pbt/` bookkeeping entries."""
-    return {k: v for k, v in values.items() if not str(k).startswith("pbt/")}
 
-
-class PBTOracle(keras_tuner.Oracle):
+class PBTOracle(SegmentResults, keras_tuner.Oracle):
     """Population-Based Training oracle for keras-tuner.
 
-    Decides with the same pure policy as `keras_pbt.PBTCallback`
-    (`keras_pbt.PBTPolicy`: truncation selection, explore, ties broken with
-    the seed). keras-tuner hyperparameters become keras-pbt specs
-    (`keras_pbt.tuner.convert`), so explore keeps every value inside its
-    hyperparameter's own bounds and step; `Choice` and `Boolean` move to a
-    neighbour. See the module docstring for how trials map to segments.
+    Decides with the pure policy of `keras_pbt.PBTCallback` (`PBTPolicy`)
+    over keras-pbt specs of the hyperparameters (`keras_pbt.tuner.convert`),
+    so explore keeps each value inside its own bounds and step.
 
     Args:
         objective: a metric name or a single `keras_tuner.Objective`; the
             direction is inferred from a name as keras-tuner does.
         population_size: number of members, >= 2. Defaults to `8`.
-        max_epochs: epochs each member trains in all. Defaults to `10`.
+        max_epochs: epochs each member trains in all; `None` until
+            `set_max_epochs` (`PBTTuner.search(epochs=...)` calls it).
+            Defaults to `None`.
         interval_epochs: epochs per segment (between decisions). Defaults
             to `1`.
         quantile, selection, factors, resample_probability, explore_fn: as
             in `keras_pbt.PBTCallback`.
-        frozen: names of hyperparameters PBT never perturbs, such as layer
-            sizes, whose change would change the weights' shapes. Each member
-            keeps its sampled value; members with equal frozen values form a
-            sub-population, ranked on its own and copying only within itself
-            (so a search over frozen values is a random search of PBT
-            sub-populations). Conditional hyperparameters must be frozen too.
-            Defaults to `()`.
-        synchronous: if True, segment `k + 1` of any member starts only once
-            every member finished segment `k`, and all decide on the same
-            reports. If False, a member decides as soon as its segment ends,
-            against the latest comparable segments of the others. Defaults
-            to `True`.
+        frozen: names of hyperparameters each member keeps as sampled;
+            members with equal values form a sub-population, ranked on its
+            own. Defaults to `()`.
+        inherited: names of hyperparameters never explored, that an
+            exploit copies from the parent (`PBTTuner` adds those that
+            change the weights' layout). Defaults to `()`.
+        synchronous: if True, segment `k + 1` of any member starts once
+            every member finished segment `k`; if False, a member decides
+            against the latest comparable segments. Defaults to `True`.
         logdir: TensorBoard log directory (one run `member_<id>` per
-            member), or `None` for none. `PBTTuner` sets it. Defaults to
-            `None`.
+            member), or `None`. `PBTTuner` sets it. Defaults to `None`.
         seed: int seed of the initial values, explore and tie-breaking.
         hyperparameters, allow_new_entries, tune_new_entries,
             max_retries_per_trial, max_consecutive_failed_trials: as in
@@ -115,7 +87,7 @@ class PBTOracle(keras_tuner.Oracle):
         self,
         objective=None,
         population_size=8,
-        max_epochs=10,
+        max_epochs=None,
         interval_epochs=1,
         quantile=0.2,
         selection="truncation",
@@ -123,6 +95,7 @@ class PBTOracle(keras_tuner.Oracle):
         resample_probability=0.25,
         explore_fn=None,
         frozen=(),
+        inherited=(),
         synchronous=True,
         logdir=None,
         seed=None,
@@ -134,9 +107,8 @@ class PBTOracle(keras_tuner.Oracle):
     ):
         population_size = check_int("population_size", population_size, minimum=2,
                                     why=" (PBT needs a population)")
-        max_epochs = check_int("max_epochs", max_epochs)
+        max_epochs = check_int("max_epochs", max_epochs, allow_none=True)
         interval_epochs = check_int("interval_epochs", interval_epochs)
-        segments = math.ceil(max_epochs / interval_epochs)
         if seed is not None:
             check_seed(seed)
         # No `max_trials` for keras-tuner: its create_trial would answer
@@ -144,15 +116,10 @@ class PBTOracle(keras_tuner.Oracle):
         # train (a retry would then find no worker, and the distributed chief
         # would wait 20 s more). populate_space says STOPPED when all are final.
         super().__init__(
-            objective=objective,
-            max_trials=None,
-            hyperparameters=hyperparameters,
-            allow_new_entries=allow_new_entries,
-            tune_new_entries=tune_new_entries,
-            seed=seed,
+            objective=objective, max_trials=None, hyperparameters=hyperparameters,
+            allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries, seed=seed,
             max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-        )
+            max_consecutive_failed_trials=max_consecutive_failed_trials)
         if seed is not None:
             # keras-tuner's `seed or random.randint(...)` would drop seed=0.
             self.seed = self._seed_state = int(seed)
@@ -162,13 +129,14 @@ class PBTOracle(keras_tuner.Oracle):
                 "PBTOracle ranks members by one metric: pass objective='val_accuracy' or "
                 f"keras_tuner.Objective(name, direction). Received: objective={objective!r}"
             )
-        if isinstance(frozen, str) or not hasattr(frozen, "__iter__"):
-            raise TypeError(f"`frozen` must be a list of names. Received: frozen={frozen!r}")
+        for name, names in (("frozen", frozen), ("inherited", inherited)):
+            if isinstance(names, str) or not hasattr(names, "__iter__"):
+                raise TypeError(f"`{name}` must be a list of names. Received: {name}={names!r}")
         self.population_size = population_size
         self.max_epochs = max_epochs
         self.interval_epochs = interval_epochs
-        self.num_segments = segments
         self.frozen = tuple(frozen)
+        self.inherited = tuple(inherited)
         self.synchronous = bool(synchronous)
         self.logdir = logdir
         self._policy_args = dict(
@@ -179,11 +147,11 @@ class PBTOracle(keras_tuner.Oracle):
         selection_lib.get_selection(selection, selection_lib.check_quantile(quantile))
         policy_lib.explore_lib.Explorer(factors, resample_probability, explore_fn)
         self._policy = None
-        self._policy_space_size = -1
+        self._policy_key = None
         # member -> trial ids of its segments, in order.
         self._segments = [[] for _ in range(population_size)]
-        self._lineage = []  # LineageRecord dicts
-        self._writers = {}
+        self._log = None
+        self._runners, self._asking = {}, None  # member -> tuner id of its last segment
         # Guards the PBT state (not keras-tuner's); always taken inside
         # keras-tuner's oracle lock, never around it.
         self._pbt_lock = threading.RLock()
@@ -193,6 +161,26 @@ class PBTOracle(keras_tuner.Oracle):
         return self.objective.direction
 
     @property
+    def logdir(self):
+        return self._logdir
+
+    @logdir.setter
+    def logdir(self, value):
+        self._logdir = value
+        if getattr(self, "_log", None) is not None:
+            self._log.logdir = value
+
+    @property
+    def num_segments(self):
+        """Segments per member: `ceil(max_epochs / interval_epochs)`."""
+        if self.max_epochs is None:
+            raise ValueError(
+                "PBTOracle does not know the training budget yet: pass epochs= to "
+                "PBTTuner.search() (or max_epochs= to PBTTuner / PBTOracle)."
+            )
+        return math.ceil(self.max_epochs / self.interval_epochs)
+
+    @property
     def total_trials(self):
         """The number of segment trials of the whole search."""
         return self.population_size * self.num_segments
@@ -200,50 +188,68 @@ class PBTOracle(keras_tuner.Oracle):
     def remaining_trials(self):
         return self.total_trials - len(self.trials)
 
+    def set_max_epochs(self, epochs, name="epochs"):
+        """Sets the budget, or checks it against the one already set.
+
+        Raises:
+            ValueError: naming `name` when `epochs` differs from the budget
+                already set (by `max_epochs=` or by the search being resumed).
+        """
+        epochs = check_int(name, epochs)
+        if self.max_epochs is not None and epochs != self.max_epochs:
+            raise ValueError(
+                f"`{name}` must equal the search's budget, max_epochs={self.max_epochs} "
+                f"(every member trains that many epochs in all). Received: {name}={epochs!r}"
+            )
+        self.max_epochs = epochs
+
+    def set_inherited(self, names):
+        """Adds `names` to the inherited hyperparameters (see the module docstring)."""
+        with self._pbt_lock:
+            self.inherited = tuple(dict.fromkeys(tuple(self.inherited) + tuple(names)))
+
+    def _set_project_dir(self, directory, project_name):
+        super()._set_project_dir(directory, project_name)
+        self._log = records_lib.LineageLog(
+            os.path.join(self._project_dir, LINEAGE_FILE), self.objective.name)
+        self._log.logdir = self.logdir
+
     # ------------------------------------------------------------ policy
 
-    def _explored_space(self):
-        return convert.space_from_hyperparameters(self.hyperparameters, exclude=self.frozen)
+    def _not_explored(self):
+        parents = {c.name for hp in self.hyperparameters.space for c in hp.conditions}
+        return set(self.frozen) | set(self.inherited) | parents
 
     def policy(self):
-        """The `PBTPolicy` over the current search space (without `frozen`).
+        """The `PBTPolicy` over the explored hyperparameters.
 
         Rebuilt when the space grows (a hyperparameter first declared in
         `HyperModel.fit` joins it after the first trials).
         """
-        size = len(self.hyperparameters.space)
-        if self._policy is None or size != self._policy_space_size:
-            space = self._explored_space()
+        key = (len(self.hyperparameters.space), self.inherited)
+        if self._policy is None or key != self._policy_key:
+            space = convert.space_from_hyperparameters(
+                self.hyperparameters, exclude=self._not_explored())
             if not space:
                 raise ValueError(
-                    "PBTOracle has no hyperparameter to explore: every one is Fixed or in "
-                    f"`frozen` ({list(self.frozen)}). Declare at least one hp.Float, hp.Int, "
-                    "hp.Choice or hp.Boolean."
+                    "PBTOracle has no hyperparameter to explore: every one is Fixed, frozen "
+                    f"({list(self.frozen)}) or inherited ({list(self.inherited)}). Declare "
+                    "at least one hp.Float, hp.Int, hp.Choice or hp.Boolean that does not "
+                    "change the model's weights."
                 )
             self._policy = policy_lib.PBTPolicy(
                 space, mode=self.mode, seed=int(self.seed), **self._policy_args
             )
-            self._policy_space_size = size
+            self._policy_key = key
         return self._policy
 
     def _rng(self, member, segment, salt=0):
         return np.random.default_rng([int(self.seed), int(member), int(segment), salt])
 
     def _initial_values(self, member):
-        rng = self._rng(member, 0)
-        hps = keras_tuner.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if not hps.is_active(hp):
-                continue
-            spec = convert.spec_from_hyperparameter(hp)
-            hps.values[hp.name] = hp.default if spec is None else spec.sample(rng)
-        return dict(hps.values)
+        return initial_values(self.hyperparameters, self._rng(member, 0))
 
     # ------------------------------------------------------------- state
-
-    def _trial(self, trial_id):
-        return self.trials[trial_id]
 
     def _report(self, trial_id):
         """The `Report` of a completed segment trial, else None."""
@@ -269,40 +275,18 @@ class PBTOracle(keras_tuner.Oracle):
     def _species(self, values):
         return tuple(repr(values.get(name)) for name in self.frozen)
 
-    def _status(self, member, segment):
-        ids = self._segments[member]
-        if segment >= len(ids):
-            return None
-        return self._trial(ids[segment]).status
-
-    def _ready(self, member, generation_done):
-        """Whether `member`'s next segment can be decided now."""
-        k = len(self._segments[member])
-        if k >= self.num_segments:
-            return False
-        if k == 0:
-            return True
-        if self._status(member, k - 1) not in _FINAL:
-            return False
-        if self.synchronous:
-            if k - 1 not in generation_done:
-                generation_done[k - 1] = all(
-                    self._status(m, k - 1) in _FINAL for m in range(self.population_size))
-            return generation_done[k - 1]
-        return True
-
     def populate_space(self, trial_id):
         with self._pbt_lock:
             self.policy()  # fails early on an empty space
             generation_done = {}
             ready = [m for m in range(self.population_size) if self._ready(m, generation_done)]
             if not ready:
-                done = all(
-                    len(s) == self.num_segments and self._status(m, len(s) - 1) in _FINAL
-                    for m, s in enumerate(self._segments)
-                )
-                return {"status": TrialStatus.STOPPED if done else TrialStatus.IDLE}
-            member = min(ready, key=lambda m: (len(self._segments[m]), m))
+                return {"status": TrialStatus.STOPPED if self._done() else TrialStatus.IDLE}
+            # A worker gets, among the members to go on, preferably one whose last
+            # segment it trained: it holds that state, so nothing is restored.
+            member = min(ready, key=lambda m: (
+                len(self._segments[m]), self._runners.get(m) != self._asking, m))
+            self._runners[member] = self._asking
             segment = len(self._segments[member])
             if segment == 0:
                 values, record = self._init(member)
@@ -314,6 +298,7 @@ class PBTOracle(keras_tuner.Oracle):
                 prev = self._trial(self._segments[member][segment - 1])
                 initial_step = (int(prev.best_step) if prev.status == TrialStatus.COMPLETED
                                 else int(prev.hyperparameters.values.get(INITIAL_STEP, 0)))
+            values = active_values(self.hyperparameters, values)
             values.update({
                 MEMBER: member,
                 SEGMENT: segment,
@@ -321,8 +306,10 @@ class PBTOracle(keras_tuner.Oracle):
                 INITIAL_EPOCH: segment * self.interval_epochs,
                 EPOCHS: min((segment + 1) * self.interval_epochs, self.max_epochs),
             })
+            record.hparams = user_values(values)
+            record.ops = {k: v for k, v in record.ops.items() if k in values}  # active ones
             self._segments[member].append(trial_id)
-            self._add_record(record)
+            self._log.add(record)
             return {"status": TrialStatus.RUNNING, "values": values}
 
     def _init(self, member):
@@ -367,52 +354,49 @@ class PBTOracle(keras_tuner.Oracle):
         ]
         decision = policy.decide(member, reports, key=segment, rng=rng)
         if decision.is_exploit:
+            # The parent's values, inherited ones included, then the explored ones.
             parent_id = self._trial_of(next(r for r in reports if r.member == decision.parent))
             values = dict(self._trial(parent_id).hyperparameters.values)
-            values.update(decision.hparams)
         else:
             parent_id, values = prev_id, prev_values
-            values.update(decision.hparams)
+        values.update(decision.hparams)
         values.update({ACTION: decision.action, PARENT_TRIAL: parent_id})
         record = decision.to_record(
             int(prev.best_step), segment, self.objective.name, self.mode, time.time()
         )
-        record.hparams = user_values(values)
         record.hparams_before = user_values(prev_values)
         return values, record
 
     def _restart(self, member, segment, prev_id, prev_values, rng):
-        """A member whose last segment failed restarts from the best other member."""
+        """A member whose last segment failed restarts from the best other member
+        (`keras_pbt.schedule.best_member` over their latest segments)."""
         policy = self.policy()
         species = self._species(prev_values)
-        best_id, best = None, None
-        for m, ids in enumerate(self._segments):
-            if m == member:
-                continue
-            for t in ids:
-                r = self._report(t)
-                if r is None or self._species(self._trial(t).hyperparameters.values) != species:
-                    continue
-                if r.interval <= segment and (best is None or r.interval > best.interval or (
-                        r.interval == best.interval
-                        and selection_lib.is_better(r.metric, best.metric, self.mode))):
-                    best_id, best = t, r
-        if best is None:
+        candidates = [
+            t for m, ids in enumerate(self._segments) if m != member for t in ids[:segment]
+            if self._species(self._trial(t).hyperparameters.values) == species
+        ]
+        latest = self._latest_records(candidates)
+        if not latest:
             values = dict(prev_values)
-            new, ops, parent = {}, {}, None
+            new, ops, best = {}, {}, None
             values[PARENT_TRIAL] = ""
         else:
+            parent = schedule_lib.best_member(latest, self.mode)
+            best = [r for r in latest if r.member == parent][-1]
+            best_id = self._segments[parent][best.interval - 1]
             values = dict(self._trial(best_id).hyperparameters.values)
-            new, ops = policy.explorer(dict(best.hparams), policy.space, rng)
+            report = self._report(best_id)
+            new, ops = policy.explorer(dict(report.hparams), policy.space, rng)
             values.update(new)
             values[PARENT_TRIAL] = best_id
-            parent = best.member
         values[ACTION] = "restart"
         prev = self._trial(prev_id)
         record = lineage_lib.LineageRecord(
             member=member, step=int(prev_values.get(INITIAL_STEP, 0)), action="restart",
-            hparams=user_values(values), hparams_before=user_values(prev_values),
-            parent=parent, parent_step=None if best is None else best.step,
+            hparams_before=user_values(prev_values), hparams={},
+            parent=None if best is None else best.member,
+            parent_step=None if best is None else best.step,
             parent_metric=None if best is None else best.metric, ops=ops, interval=segment,
             monitor=self.objective.name, mode=self.mode,
             reason=f"trial {prev_id} {prev.status}" + (
@@ -422,6 +406,19 @@ class PBTOracle(keras_tuner.Oracle):
         return values, record
 
     @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        self._asking = tuner_id
+        return super().create_trial(tuner_id)
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        """As keras-tuner's; the member's optimizer step comes in `pbt/step`."""
+        metrics = dict(metrics)
+        if STEP_METRIC in metrics:
+            step = int(metrics.pop(STEP_METRIC))
+        return super().update_trial(trial_id, metrics, step=step)
+
+    @keras_tuner.synchronized
     def end_trial(self, trial):
         super().end_trial(trial)
         with self._pbt_lock:
@@ -429,7 +426,7 @@ class PBTOracle(keras_tuner.Oracle):
             values = trial.hyperparameters.values
             if (trial.status == TrialStatus.COMPLETED
                     and values.get(SEGMENT) == self.num_segments - 1):
-                self._add_record(lineage_lib.LineageRecord(
+                self._log.add(lineage_lib.LineageRecord(
                     member=int(values[MEMBER]), step=int(trial.best_step), action="keep",
                     hparams=user_values(values), hparams_before=user_values(values),
                     metric=float(trial.score), interval=self.num_segments,
@@ -437,93 +434,6 @@ class PBTOracle(keras_tuner.Oracle):
                     time=time.time(),
                 ))
                 self.save()
-
-    # ----------------------------------------------------------- lineage
-
-    def _lineage_path(self):
-        return os.path.join(self._project_dir, LINEAGE_FILE)
-
-    def _add_record(self, record):
-        row = record.to_dict()
-        self._lineage.append(row)
-        # Append-only: oracle.json, rewritten by keras-tuner at every call,
-        # holds only the count (the whole list would make each save grow).
-        with open(self._lineage_path(), "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, allow_nan=False) + "\n")
-        if self.logdir is None:
-            return
-        writer = self._writers.get(record.member)
-        if writer is None:
-            from keras_pbt.summary import MemberSummaryWriter
-
-            writer = self._writers[record.member] = MemberSummaryWriter(self.logdir, record.member)
-        writer.write(
-            record.step,
-            metric=None if record.metric is None else (self.objective.name, record.metric),
-            hparams=record.hparams,
-            records=[record],
-        )
-        writer.flush()
-
-    def lineage(self):
-        """Every `LineageRecord` so far, in the order of the decisions."""
-        with self._pbt_lock:
-            return [lineage_lib.LineageRecord.from_dict(dict(r)) for r in self._lineage]
-
-    def member_trials(self, member):
-        """The trial ids of `member`'s segments, in order."""
-        with self._pbt_lock:
-            return list(self._segments[member])
-
-    def schedule(self, trial_id):
-        """The hyperparameters a trial's weights were trained with, oldest first.
-
-        Follows `pbt/parent_trial` back to the first segment.
-
-        Returns:
-            A list of `(trial_id, member, initial_epoch, values)`, one per
-            segment of the trial's ancestry, ending with `trial_id`.
-        """
-        chain = []
-        while trial_id:
-            values = self._trial(trial_id).hyperparameters.values
-            chain.append((trial_id, values.get(MEMBER), values.get(INITIAL_EPOCH),
-                          user_values(values)))
-            trial_id = values.get(PARENT_TRIAL) or None
-            if any(trial_id == c[0] for c in chain):
-                break
-        return chain[::-1]
-
-    # ----------------------------------------------------------- results
-
-    def get_best_trials(self, num_trials=1):
-        """Each member's latest completed segment, best first; then the rest.
-
-        So `get_best_models(1)` is the best member's model at the end of
-        training (not an earlier segment that happened to score higher), and
-        `results_summary()` shows the population as it finished.
-        """
-        with self._pbt_lock:
-            latest = []
-            for ids in self._segments:
-                done = [t for t in ids if self._trial(t).status == TrialStatus.COMPLETED]
-                if done:
-                    latest.append(done[-1])
-        trials = list(self.trials.values())
-        sign = -1 if self.mode == "max" else 1
-
-        def key(t):
-            s = t.score
-            bad = s is None or not math.isfinite(s)
-            return (bad, 0.0 if bad else sign * s)
-
-        first = sorted((self._trial(t) for t in latest), key=key)
-        rest = sorted(
-            (t for t in trials if t.status == TrialStatus.COMPLETED and t.trial_id not in latest),
-            key=key,
-        )
-        others = [t for t in trials if t.status != TrialStatus.COMPLETED]
-        return (first + rest + others)[:num_trials]
 
     # -------------------------------------------------------- state file
 
@@ -535,9 +445,10 @@ class PBTOracle(keras_tuner.Oracle):
                 "max_epochs": self.max_epochs,
                 "interval_epochs": self.interval_epochs,
                 "frozen": list(self.frozen),
+                "inherited": list(self.inherited),
                 "synchronous": self.synchronous,
                 "segments": [list(s) for s in self._segments],
-                "lineage_records": len(self._lineage),
+                "lineage_records": len(self._log.rows),
             }
         return state
 
@@ -546,29 +457,16 @@ class PBTOracle(keras_tuner.Oracle):
         pbt = state.get("pbt")
         if pbt is None:
             return
+        if self.max_epochs is None:
+            self.max_epochs = pbt["max_epochs"]
         for key in ("population_size", "max_epochs", "interval_epochs"):
-            if pbt[key] != getattr(self, key):
+            if pbt[key] is not None and pbt[key] != getattr(self, key):
                 raise ValueError(
                     f"The project in this directory was run with {key}={pbt[key]!r}, not "
                     f"{getattr(self, key)!r}. Pass overwrite=True or a new project_name "
                     "to start a new search."
                 )
         with self._pbt_lock:
+            self.set_inherited(pbt.get("inherited", ()))
             self._segments = [list(s) for s in pbt["segments"]]
-            count = pbt["lineage_records"]
-            rows = []
-            if os.path.exists(self._lineage_path()):
-                with open(self._lineage_path(), encoding="utf-8") as f:
-                    rows = [json.loads(line) for line in f if line.strip()]
-            if len(rows) < count:
-                raise ValueError(
-                    f"{self._lineage_path()} holds {len(rows)} lineage records; "
-                    f"oracle.json expects {count}."
-                )
-            # Records appended after the last save belong to trials that were
-            # never saved: they are decided again.
-            self._lineage = rows[:count]
-            tmp = self._lineage_path() + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in self._lineage)
-            os.replace(tmp, self._lineage_path())
+            self._log.restore(pbt["lineage_records"])

@@ -1,79 +1,30 @@
 """`PBTTuner`: runs a keras-tuner hypermodel with Population-Based Training."""
 
-import copy
+import math
 import os
 import threading
-import time
-import traceback
 
 import keras
 import keras_tuner
-import numpy as np
-from keras_tuner.engine.trial import TrialStatus
 
 from keras_pbt import devices as devices_lib
 from keras_pbt import snapshot as snapshot_lib
-from keras_pbt.hyperparameters import HyperparameterApplier
-from keras_pbt.tuner import checkpoint as checkpoint_lib
 from keras_pbt.tuner import oracle as oracle_lib
+from keras_pbt.tuner import roles as roles_lib
+from keras_pbt.tuner import snapshots as snapshots_lib
+from keras_pbt.tuner.worker import TunerHooks
+from keras_pbt.tuner.worker import Worker
+from keras_pbt.tuner.worker import input_shape
+from keras_pbt.tuner.worker import last_logs
 
 # Keras' name counters and layer creation are not meant for threads:
 # building (and restoring, which is quick) happens one model at a time.
 _BUILD_LOCK = threading.Lock()
+_FIRST_IDLE_SLEEP = 0.05
 
 
-class _DataPhaseLock(keras.callbacks.Callback):
-    """Serializes the data-iterator phases of concurrent `fit` calls.
-
-    Two worker threads whose `fit` (or its validation `evaluate`) create and
-    drop their data iterators at the same moment were seen to segfault inside
-    Keras' `EpochIterator.reset` (TF 2.21, Keras 3.15, NumPy inputs, one
-    `MirroredStrategy` each). Those phases run before any callback, so the
-    lock is taken before `fit` is called and released at `on_train_begin`;
-    then taken after an epoch's last batch and released when validation's
-    first batch starts (validation makes its iterator after `on_test_begin`)
-    or the next epoch's first batch does.
-    """
-
-    lock = threading.Lock()
-
-    def __init__(self):
-        super().__init__()
-        self.held = False
-
-    def acquire(self):
-        if not self.held:
-            self.lock.acquire()
-            self.held = True
-
-    def release(self):
-        if self.held:
-            self.held = False
-            self.lock.release()
-
-    def on_train_begin(self, logs=None):
-        self.release()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.release()
-
-    def on_train_batch_end(self, batch, logs=None):
-        steps = (self.params or {}).get("steps")
-        if steps and batch + 1 >= steps:
-            self.acquire()
-
-    def on_test_batch_begin(self, batch, logs=None):
-        # After validation made its iterator (that happens after on_test_begin).
-        self.release()
-
-    def on_test_end(self, logs=None):
-        self.release()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.acquire()
-
-    def on_train_end(self, logs=None):
-        self.release()
+class _Stop(Exception):
+    """Ends a worker thread's search loop (Ctrl-C or another worker's error)."""
 
 
 def _is_chief():
@@ -81,36 +32,30 @@ def _is_chief():
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
-def _last_logs(results):
-    if isinstance(results, keras.callbacks.History):
-        return {k: float(v[-1]) for k, v in results.history.items() if v}
-    if isinstance(results, dict):
-        return {k: float(v) for k, v in results.items()}
-    raise TypeError(
-        "PBTTuner needs HyperModel.fit() to return the History of model.fit or a dict of "
-        f"metrics at the end of the segment. Received: {results!r}"
-    )
-
-
 class PBTTuner(keras_tuner.Tuner):
     """Population-Based Training of a keras-tuner hypermodel.
 
     The same `build_model(hp)` that works with `keras_tuner.RandomSearch`
-    works here. `population_size` members are trained for `max_epochs`
-    epochs; every `interval_epochs` epochs the worst members copy a better
-    member's weights **and optimizer state** and go on with explored
-    hyperparameters (decided by `PBTOracle`). Each segment between two
-    decisions is one keras-tuner trial (see `keras_pbt.tuner.oracle`), so
-    `search()`, `results_summary()`, `get_best_models()`,
+    works here, unchanged. `population_size` members are trained for
+    `max_epochs` epochs (or `search(epochs=...)`); every `interval_epochs`
+    epochs the worst members copy a better member's weights **and
+    optimizer state** and go on with explored hyperparameters (decided by
+    `PBTOracle`). Each segment between two decisions is one keras-tuner
+    trial, so `search()`, `results_summary()`, `get_best_models()`,
     `get_best_hyperparameters()`, resuming with `overwrite=False` and the
     distributed chief/worker mode work as for any keras-tuner tuner.
 
-    A child segment is built by `build_model(hp)` with the child's values
-    (so values used at build time, such as a dropout rate, take effect),
-    then its parent's checkpoint (weights and optimizer variables) is
-    restored, then the optimizer's learning rate (and SGD momentum) built
-    from the child's values is applied again with
-    `keras_pbt.HyperparameterApplier`, so the next step uses them.
+    At the start of `search`, the tuner builds the hypermodel once per
+    hyperparameter with a neighbouring value (`keras_pbt.tuner.roles`).
+    A hyperparameter that changes the weights' layout (a layer width) is
+    never explored: an exploit copies it with the parent's weights, so
+    architectures spread by selection. One that changes the model but not
+    its weights (an activation, a `Dropout` layer) is explored, and a
+    change builds the member's model again. An optimizer value (the
+    learning rate) is explored and assigned. A worker keeps its model
+    between segments whenever nothing forces a rebuild: it restores the
+    parent's checkpoint into it and assigns the new values with
+    `keras_pbt.HyperparameterApplier`, without retracing.
 
     Args:
         hypermodel: a `keras_tuner.HyperModel` or a function `hp -> model`
@@ -118,10 +63,13 @@ class PBTTuner(keras_tuner.Tuner):
             `keras.Input`).
         objective: the metric to rank members by, e.g. `"val_accuracy"`.
         population_size: number of members. Defaults to `8`.
-        max_epochs: epochs per member. Defaults to `10`.
+        max_epochs: epochs per member; if `None`, `search(epochs=...)` sets
+            it. Defaults to `None`.
         interval_epochs: epochs between decisions. Defaults to `1`.
         quantile, selection, factors, resample_probability, explore_fn,
-            frozen, synchronous, seed: see `PBTOracle`.
+            frozen, synchronous, seed: see `PBTOracle`. `frozen` pins a
+            member's values (members with equal values form a
+            sub-population).
         logdir: TensorBoard directory (one run `member_<id>` per member,
             read by the PBT lineage tab). Defaults to
             `<directory>/<project_name>/pbt_logs`.
@@ -132,7 +80,8 @@ class PBTTuner(keras_tuner.Tuner):
             Defaults to `None`.
         devices_per_member: devices per slice. Defaults to `1`.
         max_idle_sleep: longest pause, in seconds, of a worker waiting for
-            the others (it backs off from 0.05 s). Defaults to `0.25`.
+            the others (it backs off from 0.05 s, doubling). Defaults to
+            `0.25`.
         hyperparameters, tune_new_entries, allow_new_entries,
             max_retries_per_trial, max_consecutive_failed_trials: as in
             `keras_tuner.Oracle`.
@@ -144,9 +93,9 @@ class PBTTuner(keras_tuner.Tuner):
 
     ```python
     tuner = keras_pbt.PBTTuner(build_model, objective="val_accuracy",
-                               population_size=8, interval_epochs=1, max_epochs=20,
+                               population_size=8, interval_epochs=2,
                                directory="kt", project_name="digits")
-    tuner.search(x, y, validation_data=(xv, yv))
+    tuner.search(x, y, validation_data=(xv, yv), epochs=12)
     tuner.results_summary()
     best_model = tuner.get_best_models(1)[0]
     ```
@@ -157,7 +106,7 @@ class PBTTuner(keras_tuner.Tuner):
         hypermodel=None,
         objective=None,
         population_size=8,
-        max_epochs=10,
+        max_epochs=None,
         interval_epochs=1,
         quantile=0.2,
         selection="truncation",
@@ -198,6 +147,12 @@ class PBTTuner(keras_tuner.Tuner):
                 "Give `devices` (one strategy per device slice) or `distribution_strategy`, "
                 f"not both. Received: devices={devices!r}"
             )
+        if not isinstance(max_idle_sleep, (int, float)) or not max_idle_sleep >= _FIRST_IDLE_SLEEP:
+            raise ValueError(
+                f"`max_idle_sleep` must be a number of seconds >= {_FIRST_IDLE_SLEEP}. "
+                f"Received: max_idle_sleep={max_idle_sleep!r}"
+            )
+        self._local = threading.local()
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.pbt_oracle = oracle  # the local oracle, also on a worker
         self.logdir = logdir or os.path.join(self.project_dir, "pbt_logs")
@@ -205,66 +160,129 @@ class PBTTuner(keras_tuner.Tuner):
         self.devices = devices
         self.devices_per_member = devices_per_member
         self.max_idle_sleep = float(max_idle_sleep)
-        self.training_calls = 0  # segments trained by this process
-        self.idle_waits = 0  # IDLE answers received (waiting for other members)
-        self.idle_seconds = 0.0  # time slept on them
+        self.roles = None  # found at the start of search
+        self.workers = []
         self._stop = threading.Event()
+        self._save_lock = threading.Lock()
+        self._trial_ended = threading.Condition()
+
+    # ------------------------------------------- per-thread worker state
+
+    @property
+    def _worker(self):
+        return getattr(self._local, "worker", None)
+
+    @property
+    def tuner_id(self):
+        worker = self._worker
+        return worker.tuner_id if worker is not None else self.__dict__.get("_tuner_id")
+
+    @tuner_id.setter
+    def tuner_id(self, value):
+        self.__dict__["_tuner_id"] = value
+
+    @property
+    def distribution_strategy(self):
+        worker = self._worker
+        return worker.strategy if worker is not None else self.__dict__.get("_strategy")
+
+    @distribution_strategy.setter
+    def distribution_strategy(self, value):
+        self.__dict__["_strategy"] = value
+
+    @property
+    def training_calls(self):
+        """Segments trained by this process."""
+        return sum(w.builds + w.reuses for w in self.workers)
+
+    @property
+    def idle_sleeps(self):
+        """The pauses after IDLE answers, per worker (a list of lists)."""
+        return [list(w.idle_sleeps) for w in self.workers]
 
     # ------------------------------------------------------------ search
 
-    def _workers(self):
+    def _make_workers(self):
+        size = self.pbt_oracle.population_size
         if self.devices is None:
-            return [(self.tuner_id, self.distribution_strategy)]
+            return [Worker(self.tuner_id, self.distribution_strategy, size)]
         # At most one worker per member; on a distributed worker `self.oracle`
         # is keras-tuner's client, hence the local oracle's size.
-        slices = devices_lib.assign_devices(
-            self.pbt_oracle.population_size, self.devices, self.devices_per_member)
+        slices = devices_lib.assign_devices(size, self.devices, self.devices_per_member)
         unique = []
         for s in slices:
             if s not in unique:
                 unique.append(s)
-        return [(f"{self.tuner_id}-{i}", devices_lib.member_strategy(s))
+        return [Worker(f"{self.tuner_id}-{i}", devices_lib.member_strategy(s), size)
                 for i, s in enumerate(unique)]
 
-    def search(self, *fit_args, **fit_kwargs):
+    def search(self, *fit_args, epochs=None, **fit_kwargs):
         """Trains the population; arguments are those of `model.fit`.
 
-        `epochs` and `initial_epoch` are set per segment from `max_epochs`
-        and `interval_epochs`; do not pass them.
+        Args:
+            *fit_args: passed to `HyperModel.fit` (so to `model.fit`).
+            epochs: the epochs each member trains in all. Required when
+                `max_epochs` was not given; otherwise it must equal it.
+            **fit_kwargs: passed to `HyperModel.fit`; `initial_epoch` is set
+                per segment.
         """
-        for key in ("epochs", "initial_epoch"):
-            if key in fit_kwargs:
-                raise ValueError(
-                    f"PBTTuner sets `{key}` for each segment from max_epochs and "
-                    f"interval_epochs. Received: {key}={fit_kwargs[key]!r}"
-                )
-        if _is_chief():
-            return super().search(*fit_args, **fit_kwargs)
-        if "verbose" in fit_kwargs and not self._is_worker():
-            self.oracle.verbose = fit_kwargs["verbose"]
+        if "initial_epoch" in fit_kwargs:
+            raise ValueError(
+                "PBTTuner sets `initial_epoch` for each segment. "
+                f"Received: initial_epoch={fit_kwargs['initial_epoch']!r}"
+            )
+        if epochs is not None:
+            self.pbt_oracle.set_max_epochs(epochs)
+        elif self.pbt_oracle.max_epochs is None and not self._is_worker():
+            raise ValueError(
+                "PBTTuner needs the training budget: pass epochs= to search() (each member "
+                "trains that many epochs in all) or max_epochs= to PBTTuner. Received: epochs=None"
+            )
+        self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
-        self.on_search_begin()
+        self.workers = [Worker(self.tuner_id, None)] if _is_chief() else self._make_workers()
+        self.roles = self._find_roles(self.workers[0].strategy)
+        self.pbt_oracle.set_inherited(self.roles.layout)
+        if len(self.workers) == 1:  # also the chief, which serves the oracle
+            self._local.worker = self.workers[0]
+            try:
+                super().search(*fit_args, **fit_kwargs)
+            finally:
+                self._local.worker = None
+                self.workers[0].drop()
+            return
         self.save()
-        workers = self._workers()
-        if len(workers) == 1:
-            self._worker_loop(workers[0][0], workers[0][1], fit_args, fit_kwargs, alone=True)
-        else:
-            self._run_threads(workers, fit_args, fit_kwargs)
-        self.on_search_end()
+        self._run_threads(fit_args, fit_kwargs)
         self.save()
 
-    def _run_threads(self, workers, fit_args, fit_kwargs):
+    def _find_roles(self, strategy):
+        if self.hypermodel is None:
+            return roles_lib.Roles()
+
+        def build(hp):
+            with keras_tuner.engine.tuner.maybe_distribute(strategy):
+                return self._built(self.hypermodel.build(hp))
+
+        with _BUILD_LOCK:
+            return roles_lib.find_roles(build, self.pbt_oracle.get_space())
+
+    def _run_threads(self, fit_args, fit_kwargs):
         errors = []
 
-        def run(tuner_id, strategy):
+        def run(worker):
+            self._local.worker = worker
             try:
-                self._worker_loop(tuner_id, strategy, fit_args, fit_kwargs, alone=False)
+                super(PBTTuner, self).search(*fit_args, **fit_kwargs)
+            except _Stop:
+                pass
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 errors.append(e)
                 self._stop.set()
+            finally:
+                worker.drop()
 
-        threads = [threading.Thread(target=run, args=w, name=f"pbt-tuner-{w[0]}", daemon=True)
-                   for w in workers]
+        threads = [threading.Thread(target=run, args=(w,), name=f"pbt-tuner-{w.tuner_id}",
+                                    daemon=True) for w in self.workers]
         for t in threads:
             t.start()
         try:
@@ -280,128 +298,166 @@ class PBTTuner(keras_tuner.Tuner):
         if errors:
             raise errors[0]
 
-    def _worker_loop(self, tuner_id, strategy, fit_args, fit_kwargs, alone):
-        sleep = 0.05
-        while not self._stop.is_set():
-            self.pre_create_trial()
-            trial = self.oracle.create_trial(tuner_id)
-            if trial.status == TrialStatus.STOPPED:
-                break
-            if trial.status == TrialStatus.IDLE:
-                # Waiting for other members: back off instead of spinning
-                # (keras-tuner's own loop asks again at once).
-                self.idle_waits += 1
-                self.idle_seconds += sleep
-                time.sleep(sleep)
-                sleep = min(sleep * 2, self.max_idle_sleep)
-                continue
-            sleep = 0.05
-            self.on_trial_begin(trial)
-            try:
-                logs, step = self._run_segment(trial, strategy, fit_args, fit_kwargs, alone)
-                self.oracle.update_trial(trial.trial_id, logs, step=step)
-                trial.status = TrialStatus.COMPLETED
-            except keras_tuner.errors.FatalError:
-                raise
-            except Exception as e:  # noqa: BLE001 - recorded in the trial, as keras-tuner does
-                trial.status = (TrialStatus.FAILED
-                                if isinstance(e, keras_tuner.errors.FailedTrialError)
-                                else TrialStatus.INVALID)
-                trial.message = traceback.format_exc()
-            self.oracle.end_trial(trial)
+    def pre_create_trial(self):
+        """Stops a worker thread, and backs off while there is no segment to train.
+
+        keras-tuner's search loop asks again at once after an IDLE answer.
+        Here a worker whose last answer was IDLE, or whose oracle (in this
+        process) has nothing to hand out, waits 0.05 s, then twice as long
+        each time, up to `max_idle_sleep`, before it asks; a trial that
+        ends in another worker thread of this process wakes it early.
+        """
+        if self._stop.is_set():
+            raise _Stop()
+        worker = self._worker
+        if worker is None:
+            return
+        if not worker.asked:  # it trained since it last asked: no backoff yet
+            worker.next_sleep = _FIRST_IDLE_SLEEP
+        local = isinstance(self.oracle, oracle_lib.PBTOracle)
+        waiting = worker.asked  # the last answer was IDLE (no on_trial_begin since)
+        while waiting or (local and not self.oracle.can_hand_out()):
+            self._idle_wait(worker)
+            waiting = False
+            if self._stop.is_set():
+                raise _Stop()
+        worker.asked = True
+
+    def _idle_wait(self, worker):
+        sleep = worker.next_sleep
+        worker.idle_sleeps.append(sleep)
+        with self._trial_ended:
+            self._trial_ended.wait(sleep)
+        worker.next_sleep = min(sleep * 2, self.max_idle_sleep)
+
+    def on_trial_begin(self, trial):
+        if self._worker is not None:
+            self._worker.asked = False
+        super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
-        # `_worker_loop` ends trials itself; the oracle saves its state then.
-        self.oracle.end_trial(trial)
+        super().on_trial_end(trial)
+        with self._trial_ended:
+            self._trial_ended.notify_all()
+
+    def save(self):
+        # Worker threads end trials concurrently: one writer at a time.
+        with self._save_lock:
+            super().save()
 
     # ----------------------------------------------------------- segment
 
-    def _build(self, hp, strategy):
+    def _try_build(self, hp):
+        """Builds the hypermodel, one build at a time. Keras' session is not
+        cleared, as keras-tuner does: workers keep their models."""
         with _BUILD_LOCK:
-            if strategy is None:
-                model = self.hypermodel.build(hp)
-            else:
-                with strategy.scope():
-                    model = self.hypermodel.build(hp)
-        if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
-            raise keras_tuner.errors.FatalTypeError(
-                "PBTTuner needs build_model(hp) to return a compiled keras.Model. "
-                f"Received: {model!r}"
-            )
-        if self.max_model_size:
-            size = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-            if size > self.max_model_size:
-                raise keras_tuner.errors.FailedTrialError(
-                    f"Oversized model: {size} parameters (max_model_size={self.max_model_size})."
+            model = self._build_hypermodel(hp)
+            with keras_tuner.engine.tuner.maybe_distribute(self.distribution_strategy):
+                model = self._built(model)
+            if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
+                raise keras_tuner.errors.FatalTypeError(
+                    "PBTTuner needs build_model(hp) to return a compiled keras.Model. "
+                    f"Received: {model!r}"
                 )
-        if not model.built:
-            raise keras_tuner.errors.FatalValueError(
-                "PBTTuner needs build_model(hp) to return a built model (start it with "
-                "keras.Input(shape)) so that its weights and optimizer state can be "
-                "restored before training."
-            )
+            if not model.built:
+                raise keras_tuner.errors.FatalValueError(
+                    "PBTTuner needs the model's weights before training, to restore a "
+                    "parent's: start build_model(hp)'s model with keras.Input(shape), or pass "
+                    f"NumPy arrays or a tf.data.Dataset to search(). Received: {model!r}"
+                )
+            size = sum(math.prod(w.shape) for w in model.trainable_weights)
+            if self.max_model_size and size > self.max_model_size:
+                raise keras_tuner.errors.FailedTrialError(
+                    f"Oversized model: {size} parameters (max_model_size={self.max_model_size}).")
+            return model, roles_lib.prepare(model, self._optimizer_roles().values())
+
+    def _built(self, model):
+        """Builds an unbuilt model (a `Sequential` without `Input`, as in
+        keras-tuner's getting-started guide) for the inputs given to search."""
+        shape = getattr(self, "_input_shape", None)
+        if isinstance(model, keras.Model) and not model.built and shape is not None:
+            model.build(shape)
         return model
 
-    @staticmethod
-    def _applier(model):
-        """Applies the values build_model gave the optimizer again after a restore."""
-        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-        names = ["learning_rate"]
-        if isinstance(optimizer, keras.optimizers.SGD):
-            names.append("momentum")  # also creates SGD's momentum slots
-        try:
-            return HyperparameterApplier(model, names)
-        except TypeError:  # a learning-rate schedule: nothing to re-apply
-            return HyperparameterApplier(model, names[1:])
+    def _optimizer_roles(self):
+        return (self.roles or roles_lib.Roles()).optimizer
 
-    def _restore(self, model, trial_id, strategy):
-        snap = checkpoint_lib.load(self.get_trial_dir(trial_id))
+    def _restore(self, model, trial_id):
+        snap = snapshots_lib.load(self.get_trial_dir(trial_id))
         with _BUILD_LOCK:
-            applier = self._applier(model)
-            fresh = applier.read()
             try:
                 snapshot_lib.restore(model, snap)
             except ValueError as e:
                 raise keras_tuner.errors.FatalValueError(
-                    f"{e} If a hyperparameter changes the model's weights (a layer size, a "
-                    "layer that exists or not), pass its name in PBTTuner(frozen=[...])."
+                    f"{e} A hyperparameter changes the model's weights in a way the tuner "
+                    "could not see when it built the model with neighbouring values: pass "
+                    "its name in PBTTuner(frozen=[...])."
                 ) from e
-            applier.apply({k: v for k, v in fresh.items() if v is not None}, force=True)
-        return snap
 
-    def _run_segment(self, trial, strategy, fit_args, fit_kwargs, alone):
+    def _member_model(self, worker, trial):
+        """The `Kept` model for `trial`: a kept one built with the same values,
+        else a new build; it holds the parent's state and the trial's
+        optimizer values."""
+        values = trial.hyperparameters.values
+        parent = values.get(oracle_lib.PARENT_TRIAL) or None
+        key = (self.roles or roles_lib.Roles()).model_key(values)
+        kept = worker.get(key)
+        if kept is not None and parent is not None:
+            worker.reuses += 1
+            if parent != kept.trial_id:
+                self._restore(kept.model, parent)
+        else:
+            model, applier = self._try_build(trial.hyperparameters)
+            kept = worker.keep(key, model, applier)
+            worker.builds += 1
+            worker.install_pipeline(model, self._seed(values))
+            if parent is not None:
+                self._restore(model, parent)
+        # After a restore the optimizer holds the parent's values: assign the
+        # trial's (those of the build, and the explored optimizer values).
+        new = dict(kept.built_values)
+        new.update({field: values[name] for name, field in self._optimizer_roles().items()
+                    if name in values})
+        kept.applier.apply(new)
+        kept.trial_id = None
+        return kept
+
+    def _seed(self, values):
+        return int(self.pbt_oracle.seed) * 1000 + int(values[oracle_lib.MEMBER])
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        """Trains one segment of one member; returns its final metrics.
+
+        As Hyperband's `run_trial` sets `epochs` and `initial_epoch` from
+        the trial's values, so does this; the model comes from
+        `_member_model` (kept or built, with the parent's state), and the
+        segment's final state is saved in the trial's directory
+        (`keras_pbt.tuner.snapshots`).
+        """
+        worker = self._worker or Worker(self.tuner_id, self.distribution_strategy)
         hp = trial.hyperparameters
         values = hp.values
-        if alone:
-            keras.backend.clear_session()  # as keras-tuner does between trials
-        model = self._build(hp, strategy)
-        parent = values.get(oracle_lib.PARENT_TRIAL) or None
-        if parent:
-            self._restore(model, parent, strategy)
-        else:
-            with _BUILD_LOCK:
-                self._applier(model)  # builds the optimizer (and SGD slots) as a child's is
         kwargs = dict(fit_kwargs)
-        kwargs["callbacks"] = copy.deepcopy(list(kwargs.get("callbacks") or []))
-        for callback in kwargs["callbacks"]:
+        callbacks = self._deepcopy_callbacks(kwargs.pop("callbacks", None) or [])
+        for callback in callbacks:
             if isinstance(callback, keras.callbacks.TensorBoard):
                 # One run per member; its epochs continue across segments.
                 callback.log_dir = os.path.join(
                     str(callback.log_dir), f"member_{values[oracle_lib.MEMBER]}")
+        batches = (type(self).on_batch_end is not keras_tuner.Tuner.on_batch_end
+                   or type(self).on_batch_begin is not keras_tuner.Tuner.on_batch_begin)
+        callbacks.append(TunerHooks(self, trial, batches=batches))
+        kwargs["callbacks"] = callbacks
         kwargs["epochs"] = int(values[oracle_lib.EPOCHS])
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
-        self.training_calls += 1
-        start = snapshot_lib.iterations(model)
-        guard = None
-        if not alone:
-            guard = _DataPhaseLock()
-            kwargs["callbacks"].insert(0, guard)
-            guard.acquire()
         try:
-            logs = _last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
-        finally:
-            if guard is not None:
-                guard.release()
+            kept = self._member_model(worker, trial)
+            model = kept.model
+            start = snapshot_lib.iterations(model)
+            logs = last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
+        except BaseException:
+            worker.drop((self.roles or roles_lib.Roles()).model_key(values))  # state unknown
+            raise
         name = self.oracle.objective.name
         if name not in logs:
             raise keras_tuner.errors.FatalValueError(
@@ -414,22 +470,20 @@ class PBTTuner(keras_tuner.Tuner):
             model, int(values[oracle_lib.MEMBER]), step,
             oracle_lib.user_values(values), logs[name],
         )
-        checkpoint_lib.save(self.get_trial_dir(trial.trial_id), snap)
-        return logs, step
-
-    def run_trial(self, trial, *fit_args, **fit_kwargs):
-        """Trains one segment (see `search`); returns its final metrics."""
-        logs, _ = self._run_segment(trial, self.distribution_strategy, fit_args, fit_kwargs,
-                                    alone=True)
+        snapshots_lib.save(self.get_trial_dir(trial.trial_id), snap)
+        kept.trial_id = trial.trial_id
+        logs[oracle_lib.STEP_METRIC] = step
         return logs
 
     # ----------------------------------------------------------- results
 
     def load_model(self, trial):
         """The model of a trial with its weights and optimizer state at the segment's end."""
-        strategy = self.distribution_strategy
-        model = self._build(trial.hyperparameters, strategy)
-        self._restore(model, trial.trial_id, strategy)
+        model, applier = self._try_build(trial.hyperparameters)
+        built = applier.read()
+        self._restore(model, trial.trial_id)
+        applier.apply({k: v for k, v in built.items() if v is not None})
+        applier.release()
         return model
 
     def get_best_models(self, num_models=1):

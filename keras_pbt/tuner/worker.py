@@ -1,0 +1,205 @@
+"""A `PBTTuner` worker: one device slice, the member model it keeps, its data.
+
+A worker trains one segment after another, of whichever members the
+oracle hands it. It keeps the models it built, one per `Roles.model_key`
+(the values of the layout and rebuild hyperparameters), at most one per
+member: when a segment's model would be built the same as a kept one, the
+worker restores the parent's snapshot into that model (nothing at all
+when the segment continues the one the model just trained) and assigns the
+optimizer hyperparameters with `keras_pbt.HyperparameterApplier`, without
+building or retracing. Only an initial segment (fresh weights) or new
+architecture values build.
+
+With a strategy (`PBTTuner(devices=...)`), the data reach `model.fit`
+through the population's per-replica input pipeline
+(`keras_pbt.data.distribute_arrays` / `distribute_batches`: plain
+tf.data iterators, which concurrent members do not crash), with explicit
+steps, so no callback hooks a batch.
+"""
+
+import collections
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_pbt.data import dataset_steps
+from keras_pbt.data import distribute_arrays
+from keras_pbt.data import distribute_batches
+
+
+class Kept:
+    """A model a worker keeps.
+
+    Attributes:
+        model: the model.
+        applier: its `HyperparameterApplier`.
+        built_values: the optimizer values it was built with.
+        trial_id: the trial whose final state it holds (None while training).
+    """
+
+    def __init__(self, model, applier):
+        self.model = model
+        self.applier = applier
+        self.built_values = {k: v for k, v in applier.read().items() if v is not None}
+        self.trial_id = None
+
+
+class Worker:
+    """One worker's state.
+
+    Args:
+        tuner_id: the id it asks the oracle for trials with.
+        strategy: its `tf.distribute` strategy, or None.
+        max_models: models it keeps at most (the least recently used goes).
+
+    Attributes:
+        models: `OrderedDict` model key -> `Kept`.
+        builds: models it built; reuses: segments that used a kept model.
+        idle_sleeps: the pauses, in seconds, after each IDLE answer.
+    """
+
+    def __init__(self, tuner_id, strategy, max_models=1):
+        self.tuner_id = tuner_id
+        self.strategy = strategy
+        self.max_models = max(1, int(max_models))
+        self.models = collections.OrderedDict()
+        self.builds = 0
+        self.reuses = 0
+        self.idle_sleeps = []
+        self.asked = False  # asked the oracle and got no trial yet
+        self.next_sleep = None
+        self._validation = {}
+
+    def get(self, key):
+        """The kept model of `key` (now the most recently used), or None."""
+        kept = self.models.get(key)
+        if kept is not None:
+            self.models.move_to_end(key)
+        return kept
+
+    def keep(self, key, model, applier):
+        """Keeps a new model under `key`, forgetting the oldest beyond `max_models`."""
+        self.drop(key)
+        kept = self.models[key] = Kept(model, applier)
+        while len(self.models) > self.max_models:
+            self.drop(next(iter(self.models)))
+        return kept
+
+    def drop(self, key=None):
+        """Forgets the model of `key` (its state is unknown after a failure), or all."""
+        for k in list(self.models) if key is None else [key]:
+            kept = self.models.pop(k, None)
+            if kept is not None:
+                kept.applier.release()
+
+    def install_pipeline(self, model, seed):
+        """Makes `model.fit` feed arrays or a dataset through the per-replica
+        pipeline of this worker's strategy (a no-op without a strategy)."""
+        if self.strategy is None:
+            return
+        fit = type(model).fit
+        made = {}  # the model's training pipelines, made once (they reshuffle per iterator)
+
+        def pipeline_fit(x=None, y=None, batch_size=None, validation_data=None, shuffle=True,
+                         steps_per_epoch=None, validation_steps=None,
+                         validation_batch_size=None, sample_weight=None, **kwargs):
+            for key in ("validation_split", "class_weight"):
+                if kwargs.get(key):
+                    raise ValueError(
+                        f"PBTTuner(devices=...) feeds each worker's device slice itself and "
+                        f"does not support `{key}` in model.fit. Received: {key}={kwargs[key]!r}"
+                    )
+            key = (id(x), id(y), id(sample_weight), batch_size, bool(shuffle), steps_per_epoch)
+            if key not in made:
+                made[key] = (x, y, sample_weight), self._data(
+                    x, y, sample_weight, batch_size, seed if shuffle else None, steps_per_epoch)
+            data, steps = made[key][1]
+            if validation_data is not None:
+                validation_data, validation_steps = self._validation_data(
+                    validation_data, validation_batch_size or batch_size, validation_steps)
+                kwargs["validation_steps"] = validation_steps
+            return fit(model, data, steps_per_epoch=steps, validation_data=validation_data,
+                       shuffle=False, **kwargs)
+
+        model.fit = pipeline_fit
+
+    def _data(self, x, y, sample_weight, batch_size, seed, steps):
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
+            steps = steps or dataset_steps(x, "steps_per_epoch")
+            if seed is not None:
+                x = x.shuffle(1024, seed=seed)
+            return distribute_batches(self.strategy, x), steps
+        arrays = tuple(a for a in (x, y, sample_weight) if a is not None)
+        arrays = arrays if len(arrays) > 1 else arrays[0]
+        batch_size = batch_size or 32
+        n = len(tf.nest.flatten(x)[0])
+        return (distribute_arrays(self.strategy, arrays, batch_size, seed),
+                steps or math.ceil(n / batch_size))
+
+    def _validation_data(self, data, batch_size, steps):
+        key = (id(data), batch_size, steps)
+        if key not in self._validation:  # the same every segment: made once
+            if isinstance(data, tf.data.Dataset):
+                out = (distribute_batches(self.strategy, data),
+                       steps or dataset_steps(data, "validation_steps"))
+            else:
+                arrays = tuple(data) if len(data) > 1 else data[0]
+                batch_size = batch_size or 32
+                n = len(tf.nest.flatten(data[0])[0])
+                out = (distribute_arrays(self.strategy, arrays, batch_size, None),
+                       steps or math.ceil(n / batch_size))
+            self._validation[key] = (data, out)  # `data` kept alive: its id stays unique
+        return self._validation[key][1]
+
+
+def last_logs(results):
+    """The metrics at the end of a segment, from what `HyperModel.fit` returned."""
+    if isinstance(results, keras.callbacks.History):
+        return {k: float(v[-1]) for k, v in results.history.items() if v}
+    if isinstance(results, dict):
+        return {k: float(v) for k, v in results.items()}
+    raise TypeError(
+        "PBTTuner needs HyperModel.fit() to return the History of model.fit or a dict of "
+        f"metrics at the end of the segment. Received: {results!r}"
+    )
+
+
+def input_shape(fit_args, fit_kwargs):
+    """The batch shape of `x` given to search (None when it has several inputs)."""
+    x = fit_args[0] if fit_args else fit_kwargs.get("x")
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
+    shape = getattr(x, "shape", None)
+    return None if shape is None else (None,) + tuple(shape[1:])
+
+
+class TunerHooks(keras.callbacks.Callback):
+    """Calls the tuner's `on_epoch_begin` / `on_epoch_end` (and, only when the
+    tuner overrides them, `on_batch_begin` / `on_batch_end`), as keras-tuner's
+    `TunerCallback` does. Batches are hooked only then: a batch hook turns
+    off Keras' asynchronous batch dispatch."""
+
+    def __init__(self, tuner, trial, batches=False):
+        super().__init__()
+        self.tuner = tuner
+        self.trial = trial
+        if batches:
+            self.on_train_batch_begin = self._batch_begin
+            self.on_train_batch_end = self._batch_end
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.tuner.on_epoch_begin(self.trial, self.model, epoch, logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tuner.on_epoch_end(self.trial, self.model, epoch, logs=logs)
+
+    def _batch_begin(self, batch, logs=None):
+        self.tuner.on_batch_begin(self.trial, self.model, batch, logs)
+
+    def _batch_end(self, batch, logs=None):
+        self.tuner.on_batch_end(self.trial, self.model, batch, logs)
