@@ -89,7 +89,8 @@ def extra_variables(model):
 def save_member(checkpointer, index, member, store):
     """Writes member `index`'s file for the epoch it has reached."""
     state = member.callback.get_state()  # brings the step count up to the optimizer's
-    snap = snapshot_lib.capture(member.model, member.id, state["steps"], state["hparams"])
+    snap = snapshot_lib.capture(member.model, member.id, state["steps"], state["hparams"],
+                                 on_device=False)  # written to disk: straight to the host
     reports, records = store.member_records(member.id)
     arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
     arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})

@@ -316,8 +316,10 @@ class Population:
         for member in self.members:
             if member.initial_snapshot is None:
                 member.callback.set_model(member.model)
+                # On the host: it holds no device memory for the whole fit.
                 member.initial_snapshot = snapshot_lib.capture(
-                    member.model, member.id, member.callback.steps, member.callback.hparams)
+                    member.model, member.id, member.callback.steps, member.callback.hparams,
+                    on_device=False)
         # Every member trains the same number of steps per epoch; each one's
         # data is shuffled with its own seed, repeated, and distributed over
         # its slice (see keras_pbt.data).

@@ -22,7 +22,7 @@ from keras_pbt import devices
 from keras_pbt import snapshot as snapshot_lib
 from keras_pbt.store import InMemoryStore
 from keras_pbt.store import Snapshot
-from keras_pbt.tuner import checkpoint as tuner_checkpoint
+from keras_pbt.tuner import snapshots as tuner_checkpoint
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp
 
