@@ -326,6 +326,7 @@ def phase_overhead(ctx):
     import numpy as np
 
     import keras_pbt
+    from keras_pbt import data as data_lib
 
     gpu = ctx["mode"] == "gpu"
     members, size, filters, batch, steps, epochs, repeats = (
@@ -342,7 +343,9 @@ def phase_overhead(ctx):
 
     def plain(seed):  # the same members, data pipelines and devices, no PBT
         pop = population(seed)
-        inputs = [pop._member_data(m, x, y, batch, True, 1024) + pop._member_validation(m, (xv, yv), batch)
+        n_steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), batch, True, 1024, {})
+        inputs = [(data_lib.member_data(m.strategy, x, y, batch, m.seed, 1024), n_steps,
+                   data_lib.member_validation(m.strategy, (xv, yv), batch), vsteps)
                   for m in pop.members]
         threads = [threading.Thread(target=lambda m=m, i=i: m.model.fit(
             i[0], steps_per_epoch=i[1], validation_data=i[2], validation_steps=i[3], epochs=epochs,

@@ -15,11 +15,17 @@ _LAZY = {
 }
 
 
+_SUBMODULES = {"convert", "oracle", "records", "results", "roles", "segments", "snapshots",
+               "tuner", "worker"}
+
+
 def __getattr__(name):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_pbt.tuner.{name}")
     raise AttributeError(f"module 'keras_pbt.tuner' has no attribute {name!r}")
 
 
