@@ -22,7 +22,7 @@ test: $(STAMP)
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
 
-# Every benchmark at its default size, one after another (about an hour on
+# Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)

@@ -36,7 +36,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn", "playwright"],
         "browser": ["playwright"],
         "examples": ["scikit-learn"],
-        # benchmarks/ray_pbt.py compares against Ray Tune's PBT.
-        "bench": ["scikit-learn", "ray[tune]"],
+        # benchmarks/ray_pbt.py compares against Ray Tune's PBT;
+        # benchmarks/search_quality.py generates MNIST-1D offline with mnist1d.
+        "bench": ["scikit-learn", "ray[tune]", "mnist1d"],
     },
 )
