@@ -398,11 +398,8 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         # Synchronous parents publish right after the barrier and the loser
         # waits for that snapshot; asynchronous losers copy only what exists.
         available = None if self.synchronous else self.store.snapshot_members()
-        history = None
-        if self.policy.uses_history:
-            history = [r for rs in self.store.histories().values() for r in rs]
         decision = self.policy.decide(self.member_id, reports, key, self._rng, available,
-                                      history=history)
+                                      history=self._run_history())
         copied_step = None
         if decision.is_exploit:
             snap = self.store.snapshot(

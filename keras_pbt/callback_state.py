@@ -75,10 +75,7 @@ class MemberState:
         hyperparameters, records `action="restart"` with `reason`; returns
         the `LineageRecord`."""
         snapshot_lib.restore(self.model, snapshot, self.copy_optimizer_state)
-        history = None
-        if self.policy.uses_history:
-            history = [r for rs in self.store.histories().values() for r in rs]
-        new, ops = self.policy.explore(snapshot.hparams, self._rng, history)
+        new, ops = self.policy.explore(snapshot.hparams, self._rng, self._run_history())
         record = lineage_lib.LineageRecord(
             member=self.member_id, step=self.steps, action="restart", hparams=dict(new),
             hparams_before=dict(self.hparams), parent=snapshot.member if from_member else None,
@@ -89,3 +86,10 @@ class MemberState:
         self.hparams = dict(new)
         self._record(record, metric=None)
         return record
+
+    def _run_history(self):
+        """Every member's reports so far, when the policy's explorer models the
+        run (PB2); None otherwise, so other explorers cost nothing here."""
+        if not self.policy.uses_history:
+            return None
+        return [r for reports in self.store.histories().values() for r in reports]

@@ -9,7 +9,8 @@ takes their weights once they are ahead.
 `FireSelection` is that idea in two groups, built from the paper's rules
 but simplified (no separate evaluator workers):
 
-* the **fitness** group (the first members in canonical id order): its
+* the **fitness** group (the first members in member-id order, as
+  `keras_pbt.schedule.member_order_key` sorts them): its
   bottom quantile copies a member drawn from the top quantile of the
   *whole* population by metric, so a member of the other group that has
   overtaken it is copied into it (promotion);
@@ -27,7 +28,9 @@ Pure Python.
 import math
 
 from keras_pbt import ranking as ranking_lib
+from keras_pbt import schedule as schedule_lib
 from keras_pbt import selection as selection_lib
+from keras_pbt.validation import check_int
 
 
 class FireSelection(selection_lib.Selection):
@@ -56,7 +59,7 @@ class FireSelection(selection_lib.Selection):
             raise ValueError(f"`fraction` must be in (0, 1). Received: fraction={fraction!r}")
         self.fraction = float(fraction)
         self.quantile = selection_lib.check_quantile(quantile)
-        self.window = ranking_lib.ImprovementRate(window).window
+        self.window = check_int("window", window, minimum=2)
         self.history_length = self.window
 
     def __repr__(self):
@@ -64,8 +67,9 @@ class FireSelection(selection_lib.Selection):
                 f"window={self.window})")
 
     def groups(self, members):
-        """`(fitness, improvement)`: member ids split in canonical (str) order."""
-        ordered = sorted(members, key=str)
+        """`(fitness, improvement)`: member ids split in member-id order
+        (`schedule.member_order_key`: integers by value, so 2 before 10)."""
+        ordered = sorted(members, key=schedule_lib.member_order_key)
         n = len(ordered)
         n_improvement = min(max(1, round(n * self.fraction)), n - 1) if n > 1 else 0
         cut = n - n_improvement

@@ -26,6 +26,8 @@ def test_groups_split_in_canonical_order():
     sel = FireSelection(fraction=0.5)
     assert sel.groups([3, 0, 2, 1]) == ([0, 1], [2, 3])
     assert FireSelection(fraction=0.25).groups(range(8)) == ([0, 1, 2, 3, 4, 5], [6, 7])
+    # The project's one member order: integers by value (2 before 10), not as text.
+    assert sel.groups(range(12)) == (list(range(6)), list(range(6, 12)))
     # At least one member in each group.
     assert FireSelection(fraction=0.9).groups([0, 1]) == ([0], [1])
     assert FireSelection(fraction=0.1).groups([0, 1]) == ([0], [1])
