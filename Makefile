@@ -12,15 +12,27 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[test,examples]"
 	touch $(STAMP)
 
+# JAX's CPU wheel and PyTorch's CPU build (torch==2.13.0 is the CPU wheel
+# these machines keep on disk; a looser pin would download a CUDA build).
+BACKENDS_STAMP := $(VENV)/.backends-installed
+$(BACKENDS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[backends]"
+	touch $(BACKENDS_STAMP)
+
 venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/digits.py
 
-test: $(STAMP)
+# The whole suite on TensorFlow, then the modules marked `all_backends`
+# (callback, hyperparameters, snapshots, population, backends) on JAX and
+# on PyTorch (tests/conftest.py).
+test: $(STAMP) $(BACKENDS_STAMP)
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider tests
+	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider tests
 
 # Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.

@@ -4,7 +4,7 @@ from setuptools import setup
 setup(
     name="keras-pbt",
     version="0.1.0",
-    description="Population-Based Training for Keras 3 on TensorFlow",
+    description="Population-Based Training for Keras 3 on TensorFlow, JAX and PyTorch",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -36,6 +36,9 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn", "playwright"],
         "browser": ["playwright"],
         "examples": ["scikit-learn"],
+        # Keras' other backends: JAX's CPU wheel, and PyTorch's CPU build
+        # (the pinned release is the CPU wheel; a newer one is a CUDA build).
+        "backends": ["jax", "torch==2.13.0"],
         # benchmarks/ray_pbt.py compares against Ray Tune's PBT;
         # benchmarks/search_quality.py generates MNIST-1D offline with mnist1d.
         "bench": ["scikit-learn", "ray[tune]", "mnist1d"],

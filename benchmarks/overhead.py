@@ -10,6 +10,7 @@ functions with timers: decisions, snapshot copies, retraces (make_train_function
 and the next step that traces), summaries, and waiting at the barrier.
 
     python benchmarks/overhead.py [--size 8] [--epochs 20] [--repeats 3]
+    KERAS_BACKEND=jax python benchmarks/overhead.py ...   (or torch)
 """
 
 import argparse
@@ -103,8 +104,9 @@ def main():
                   for m in pop.members]
 
         def fit(m, data, steps, vdata, vsteps):
-            m.model.fit(data, steps_per_epoch=steps, validation_data=vdata, validation_steps=vsteps,
-                        epochs=args.epochs, verbose=0, shuffle=False)
+            with keras_pbt.devices.fit_scope(m.strategy):  # the member's device (JAX, PyTorch)
+                m.model.fit(data, steps_per_epoch=steps, validation_data=vdata,
+                            validation_steps=vsteps, epochs=args.epochs, verbose=0, shuffle=False)
 
         threads = [threading.Thread(target=fit, args=(m,) + i) for m, i in zip(pop.members, inputs)]
         t = time.perf_counter()
@@ -141,6 +143,9 @@ def main():
             pbts[mode].append(elapsed)
             exploits[mode].append(n)
     p = float(np.median(plains))
+    import keras
+
+    print(f"backend: {keras.backend.backend()}")
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, "
           f"devices {sorted({d for m in population(0).members for d in m.devices})}")
     print(f"{args.size} members x {args.epochs} epochs, {args.repeats} repeats, arms in rotating order")

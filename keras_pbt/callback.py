@@ -9,6 +9,7 @@ import zlib
 import keras
 import numpy as np
 
+from keras_pbt import backend as backend_lib
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import policy as policy_lib
 from keras_pbt import selection as selection_lib
@@ -357,6 +358,9 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             )
 
     def _boundary(self, logs, last):
+        # JAX writes its training state back to the variables only at the
+        # end of an epoch: at a step boundary, before any read or assign.
+        backend_lib.current().sync_state(self.model)
         self._sync_steps()
         self._applier.ensure_slots()  # optimizers a train_step built lazily
         self._next_step_boundary = self._step_boundary_after(self.steps)

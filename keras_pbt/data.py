@@ -152,9 +152,20 @@ def dataset_steps(dataset, name):
     return n
 
 
+def _distributes(strategy):
+    # A TensorFlow strategy feeds each replica; a JAX/PyTorch member's
+    # DeviceScope takes the plain dataset (one device, one pipeline).
+    return hasattr(strategy, "distribute_datasets_from_function")
+
+
 def distribute_arrays(strategy, arrays, batch_size, seed):
     n = _num_samples(arrays[0] if isinstance(arrays, tuple) else arrays,
                      arrays[1] if isinstance(arrays, tuple) else None)
+    if not _distributes(strategy):
+        ds = tf.data.Dataset.from_tensor_slices(arrays)
+        if seed is not None:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).repeat().with_options(_ARRAY_OPTIONS)
 
     def dataset_fn(ctx):
         ds = tf.data.Dataset.from_tensor_slices(arrays)
@@ -169,6 +180,8 @@ def distribute_arrays(strategy, arrays, batch_size, seed):
 
 
 def distribute_batches(strategy, dataset):
+    if not _distributes(strategy):
+        return dataset.repeat()
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
         first = tf.nest.flatten(next(iter(dataset)))[0]

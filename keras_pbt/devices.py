@@ -1,32 +1,29 @@
 """Devices for a population: which slice of the machine each member uses.
 
-Each member trains under its own `tf.distribute.MirroredStrategy` over its
-slice. Strategies of several members run at the same time in threads of one
-process. Their default cross-device ops clash: on CPU the collective ops of
-two strategies join the same group ("joining a group that is already full"),
-and NCCL all-reduces launched from several threads on the same GPUs can
-interleave and hang. Every member therefore uses
-`ReductionToOneDevice(reduce_to_device=<first device of its slice>)`: plain
-copies and adds between the slice's own devices, no collective group shared
-with other strategies. A slice of one device needs no reduction at all.
+On TensorFlow each member trains under its own
+`tf.distribute.MirroredStrategy` over its slice (see
+`keras_pbt.backend.tensorflow_backend` for the cross-device ops that let
+several run at once). On JAX and PyTorch a member has one device, entered
+with `keras.device` (`keras_pbt.backend.device_scope.DeviceScope`).
 """
 
-
-import tensorflow as tf
-
+from keras_pbt import backend as backend_lib
 from keras_pbt.validation import check_int
 
 
 def configure_cpu_devices(n):
-    """Splits the physical CPU into `n` logical devices (`/device:CPU:0..n-1`).
+    """Splits the CPU into `n` devices, so members can each have their own.
 
-    Must run before TensorFlow initialises its devices (before any op, model
-    or tensor is created). Returns the logical CPU devices that exist
-    afterwards; if TensorFlow is already initialised with another number,
-    raises `RuntimeError` saying so.
+    TensorFlow: `n` logical devices `/device:CPU:0..n-1`; JAX: `n` CPU
+    devices `cpu:0..n-1` (as `XLA_FLAGS=--xla_force_host_platform_device_count=n`);
+    PyTorch has one CPU device, shared by all members. Must run before the
+    backend initialises its devices (before any op, model or tensor is
+    created). Returns the CPU devices that exist afterwards; if the backend
+    is already initialised with another number, raises `RuntimeError`
+    saying so.
 
     Args:
-        n: number of logical CPU devices, >= 1.
+        n: number of CPU devices, >= 1.
 
     Example:
 
@@ -34,53 +31,16 @@ def configure_cpu_devices(n):
     >>> keras_pbt.configure_cpu_devices(4)   # first thing in the script
     """
     check_int("n", n)
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    current = tf.config.get_logical_device_configuration(cpu)
-    if current is not None and len(current) == n:
-        return [d.name for d in tf.config.list_logical_devices("CPU")]
-    try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
-        )
-    except RuntimeError:
-        have = tf.config.list_logical_devices("CPU")
-        if len(have) == n:
-            return [d.name for d in have]
-        raise RuntimeError(
-            f"TensorFlow is already initialised with {len(have)} logical CPU device(s); "
-            f"call keras_pbt.configure_cpu_devices({n}) before creating any model or "
-            "tensor, or pass devices= explicitly."
-        ) from None
-    return [d.name for d in tf.config.list_logical_devices("CPU")]
+    return backend_lib.current().configure_cpu_devices(n)
 
 
 def available_devices(num_cpu_devices=None):
     """The devices a population uses by default.
 
-    Every GPU if there is one; otherwise the logical CPU devices, asking for
-    `num_cpu_devices` of them if TensorFlow is not initialised yet.
+    Every GPU if there is one; otherwise the CPU devices, asking for
+    `num_cpu_devices` of them if the backend is not initialised yet.
     """
-    # list_physical_devices does not initialise TensorFlow; listing logical
-    # devices does, after which CPU devices can no longer be split.
-    if tf.config.list_physical_devices("GPU"):
-        return [d.name for d in tf.config.list_logical_devices("GPU")]
-    if num_cpu_devices is not None:
-        try:
-            return configure_cpu_devices(num_cpu_devices)
-        except RuntimeError:
-            pass
-    return [d.name for d in tf.config.list_logical_devices("CPU")]
-
-
-def _canonical(name, known):
-    spec = tf.DeviceSpec.from_string(name)
-    for k in known:
-        ks = tf.DeviceSpec.from_string(k)
-        if (ks.device_type or "").upper() == (spec.device_type or "").upper() and ks.device_index == (
-            spec.device_index if spec.device_index is not None else 0
-        ):
-            return k
-    return None
+    return backend_lib.current().available_devices(num_cpu_devices)
 
 
 def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=None):
@@ -105,6 +65,13 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
             than the devices given.
     """
     check_int("devices_per_member", devices_per_member)
+    backend = backend_lib.current()
+    if devices_per_member > 1 and not backend.supports_device_slices:
+        raise ValueError(
+            f"On the {backend_lib.name()} backend a member trains on one device: several "
+            "devices per member (data parallelism) need TensorFlow's MirroredStrategy. "
+            f"Pass devices_per_member=1. Received: devices_per_member={devices_per_member}"
+        )
     if devices == "auto":
         names = available_devices(num_cpu_devices)
     else:
@@ -115,11 +82,11 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
         requested = list(devices)
         if not requested:
             raise ValueError("`devices` must not be empty. Received: devices=[]")
-        known = [d.name for d in tf.config.list_logical_devices()]
+        known = backend.known_devices()
         names = []
         for name in requested:
             try:
-                canonical = _canonical(str(name), known)
+                canonical = backend.canonical_device(str(name), known)
             except ValueError:
                 canonical = None
             if canonical is None:
@@ -141,13 +108,17 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
 
 
 def member_strategy(devices):
-    """A `MirroredStrategy` over `devices` that can run beside other members'.
+    """What a member is built and trained in: on TensorFlow a
+    `MirroredStrategy` over `devices` that can run beside other members';
+    on JAX and PyTorch a `DeviceScope` of its one device.
 
-    See the module docstring for why the cross-device ops are
-    `ReductionToOneDevice`.
+    Raises:
+        ValueError: several devices per member on JAX or PyTorch.
     """
-    return tf.distribute.MirroredStrategy(
-        devices=list(devices),
-        cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0]),
-    )
+    return backend_lib.current().member_strategy(devices)
 
+
+def fit_scope(strategy):
+    """The context a member's `fit` runs in (its device on JAX and PyTorch;
+    Keras' TensorFlow trainer enters the strategy itself)."""
+    return backend_lib.current().fit_scope(strategy)

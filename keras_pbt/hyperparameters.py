@@ -15,10 +15,12 @@ in the model attribute `g_optimizer`, with the same rules; a plain
 `"learning_rate"` always means `model.optimizer`.
 """
 
+import contextlib
 import numbers
 
 import keras
 
+from keras_pbt import backend as backend_lib
 from keras_pbt import tunable as tunable_lib
 
 
@@ -50,11 +52,13 @@ class _OptimizerAttrSetter(_Setter):
     (`tunable.TUNABLE_FIELDS`) are backed by a variable: assigned, retraced
     only when a value moves to or from zero. Others are set, then retraced."""
 
-    def __init__(self, optimizer, name, strategy):
+    def __init__(self, optimizer, name, model):
         self.optimizer = optimizer
         self.name = name
-        self.strategy = strategy
-        self._tunable = name in tunable_lib.TUNABLE_FIELDS
+        self.model = model
+        backend = backend_lib.current()
+        self._tunable = name in tunable_lib.TUNABLE_FIELDS and backend.carries_floats
+        self._captured = backend.step_captures_floats(model)
 
     def read(self):
         value = getattr(self.optimizer, self.name)
@@ -64,7 +68,7 @@ class _OptimizerAttrSetter(_Setter):
         """Backs the field by a variable when it is a tunable float."""
         value = getattr(self.optimizer, self.name)
         if self._tunable and isinstance(value, float):
-            tunable_lib.install(self.optimizer, self.name, self.strategy)
+            tunable_lib.install(self.optimizer, self.name, self.model)
 
     def apply(self, value):
         current = getattr(self.optimizer, self.name)
@@ -79,12 +83,21 @@ class _OptimizerAttrSetter(_Setter):
             return False
         setattr(self.optimizer, self.name, value)
         self.install()  # e.g. clipnorm None -> 1.0: variable-backed from now on
-        return True
+        # An eager step (PyTorch) reads the new value by itself.
+        return self._captured
 
 
 class _VariableSetter(_Setter):
-    def __init__(self, variable):
+    """A `keras.Variable`: assigned. Where the compiled step takes its state
+    as arguments (JAX), one that is not part of that state is carried in it
+    while the applier manages it: in `optimizer`'s variables when it is read
+    by the optimizer (a `ScaledSchedule`'s scale), else in the model's."""
+
+    def __init__(self, variable, model, optimizer=None):
         self.variable = variable
+        self.model = model
+        self.optimizer = optimizer
+        self._carried = backend_lib.current().carry_variable(model, variable, optimizer)
 
     def read(self):
         value = keras.ops.convert_to_numpy(self.variable)
@@ -93,6 +106,11 @@ class _VariableSetter(_Setter):
     def apply(self, value):
         self.variable.assign(value)
         return False
+
+    def release(self):
+        if self._carried:
+            backend_lib.current().drop_variable(self.model, self.variable, self.optimizer)
+            self._carried = False
 
 
 class _CallableSetter(_Setter):
@@ -160,7 +178,7 @@ class HyperparameterApplier:
         if not model.optimizer.built and model.built:
             # Keras may build the optimizer only at the first step; build it
             # now so slots exist (and snapshots match) from the start.
-            with model.distribute_strategy.scope():
+            with _build_scope(model):
                 model.optimizer.build(model.trainable_variables)
         setters = dict(setters or {})
         self._setters = {}
@@ -181,7 +199,7 @@ class HyperparameterApplier:
     def _resolve(self, name, setter):
         if setter is not None:
             if isinstance(setter, keras.Variable):
-                return _VariableSetter(setter)
+                return _VariableSetter(setter, self.model)
             if callable(setter):
                 return _CallableSetter(setter, self.model)
             raise TypeError(
@@ -223,7 +241,7 @@ class HyperparameterApplier:
                     f"Hyperparameter {name!r} needs the optimizer's "
                     "learning rate to be a keras_pbt.ScaledSchedule."
                 )
-            return _VariableSetter(scale)
+            return _VariableSetter(scale, self.model, opt)
         value = getattr(opt, field, _MISSING)
         if isinstance(value, tunable_lib.TunableFloat):
             value = value.value  # installed by an earlier applier
@@ -235,7 +253,7 @@ class HyperparameterApplier:
                 f"{type(opt).__name__} and no setter was given for it. Pass "
                 f"setters={{{name!r}: keras.Variable(...) or fn(model, value)}}."
             )
-        return _OptimizerAttrSetter(opt, field, self.model.distribute_strategy)
+        return _OptimizerAttrSetter(opt, field, self.model)
 
     def ensure_slots(self):
         """Gives every SGD optimizer whose momentum is tuned its momentum slots.
@@ -255,7 +273,7 @@ class HyperparameterApplier:
                 variables = list(getattr(opt, "_trainable_variables", []))
             if len(opt.momentums) == len(variables):
                 continue
-            with self.model.distribute_strategy.scope():
+            with _build_scope(self.model):
                 opt.momentums = opt.add_optimizer_variables(variables, "momentum")
 
     @property
@@ -280,6 +298,9 @@ class HyperparameterApplier:
         step is traced with the variable-backed fields).
         """
         retrace = force
+        # JAX: in the middle of an epoch the variables hold a stale state;
+        # write it back first, and the next step reads what is assigned here.
+        backend_lib.current().sync_state(self.model)
         if self._tunes_momentum:
             self.ensure_slots()  # the optimizer may have been built since
         for name, value in values.items():
@@ -302,6 +323,16 @@ class HyperparameterApplier:
                       if isinstance(s, _OptimizerAttrSetter)}
         for optimizer in optimizers.values():
             tunable_lib.uninstall(optimizer)
+        for setter in self._setters.values():
+            if isinstance(setter, _VariableSetter):
+                setter.release()
+
+
+def _build_scope(model):
+    # TensorFlow builds variables in the model's strategy; JAX and PyTorch
+    # on the device the member's thread is placed on.
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 _MISSING = object()

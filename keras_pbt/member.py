@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_pbt import checkpoint as checkpoint_lib
+from keras_pbt import devices as devices_lib
 from keras_pbt import policy as policy_lib
 from keras_pbt.store import BarrierTimeoutError
 from keras_pbt.store import ConfigurationError
@@ -48,7 +49,8 @@ class Member:
     Attributes:
         id: the member id.
         devices: the device names of its slice.
-        strategy: its `tf.distribute.MirroredStrategy`.
+        strategy: its `tf.distribute.MirroredStrategy` (TensorFlow), or the
+            `DeviceScope` of its one device (JAX, PyTorch).
         model: its compiled `keras.Model`.
         callback: its `PBTCallback`.
         history: dict metric -> list of per-epoch values, over all its fits.
@@ -189,10 +191,11 @@ def _train_loop(population, member, data, kwargs, extra):
     while not population._stop.is_set() and cb.epochs < epochs:
         control = _MemberControl(population, member)
         try:
-            member.model.fit(
-                data, initial_epoch=cb.epochs,
-                callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
-            )
+            with devices_lib.fit_scope(member.strategy):
+                member.model.fit(
+                    data, initial_epoch=cb.epochs,
+                    callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
+                )
             if cb.epochs < epochs and not population._stop.is_set() and (
                     _non_finite(member.model) or _last_loss_non_finite(member)):
                 # Stopped on NaN (TerminateOnNaN): a fault, even when the

@@ -18,12 +18,10 @@ keeps `d_optimizer` and `g_optimizer` as attributes next to
 restored, in the order of `optimizers(model)`.
 """
 
-import functools
-
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_pbt import backend as backend_lib
 from keras_pbt.store import Snapshot
 
 
@@ -59,12 +57,19 @@ def iterations(model):
     return max(counts) if counts else 0
 
 
+# Variables a backend carries in the training state only as hyperparameters
+# (JAX: keras_pbt.backend.jax_backend) are not state to copy: PBT applies
+# the hyperparameters after every copy.
+
+
 def _model_variables(model):
-    return list(model.weights)
+    hparam = backend_lib.current().is_hparam_variable
+    return [v for v in model.weights if not hparam(v)]
 
 
 def _optimizer_variables(model):
-    return [v for _, opt in optimizers(model) for v in opt.variables]
+    hparam = backend_lib.current().is_hparam_variable
+    return [v for _, opt in optimizers(model) for v in opt.variables if not hparam(v)]
 
 
 def _learning_rate_variables(model):
@@ -90,61 +95,20 @@ def layout(model):
     The kind of an optimizer variable is `"optimizer"` for `model.optimizer`
     and `"optimizer:<attribute>"` for another optimizer of the model.
     """
+    hparam = backend_lib.current().is_hparam_variable
     rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in _model_variables(model)]
     for name, opt in optimizers(model):
         kind = "optimizer" if name == "optimizer" else f"optimizer:{name}"
-        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype)) for v in opt.variables]
+        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype))
+                 for v in opt.variables if not hparam(v)]
     return tuple(rows)
 
 
-def _to_numpy(variable):
-    """A copy of `variable`'s value that nothing else holds: one copy.
-
-    With TensorFlow, `variable.numpy()` reads the variable and returns a new
-    NumPy array (`EagerTensor.numpy` copies; a `MirroredVariable` reads one
-    replica the same way), which training can never write to
-    (tests/test_snapshot_copy.py). It is kept as it is. Only what is not an
-    array owning its memory (a 0-d value comes back as a NumPy scalar; a
-    view of a buffer someone else owns) is copied (again).
-    """
-    value = variable.numpy()
-    if isinstance(value, np.ndarray) and value.flags.owndata:
-        return value
-    return np.array(value, copy=True)
-
-
-def _device_copy(variable):
-    """A copy of `variable`'s value made on the variable's own device.
-
-    `tf.identity` would not do: on the same device it hands back the
-    variable's buffer (no copy; 0.2 ms for 100 MB here). TensorFlow's
-    `Snapshot` op allocates a new buffer and copies into it (a device
-    memcpy) whenever the input buffer has another owner, which a variable's
-    buffer always has. The variable's later in-place updates copy on write
-    and never reach it (tests/test_snapshot_device.py). A `MirroredVariable`
-    is read on its primary device.
-    """
-    value = variable.value  # the tf.Variable (or MirroredVariable) behind it
-    with tf.device(value.device):
-        return tf.raw_ops.Snapshot(input=value)
-
-
-@functools.lru_cache(maxsize=None)
-def _machine_has_gpu():
-    # Asked once: by the first capture TensorFlow has initialised its devices
-    # (a model exists), and logical devices never change afterwards. Where
-    # there is no GPU, no variable is asked where it lives.
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _on_gpu(variable):
-    return _machine_has_gpu() and ":GPU:" in variable.value.device.upper()
-
-
 def _copy(variable, on_device):
-    if on_device or (on_device is None and _on_gpu(variable)):
-        return _device_copy(variable)
-    return _to_numpy(variable)
+    backend = backend_lib.current()
+    if on_device or (on_device is None and backend.has_gpu() and backend.on_gpu(variable)):
+        return backend.device_copy(variable)
+    return backend.host_copy(variable)
 
 
 def capture(model, member, step, hparams=None, metric=None, on_device=None):
@@ -173,6 +137,7 @@ def capture(model, member, step, hparams=None, metric=None, on_device=None):
     """
     if on_device not in (None, True, False):
         raise ValueError(f"`on_device` must be None, True or False. Received: on_device={on_device!r}")
+    backend_lib.current().sync_state(model)
     return Snapshot(
         member=member,
         step=int(step),
@@ -268,6 +233,8 @@ def restore(model, snapshot, copy_optimizer_state=True):
             optimizer the snapshot holds before its first step (no slots
             yet) is the one exception: its slots are reset to zero.
     """
+    backend = backend_lib.current()
+    backend.sync_state(model)
     model_layout = layout(model)
     pairs = _align(model_layout, snapshot.layout)
     if isinstance(pairs, str):
@@ -275,14 +242,13 @@ def restore(model, snapshot, copy_optimizer_state=True):
             f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
             "population must share the architecture and the optimizer classes."
         )
-    # One assign per variable, straight from the snapshot's array: TensorFlow
-    # converts it with one copy into a new tensor (it never keeps a view of
-    # NumPy memory) and the variable takes that tensor's buffer, copy on
-    # write. A device tensor is assigned as it is: copied into the
-    # variable's buffer (over to the variable's device when it lives on
-    # another), since the snapshot still owns it. So the snapshot, shared
-    # by every member that copies it, is never written to
-    # (tests/test_snapshot_copy.py, tests/test_snapshot_device.py).
+    # One assign per variable, straight from the snapshot's array, with one
+    # copy (`backend.assign`): TensorFlow converts it into a new tensor (it
+    # never keeps a view of NumPy memory) and copies a device tensor into
+    # the variable's buffer; PyTorch copies in place; JAX puts a copy on the
+    # variable's device. So the snapshot, shared by every member that
+    # copies it, is never written to (tests/test_snapshot_copy.py,
+    # tests/test_snapshot_device.py).
     values = snapshot.weights + snapshot.optimizer
     variables = _model_variables(model) + _optimizer_variables(model)
     rates = _learning_rate_variables(model)
@@ -294,4 +260,4 @@ def restore(model, snapshot, copy_optimizer_state=True):
         elif j is None:
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
         else:
-            variable.assign(values[j])
+            backend.assign(variable, values[j])

@@ -25,6 +25,8 @@ def _host_copy(array):
     """A read-only NumPy array of `array`'s value (itself if it is one)."""
     if isinstance(array, np.ndarray):
         return array
+    if hasattr(array, "detach"):  # a PyTorch tensor, maybe on a GPU
+        array = array.detach().cpu()
     out = np.array(array)  # a device tensor's `__array__`: copied to host memory
     out.flags.writeable = False
     return out
@@ -33,6 +35,9 @@ def _host_copy(array):
 def _nbytes(array):  # a device tensor's from its shape and dtype, without a copy
     if isinstance(array, np.ndarray):
         return array.nbytes
+    nbytes = getattr(array, "nbytes", None)  # JAX and PyTorch tensors have it
+    if isinstance(nbytes, int):
+        return nbytes
     return int(np.prod(tuple(array.shape), dtype=np.int64)) * int(array.dtype.size)
 
 

@@ -1,10 +1,12 @@
 """Optimizer floats backed by a variable, so PBT can change them without a retrace.
 
 Keras optimizers keep `momentum`, `beta_1`, `epsilon`, `clipnorm`, ... as
-Python floats, and the compiled train step bakes their values in as
-constants when it is traced. Changing one in the middle of `fit` therefore
-needs a retrace (about 0.3 s on a small model under a `tf.distribute`
-strategy, holding the GIL, so every member of a population waits).
+Python floats, and a compiled train step (a `tf.function`, a jitted JAX
+function) bakes their values in as constants when it is traced. Changing one
+in the middle of `fit` therefore needs a retrace (about 0.3 s on a small
+model under a `tf.distribute` strategy, holding the GIL, so every member of a
+population waits). PyTorch's eager step reads the floats at every step and
+needs neither (`keras_pbt.backend.current().carries_floats` is False there).
 
 `TunableFloat` stands in for such a float on the optimizer while PBT trains:
 
@@ -17,6 +19,11 @@ strategy, holding the GIL, so every member of a population waits).
   Those branches are decided at trace time; they only change when a value
   moves to or from zero (or changes sign), and `needs_retrace` says so.
 
+The variable behind it is the backend's (`keras_pbt.backend`): a float64
+`tf.Variable` in the model's strategy scope on TensorFlow; on JAX a
+`keras.Variable` carried in the optimizer's own variables, so that it is
+part of the state the jitted step takes as an argument.
+
 `install` puts them on an optimizer (and makes the optimizer's `get_config`
 report plain floats, so saving a model mid-training works); `uninstall`
 puts plain floats back.
@@ -25,7 +32,9 @@ puts plain floats back.
 import functools
 import operator
 
-import tensorflow as tf
+import keras
+
+from keras_pbt import backend as backend_lib
 
 # Optimizer fields Keras only uses in arithmetic, casts and comparisons with
 # zero (read from Keras 3's SGD, RMSprop, Adam(W/ax), Nadam, Adadelta, Lamb,
@@ -69,23 +78,21 @@ class TunableFloat:
     Args:
         value: the initial value.
         name: a name for the variable.
-        strategy: the `tf.distribute` strategy of the model: the variable
-            is created in its scope, so every replica reads it.
+        model: the model whose optimizer holds it.
+        optimizer: that optimizer.
 
     Example:
 
-    >>> opt.momentum = TunableFloat(0.9, "momentum", model.distribute_strategy)
+    >>> opt.momentum = TunableFloat(0.9, "momentum", model, opt)
     >>> opt.momentum.assign(0.5)  # the next step uses 0.5, no retrace
     """
 
-    __slots__ = ("variable", "value")
+    __slots__ = ("variable", "value", "_backend")
 
-    def __init__(self, value, name, strategy):
+    def __init__(self, value, name, model, optimizer):
         self.value = float(value)
-        with strategy.scope():
-            # float64 keeps Python's precision for `1 - beta_2`; reads cast.
-            self.variable = tf.Variable(self.value, dtype=tf.float64, trainable=False,
-                                        name=f"pbt_{name}")
+        self._backend = backend_lib.current()
+        self.variable = self._backend.tunable_variable(self.value, name, model, optimizer)
 
     def assign(self, value):
         self.value = float(value)
@@ -93,7 +100,10 @@ class TunableFloat:
 
     def tensor(self, dtype=None):
         """The current value as a tensor (float32 unless `dtype` is given)."""
-        return tf.cast(self.variable, dtype or tf.float32)
+        return self._backend.read_tunable(self.variable, dtype)
+
+    def __jax_array__(self):
+        return self.tensor()
 
     # Python-side: the current float, as Keras' trace-time checks expect.
     def __float__(self):
@@ -131,15 +141,17 @@ class TunableFloat:
     # Tensor-side: arithmetic reads the variable (in float64, then float32,
     # as Keras would convert a Python float result).
     def _binary(self, other, op, reverse):
-        other = other.variable if isinstance(other, TunableFloat) else other
+        if isinstance(other, TunableFloat):
+            other = other.tensor()
         if isinstance(other, (int, float)):
-            a, b = (other, self.variable) if reverse else (self.variable, other)
-            return tf.cast(op(a, b), tf.float32)
+            mine = self._backend.read_tunable(self.variable, self._backend.tunable_dtype)
+            a, b = (other, mine) if reverse else (mine, other)
+            return keras.ops.cast(op(a, b), "float32")
         mine = self.tensor(getattr(other, "dtype", None))
         return op(other, mine) if reverse else op(mine, other)
 
     def __neg__(self):
-        return tf.cast(-self.variable, tf.float32)
+        return -self.tensor()
 
 
 def _plain(value):
@@ -156,12 +168,19 @@ for _name, _op in (("add", operator.add), ("sub", operator.sub), ("mul", operato
     _define(_name, _op)
 
 
-def _convert(value, dtype=None, name=None, as_ref=False):
-    del name, as_ref
+def _read(value, dtype=None):
     return value.tensor(dtype)
 
 
-tf.register_tensor_conversion_function(TunableFloat, _convert)
+def _register():
+    # TensorFlow needs a conversion function for `ops.cast(self.momentum, ...)`;
+    # JAX converts through `__jax_array__`.
+    backend = backend_lib.current()
+    if backend.carries_floats:
+        backend.register_tunable_type(TunableFloat, _read)
+
+
+_register()
 
 
 def _float_config(optimizer, get_config):
@@ -169,7 +188,7 @@ def _float_config(optimizer, get_config):
     return {k: float(v) if isinstance(v, TunableFloat) else v for k, v in config.items()}
 
 
-def install(optimizer, field, strategy):
+def install(optimizer, field, model):
     """Puts a `TunableFloat` in `optimizer.<field>`; returns it.
 
     The field must hold a float. An already installed one is returned as is.
@@ -177,7 +196,7 @@ def install(optimizer, field, strategy):
     Args:
         optimizer: a Keras optimizer.
         field: one of `TUNABLE_FIELDS`.
-        strategy: the model's distribute strategy.
+        model: the model it belongs to.
 
     Returns:
         The `TunableFloat` now held in the field.
@@ -185,7 +204,7 @@ def install(optimizer, field, strategy):
     current = getattr(optimizer, field)
     if isinstance(current, TunableFloat):
         return current
-    tunable = TunableFloat(current, field, strategy)
+    tunable = TunableFloat(current, field, model, optimizer)
     setattr(optimizer, field, tunable)
     if "get_config" not in vars(optimizer):
         optimizer.get_config = functools.partial(_float_config, optimizer, optimizer.get_config)
@@ -202,6 +221,7 @@ def uninstall(optimizer):
     for field in TUNABLE_FIELDS:
         value = getattr(optimizer, field, None)
         if isinstance(value, TunableFloat):
+            value._backend.release_tunable(optimizer, value.variable)
             setattr(optimizer, field, value.value)
     if "get_config" in vars(optimizer):
         del optimizer.get_config

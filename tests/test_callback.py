@@ -37,6 +37,9 @@ class _Recorder(keras.callbacks.Callback):
         self.batch_weights.append(float(self.model.weights[0].numpy()[0, 0]))
 
 
+pytestmark = pytest.mark.all_backends
+
+
 def _sgd_reference(w, m, lr, momentum, xs, ys):
     out = []
     for x, y in zip(xs[:, 0], ys[:, 0]):
@@ -255,6 +258,7 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
     assert sum(r.action == "exploit" for r in written) == sum(cb.exploits for cb in cbs) > 0
 
 
+@pytest.mark.tensorflow_only(reason="the toy model's train_step uses tf.GradientTape")
 def test_paper_toy_example():
     # examples/paper_toy.py: h = (1, 0) and (0, 1), 200 steps, a boundary every 4.
     alone = paper_toy.run(with_pbt=False, noise=0.2)[:, -1]

@@ -16,6 +16,8 @@ import keras_pbt
 from keras_pbt import snapshot as snapshot_lib
 from tests.pbt_helpers import FailAt, blobs
 
+pytestmark = pytest.mark.all_backends
+
 SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.95)}
 X, Y = blobs(240, seed=0)
 XV, YV = blobs(90, seed=1)
@@ -35,19 +37,48 @@ def build(hp):
     return model
 
 
+BACKEND = keras.backend.backend()
+# Four CPU devices (conftest.py) on TensorFlow and JAX; PyTorch has one.
+CPU_DEVICES = {"tensorflow": [f"/device:CPU:{i}" for i in range(4)],
+               "jax": [f"cpu:{i}" for i in range(4)], "torch": ["cpu"]}[BACKEND]
+TWO_DEVICES = {"tensorflow": ["/cpu:0", "/cpu:1"], "jax": ["cpu:0", "cpu:1"], "torch": None}[BACKEND]
+tensorflow_only = pytest.mark.tensorflow_only(reason="MirroredStrategy slices")
+# JAX compiles each member's train and test steps (seconds each on 2 CPU
+# cores): under JAX this subset runs, so that `make test` stays within 15
+# minutes; the whole module runs on TensorFlow and PyTorch.
+JAX_SUBSET = {
+    "test_each_member_lives_on_its_own_device", "test_more_members_than_devices_share_round_robin",
+    "test_bad_configuration_is_rejected_before_building",
+    "test_asynchronous_population_and_dataset_input",
+    "test_member_that_raises_is_restarted_from_a_top_member",
+    "test_members_with_other_architectures_are_rejected_at_construction",
+}
+
+
+@pytest.fixture(autouse=True)
+def _jax_subset(request):
+    if BACKEND == "jax" and request.node.originalname not in JAX_SUBSET:
+        pytest.skip("outside this module's JAX subset (see JAX_SUBSET)")
+
+
 def _device_of(variable):
-    return tf.DeviceSpec.from_string(variable.value.device).device_index
+    if BACKEND == "jax":
+        return {f"{d.platform}:{d.id}" for d in variable.value.devices()}.pop()
+    if BACKEND == "torch":
+        return str(variable.value.device)
+    return "/device:CPU:%d" % tf.DeviceSpec.from_string(variable.value.device).device_index
 
 
 def test_each_member_lives_on_its_own_device():
     pop = keras_pbt.Population(build, SPACE, size=4, seed=0, verbose=0)
-    assert [m.devices for m in pop.members] == [[f"/device:CPU:{i}"] for i in range(4)]
+    assert [m.devices for m in pop.members] == [[CPU_DEVICES[i % len(CPU_DEVICES)]] for i in range(4)]
     for i, member in enumerate(pop.members):
         assert member.strategy.num_replicas_in_sync == 1
         devices = {_device_of(v) for v in member.model.weights}
-        assert devices == {i}
+        assert devices == {CPU_DEVICES[i % len(CPU_DEVICES)]}
 
 
+@tensorflow_only
 def test_slices_of_two_devices_mirror_variables_on_both():
     pop = keras_pbt.Population(build, SPACE, size=2, devices_per_member=2, seed=0, verbose=0)
     assert [m.devices for m in pop.members] == [["/device:CPU:0", "/device:CPU:1"],
@@ -59,8 +90,9 @@ def test_slices_of_two_devices_mirror_variables_on_both():
             assert replicas == expected
 
 
+@pytest.mark.skipif(TWO_DEVICES is None, reason="PyTorch has one CPU device")
 def test_more_members_than_devices_share_round_robin():
-    pop = keras_pbt.Population(build, SPACE, size=6, devices=["/cpu:0", "/cpu:1"], seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, size=6, devices=TWO_DEVICES, seed=0, verbose=0)
     assert [m.devices[0][-1] for m in pop.members] == ["0", "1", "0", "1", "0", "1"]
 
 
@@ -83,6 +115,7 @@ def test_bad_configuration_is_rejected_before_building(kwargs, message):
         keras_pbt.Population(build, space, **args)
 
 
+@tensorflow_only
 def test_two_concurrent_strategies_exploit_across_devices():
     pop = keras_pbt.Population(build, SPACE, size=2, seed=3, verbose=0, quantile=0.5,
                                initial_hparams=[{"learning_rate": 0.2, "momentum": 0.5},
@@ -328,7 +361,7 @@ def test_members_with_other_architectures_are_rejected_at_construction(fn, text)
     hps = [{"learning_rate": 0.01, "momentum": 0.5}, {"learning_rate": 0.02, "momentum": 0.5}]
     with pytest.raises(ValueError, match=rf"member 'b'.*member 'a'.*{text}") as info:
         keras_pbt.Population(fn, SPACE, size=2, seed=0, verbose=0, initial_hparams=hps,
-                             member_ids=["a", "b"], devices=["/cpu:0", "/cpu:1"])
+                             member_ids=["a", "b"], devices=TWO_DEVICES or ["cpu"])
     assert "build" in str(info.value)
 
 

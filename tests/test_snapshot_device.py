@@ -15,7 +15,6 @@ import weakref
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_pbt import checkpoint as checkpoint_lib
 from keras_pbt import devices
@@ -26,8 +25,14 @@ from keras_pbt.tuner import snapshots as tuner_checkpoint
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp
 
+pytestmark = pytest.mark.all_backends
+
 X, Y = blobs(64)
 DEVICES = ["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"]
+BACKEND = keras.backend.backend()
+# Models on a second CPU device: TensorFlow's logical devices, JAX's host
+# devices (tests/conftest.py); PyTorch has one CPU device.
+SECOND_CPU = {"tensorflow": "/cpu:1", "jax": "cpu:1"}.get(BACKEND)
 
 
 def _plain(seed=0):
@@ -40,14 +45,41 @@ def _mirrored(seed=0):
 
 
 def _on_cpu1(seed=0):
-    with tf.device("/cpu:1"):
-        return mlp(seed, keras.optimizers.Adam(1e-2))
+    with keras.device(SECOND_CPU):
+        model = mlp(seed, keras.optimizers.Adam(1e-2))
+    model.test_device = SECOND_CPU  # trained there too (JAX computes where fit runs)
+    return model
 
 
-BUILDERS = {"plain": _plain, "mirrored": _mirrored, "cpu1": _on_cpu1}
+BUILDERS = {"plain": _plain}
+if SECOND_CPU:
+    BUILDERS["cpu1"] = _on_cpu1
+if BACKEND == "tensorflow":
+    BUILDERS["mirrored"] = _mirrored
+MIRRORED = "mirrored" if BACKEND == "tensorflow" else "plain"
+
+
+def _numpy(tensor):
+    return np.array(keras.ops.convert_to_numpy(tensor), copy=True)
+
+
+def _device(tensor):
+    """Where a backend tensor lives, comparably across tensors."""
+    if BACKEND == "jax":
+        return tuple(sorted(str(d) for d in tensor.devices()))
+    return str(tensor.device)
+
+
+def _is_device_tensor(a):
+    return keras.ops.is_tensor(a) and not isinstance(a, np.ndarray)
 
 
 def _train(model, steps=3):
+    with keras.device(getattr(model, "test_device", None) or "cpu:0"):
+        _fit(model, steps)
+
+
+def _fit(model, steps):
     model.fit(X, Y, batch_size=16, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
 
 
@@ -70,9 +102,11 @@ def test_device_copies_are_tensors_on_the_variables_device(kind):
     snap = snapshot_lib.capture(model, "a", 3, on_device=True)
     assert snap.on_device
     for a, v in zip(_arrays(snap), _variables(model)):
-        assert isinstance(a, tf.Tensor) and not isinstance(a, np.ndarray)
-        assert a.device == v.value.device  # the primary replica's device when mirrored
-        np.testing.assert_array_equal(a.numpy(), v.numpy())
+        assert _is_device_tensor(a)
+        assert _device(a) == _device(v.value)  # the primary replica's device when mirrored
+        if kind == "cpu1":
+            assert "CPU:1" in str(_device(a)).upper()
+        np.testing.assert_array_equal(_numpy(a), v.numpy())
     host = snapshot_lib.capture(model, "a", 3, on_device=False)
     assert not host.on_device
     assert snap.nbytes == host.nbytes > 0
@@ -97,7 +131,7 @@ def test_training_after_device_capture_does_not_change_it(kind):
     model = BUILDERS[kind]()
     _train(model)
     snap = snapshot_lib.capture(model, "a", 3, on_device=True)
-    frozen = [np.array(a.numpy(), copy=True) for a in _arrays(snap)]
+    frozen = [np.array(_numpy(a), copy=True) for a in _arrays(snap)]
     crc = snap.checksum()
     _train(model, steps=4)
     for v in _variables(model):
@@ -105,19 +139,21 @@ def test_training_after_device_capture_does_not_change_it(kind):
     now = _values(model)
     assert all(not np.array_equal(a, b) for a, b in zip(frozen, now))
     for a, b in zip(_arrays(snap), frozen):
-        np.testing.assert_array_equal(a.numpy(), b)
+        np.testing.assert_array_equal(_numpy(a), b)
     assert snap.checksum() == crc
 
 
 @pytest.mark.parametrize("parent_kind,child_kind",
-                         [("mirrored", "mirrored"), ("cpu1", "plain"), ("mirrored", "plain"),
-                          ("plain", "mirrored")])
+                         sorted({("mirrored", "mirrored"), ("cpu1", "plain"), ("mirrored", "plain"),
+                                 ("plain", "mirrored"), ("plain", "plain")}))
 def test_restore_from_device_snapshot_gives_the_parents_state(parent_kind, child_kind):
+    if parent_kind not in BUILDERS or child_kind not in BUILDERS:
+        pytest.skip(f"no {parent_kind}/{child_kind} models on {BACKEND}")
     parent, child = BUILDERS[parent_kind](seed=0), BUILDERS[child_kind](seed=1)
     _train(parent, steps=4)
     _train(child, steps=2)
     snap = snapshot_lib.capture(parent, "parent", 4, on_device=True)
-    frozen = [np.array(a.numpy(), copy=True) for a in _arrays(snap)]
+    frozen = [np.array(_numpy(a), copy=True) for a in _arrays(snap)]
     want = _values(parent)
     assert any(not np.array_equal(a, b) for a, b in zip(want, _values(child)))
     snapshot_lib.restore(child, snap)
@@ -129,7 +165,7 @@ def test_restore_from_device_snapshot_gives_the_parents_state(parent_kind, child
     if child_kind == "mirrored":
         for v in _variables(child):
             for component in v.value.values:  # every replica holds the parent's value
-                np.testing.assert_array_equal(component.numpy(), v.numpy())
+                np.testing.assert_array_equal(componen_numpy(t), v.numpy())
     # The next step of the child equals the next step of the parent.
     _train(parent, steps=1)
     _train(child, steps=1)
@@ -137,11 +173,11 @@ def test_restore_from_device_snapshot_gives_the_parents_state(parent_kind, child
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # ...and neither step wrote into the snapshot.
     for a, b in zip(_arrays(snap), frozen):
-        np.testing.assert_array_equal(a.numpy(), b)
+        np.testing.assert_array_equal(_numpy(a), b)
 
 
 def test_to_host_gives_read_only_numpy_with_the_same_values():
-    model = _mirrored()
+    model = BUILDERS[MIRRORED]()
     _train(model)
     snap = snapshot_lib.capture(model, "a", 3, hparams={"lr": 0.1}, metric=0.5, on_device=True)
     host = snap.to_host()
@@ -150,7 +186,7 @@ def test_to_host_gives_read_only_numpy_with_the_same_values():
         snap.member, snap.step, snap.hparams, snap.metric, snap.layout)
     for a, t in zip(_arrays(host), _arrays(snap)):
         assert isinstance(a, np.ndarray) and not a.flags.writeable
-        np.testing.assert_array_equal(a, t.numpy())
+        np.testing.assert_array_equal(a, _numpy(t))
     assert host.checksum() == snap.checksum() and host.nbytes == snap.nbytes
 
 
@@ -177,7 +213,7 @@ def test_population_checkpoint_encodes_a_device_snapshot(tmp_path):
 
 
 def test_tuner_checkpoint_saves_and_loads_a_device_snapshot(tmp_path):
-    model = _mirrored()
+    model = BUILDERS[MIRRORED]()
     _train(model)
     snap = snapshot_lib.capture(model, "t", 3, hparams={"lr": 0.01}, on_device=True)
     tuner_checkpoint.save(str(tmp_path), snap)

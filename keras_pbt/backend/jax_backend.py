@@ -1,0 +1,237 @@
+"""keras-pbt on Keras' JAX backend.
+
+Keras trains a JAX model with a jitted, stateless step: the trainable,
+non-trainable, optimizer and metric variables go in as arguments and come
+out updated, and Keras writes them back to the `keras.Variable`s only at
+the end of an epoch (`model.jax_state_sync()`). Three consequences:
+
+- In the middle of an epoch (a step interval) the variables are stale or
+  empty: `sync_state` writes the state back first, and since that marks it
+  synced, the next step reads the variables again, with whatever PBT
+  assigned.
+- A value the step reads that is not in its state is a constant of the
+  trace. An optimizer float (`momentum`, `beta_1`, ...) is therefore backed
+  by a `keras.Variable` carried in the optimizer's own variables while PBT
+  manages it, and a user's `keras.Variable` (a loss weight) in the model's
+  non-trainable variables. Both leave again at the end of `fit`, so the
+  model saves and loads as usual, and snapshots never hold them (they are
+  hyperparameters, applied after every copy).
+- The step donates its input buffers: a snapshot must own a copy, and a
+  restore must give the variable a copy, never the snapshot's own array.
+
+Members run in threads, one device each (`jax.devices()`: every GPU, or
+CPU devices: `keras_pbt.configure_cpu_devices(n)` before JAX initialises,
+or `XLA_FLAGS=--xla_force_host_platform_device_count=n`).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from keras_pbt.backend.device_scope import DeviceScope
+
+# The dtype of the variable behind a TunableFloat.
+tunable_dtype = 'float32'
+carries_floats = True
+supports_device_slices = False
+
+_HPARAM = "_keras_pbt_hparam"
+
+
+def sync_state(model):
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def step_captures_floats(model):
+    """The jitted step bakes Python floats in as constants."""
+    del model
+    return True
+
+
+# ----------------------------------------------------------------- snapshots
+
+
+def host_copy(variable):
+    # `np.asarray` of a CPU array may view its buffer, which the next
+    # (donating) step reuses: always copy.
+    import numpy as np
+
+    return np.array(variable.value, copy=True)
+
+
+def device_copy(variable):
+    # On the variable's own device, explicitly: an array JAX placed there
+    # by a default-device scope would otherwise follow the caller's default.
+    return jax.device_put(variable.value, _device_of(variable), may_alias=False)
+
+
+def has_gpu():
+    return jax.default_backend() == "gpu"
+
+
+def on_gpu(variable):
+    return any(d.platform == "gpu" for d in variable.value.devices())
+
+
+def _device_of(variable):
+    return next(iter(variable.value.devices()))
+
+
+def assign(variable, value):
+    """Assigns a copy of `value` on the variable's device (never an alias)."""
+    variable.assign(jax.device_put(value, _device_of(variable), may_alias=False))
+
+
+def is_hparam_variable(variable):
+    """True for the variables PBT carries in the state only as hyperparameters."""
+    return getattr(variable, _HPARAM, False)
+
+
+# ----------------------------------------------------------- tunable floats
+
+
+def tunable_variable(value, name, model, optimizer):
+    """A float32 `keras.Variable` on the optimizer's device, in its variables."""
+    del model
+    device = _device_of(optimizer.iterations)
+    variable = keras.Variable(
+        jax.device_put(jnp.float32(value), device), dtype="float32", trainable=False,
+        name=f"pbt_{name}",
+    )
+    _track_in_optimizer(optimizer, variable)
+    return variable
+
+
+def _track_in_optimizer(optimizer, variable):
+    optimizer._track_variable(variable)
+    setattr(variable, _HPARAM, True)
+    if "save_own_variables" not in vars(optimizer):
+        # A model saved in the middle of fit (ModelCheckpoint) holds the
+        # optimizer's own state only, as after fit.
+        optimizer.save_own_variables = functools.partial(_save_own_variables, optimizer)
+
+
+def _save_own_variables(optimizer, store):
+    own = [v for v in optimizer.variables if not is_hparam_variable(v)]
+    for i, variable in enumerate(own):
+        store[str(i)] = variable.numpy()
+
+
+def read_tunable(variable, dtype=None):
+    # Inside the step, `.value` is the traced value from the optimizer's state.
+    return keras.ops.cast(variable.value, dtype or "float32")
+
+
+def release_tunable(optimizer, variable):
+    variables = optimizer._variables
+    for i, v in enumerate(variables):
+        if v is variable:
+            del variables[i]
+            break
+    setattr(variable, _HPARAM, False)
+    if "save_own_variables" in vars(optimizer) and not any(map(is_hparam_variable, variables)):
+        del optimizer.save_own_variables
+
+
+def carry_variable(model, variable, optimizer=None):
+    """Puts `variable` in the training state unless it is part of it already:
+    in `optimizer`'s variables when given (read by the optimizer), else in
+    the model's non-trainable variables. Returns True if it was added."""
+    known = {id(v) for v in model.variables}
+    for opt in _all_optimizers(model):
+        known |= {id(v) for v in opt.variables}
+    if id(variable) in known:
+        return False
+    if optimizer is not None:
+        _track_in_optimizer(optimizer, variable)
+        return True
+    locked = model._tracker.locked
+    model._tracker.unlock()
+    try:
+        model._track_variable(variable)
+    finally:
+        if locked:
+            model._tracker.lock()
+    setattr(variable, _HPARAM, True)
+    return True
+
+
+def drop_variable(model, variable, optimizer=None):
+    if optimizer is not None:
+        release_tunable(optimizer, variable)
+        return
+    model._untrack_variable(variable)
+    setattr(variable, _HPARAM, False)
+
+
+def _all_optimizers(model):
+    from keras_pbt.snapshot import optimizers
+
+    return [opt for _, opt in optimizers(model)]
+
+
+def register_tunable_type(cls, read):
+    # JAX converts any object with `__jax_array__` (TunableFloat has it).
+    del cls, read
+
+
+# ------------------------------------------------------------------ devices
+
+
+def configure_cpu_devices(n):
+    """Asks JAX for `n` CPU devices; only possible before JAX initialises."""
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        pass
+    have = jax.devices("cpu")
+    if len(have) != n:
+        raise RuntimeError(
+            f"JAX is already initialised with {len(have)} CPU device(s); call "
+            f"keras_pbt.configure_cpu_devices({n}) before creating any model or array, "
+            f"set XLA_FLAGS=--xla_force_host_platform_device_count={n}, or pass devices= "
+            "explicitly."
+        )
+    return [_name(d) for d in have]
+
+
+def _name(device):
+    return f"{device.platform}:{device.id}"
+
+
+def available_devices(num_cpu_devices=None):
+    if has_gpu():
+        return [_name(d) for d in jax.devices("gpu")]
+    if num_cpu_devices is not None:
+        try:
+            return configure_cpu_devices(num_cpu_devices)
+        except RuntimeError:
+            pass
+    return [_name(d) for d in jax.devices("cpu")]
+
+
+def known_devices():
+    names = [_name(d) for d in jax.devices("cpu")]
+    if has_gpu():
+        names += [_name(d) for d in jax.devices("gpu")]
+    return names
+
+
+def canonical_device(name, known):
+    """`"/gpu:1"`, `"GPU:1"`, `"/device:CPU:0"`, `"cpu"` -> `"gpu:1"`, `"cpu:0"`."""
+    text = name.lower().replace("/device:", "").lstrip("/").replace("cuda", "gpu")
+    kind, _, index = text.partition(":")
+    candidate = f"{kind}:{int(index) if index.isdigit() else 0}"
+    return candidate if candidate in known else None
+
+
+def member_strategy(devices):
+    return DeviceScope(devices)
+
+
+def fit_scope(strategy):
+    return strategy.scope()

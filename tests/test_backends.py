@@ -1,0 +1,96 @@
+"""keras-pbt on JAX and PyTorch: what differs from TensorFlow, as a user meets it.
+
+`make test` runs this module (and every module marked `all_backends`) under
+`KERAS_BACKEND=jax` and `KERAS_BACKEND=torch`; on TensorFlow the README test
+and the population tests already cover the same ground.
+"""
+
+import pathlib
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_pbt
+from keras_pbt import backend as backend_lib
+from keras_pbt import snapshot as snapshot_lib
+from tests.pbt_helpers import blobs
+
+pytestmark = pytest.mark.all_backends
+
+BACKEND = keras.backend.backend()
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+other_backends = pytest.mark.skipif(BACKEND == "tensorflow", reason="covered by the TensorFlow suite")
+SPACE = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.0, 0.95)}
+X, Y = blobs(160, seed=0)
+XV, YV = blobs(60, seed=1)
+
+
+def build(hp):
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(hp["learning_rate"], momentum=hp["momentum"]),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def test_backend_module_is_the_one_keras_runs_on():
+    assert backend_lib.name() == BACKEND
+    assert backend_lib.current().__name__ == f"keras_pbt.backend.{BACKEND}_backend"
+
+
+@other_backends
+def test_readme_callback_example_runs_unchanged(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                 if "PBTCallback(" in b and "threading" in b)
+    exec(compile(block, "README.md callback example", "exec"), {"__name__": "readme"})  # noqa: S102
+    assert "exploits;" in capsys.readouterr().out
+
+
+@other_backends
+def test_several_devices_per_member_is_a_clear_error_at_construction():
+    with pytest.raises(ValueError, match=rf"{BACKEND} backend.*MirroredStrategy.*"
+                                         r"Received: devices_per_member=2"):
+        keras_pbt.Population(build, SPACE, size=2, devices_per_member=2, verbose=0)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's host devices (conftest.py)")
+def test_jax_members_train_on_their_own_devices_and_exploit_across_them():
+    pop = keras_pbt.Population(build, SPACE, size=2, devices=["cpu:1", "cpu:2"],
+                               seed=0, verbose=0, synchronous=True, quantile=0.5,
+                               initial_hparams=[{"learning_rate": 0.3, "momentum": 0.9},
+                                                {"learning_rate": 0.001, "momentum": 0.0}])
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
+    exploits = [r for r in pop.lineage if r.action == "exploit"]
+    assert exploits, "the slow member must copy the fast one"
+    for member, device in zip(pop.members, ["cpu:1", "cpu:2"]):
+        places = {f"{d.platform}:{d.id}" for v in member.model.weights for d in v.value.devices()}
+        assert places == {device}
+    # The optimizer floats PBT carried in the optimizer's state left with fit.
+    for member in pop.members:
+        assert all(not backend_lib.current().is_hparam_variable(v)
+                   for v in member.model.optimizer.variables)
+        assert isinstance(member.model.optimizer.momentum, float)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's state sync")
+def test_jax_step_interval_exploit_lands_in_the_middle_of_an_epoch():
+    # A step boundary inside an epoch: the JAX state is written back before
+    # the copy, and the next step trains from the copied weights.
+    store = keras_pbt.InMemoryStore(seed=0)
+    good, bad = build({"learning_rate": 0.3, "momentum": 0.9}), build({"learning_rate": 1e-3, "momentum": 0.0})
+    good.fit(X, Y, epochs=3, batch_size=32, verbose=0)
+    cbs = [keras_pbt.PBTCallback(store, i, SPACE, monitor="accuracy", interval_steps=2,
+                                 synchronous=True, quantile=0.5, seed=0) for i in range(2)]
+    from tests.pbt_helpers import fit_in_threads
+
+    fit_in_threads([(m, dict(x=X, y=Y, epochs=1, batch_size=32, verbose=0, callbacks=[cb]))
+                    for m, cb in zip((good, bad), cbs)])
+    copied = [r for r in store.lineage() if r.action == "exploit" and r.member == 1]
+    assert copied and all(r.step % 5 for r in copied)  # 5 steps per epoch: mid-epoch boundaries
+    assert cbs[1].steps == 5
+    snap = snapshot_lib.capture(bad, 1, cbs[1].steps)
+    assert all(np.all(np.isfinite(a)) for a in snap.weights)
