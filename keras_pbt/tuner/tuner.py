@@ -402,6 +402,7 @@ class PBTTuner(keras_tuner.Tuner):
         parent = values.get(oracle_lib.PARENT_TRIAL) or None
         key = (self.roles or roles_lib.Roles()).model_key(values)
         kept = worker.get(key)
+        worker.shuffle_seed = self._seed(values)  # this member's data order
         if kept is not None and parent is not None:
             worker.reuses += 1
             if parent != kept.trial_id:
@@ -410,7 +411,7 @@ class PBTTuner(keras_tuner.Tuner):
             model, applier = self._try_build(trial.hyperparameters)
             kept = worker.keep(key, model, applier)
             worker.builds += 1
-            worker.install_pipeline(model, self._seed(values))
+            worker.install_pipeline(model)
             if parent is not None:
                 self._restore(model, parent)
         # After a restore the optimizer holds the parent's values: assign the

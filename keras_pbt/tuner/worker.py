@@ -69,6 +69,7 @@ class Worker:
         self.idle_sleeps = []
         self.asked = False  # asked the oracle and got no trial yet
         self.next_sleep = None
+        self.shuffle_seed = None  # the seed of the member it trains now
         self._validation = {}
 
     def get(self, key):
@@ -93,9 +94,11 @@ class Worker:
             if kept is not None:
                 kept.applier.release()
 
-    def install_pipeline(self, model, seed):
+    def install_pipeline(self, model):
         """Makes `model.fit` feed arrays or a dataset through the per-replica
-        pipeline of this worker's strategy (a no-op without a strategy)."""
+        pipeline of this worker's strategy (a no-op without a strategy),
+        shuffled with `shuffle_seed`: the member that trains the kept model
+        now, not the one that built it."""
         if self.strategy is None:
             return
         fit = type(model).fit
@@ -110,10 +113,12 @@ class Worker:
                         f"PBTTuner(devices=...) feeds each worker's device slice itself and "
                         f"does not support `{key}` in model.fit. Received: {key}={kwargs[key]!r}"
                     )
-            key = (id(x), id(y), id(sample_weight), batch_size, bool(shuffle), steps_per_epoch)
+            seed = self.shuffle_seed if shuffle else None
+            key = (id(x), id(y), id(sample_weight), batch_size, seed, steps_per_epoch)
             if key not in made:
+                made.clear()  # one pipeline at a time: another member's goes
                 made[key] = (x, y, sample_weight), self._data(
-                    x, y, sample_weight, batch_size, seed if shuffle else None, steps_per_epoch)
+                    x, y, sample_weight, batch_size, seed, steps_per_epoch)
             data, steps = made[key][1]
             if validation_data is not None:
                 validation_data, validation_steps = self._validation_data(
