@@ -120,7 +120,7 @@ FIT_CASES = [
     ("zero epochs", dict(epochs=0), ValueError, "epochs=0"),
     ("epochs not an int", dict(epochs=2.0), ValueError, "epochs=2.0"),
     ("validation split", dict(validation_split=0.2), ValueError, "validation_split=0.2"),
-    ("verbose managed by the population", dict(verbose=1), ValueError, "verbose=1"),
+    ("verbose outside Keras' values", dict(verbose=3), ValueError, "Received: verbose=3"),
     ("callbacks not a list", dict(callbacks=5), TypeError, "5"),
     ("y with a dataset", dict(y=Y), ValueError, "`y` must be None"),
     # Issue 13, bug 2: a batch size of 0 trained anyway.

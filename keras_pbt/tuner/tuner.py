@@ -67,7 +67,7 @@ class PBTTuner(keras_tuner.Tuner):
             it. Defaults to `None`.
         interval_epochs: epochs between decisions. Defaults to `1`.
         quantile, selection, factors, resample_probability, explore_fn,
-            frozen, synchronous, seed: see `PBTOracle`. `frozen` pins a
+            frozen, synchronous, seed, policy: see `PBTOracle`. `frozen` pins a
             member's values (members with equal values form a
             sub-population).
         logdir: TensorBoard directory (one run `member_<id>` per member,
@@ -108,10 +108,10 @@ class PBTTuner(keras_tuner.Tuner):
         population_size=8,
         max_epochs=None,
         interval_epochs=1,
-        quantile=0.2,
-        selection="truncation",
-        factors=(0.8, 1.2),
-        resample_probability=0.25,
+        quantile=None,
+        selection=None,
+        factors=None,
+        resample_probability=None,
         explore_fn=None,
         frozen=(),
         synchronous=True,
@@ -125,6 +125,7 @@ class PBTTuner(keras_tuner.Tuner):
         allow_new_entries=True,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
+        policy=None,
         **kwargs,
     ):
         for key in ("optimizer", "loss", "metrics", "executions_per_trial"):
@@ -140,7 +141,7 @@ class PBTTuner(keras_tuner.Tuner):
             explore_fn=explore_fn, frozen=frozen, synchronous=synchronous, seed=seed,
             hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
             allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            max_consecutive_failed_trials=max_consecutive_failed_trials, policy=policy,
         )
         if devices is not None and kwargs.get("distribution_strategy") is not None:
             raise ValueError(
@@ -189,6 +190,11 @@ class PBTTuner(keras_tuner.Tuner):
     @distribution_strategy.setter
     def distribution_strategy(self, value):
         self.__dict__["_strategy"] = value
+
+    @property
+    def policy_config(self):
+        """The `keras_pbt.Policy` of the search (the oracle's)."""
+        return self.pbt_oracle.policy_config
 
     @property
     def training_calls(self):
