@@ -7,14 +7,15 @@ import threading
 import keras
 import keras_tuner
 
-from keras_pbt import devices as devices_lib
 from keras_pbt import snapshot as snapshot_lib
+from keras_pbt import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
+from keras_pbt.tuner.worker import make_workers
 from keras_pbt.tuner.worker import last_logs
 
 # Keras' name counters and layer creation are not meant for threads:
@@ -209,18 +210,11 @@ class PBTTuner(keras_tuner.Tuner):
     # ------------------------------------------------------------ search
 
     def _make_workers(self):
-        size = self.pbt_oracle.population_size
-        if self.devices is None:
-            return [Worker(self.tuner_id, self.distribution_strategy, size)]
-        # At most one worker per member; on a distributed worker `self.oracle`
-        # is keras-tuner's client, hence the local oracle's size.
-        slices = devices_lib.assign_devices(size, self.devices, self.devices_per_member)
-        unique = []
-        for s in slices:
-            if s not in unique:
-                unique.append(s)
-        return [Worker(f"{self.tuner_id}-{i}", devices_lib.member_strategy(s), size)
-                for i, s in enumerate(unique)]
+        # On a distributed worker `self.oracle` is keras-tuner's client, hence
+        # the local oracle's size.
+        return make_workers(self.tuner_id, self.distribution_strategy,
+                            self.pbt_oracle.population_size, self.devices,
+                            self.devices_per_member)
 
     def search(self, *fit_args, epochs=None, **fit_kwargs):
         """Trains the population; arguments are those of `model.fit`.
@@ -287,19 +281,15 @@ class PBTTuner(keras_tuner.Tuner):
             finally:
                 worker.drop()
 
-        threads = [threading.Thread(target=run, args=(w,), name=f"pbt-tuner-{w.tuner_id}",
-                                    daemon=True) for w in self.workers]
-        for t in threads:
-            t.start()
+        # The population's run / join / Ctrl-C helper (keras_pbt.threads).
+        threads = threads_lib.start(
+            [(f"pbt-tuner-{w.tuner_id}", run, (w,)) for w in self.workers])
         try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.1)
+            threads_lib.join(threads)
         except KeyboardInterrupt:
             # Every worker finishes its current segment, then stops.
             self._stop.set()
-            for t in threads:
-                t.join()
+            threads_lib.join(threads)
             raise
         if errors:
             raise errors[0]

@@ -23,6 +23,7 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_pbt import devices as devices_lib
 from keras_pbt.data import dataset_steps
 from keras_pbt.data import distribute_arrays
 from keras_pbt.data import distribute_batches
@@ -158,6 +159,32 @@ class Worker:
                        steps or math.ceil(n / batch_size))
             self._validation[key] = (data, out)  # `data` kept alive: its id stays unique
         return self._validation[key][1]
+
+
+def make_workers(tuner_id, strategy, population_size, devices, devices_per_member=1):
+    """A search's workers in this process: one (with `strategy`) when `devices`
+    is None, else one per distinct device slice, each with its own
+    `MirroredStrategy`, and at most one per member.
+
+    Args:
+        tuner_id: the tuner's id; a slice's worker is `<tuner_id>-<i>`.
+        strategy: the `distribution_strategy` of a lone worker, or None.
+        population_size: the number of members.
+        devices: None, `"auto"` or a list of device names.
+        devices_per_member: devices per slice. Defaults to `1`.
+
+    Returns:
+        A list of `Worker`.
+    """
+    if devices is None:
+        return [Worker(tuner_id, strategy, population_size)]
+    slices = devices_lib.assign_devices(population_size, devices, devices_per_member)
+    unique = []
+    for s in slices:
+        if s not in unique:
+            unique.append(s)
+    return [Worker(f"{tuner_id}-{i}", devices_lib.member_strategy(s), population_size)
+            for i, s in enumerate(unique)]
 
 
 def last_logs(results):
