@@ -433,13 +433,14 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             values = trial.hyperparameters.values
             if (trial.status == TrialStatus.COMPLETED
                     and values.get(SEGMENT) == self.num_segments - 1):
-                self._log.add(lineage_lib.LineageRecord(
-                    member=int(values[MEMBER]), step=int(trial.best_step), action="keep",
-                    hparams=user_values(values), hparams_before=user_values(values),
-                    metric=float(trial.score), interval=self.num_segments,
-                    monitor=self.objective.name, mode=self.mode, reason="end of training",
-                    time=time.time(),
-                ))
+                # The end rule is the pure core's, as for the callback.
+                report = self._report(trial.trial_id)
+                decision = self.policy().boundary(
+                    report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
+                record = decision.to_record(int(trial.best_step), self.num_segments,
+                                            self.objective.name, self.mode, time.time())
+                record.hparams, record.hparams_before = user_values(values), user_values(values)
+                self._log.add(record)
                 self.save()
 
     # -------------------------------------------------------- state file
