@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.3)
 
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs={epochs}, batch_size=32, callbacks=[Pace()],
             checkpoint_dir={directory!r})
     print("RESULT " + json.dumps({{
@@ -133,7 +133,7 @@ def test_sigkill_then_ctrl_c_then_the_same_command_finishes(tmp_path):
 
 
 def _population(**kwargs):
-    args = dict(size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
+    args = dict(population_size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
     args.update(kwargs)
     return keras_pbt.Population(build, SPACE, **args)
 
@@ -273,7 +273,7 @@ def test_corrupt_manifest_is_a_clear_error(copy_of, damage):
 
 def test_a_checkpoint_of_another_population_is_refused(copy_of):
     other = keras_pbt.Population(lambda hp: build(dict(hp, momentum=0.5)),
-                                 {"learning_rate": SPACE["learning_rate"]}, size=2, seed=7,
+                                 {"learning_rate": SPACE["learning_rate"]}, population_size=2, seed=7,
                                  verbose=0, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(ck.CheckpointError, match="another population: its space"):
         other.fit(X, Y, validation_data=(XV, YV), epochs=3, checkpoint_dir=str(copy_of))
@@ -390,7 +390,7 @@ def _dropout_build(hp):
 
 
 def test_dropout_rng_state_is_checkpointed(tmp_path):
-    kwargs = dict(size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
+    kwargs = dict(population_size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
     pop = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
     pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     resumed = keras_pbt.Population(_dropout_build, SPACE, **kwargs)

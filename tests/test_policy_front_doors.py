@@ -57,7 +57,7 @@ def _build(hp):
 
 
 def test_population_follows_the_policy_object():
-    pop = keras_pbt.Population(_build, SPACE, size=2, monitor="loss", mode="min", seed=0,
+    pop = keras_pbt.Population(_build, SPACE, population_size=2, monitor="loss", mode="min", seed=0,
                                policy=DOUBLE, initial_hparams=[{"learning_rate": 0.1},
                                                                {"learning_rate": 0.001}],
                                num_cpu_devices=2, verbose=0)
@@ -72,7 +72,7 @@ def test_population_follows_the_policy_object():
 def test_population_refuses_a_contradicting_keyword_before_building():
     built = []
     with pytest.raises(ValueError, match=r"`factors` is given both.*factors=\(3.0,\)"):
-        keras_pbt.Population(lambda hp: built.append(hp), SPACE, size=2, factors=(3.0,),
+        keras_pbt.Population(lambda hp: built.append(hp), SPACE, population_size=2, factors=(3.0,),
                              policy=DOUBLE)
     assert built == []
 
