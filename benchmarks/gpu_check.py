@@ -13,7 +13,7 @@ failed, hung, crashed or did not run.
   or hang? A measurement of the alternative: it never fails the check.
 * `next_step`: mixed precision (`mixed_float16`, `LossScaleOptimizer`) and
   `jit_compile=True`: after a learning-rate or momentum change the next
-  weight equals the hand-computed update (tests/test_hyperparameters.py).
+  weight equals the hand-computed update (`gpu_check_phases.sgd_reference`).
 * `exploit_copy`: capture + restore on the device (and through the host)
   against the device's own copy bandwidth, at about 10M, 100M and 1B
   parameters. Goal: >= 50% of it at 100M.

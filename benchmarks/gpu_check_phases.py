@@ -9,11 +9,9 @@ GPU's where `mode` is `"gpu"` and tiny on CPU.
 
 import os
 import statistics
-import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sync():
@@ -86,7 +84,7 @@ def _population(ctx, cross):
         devices_lib.member_strategy = lambda devs: tf.distribute.MirroredStrategy(
             devices=list(devs), cross_device_ops=tf.distribute.NcclAllReduce())
     try:
-        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=4,
+        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=4,
                                    devices=ctx["devices"], devices_per_member=2, seed=0, verbose=0,
                                    sync_timeout=60)
         rates = {}
@@ -115,16 +113,72 @@ def phase_population_nccl(ctx):
     return _population(ctx, "nccl")
 
 
+# The next-step check's reference: one weight `y = w * x`, MSE, SGD, batch 1,
+# its hyperparameters switched after SWITCH steps. A copy of the SGD case of
+# tests/test_hyperparameters.reference (a benchmark does not import tests).
+_X = ((1.0,), (-0.5,), (2.0,), (0.7,), (-1.3,), (1.1,), (0.4,), (-0.8,))
+_Y = ((0.3,), (0.9,), (-0.4,), (1.2,), (0.1,), (-0.6,), (0.8,), (0.2,))
+_W0 = 0.5
+SWITCH = 3
+
+
+def sgd_reference(hp_before, hp_after, switch=SWITCH):
+    """The weight after each step under Keras' SGD rules, in float64."""
+    import numpy as np
+
+    w, m, out = _W0, 0.0, []
+    for i, ((x,), (y,)) in enumerate(zip(_X, _Y)):
+        hp = hp_before if i < switch else hp_after
+        g = 2.0 * (w * x - y) * x
+        lr, mom = hp["learning_rate"], hp.get("momentum", 0.0)
+        if mom:
+            m = m * mom - g * lr
+            w = w + m
+        else:
+            w = w - g * lr
+        out.append(w)
+    return np.array(out)
+
+
+def _switch_run(optimizer, name, value, jit):
+    """Trains the one-weight model one epoch, applying `name=value` with
+    `HyperparameterApplier` after SWITCH steps; the weight after every step."""
+    import keras
+    import numpy as np
+
+    from keras_pbt.hyperparameters import HyperparameterApplier
+
+    class Switch(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_train_begin(self, logs=None):
+            self.applier = HyperparameterApplier(self.model, [name])
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.weights.append(float(self.model.layers[-1].kernel.numpy()[0, 0]))
+            if batch + 1 == SWITCH:
+                self.applier.apply({name: value})
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        1, use_bias=False, kernel_initializer=keras.initializers.Constant(_W0))])
+    model.compile(optimizer, "mse")
+    model.jit_compile = jit
+    switch = Switch()
+    model.fit(np.array(_X, "float32"), np.array(_Y, "float32"), batch_size=1, epochs=1,
+              shuffle=False, verbose=0, callbacks=[switch])
+    return np.array(switch.weights)
+
+
 def phase_next_step(ctx):
     """Learning rate and momentum switched after step 3: every later weight
-    equals tests/test_hyperparameters.reference, and the very next one
-    differs from the stale update."""
+    equals `sgd_reference`, and the very next one differs from the stale
+    update."""
     import keras
     import numpy as np
     import tensorflow as tf
-
-    sys.path.insert(0, ROOT)
-    from tests import test_hyperparameters as th
 
     # The reference is float64: no TF32 rounding of float32 matmuls on GPUs
     # (the tolerance still allows for it where XLA does not follow the flag).
@@ -138,16 +192,14 @@ def phase_next_step(ctx):
                 opt = keras.optimizers.SGD(**base)
                 if policy == "mixed_float16":  # a small scale: batch-1 gradients stay finite in float16
                     opt = keras.optimizers.LossScaleOptimizer(opt, initial_scale=128.0)
-                model = th._model(opt)
-                model.jit_compile = jit
-                got = th._run(model, th._Switch([name], {name: new}))
+                got = _switch_run(opt, name, new, jit)
             finally:
                 keras.mixed_precision.set_global_policy("float32")
-            want = th.reference("sgd", base, dict(base, **{name: new}))
-            stale = th.reference("sgd", base, base)
+            want = sgd_reference(base, dict(base, **{name: new}))
+            stale = sgd_reference(base, base)
             tol = 5e-3 if policy == "mixed_float16" else 1e-3 if ctx["mode"] == "gpu" else 1e-5
             err = float(np.max(np.abs(got - want)))
-            gap = abs(float(got[th.SWITCH] - stale[th.SWITCH]))
+            gap = abs(float(got[SWITCH] - stale[SWITCH]))
             scale_kept = policy != "mixed_float16" or float(opt.dynamic_scale.numpy()) == 128.0
             good = err <= tol and gap > 10 * tol and scale_kept
             ok = ok and good
@@ -260,7 +312,7 @@ def phase_memory(ctx):
         for d in ctx["devices"]:
             tf.config.experimental.reset_memory_stats(d)
     base = _rss()
-    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)}, size=8,
+    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)}, population_size=8,
                                devices=ctx["devices"], seed=0, verbose=0, quantile=0.25)
     state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                 for m in pop.members for v in m.model.weights + m.model.optimizer.variables)
@@ -338,7 +390,7 @@ def phase_overhead(ctx):
 
     def population(seed):
         return keras_pbt.Population(lambda hp: _resnet(hp, size, filters),
-                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, size=members,
+                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=members,
                                     devices=ctx["devices"], seed=seed, verbose=0)
 
     def plain(seed):  # the same members, data pipelines and devices, no PBT

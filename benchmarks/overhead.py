@@ -92,7 +92,7 @@ def main():
     instrument()
 
     def population(seed, synchronous=True):
-        return keras_pbt.Population(digits.build, digits.SPACE, size=args.size, seed=seed,
+        return keras_pbt.Population(digits.build, digits.SPACE, population_size=args.size, seed=seed,
                                     synchronous=synchronous,
                                     num_cpu_devices=args.cpu_devices, verbose=0)
 

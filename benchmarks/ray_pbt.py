@@ -123,7 +123,7 @@ def run_keras_pbt(digits, data, hps, seed, epochs, synchronous):
     (x, y), (xv, yv) = data
     start = time.perf_counter()
     pop = keras_pbt.Population(
-        digits.build, digits.SPACE, size=len(hps), monitor="val_accuracy", interval_epochs=1,
+        digits.build, digits.SPACE, population_size=len(hps), monitor="val_accuracy", interval_epochs=1,
         synchronous=synchronous, quantile=QUANTILE, factors=FACTORS,
         resample_probability=RESAMPLE_PROBABILITY, num_cpu_devices=CPU_DEVICES, seed=seed,
         initial_hparams=hps, verbose=0,

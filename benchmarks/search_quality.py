@@ -92,7 +92,7 @@ def pbt_run(task, seed, run, data, fresh=False):
     configs = search_tasks.draw_configs(task.space, SIZE, seed)
     keras.utils.set_random_seed(seed)
     pop = keras_pbt.Population(
-        task.build, task.space, size=SIZE, monitor="val_accuracy",
+        task.build, task.space, population_size=SIZE, monitor="val_accuracy",
         interval_epochs=task.interval, synchronous=True, num_cpu_devices=CPU_DEVICES,
         seed=seed, initial_hparams=configs, verbose=0, **RUNS[run],
     )

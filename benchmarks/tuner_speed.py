@@ -70,7 +70,7 @@ def main():
             start = time.monotonic()
             pop = keras_pbt.Population(
                 lambda hp: model(hp["learning_rate"], hp["momentum"]), space,
-                size=args.members, interval_epochs=args.interval, devices=devices, seed=seed,
+                population_size=args.members, interval_epochs=args.interval, devices=devices, seed=seed,
                 logdir=None if args.no_population_logdir else logdir, verbose=0)
             pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
             return time.monotonic() - start, sum(r.action == "exploit" for r in pop.lineage)

@@ -71,7 +71,7 @@ def main(argv=None):
 
     (x, y), (xv, yv) = load_data(args.seed)
     pop = keras_pbt.Population(
-        build, SPACE, size=args.size, monitor="val_accuracy", interval_epochs=1,
+        build, SPACE, population_size=args.size, monitor="val_accuracy", interval_epochs=1,
         synchronous=not args.asynchronous, num_cpu_devices=args.cpu_devices,
         logdir=args.logdir, seed=args.seed, verbose=args.verbose,
     )

@@ -257,7 +257,7 @@ def run(args, pbt, initial_hparams, data, val):
     keras.utils.set_random_seed(args.seed)  # the same initial weights in both runs
     counter = iter(range(args.size))
     pop = keras_pbt.Population(
-        lambda hp: build(hp, seed=args.seed * 100 + next(counter)), SPACE, size=args.size,
+        lambda hp: build(hp, seed=args.seed * 100 + next(counter)), SPACE, population_size=args.size,
         monitor="val_mmd", mode="min", interval_epochs=1, burn_in=args.burn_in,
         selection=args.selection if pbt else FixedHyperparameters(), quantile=0.25,
         num_cpu_devices=args.cpu_devices, seed=args.seed, initial_hparams=initial_hparams,

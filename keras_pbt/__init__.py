@@ -14,7 +14,9 @@ from keras_pbt.fire import FireSelection
 from keras_pbt.lineage import LineageRecord
 from keras_pbt.policy import Decision
 from keras_pbt.pb2 import PB2Explorer
+from keras_pbt.policy import BoundaryPlan
 from keras_pbt.policy import PBTPolicy
+from keras_pbt.policy_config import Policy
 from keras_pbt.ranking import ImprovementRate
 from keras_pbt.ranking import LastValue
 from keras_pbt.ranking import MovingAverage
@@ -107,6 +109,8 @@ __all__ = [
     "LineageRecord",
     "LogUniform",
     "PBTPolicy",
+    "Policy",
+    "BoundaryPlan",
     "PopulationStopped",
     "PopulationStore",
     "Report",

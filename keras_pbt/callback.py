@@ -12,6 +12,7 @@ import numpy as np
 from keras_pbt import backend as backend_lib
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import policy as policy_lib
+from keras_pbt import policy_config
 from keras_pbt import selection as selection_lib
 from keras_pbt import snapshot as snapshot_lib
 from keras_pbt.callback_state import MemberState
@@ -51,23 +52,11 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         burn_in: no decisions until this many epochs (or steps) are done.
             Defaults to `0`.
         mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
-        quantile: fraction of losers and of possible parents, in `(0, 0.5]`.
-            Defaults to `0.2`.
-        selection: `"truncation"`, `"tournament"`, `"ttest"`, `"fire"` or a
-            `keras_pbt.Selection` instance (e.g. `TTestSelection(window=5)`,
-            `FireSelection(fraction=0.5)`). Defaults to `"truncation"`.
-        ranking: what members are ranked by: `"last"` (the latest
-            evaluation), `"mean"` (the mean of the latest 3 since the last
-            exploit) or a `keras_pbt.Ranking` (e.g. `MovingAverage(window=2)`).
-            Defaults to `"last"`.
-        factors: explore's perturbation factors. Defaults to `(0.8, 1.2)`.
-        resample_probability: chance to resample a value instead of
-            perturbing it. Defaults to `0.25`.
-        explore_fn: optional `fn(hparams, rng) -> dict` replacing explore.
-        explore: `"perturb"` (with `factors`, `resample_probability`),
-            `"pb2"` (PB2's GP bandit over the whole run's reports) or an
-            explorer such as `keras_pbt.PB2Explorer(kappa=2.0)`. Defaults to
-            `"perturb"`.
+        quantile, selection, ranking, factors, resample_probability,
+            explore_fn, explore: shortcuts for the same fields of
+            `keras_pbt.Policy` (see there; defaults `0.2`, `"truncation"`,
+            `"last"`, `(0.8, 1.2)`, `0.25`, `None`, `"perturb"`). Give a
+            field here or in `policy`, not both with different values.
         hparams: initial hyperparameters to apply at the start of training;
             by default they are read from the model (optimizer fields and
             `keras.Variable` setters).
@@ -80,12 +69,15 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         sync_timeout: seconds a synchronous boundary waits. Defaults to `600`.
         on_timeout: `"raise"` (a clear error naming the missing members) or
             `"continue"` (go on without them). Defaults to `"raise"`.
-        copy_optimizer_state: copy the parent's optimizer state on exploit
-            (True) or reset it (False). Defaults to `True`.
+        copy_optimizer_state: shortcut for `Policy.copy_optimizer_state`:
+            copy the parent's optimizer state on exploit (True) or reset it
+            (False). Defaults to `True`.
         seed: tie-breaking and explore seed. Defaults to the store's seed.
         logdir: if given, write TensorBoard summaries to
             `logdir/member_<id>`.
         verbose: 0 silent, 1 prints a line per exploit. Defaults to `0`.
+        policy: a `keras_pbt.Policy` with all the policy's settings at
+            once. Defaults to `Policy()` with the shortcuts above.
 
     Example:
 
@@ -109,22 +101,23 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         interval_steps=None,
         burn_in=0,
         mode="auto",
-        quantile=0.2,
-        selection="truncation",
-        factors=(0.8, 1.2),
-        resample_probability=0.25,
+        quantile=None,
+        selection=None,
+        factors=None,
+        resample_probability=None,
         explore_fn=None,
-        ranking="last",
-        explore="perturb",
+        ranking=None,
+        explore=None,
         hparams=None,
         setters=None,
         synchronous=False,
         sync_timeout=600.0,
         on_timeout="raise",
-        copy_optimizer_state=True,
+        copy_optimizer_state=None,
         seed=None,
         logdir=None,
         verbose=0,
+        policy=None,
     ):
         super().__init__()
         if not isinstance(store, PopulationStore):
@@ -162,11 +155,12 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             )
         self.store = store
         self.member_id = member_id
-        self.policy = policy_lib.PBTPolicy(
-            space, self.mode, selection, quantile, factors, resample_probability,
-            explore_fn, seed=store.seed if seed is None else seed, ranking=ranking,
-            explore=explore,
-        )
+        config = policy_config.resolve_policy(
+            policy, quantile=quantile, selection=selection, ranking=ranking, factors=factors,
+            resample_probability=resample_probability, explore_fn=explore_fn, explore=explore,
+            copy_optimizer_state=copy_optimizer_state)
+        self.policy_config = config  # the `Policy`; `self.policy` decides (a `PBTPolicy`)
+        self.policy = config.make(space, self.mode, store.seed if seed is None else seed)
         self.space = self.policy.space
         if hparams is not None:
             hparams = dict(hparams)
@@ -185,7 +179,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         self.synchronous = bool(synchronous)
         self.sync_timeout = float(sync_timeout)
         self.on_timeout = on_timeout
-        self.copy_optimizer_state = bool(copy_optimizer_state)
+        self.copy_optimizer_state = config.copy_optimizer_state
         self.logdir = logdir
         self.verbose = verbose
         self._rng = np.random.default_rng(
@@ -377,33 +371,29 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             start_metric=self._start_metric,
         )
         self.store.report(report)
-        judged = not last and self._progress() > self.burn_in
-        if not judged:
-            reason = "end of training" if last else "burn-in"
-            decision = policy_lib.Decision(
-                self.member_id, "keep", dict(self.hparams), dict(self.hparams), metric, reason=reason
-            )
-            self._finish(decision, step, interval, None)
-            return
-        if self.synchronous:
-            reports = self.store.wait_for_interval(
-                self.member_id, interval, self.sync_timeout, self.on_timeout
-            )
-        else:
-            window = self._interval_length()
-            reports = policy_lib.comparable_reports(
-                self.member_id, step, self.store.histories(), window
-            )
-        key = interval
-        if self.member_id in self.policy.parent_candidates(reports, key):
-            self.store.publish(
-                snapshot_lib.capture(self.model, self.member_id, step, self.hparams, metric)
-            )
-        # Synchronous parents publish right after the barrier and the loser
-        # waits for that snapshot; asynchronous losers copy only what exists.
-        available = None if self.synchronous else self.store.snapshot_members()
-        decision = self.policy.decide(self.member_id, reports, key, self._rng, available,
-                                      history=self._run_history())
+        # The pure policy decides; this glue only gathers, publishes and acts.
+        plan = self.policy.boundary(report, key=interval, progress=self._progress(),
+                                    burn_in=self.burn_in, last=last)
+        available = history = None
+        if plan.judged:
+            if self.synchronous:
+                reports = self.store.wait_for_interval(
+                    self.member_id, interval, self.sync_timeout, self.on_timeout
+                )
+            else:
+                reports = policy_lib.comparable_reports(
+                    self.member_id, step, self.store.histories(), self._interval_length()
+                )
+            plan = plan.with_reports(reports)
+            if plan.publish:
+                self.store.publish(
+                    snapshot_lib.capture(self.model, self.member_id, step, self.hparams, metric)
+                )
+            # Synchronous parents publish right after the barrier and the loser
+            # waits for that snapshot; asynchronous losers copy only what exists.
+            available = None if self.synchronous else self.store.snapshot_members()
+            history = self._run_history()
+        decision = plan.decide(self._rng, available, history)
         copied_step = None
         if decision.is_exploit:
             snap = self.store.snapshot(
@@ -412,10 +402,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
                 timeout=self.sync_timeout if self.synchronous else 0.0,
             )
             if snap is None:
-                decision = policy_lib.Decision(
-                    self.member_id, "keep", dict(self.hparams), dict(self.hparams), metric,
-                    reason=f"snapshot of member {decision.parent!r} unavailable",
-                )
+                decision = policy_lib.unavailable_parent(decision)
             else:
                 snapshot_lib.restore(self.model, snap, self.copy_optimizer_state)
                 self._applier.apply(decision.hparams)

@@ -43,6 +43,8 @@ import zipfile
 
 import numpy as np
 
+from keras_pbt import lineage as lineage_lib
+
 FORMAT = "keras_pbt.checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -122,7 +124,9 @@ def encode_arrays(arrays, meta):
         a = np.asarray(a)
         _check_array(name, a, "<new checkpoint>")
         out[name] = a
-    out[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    # Strict JSON: non-finite floats in the project's one spelling ("NaN").
+    text = json.dumps(lineage_lib.encode(meta), allow_nan=False)
+    out[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **out)
     return buffer.getvalue()
@@ -155,7 +159,25 @@ def decode_arrays(data, path):
         meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"Checkpoint file {path} has malformed metadata: {e}", path) from None
-    return arrays, meta
+    return arrays, decode_nonfinite(meta)
+
+
+def decode_nonfinite(obj):
+    """Inverse of `keras_pbt.lineage.encode` for metadata: the strings `"NaN"`,
+    `"Infinity"` and `"-Infinity"` (anywhere in dicts and lists) become floats.
+
+    Example:
+
+    >>> decode_nonfinite({"loss": ["NaN", 1.0]})
+    {'loss': [nan, 1.0]}
+    """
+    if isinstance(obj, str):
+        return lineage_lib.decode_float(obj)
+    if isinstance(obj, dict):
+        return {k: decode_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_nonfinite(v) for v in obj]
+    return obj
 
 
 def _manifest_digest(body):

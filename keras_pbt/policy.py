@@ -140,6 +140,7 @@ class PBTPolicy:
             )
         self.explorer = explorer or explore_lib.Explorer(factors, resample_probability, explore_fn)
         self.seed = check_seed(seed)
+        self.config = None  # the `keras_pbt.Policy` it was made from, if any
 
     @property
     def history_length(self):
@@ -176,6 +177,40 @@ class PBTPolicy:
         """Members of `reports` that may be copied at boundary `key`."""
         return set(self.selection.parent_candidates(self.rank(reports, key), self.mode))
 
+    def boundary(self, report, key, progress, burn_in=0, last=False):
+        """The `BoundaryPlan` of one member at one boundary: whether it is judged.
+
+        A boundary is not judged during burn-in (`progress <= burn_in`) nor
+        at the end of training (`last`): the member keeps its weights and
+        hyperparameters, with that reason in its lineage.
+
+        Args:
+            report: the member's own `Report` at this boundary.
+            key: int boundary key for tie-breaking (same for every member
+                deciding at that boundary).
+            progress: the member's epochs (or steps) trained so far.
+            burn_in: no decisions until `progress` exceeds it. Defaults to `0`.
+            last: True at the last boundary of training. Defaults to `False`.
+
+        Returns:
+            A `BoundaryPlan`; when `judged`, call its `with_reports` once the
+            comparable reports are in.
+
+        Example:
+
+        >>> from keras_pbt.space import Uniform
+        >>> from keras_pbt.selection import Report
+        >>> policy = PBTPolicy({"lr": Uniform(0.0, 1.0)}, seed=0)
+        >>> plan = policy.boundary(Report(0, 10, 0.5, {"lr": 0.1}), key=1, progress=1, burn_in=2)
+        >>> plan.judged, plan.reason
+        (False, 'burn-in')
+        """
+        if last:
+            return BoundaryPlan(self, report, int(key), judged=False, reason="end of training")
+        if not progress > burn_in:
+            return BoundaryPlan(self, report, int(key), judged=False, reason="burn-in")
+        return BoundaryPlan(self, report, int(key), judged=True)
+
     def decide(self, member, reports, key, rng, available=None, history=None):
         """Decides for `member` given the comparable `reports` (its own included).
 
@@ -193,26 +228,131 @@ class PBTPolicy:
         Returns:
             A `Decision`.
         """
-        mine = [r for r in reports if r.member == member]
-        if len(mine) != 1:
-            raise ValueError(
-                f"`reports` must hold exactly one report of member {member!r}; "
-                f"found {len(mine)}."
-            )
-        me = mine[0]
+        me = _own_report(member, reports)
+        return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
+
+    def _decide_ranked(self, me, reports, ranked, rng, available, history):
         before = dict(me.hparams)
-        parent = self.selection.choose_parent(
-            member, self.rank(reports, key), self.mode, rng, available
-        )
+        parent = self.selection.choose_parent(me.member, ranked, self.mode, rng, available)
         if parent is None:
-            return Decision(member, "keep", before, before, me.metric, reason="selection kept it")
+            return Decision(me.member, "keep", before, before, me.metric,
+                            reason="selection kept it")
         parent = next(r for r in reports if r.member == parent.member)  # its raw metric
         new, ops = self.explore(parent.hparams, rng, history)
         return Decision(
-            member, "exploit", new, before, me.metric,
+            me.member, "exploit", new, before, me.metric,
             parent=parent.member, parent_step=parent.step,
             parent_metric=parent.metric, ops=ops, reason=self.selection.name,
         )
+
+
+def _own_report(member, reports):
+    mine = [r for r in reports if r.member == member]
+    if len(mine) != 1:
+        raise ValueError(
+            f"`reports` must hold exactly one report of member {member!r}; "
+            f"found {len(mine)}."
+        )
+    return mine[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryPlan:
+    """One member's boundary, as the pure policy sees it; the glue acts on it.
+
+    Made by `PBTPolicy.boundary`. The glue reads `judged`; if judged, it
+    gathers the comparable reports and calls `with_reports` (which ranks
+    them once), publishes a snapshot when `publish` says so, then calls
+    `decide`. A boundary that is not judged decides "keep" with `reason`.
+
+    Attributes:
+        policy: the `PBTPolicy` that made it.
+        report: the member's own `Report` at this boundary.
+        key: the boundary's tie-breaking key.
+        judged: whether the member is ranked at all at this boundary.
+        reason: why not (`"burn-in"`, `"end of training"`), or `""`.
+        reports: the comparable reports, once in (`with_reports`).
+        ranked: `reports` best first by the policy's ranking (scores as
+            metrics), ranked once for `publish` and `decide`.
+        publish: whether this member may be copied at this boundary, so
+            must publish a snapshot of its weights before deciding.
+    """
+
+    policy: Any = dataclasses.field(repr=False, compare=False)
+    report: Any
+    key: int
+    judged: bool
+    reason: str = ""
+    reports: tuple = ()
+    ranked: tuple = ()
+    publish: bool = False
+
+    def with_reports(self, reports):
+        """This plan with the comparable `reports` ranked and `publish` set.
+
+        Args:
+            reports: `Report`s of the comparable members, the member's own
+                included (exactly one).
+
+        Returns:
+            A new `BoundaryPlan`.
+        """
+        if not self.judged:
+            raise ValueError(f"A boundary that is not judged ({self.reason}) ranks no reports. "
+                             f"Received: reports={list(reports)!r}")
+        reports = tuple(reports)
+        _own_report(self.report.member, reports)
+        ranked = tuple(self.policy.rank(reports, self.key))
+        candidates = self.policy.selection.parent_candidates(list(ranked), self.policy.mode)
+        return dataclasses.replace(self, reports=reports, ranked=ranked,
+                                   publish=self.report.member in set(candidates))
+
+    def decide(self, rng=None, available=None, history=None):
+        """The member's `Decision` at this boundary.
+
+        Args:
+            rng: the member's own `numpy.random.Generator` (unused when the
+                boundary is not judged).
+            available: optional set of members that can be copied now.
+            history: every `Report` so far, for PB2; ignored otherwise.
+
+        Returns:
+            A "keep" `Decision` with `reason` when not judged, else the
+            policy's decision on the ranked reports.
+        """
+        me = self.report
+        if not self.judged:
+            hp = dict(me.hparams)
+            return Decision(me.member, "keep", hp, dict(hp), me.metric, reason=self.reason)
+        if not self.reports:
+            raise ValueError("Call `with_reports` before `decide` on a judged boundary. "
+                             "Received: reports=()")
+        me = _own_report(me.member, self.reports)
+        return self.policy._decide_ranked(me, list(self.reports), list(self.ranked), rng,
+                                          available, history)
+
+
+def unavailable_parent(decision):
+    """The "keep" `Decision` for an exploit whose parent's snapshot cannot be fetched.
+
+    Args:
+        decision: an exploit `Decision`.
+
+    Returns:
+        A "keep" `Decision` with the member's hyperparameters before the
+        boundary and the reason `"snapshot of member <parent> unavailable"`.
+
+    Example:
+
+    >>> d = Decision(1, "exploit", {"lr": 0.2}, {"lr": 0.1}, 0.5, parent=0)
+    >>> unavailable_parent(d).action, unavailable_parent(d).reason
+    ('keep', 'snapshot of member 0 unavailable')
+    """
+    if not decision.is_exploit:
+        raise ValueError(f"Only an exploit has a parent to fetch. Received: decision={decision!r}")
+    before = dict(decision.hparams_before)
+    return Decision(decision.member, "keep", before, dict(before), decision.metric,
+                    reason=f"snapshot of member {decision.parent!r} unavailable")
 
 
 def comparable_reports(member, step, histories, window):

@@ -3,7 +3,8 @@
 This module is the orchestration: it builds the members (`keras_pbt.member`),
 checks the arguments, feeds each member its pipeline (`keras_pbt.data`),
 runs them in threads (`keras_pbt.threads`), handles Ctrl-C and the
-checkpoint directory (`keras_pbt.member_checkpoint`).
+checkpoint directory (`keras_pbt.member_checkpoint`). What it hands back
+(best member, best model, evaluation) is `keras_pbt.population_results`.
 """
 
 import copy
@@ -12,14 +13,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_pbt import data as data_lib
 from keras_pbt import devices as devices_lib
 from keras_pbt import member as member_lib
 from keras_pbt import member_checkpoint
+from keras_pbt import policy_config
 from keras_pbt import population_checks
-from keras_pbt import schedule as schedule_lib
 from keras_pbt import snapshot as snapshot_lib
 from keras_pbt import space as space_lib
 from keras_pbt import threads as threads_lib
@@ -29,6 +29,7 @@ from keras_pbt.member import Member
 from keras_pbt.member import NonFiniteStateError
 from keras_pbt.member import PopulationError
 from keras_pbt.member import RestoredFailure
+from keras_pbt.population_results import PopulationResults
 from keras_pbt.progress import PopulationProgress
 from keras_pbt.store import InMemoryStore
 from keras_pbt.validation import check_int
@@ -36,7 +37,7 @@ from keras_pbt.validation import check_int
 __all__ = ["Member", "NonFiniteStateError", "Population", "PopulationError", "RestoredFailure"]
 
 
-class Population:
+class Population(PopulationResults):
     """A population of Keras models trained concurrently with PBT.
 
     Each member is built by `build(hp)` inside its own
@@ -48,7 +49,8 @@ class Population:
         build: `fn(hp) -> compiled keras.Model`; `hp` is a dict of the
             member's initial hyperparameters.
         space: dict name -> `Uniform` / `LogUniform` / `IntUniform` / `Choice`.
-        size: number of members, >= 2. Defaults to `8`.
+        population_size: number of members, >= 2 (as in `PBTTuner`).
+            Defaults to `8`.
         monitor: metric to rank by. Defaults to `"val_accuracy"`.
         mode: `"auto"`, `"min"` or `"max"`. Defaults to `"auto"`.
         interval_epochs: judge every this many epochs (default 1 when
@@ -58,7 +60,8 @@ class Population:
         synchronous: all members meet at each boundary (True) or decide on
             the latest comparable reports (False). Defaults to `True`.
         quantile, selection, ranking, factors, resample_probability,
-            explore_fn, explore, copy_optimizer_state: as in `PBTCallback`.
+            explore_fn, explore, copy_optimizer_state: shortcuts for the
+            fields of `policy`, as in `PBTCallback`.
         sync_timeout: seconds a synchronous boundary waits for late members.
             Defaults to `600`.
         on_timeout: what a synchronous boundary does when members are
@@ -72,7 +75,8 @@ class Population:
         devices: `"auto"` or a list of device names. Defaults to `"auto"`.
         devices_per_member: devices in each member's slice. Defaults to `1`.
         num_cpu_devices: logical CPU devices to create when there is no GPU
-            (only before TensorFlow initialises). Defaults to `min(size, 4)`.
+            (only before TensorFlow initialises). Defaults to
+            `min(population_size, 4)`.
         max_failures: after this many failures of one member, `fit` stops
             the population and raises a `PopulationError` naming it (so a
             member is restarted at most `max_failures - 1` times; `1`
@@ -83,11 +87,15 @@ class Population:
             after `keras.utils.set_random_seed(<member seed>)`, so initial
             weights are reproducible (this resets Python's, NumPy's and
             TensorFlow's global seeds). Defaults to a random seed.
-        member_ids: optional ids (unique); defaults to `0..size-1`.
-        initial_hparams: optional list of `size` dicts replacing the sampled
+        member_ids: optional ids (unique); defaults to
+            `0..population_size-1`.
+        initial_hparams: optional list of `population_size` dicts replacing the sampled
             initial hyperparameters; every value must lie in `space`.
         verbose: 0 silent, 1 a table refreshed in place (plain lines when
             not a terminal), 2 one line per member per epoch. Defaults to 1.
+        policy: a `keras_pbt.Policy` (every member's). Defaults to
+            `Policy()` with the shortcuts above; `self.policy_config` is it.
+        size: deprecated spelling of `population_size` (warns).
 
     Example:
 
@@ -101,7 +109,7 @@ class Population:
                       metrics=["accuracy"])
         return model
 
-    pop = keras_pbt.Population(build, space, size=8, monitor="val_accuracy",
+    pop = keras_pbt.Population(build, space, population_size=8, monitor="val_accuracy",
                                interval_epochs=1, logdir="runs/digits")
     pop.fit(x, y, validation_data=(xv, yv), epochs=20, batch_size=32)
     best = pop.best_model()
@@ -112,22 +120,22 @@ class Population:
         self,
         build,
         space,
-        size=8,
+        population_size=None,
         monitor="val_accuracy",
         mode="auto",
         interval_epochs=None,
         interval_steps=None,
         burn_in=0,
         synchronous=True,
-        quantile=0.2,
-        selection="truncation",
-        factors=(0.8, 1.2),
-        resample_probability=0.25,
+        quantile=None,
+        selection=None,
+        factors=None,
+        resample_probability=None,
         explore_fn=None,
-        copy_optimizer_state=True,
+        copy_optimizer_state=None,
         setters=None,
-        ranking="last",
-        explore="perturb",
+        ranking=None,
+        explore=None,
         devices="auto",
         devices_per_member=1,
         num_cpu_devices=None,
@@ -139,23 +147,26 @@ class Population:
         member_ids=None,
         initial_hparams=None,
         verbose=1,
+        policy=None,
+        size=None,
     ):
+        size = population_checks.population_size(population_size, size)
         if not callable(build):
             raise TypeError(f"`build` must be a function hp -> compiled model. Received: build={build!r}")
-        check_int("size", size, minimum=2, why=" (PBT needs a population)")
         check_int("max_failures", max_failures)
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"`verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
         space = space_lib.validate_space(space)
         if member_ids is None:
             member_ids = list(range(size))
         member_ids = list(member_ids)
         if len(member_ids) != size:
-            raise ValueError(
-                f"`member_ids` must have `size`={size} entries. Received: member_ids={member_ids!r}"
-            )
+            raise ValueError(f"`member_ids` must have `population_size`={size} entries. "
+                             f"Received: member_ids={member_ids!r}")
         if len(set(map(repr, member_ids))) != size:
             raise ValueError(f"`member_ids` must be unique. Received: member_ids={member_ids!r}")
+        self.policy_config = policy_config.resolve_policy(
+            policy, quantile=quantile, selection=selection, ranking=ranking, factors=factors,
+            resample_probability=resample_probability, explore_fn=explore_fn, explore=explore,
+            copy_optimizer_state=copy_optimizer_state)
         self.store = InMemoryStore(seed=seed)
         self.seed = self.store.seed
         rng = np.random.default_rng([self.seed, 0])
@@ -163,17 +174,17 @@ class Population:
             initial_hparams = [space_lib.sample_space(space, rng) for _ in range(size)]
         elif isinstance(initial_hparams, (str, bytes, dict)) or len(initial_hparams) != size:
             raise ValueError(
-                f"`initial_hparams` must be a list of `size`={size} dicts. "
+                f"`initial_hparams` must be a list of `population_size`={size} dicts. "
                 f"Received: initial_hparams={initial_hparams!r}"
             )
         else:
             for i, hp in enumerate(initial_hparams):
                 population_checks.check_initial(i, hp, space)
         self.space = space
-        self.size = size
+        self.population_size = size
         self.monitor = monitor
         self.max_failures = int(max_failures)
-        self.verbose = 1 if verbose == "auto" else verbose
+        self.verbose = _check_verbose(verbose)
         self.logdir = logdir
         if setters is not None and not hasattr(setters, "items"):
             raise TypeError(f"`setters` must be a dict. Received: setters={setters!r}")
@@ -187,12 +198,10 @@ class Population:
         callbacks = [
             PBTCallback(
                 self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
-                interval_steps=interval_steps, burn_in=burn_in, mode=mode, quantile=quantile,
-                selection=selection, factors=factors, resample_probability=resample_probability,
-                explore_fn=explore_fn, ranking=ranking, explore=explore, hparams=hp,
-                synchronous=synchronous,
-                sync_timeout=sync_timeout, on_timeout=on_timeout,
-                copy_optimizer_state=copy_optimizer_state, seed=self.seed, logdir=logdir,
+                interval_steps=interval_steps, burn_in=burn_in, mode=mode,
+                policy=self.policy_config, hparams=hp, synchronous=synchronous,
+                sync_timeout=sync_timeout,
+                on_timeout=on_timeout, seed=self.seed, logdir=logdir,
             )
             for mid, hp in zip(member_ids, initial_hparams)
         ]
@@ -229,6 +238,11 @@ class Population:
         self._checkpointer = None
         self.resumed_from = None
 
+    @property
+    def size(self):
+        """Deprecated spelling of `population_size`."""
+        return self.population_size
+
     def _check_hparams(self, model, cb, mid):
         # Fails now, before any training, for a name that is neither an
         # optimizer field nor in `setters`, or a learning rate that is a
@@ -260,7 +274,7 @@ class Population:
     # ------------------------------------------------------------------ fit
 
     def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
-            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, **fit_kwargs):
+            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, verbose=None, **fit_kwargs):
         """Trains every member concurrently with PBT.
 
         Args:
@@ -279,6 +293,9 @@ class Population:
                 `interval_steps`). If it already holds a checkpoint of this
                 population, training resumes from it: run the same command
                 again after a crash. See `keras_pbt.checkpoint`.
+            verbose: `"auto"`, 0, 1 or 2, as in `keras.Model.fit`, for this
+                call (see the constructor's `verbose`). Defaults to the
+                population's `verbose`.
             **fit_kwargs: passed to every member's `model.fit` (e.g.
                 `steps_per_epoch`, `validation_steps`, `class_weight`).
 
@@ -297,6 +314,7 @@ class Population:
                 or not keras-pbt's; it names the file.
         """
         check_int("epochs", epochs)
+        verbose = self.verbose if verbose is None else _check_verbose(verbose)
         if callbacks is not None and not callable(callbacks) and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
@@ -305,7 +323,7 @@ class Population:
         self.store.reopen()
         self._fatal = None
         self._progress = PopulationProgress([m.id for m in self.members], self.monitor, epochs,
-                                            verbose=self.verbose)
+                                            verbose=verbose)
         self._checkpointer = None
         if checkpoint_dir is not None:
             self._checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir)
@@ -345,7 +363,7 @@ class Population:
         self.elapsed = time.monotonic() - start
         if self._fatal is not None:
             raise self._fatal
-        if self.verbose:
+        if verbose:
             self._print_summary()
         return self.history
 
@@ -399,102 +417,9 @@ class Population:
         index = next(i for i, m in enumerate(self.members) if m is member)
         member_checkpoint.save_member(self._checkpointer, index, member, self.store)
 
-    # -------------------------------------------------------------- results
 
-    @property
-    def lineage(self):
-        """Every `LineageRecord` of the run, in order."""
-        return self.store.lineage()
-
-    @property
-    def history(self):
-        """dict member id -> dict metric -> list of per-epoch values."""
-        return {m.id: dict(m.history) for m in self.members}
-
-    @property
-    def best_member(self):
-        """The `Member` with the best metric at its latest boundary
-        (`keras_pbt.schedule.rank_members`: NaN last, ties by member id)."""
-        histories = self.store.histories()
-        ranked = schedule_lib.rank_members(
-            {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},
-            self.mode)
-        if not ranked:
-            raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.id == ranked[0])
-
-    def evaluate(self, x, y=None, batch_size=None):
-        """Evaluates every member's current model on `(x, y)`.
-
-        Args:
-            x, y: arrays (or a `tf.data.Dataset` in `x`), as for
-                `keras.Model.evaluate`.
-            batch_size: as for `keras.Model.evaluate`. Defaults to 32.
-
-        Returns:
-            dict member id -> dict metric name -> float (the names of
-            `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
-        """
-        return {m.id: {k: float(v) for k, v in m.model.evaluate(
-                    x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
-                for m in self.members}
-
-    def best_model(self, validation_data=None, batch_size=None):
-        """The trained `keras.Model` of the best member.
-
-        Without `validation_data`, the best is `best_member`: the best metric
-        at the latest boundary, on the split PBT ranked on. That score is
-        optimistic, since every interval selected on it. With
-        `validation_data` (a split used neither for training nor for
-        ranking), every member is evaluated on it and the best there is
-        returned: an unbiased final choice (the same rule: NaN last, ties by
-        member id).
-
-        Args:
-            validation_data: optional `(x, y)` or a `tf.data.Dataset` to
-                choose on. Its metric is `monitor` without the `"val_"`
-                prefix (`"val_accuracy"` -> `"accuracy"`).
-            batch_size: for evaluating arrays. Defaults to 32.
-
-        Returns:
-            A `keras.Model`.
-
-        Example:
-
-        ```python
-        pop.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20)
-        model = pop.best_model(validation_data=(x_select, y_select))
-        ```
-        """
-        if validation_data is None:
-            return self.best_member.model
-        if isinstance(validation_data, tf.data.Dataset):
-            scores = self.evaluate(validation_data, batch_size=batch_size)
-        elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            scores = self.evaluate(*validation_data, batch_size=batch_size)
-        else:
-            raise ValueError(
-                "`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
-                f"validation_data of type {type(validation_data).__name__}"
-            )
-        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
-        first = next(iter(scores.values()))
-        if name not in first:
-            raise ValueError(
-                f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
-                f"returned {sorted(first)}. Received: validation_data=..."
-            )
-        best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
-        return next(m for m in self.members if m.id == best).model
-
-    def _print_summary(self):
-        best = self.best_member
-        exploits = sum(1 for r in self.lineage if r.action == "exploit")
-        restarts = sum(1 for r in self.lineage if r.action == "restart")
-        hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
-                       for k, v in best.hparams.items())
-        self._progress.message(
-            f"PBT done in {self.elapsed:.1f} s: best member {best.id!r} with {self.monitor}="
-            f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
-            f"{restarts} restarts."
-        )
+def _check_verbose(verbose):
+    """0, 1 or 2 from Keras' `verbose` (`"auto"` is 1)."""
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
+        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
+    return 1 if verbose == "auto" else int(verbose)

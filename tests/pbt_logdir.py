@@ -41,7 +41,7 @@ def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, see
         return model
 
     pop = keras_pbt.Population(
-        build, space, size=len(member_ids), member_ids=list(member_ids), quantile=0.25,
+        build, space, population_size=len(member_ids), member_ids=list(member_ids), quantile=0.25,
         sync_timeout=120, logdir=logdir, seed=seed, verbose=0,
     )
     pop.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32)

@@ -54,12 +54,12 @@ def test_readme_callback_example_runs_unchanged(tmp_path, monkeypatch, capsys):
 def test_several_devices_per_member_is_a_clear_error_at_construction():
     with pytest.raises(ValueError, match=rf"{BACKEND} backend.*MirroredStrategy.*"
                                          r"Received: devices_per_member=2"):
-        keras_pbt.Population(build, SPACE, size=2, devices_per_member=2, verbose=0)
+        keras_pbt.Population(build, SPACE, population_size=2, devices_per_member=2, verbose=0)
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's host devices (conftest.py)")
 def test_jax_members_train_on_their_own_devices_and_exploit_across_them():
-    pop = keras_pbt.Population(build, SPACE, size=2, devices=["cpu:1", "cpu:2"],
+    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:1", "cpu:2"],
                                seed=0, verbose=0, synchronous=True, quantile=0.5,
                                initial_hparams=[{"learning_rate": 0.3, "momentum": 0.9},
                                                 {"learning_rate": 0.001, "momentum": 0.0}])

@@ -49,8 +49,8 @@ CASES = [
     ("log bound negative", lambda: dict(space={"learning_rate": keras_pbt.LogUniform(-1.0, 0.1)}),
      ValueError, "low=-1.0"),
     ("empty choice", lambda: dict(space={"momentum": keras_pbt.Choice([])}), ValueError, "values=[]"),
-    ("population of one", lambda: dict(size=1), ValueError, "size=1"),
-    ("population size not an int", lambda: dict(size=2.5), ValueError, "size=2.5"),
+    ("population of one", lambda: dict(population_size=1), ValueError, "size=1"),
+    ("population size not an int", lambda: dict(population_size=2.5), ValueError, "size=2.5"),
     ("interval zero", lambda: dict(interval_epochs=0), ValueError, "interval_epochs=0"),
     ("negative step interval", lambda: dict(interval_steps=-5), ValueError, "interval_steps=-5"),
     ("both intervals", lambda: dict(interval_epochs=1, interval_steps=5), ValueError,
@@ -107,7 +107,7 @@ CASES = [
 
 @pytest.mark.parametrize("make, error, text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_configuration_fails_at_construction(make, error, text):
-    kwargs = dict(size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    kwargs = dict(population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(error) as info:
         kwargs.update(make())  # a bad space spec already fails here
         space = kwargs.pop("space", SPACE)
@@ -120,7 +120,7 @@ FIT_CASES = [
     ("zero epochs", dict(epochs=0), ValueError, "epochs=0"),
     ("epochs not an int", dict(epochs=2.0), ValueError, "epochs=2.0"),
     ("validation split", dict(validation_split=0.2), ValueError, "validation_split=0.2"),
-    ("verbose managed by the population", dict(verbose=1), ValueError, "verbose=1"),
+    ("verbose outside Keras' values", dict(verbose=3), ValueError, "Received: verbose=3"),
     ("callbacks not a list", dict(callbacks=5), TypeError, "5"),
     ("y with a dataset", dict(y=Y), ValueError, "`y` must be None"),
     # Issue 13, bug 2: a batch size of 0 trained anyway.
@@ -141,7 +141,7 @@ FIT_CASES = [
 
 @pytest.fixture(scope="module")
 def population():
-    return keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    return keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
 
 
 @pytest.mark.parametrize("kwargs, error, text", [c[1:] for c in FIT_CASES], ids=[c[0] for c in FIT_CASES])
@@ -159,7 +159,7 @@ def test_bad_fit_arguments_fail_before_training(population, kwargs, error, text)
 
 
 def test_missing_monitor_stops_the_population_listing_the_keys():
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, monitor="val_accuracy",
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, monitor="val_accuracy",
                                devices=["/cpu:0", "/cpu:1"])
     start = time.monotonic()
     with pytest.raises(ConfigurationError, match=r"`val_accuracy`.*Available keys: \['accuracy', 'loss'\]"
@@ -173,7 +173,7 @@ def test_missing_monitor_stops_the_population_listing_the_keys():
 
 
 def test_missing_monitor_with_step_intervals_fails_at_the_first_step():
-    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0, monitor="val_loss",
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, monitor="val_loss",
                                interval_steps=4, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(ConfigurationError, match=r"`val_loss`.*Available keys.*interval_epochs"):
         pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32)
@@ -183,6 +183,6 @@ def test_missing_monitor_with_step_intervals_fails_at_the_first_step():
 
 def test_a_good_configuration_still_trains():
     # The checks above must not reject the ordinary case.
-    pop = keras_pbt.Population(sgd_build, LR, size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    pop = keras_pbt.Population(sgd_build, LR, population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
     assert all(np.isfinite(m.last_metric) for m in pop.members)

@@ -2,6 +2,7 @@
 corrupt or truncated files, and no pickle from disk."""
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent("""
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.3)
 
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs={epochs}, batch_size=32, callbacks=[Pace()],
             checkpoint_dir={directory!r})
     print("RESULT " + json.dumps({{
@@ -132,7 +133,7 @@ def test_sigkill_then_ctrl_c_then_the_same_command_finishes(tmp_path):
 
 
 def _population(**kwargs):
-    args = dict(size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
+    args = dict(population_size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
     args.update(kwargs)
     return keras_pbt.Population(build, SPACE, **args)
 
@@ -272,7 +273,7 @@ def test_corrupt_manifest_is_a_clear_error(copy_of, damage):
 
 def test_a_checkpoint_of_another_population_is_refused(copy_of):
     other = keras_pbt.Population(lambda hp: build(dict(hp, momentum=0.5)),
-                                 {"learning_rate": SPACE["learning_rate"]}, size=2, seed=7,
+                                 {"learning_rate": SPACE["learning_rate"]}, population_size=2, seed=7,
                                  verbose=0, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(ck.CheckpointError, match="another population: its space"):
         other.fit(X, Y, validation_data=(XV, YV), epochs=3, checkpoint_dir=str(copy_of))
@@ -309,7 +310,6 @@ def test_an_npz_with_an_object_array_is_refused(copy_of, tmp_path):
     marker = tmp_path / "pwned"
     _Payload.marker = str(marker)
     arrays, meta = ck.read_file(str(copy_of), ck.read_manifest(str(copy_of))["files"][0])
-    import io
 
     buffer = io.BytesIO()
     obj = np.empty(1, dtype=object)
@@ -390,7 +390,7 @@ def _dropout_build(hp):
 
 
 def test_dropout_rng_state_is_checkpointed(tmp_path):
-    kwargs = dict(size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
+    kwargs = dict(population_size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
     pop = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
     pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     resumed = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
@@ -399,3 +399,30 @@ def test_dropout_rng_state_is_checkpointed(tmp_path):
     resumed.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     for a, b in zip(pop.members, resumed.members):
         assert rng_state(a) and rng_state(b) == rng_state(a)
+
+
+def _refuse_bare_constants(name):
+    raise AssertionError(f"bare {name} in a checkpoint file: not strict JSON")
+
+
+def test_a_nan_metric_survives_a_checkpoint_as_strict_json(tmp_path):
+    # A diverged member's metrics (NaN, inf) are written in keras_pbt.lineage's
+    # one spelling ("NaN", "Infinity"), so the metadata parses as standard JSON.
+    nan, inf = float("nan"), float("inf")
+    meta = {"member": 0, "history": {"loss": [nan, 0.5, inf]},
+            "reports": [{"metric": nan, "recent": [-inf, 0.25], "start_metric": None}],
+            "hparams": {"activation": "relu", "learning_rate": 0.1}}
+    checkpointer = ck.Checkpointer(tmp_path, {"member_ids": [0]})
+    assert checkpointer.save_member(0, 1, {"w00000": np.ones(2, "float32")}, meta)
+    data = (tmp_path / ck.epoch_dir(1) / "member_0.npz").read_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        raw = json.loads(npz["meta"].tobytes().decode("utf-8"),
+                         parse_constant=_refuse_bare_constants)
+    assert raw["history"]["loss"] == ["NaN", 0.5, "Infinity"]
+    assert raw["reports"][0]["recent"] == ["-Infinity", 0.25]
+    (arrays, back), = checkpointer.load()[1]
+    assert np.isnan(back["history"]["loss"][0]) and back["history"]["loss"][1:] == [0.5, inf]
+    assert np.isnan(back["reports"][0]["metric"]) and back["reports"][0]["recent"] == [-inf, 0.25]
+    assert back["reports"][0]["start_metric"] is None
+    assert back["hparams"] == {"activation": "relu", "learning_rate": 0.1}
+    assert arrays["w00000"].tolist() == [1.0, 1.0]

@@ -18,7 +18,7 @@ DEVICES = "auto"  # 4 logical CPU devices: one per member (see conftest.py)
 
 def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkpointed(tmp_path):
     failing = FailAt(epoch=2, times=1, error=RuntimeError("injected fault"))
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, devices=DEVICES,
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=2, verbose=0, devices=DEVICES,
                                sync_timeout=60)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path),
             callbacks=lambda mid: [failing] if mid == 1 else [])
@@ -33,7 +33,7 @@ def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkp
     assert body["epoch"] == 4 and meta["failures"] == ["RuntimeError: injected fault"]
     assert [r["action"] for r in meta["lineage"]].count("restart") == 1
     # A resumed population keeps counting the failures towards max_failures.
-    resumed = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, devices=DEVICES)
+    resumed = keras_pbt.Population(build, SPACE, population_size=3, seed=2, verbose=0, devices=DEVICES)
     resumed.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(tmp_path))
     assert [str(e) for e in resumed.members[1].failures] == ["RuntimeError: injected fault"]
     _, meta = ck.read_file(str(tmp_path), ck.read_manifest(str(tmp_path))["files"][1])
@@ -57,7 +57,7 @@ class _Poison(keras.callbacks.Callback):
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_loss_ranks_last_and_the_member_copies_a_finite_one(value):
     poison = _Poison(epoch=1, value=value)
-    pop = keras_pbt.Population(build, SPACE, size=4, seed=4, verbose=0, monitor="val_loss",
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=4, verbose=0, monitor="val_loss",
                                quantile=0.25, devices=DEVICES)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
             callbacks=lambda mid: [poison] if mid == 2 else [])
@@ -86,7 +86,7 @@ class _Straggle(keras.callbacks.Callback):
 
 def test_straggler_with_on_timeout_raise_stops_with_a_clear_error():
     straggle = _Straggle(epoch=0, seconds=6.0)
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, devices=DEVICES,
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, devices=DEVICES,
                                sync_timeout=1.5, on_timeout="raise", member_ids=["a", "b", "slow"])
     start = time.monotonic()
     with pytest.raises(keras_pbt.PopulationError,
@@ -102,7 +102,7 @@ def test_straggler_with_on_timeout_raise_stops_with_a_clear_error():
 
 def test_straggler_with_on_timeout_continue_is_left_behind_and_catches_up():
     straggle = _Straggle(epoch=0, seconds=4.0)
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, devices=DEVICES,
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, devices=DEVICES,
                                sync_timeout=1.0, on_timeout="continue", member_ids=["a", "b", "slow"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
             callbacks=lambda mid: [straggle] if mid == "slow" else [])
@@ -119,7 +119,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_population(tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ck, "atomic_write", full_disk)
-    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0, devices=DEVICES)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, devices=DEVICES)
     with pytest.raises(ck.CheckpointError, match="No space left on device"):
         pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
     assert all(not m.failures for m in pop.members), "not a member fault: no restart"

@@ -95,7 +95,7 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
     keras.utils.set_random_seed(0)
     counter = iter(range(2))
     pop = keras_pbt.Population(
-        lambda hp: gan_mixture.build(hp, seed=next(counter)), gan_mixture.SPACE, size=2,
+        lambda hp: gan_mixture.build(hp, seed=next(counter)), gan_mixture.SPACE, population_size=2,
         monitor="val_energy", mode="min", interval_epochs=1, quantile=0.5, seed=0, verbose=0,
         initial_hparams=[HP, dict(HP, **{"g_optimizer.learning_rate": 1e-4})],
         explore_fn=lambda hp, rng: dict(new),

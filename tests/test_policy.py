@@ -13,6 +13,7 @@ from keras_pbt.lineage import LineageRecord
 from keras_pbt.policy import Decision
 from keras_pbt.policy import PBTPolicy
 from keras_pbt.policy import comparable_reports
+from keras_pbt.policy import unavailable_parent
 from keras_pbt.selection import Report
 from keras_pbt.selection import TruncationSelection
 from keras_pbt.selection import is_better
@@ -319,3 +320,82 @@ def test_restart_parent_is_the_best_published_snapshot():
     assert restart_parent({2: 0.5, 10: 0.9, 3: 0.9, 4: math.nan}, "max") == 3  # tie: id 3 < 10
     assert restart_parent({2: 0.5, 10: 0.1, 4: math.nan}, "min") == 10
     assert restart_parent({4: math.nan}, "max") == 4  # a NaN snapshot beats the initial state
+
+
+# --- boundary plan: the rules the callback used to own -------------------------
+
+
+def _plan(policy, member, reports, key=3, progress=5, burn_in=0, last=False):
+    me = next(r for r in reports if r.member == member)
+    return policy.boundary(me, key=key, progress=progress, burn_in=burn_in, last=last)
+
+
+@pytest.mark.parametrize("progress,burn_in,judged", [(2, 2, False), (1, 2, False), (3, 2, True),
+                                                     (1, 0, True)])
+def test_boundary_burn_in_is_judged_only_after_it(progress, burn_in, judged):
+    policy = PBTPolicy(SPACE, mode="max", quantile=0.25, seed=0)
+    reports = population([0.9, 0.8, 0.2, 0.1])
+    plan = _plan(policy, 3, reports, progress=progress, burn_in=burn_in)
+    assert plan.judged is judged
+    if not judged:
+        d = plan.decide(np.random.default_rng(0))
+        assert (d.action, d.reason, d.parent) == ("keep", "burn-in", None)
+        assert d.hparams == d.hparams_before == reports[3].hparams and d.metric == 0.1
+    else:
+        assert plan.reason == ""
+        d = plan.with_reports(reports).decide(np.random.default_rng(0))
+        assert (d.action, d.parent) == ("exploit", 0)
+
+
+def test_boundary_end_of_training_keeps_even_the_worst_member():
+    policy = PBTPolicy(SPACE, mode="max", quantile=0.25, seed=0)
+    reports = population([0.9, 0.8, 0.2, 0.1])
+    plan = _plan(policy, 3, reports, last=True)
+    assert (plan.judged, plan.reason, plan.publish) == (False, "end of training", False)
+    d = plan.decide()
+    assert (d.action, d.reason) == ("keep", "end of training")
+    with pytest.raises(ValueError, match=r"not judged \(end of training\).*Received: reports="):
+        plan.with_reports(reports)
+
+
+def test_boundary_publishes_exactly_the_parent_candidates():
+    policy = PBTPolicy(SPACE, mode="max", quantile=0.25, seed=0)
+    reports = population([0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.6, 0.8])
+    published = {r.member for r in reports if _plan(policy, r.member, reports).with_reports(
+        reports).publish}
+    assert published == {1, 7} == policy.parent_candidates(reports, 3)
+
+
+def test_boundary_decision_equals_decide_with_one_ranking():
+    policy = PBTPolicy(SPACE, mode="min", quantile=0.25, seed=4)
+    reports = population([0.4, 0.4, 0.4, 0.1, 0.9, 0.9, 0.2, 0.9])  # ties: the rng decides
+    calls = []
+    rank = policy.rank
+    policy.rank = lambda *a: calls.append(a) or rank(*a)
+    for m in range(8):
+        calls.clear()
+        d = _plan(policy, m, reports).with_reports(reports).decide(np.random.default_rng(m))
+        assert len(calls) == 1  # publish and decide share one ranking
+        assert d == policy.decide(m, reports, 3, np.random.default_rng(m))
+
+
+def test_boundary_judged_needs_reports_before_deciding():
+    policy = PBTPolicy(SPACE, seed=0)
+    plan = _plan(policy, 0, population([0.5, 0.6]))
+    with pytest.raises(ValueError, match=r"`with_reports` before `decide`"):
+        plan.decide(np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"exactly one report of member 0"):
+        plan.with_reports(population([0.5, 0.6])[1:])
+
+
+def test_unavailable_parent_keeps_the_hparams_before():
+    policy = PBTPolicy(SPACE, mode="max", quantile=0.25, seed=0)
+    reports = population([0.9, 0.8, 0.2, 0.1])
+    d = _plan(policy, 3, reports).with_reports(reports).decide(np.random.default_rng(0))
+    assert d.is_exploit and d.hparams != d.hparams_before
+    kept = unavailable_parent(d)
+    assert (kept.action, kept.parent, kept.ops) == ("keep", None, {})
+    assert kept.reason == "snapshot of member 0 unavailable"
+    assert kept.hparams == kept.hparams_before == reports[3].hparams and kept.metric == 0.1
+    with pytest.raises(ValueError, match=r"Received: decision="):
+        unavailable_parent(kept)

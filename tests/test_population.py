@@ -70,7 +70,7 @@ def _device_of(variable):
 
 
 def test_each_member_lives_on_its_own_device():
-    pop = keras_pbt.Population(build, SPACE, size=4, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=0, verbose=0)
     assert [m.devices for m in pop.members] == [[CPU_DEVICES[i % len(CPU_DEVICES)]] for i in range(4)]
     for i, member in enumerate(pop.members):
         assert member.strategy.num_replicas_in_sync == 1
@@ -80,7 +80,7 @@ def test_each_member_lives_on_its_own_device():
 
 @tensorflow_only
 def test_slices_of_two_devices_mirror_variables_on_both():
-    pop = keras_pbt.Population(build, SPACE, size=2, devices_per_member=2, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, devices_per_member=2, seed=0, verbose=0)
     assert [m.devices for m in pop.members] == [["/device:CPU:0", "/device:CPU:1"],
                                                 ["/device:CPU:2", "/device:CPU:3"]]
     for member, expected in zip(pop.members, [{"CPU:0", "CPU:1"}, {"CPU:2", "CPU:3"}]):
@@ -92,12 +92,12 @@ def test_slices_of_two_devices_mirror_variables_on_both():
 
 @pytest.mark.skipif(TWO_DEVICES is None, reason="PyTorch has one CPU device")
 def test_more_members_than_devices_share_round_robin():
-    pop = keras_pbt.Population(build, SPACE, size=6, devices=TWO_DEVICES, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=6, devices=TWO_DEVICES, seed=0, verbose=0)
     assert [m.devices[0][-1] for m in pop.members] == ["0", "1", "0", "1", "0", "1"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(size=1), "size=1"),
+    (dict(population_size=1), "size=1"),
     (dict(devices=["/gpu:7"]), "'/gpu:7' does not exist"),
     (dict(devices=["/cpu:0", "/cpu:0"]), "names a device twice"),
     (dict(devices_per_member=8), "devices_per_member=8"),
@@ -108,7 +108,7 @@ def test_more_members_than_devices_share_round_robin():
     (dict(space={}), "space"),
 ])
 def test_bad_configuration_is_rejected_before_building(kwargs, message):
-    args = dict(size=4, seed=0, verbose=0)
+    args = dict(population_size=4, seed=0, verbose=0)
     args.update(kwargs)
     space = args.pop("space", SPACE)
     with pytest.raises((ValueError, TypeError), match=message):
@@ -117,7 +117,7 @@ def test_bad_configuration_is_rejected_before_building(kwargs, message):
 
 @tensorflow_only
 def test_two_concurrent_strategies_exploit_across_devices():
-    pop = keras_pbt.Population(build, SPACE, size=2, seed=3, verbose=0, quantile=0.5,
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=3, verbose=0, quantile=0.5,
                                initial_hparams=[{"learning_rate": 0.2, "momentum": 0.5},
                                                 {"learning_rate": 0.001, "momentum": 0.0}])
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
@@ -137,7 +137,7 @@ def test_two_concurrent_strategies_exploit_across_devices():
 
 def test_asynchronous_population_and_dataset_input():
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
-    pop = keras_pbt.Population(build, SPACE, size=4, synchronous=False, seed=5, verbose=0,
+    pop = keras_pbt.Population(build, SPACE, population_size=4, synchronous=False, seed=5, verbose=0,
                                quantile=0.25)
     pop.fit(data, validation_data=(XV, YV), epochs=4)
     steps = {m.id: m.callback.steps for m in pop.members}
@@ -146,7 +146,7 @@ def test_asynchronous_population_and_dataset_input():
 
 
 def test_best_model_is_the_member_with_the_best_final_metric():
-    pop = keras_pbt.Population(build, SPACE, size=4, seed=1, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=1, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
     finals = {m.id: pop.store.histories()[m.id][-1].metric for m in pop.members}
     best_id = max(finals, key=lambda k: (finals[k], -k))
@@ -159,7 +159,7 @@ def test_best_model_is_the_member_with_the_best_final_metric():
 
 def test_member_that_raises_is_restarted_from_a_top_member():
     failing = FailAt(epoch=2, times=1)
-    pop = keras_pbt.Population(build, SPACE, size=4, seed=2, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=2, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
             callbacks=lambda mid: [failing] if mid == 1 else [])
     restarts = [r for r in pop.lineage if r.action == "restart"]
@@ -176,7 +176,7 @@ def test_member_that_keeps_failing_stops_the_population_naming_it(max_failures):
     # As the README says: after `max_failures` failures of a member, fit raises
     # (issue 13: the code allowed max_failures + 1).
     failing = FailAt(epoch=1, times=100, error=ValueError("bad user code"))
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=2, verbose=0, max_failures=max_failures,
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=2, verbose=0, max_failures=max_failures,
                                member_ids=["a", "b", "c"])
     with pytest.raises(keras_pbt.PopulationError,
                        match=rf"Member 'b' failed {max_failures} times.*bad user code") as info:
@@ -204,7 +204,7 @@ class _PoisonOnce(keras.callbacks.Callback):
 
 def test_nan_stopped_by_terminate_on_nan_restarts_the_member():
     poison = _PoisonOnce(epoch=2)
-    pop = keras_pbt.Population(build, SPACE, size=4, seed=4, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=4, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
             callbacks=lambda mid: [poison, keras.callbacks.TerminateOnNaN()] if mid == 2
             else [keras.callbacks.TerminateOnNaN()])
@@ -217,7 +217,7 @@ def test_nan_stopped_by_terminate_on_nan_restarts_the_member():
 
 
 def test_progress_is_plain_lines_when_not_a_terminal(capsys):
-    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=1)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=1)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32)
     out = capsys.readouterr().out
     assert "\x1b[" not in out
@@ -256,7 +256,7 @@ def test_progress_redraws_in_place_on_a_terminal():
 
 
 def test_verbose_zero_prints_nothing(capsys):
-    pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
     assert capsys.readouterr().out == ""
 
@@ -269,7 +269,7 @@ def test_ctrl_c_stops_every_member_cleanly(tmp_path):
         import keras_pbt
         keras_pbt.configure_cpu_devices(2)
         from tests.test_population import build, SPACE, X, Y, XV, YV
-        pop = keras_pbt.Population(build, SPACE, size=2, seed=0, verbose=2, logdir={str(tmp_path / 'runs')!r})
+        pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=2, logdir={str(tmp_path / 'runs')!r})
         try:
             pop.fit(X, Y, validation_data=(XV, YV), epochs=10000, batch_size=32)
         except KeyboardInterrupt:
@@ -300,7 +300,7 @@ def test_ctrl_c_stops_every_member_cleanly(tmp_path):
 
 def test_a_seeded_population_is_reproducible():
     def run(seed):
-        pop = keras_pbt.Population(build, SPACE, size=4, seed=seed, num_cpu_devices=4, verbose=0)
+        pop = keras_pbt.Population(build, SPACE, population_size=4, seed=seed, num_cpu_devices=4, verbose=0)
         initial = [m.model.get_weights() for m in pop.members]
         pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
         decisions = sorted((r.member, r.step, r.action, repr(r.parent)) for r in pop.lineage)
@@ -320,7 +320,7 @@ def test_steps_per_epoch_reaches_every_member_with_a_repeated_dataset():
     # so only member 0 got it (the others raised "pass `steps_per_epoch=`").
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32).repeat()
     valid = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(30).repeat()
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0)
     pop.fit(data, validation_data=valid, epochs=2, steps_per_epoch=5, validation_steps=3)
     assert [m.callback.steps for m in pop.members] == [10, 10, 10]
     assert all(len(m.history["val_accuracy"]) == 2 for m in pop.members)
@@ -328,7 +328,7 @@ def test_steps_per_epoch_reaches_every_member_with_a_repeated_dataset():
 
 def test_steps_per_epoch_is_the_same_for_every_member_with_arrays():
     # With arrays, members after the first silently trained whole epochs.
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32, steps_per_epoch=3)
     assert [m.callback.steps for m in pop.members] == [6, 6, 6]
 
@@ -360,7 +360,7 @@ def test_members_with_other_architectures_are_rejected_at_construction(fn, text)
     # Issue 13, bug 3: accepted, then the population died at the first exploit.
     hps = [{"learning_rate": 0.01, "momentum": 0.5}, {"learning_rate": 0.02, "momentum": 0.5}]
     with pytest.raises(ValueError, match=rf"member 'b'.*member 'a'.*{text}") as info:
-        keras_pbt.Population(fn, SPACE, size=2, seed=0, verbose=0, initial_hparams=hps,
+        keras_pbt.Population(fn, SPACE, population_size=2, seed=0, verbose=0, initial_hparams=hps,
                              member_ids=["a", "b"], devices=TWO_DEVICES or ["cpu"])
     assert "build" in str(info.value)
 
@@ -381,7 +381,7 @@ def test_a_stopped_population_flushes_every_boundary_to_the_logs(tmp_path):
     # Issue 13: synchronous members leave fit through PopulationStopped, so
     # on_train_end never flushed their TensorBoard writers.
     stopper = _StopAfter(epoch=2)
-    pop = keras_pbt.Population(build, SPACE, size=3, seed=0, verbose=0, logdir=str(tmp_path))
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, logdir=str(tmp_path))
     stopper.population = pop
     pop.fit(X, Y, validation_data=(XV, YV), epochs=50, batch_size=32,
             callbacks=lambda mid: [stopper] if mid == 0 else [])

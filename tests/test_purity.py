@@ -10,6 +10,7 @@ PURE_MODULES = [
     "keras_pbt.explore",
     "keras_pbt.selection",
     "keras_pbt.policy",
+    "keras_pbt.policy_config",
     "keras_pbt.lineage",
     "keras_pbt.store",
     "keras_pbt.checkpoint",

@@ -17,6 +17,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_pbt import lineage as lineage_lib
 from keras_pbt import policy as policy_lib
+from keras_pbt import policy_config
 from keras_pbt import schedule as schedule_lib
 from keras_pbt import selection as selection_lib
 from keras_pbt.tuner import convert
@@ -57,8 +58,8 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             Defaults to `None`.
         interval_epochs: epochs per segment (between decisions). Defaults
             to `1`.
-        quantile, selection, factors, resample_probability, explore_fn: as
-            in `keras_pbt.PBTCallback`.
+        quantile, selection, factors, resample_probability, explore_fn:
+            shortcuts for the fields of `policy`, as in `keras_pbt.PBTCallback`.
         frozen: names of hyperparameters each member keeps as sampled;
             members with equal values form a sub-population, ranked on its
             own. Defaults to `()`.
@@ -74,6 +75,10 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         hyperparameters, allow_new_entries, tune_new_entries,
             max_retries_per_trial, max_consecutive_failed_trials: as in
             `keras_tuner.Oracle`.
+        policy: a `keras_pbt.Policy`; the oracle supports its default
+            `ranking="last"`, `explore="perturb"` and
+            `copy_optimizer_state=True` only. Defaults to `Policy()` with
+            the shortcuts above.
 
     Example:
 
@@ -89,10 +94,10 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         population_size=8,
         max_epochs=None,
         interval_epochs=1,
-        quantile=0.2,
-        selection="truncation",
-        factors=(0.8, 1.2),
-        resample_probability=0.25,
+        quantile=None,
+        selection=None,
+        factors=None,
+        resample_probability=None,
         explore_fn=None,
         frozen=(),
         inherited=(),
@@ -104,7 +109,17 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         tune_new_entries=True,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
+        policy=None,
     ):
+        config = policy_config.resolve_policy(
+            policy, quantile=quantile, selection=selection, factors=factors,
+            resample_probability=resample_probability, explore_fn=explore_fn)
+        unsupported = policy_config.unsupported_by_tuner(config)
+        if unsupported:
+            raise ValueError(
+                "PBTOracle ranks by the last value, explores by perturbing and copies the "
+                f"optimizer state: it does not support {sorted(unsupported)}. Received: "
+                + ", ".join(f"{k}={v!r}" for k, v in sorted(unsupported.items())))
         population_size = check_int("population_size", population_size, minimum=2,
                                     why=" (PBT needs a population)")
         max_epochs = check_int("max_epochs", max_epochs, allow_none=True)
@@ -139,13 +154,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         self.inherited = tuple(inherited)
         self.synchronous = bool(synchronous)
         self.logdir = logdir
-        self._policy_args = dict(
-            selection=selection, quantile=quantile, factors=factors,
-            resample_probability=resample_probability, explore_fn=explore_fn,
-        )
-        # Fail early on bad policy arguments (the space is not known yet).
-        selection_lib.get_selection(selection, selection_lib.check_quantile(quantile))
-        policy_lib.explore_lib.Explorer(factors, resample_probability, explore_fn)
+        self.policy_config = config  # checked: the space is not known yet
         self._policy = None
         self._policy_key = None
         # member -> trial ids of its segments, in order.
@@ -237,9 +246,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                     "at least one hp.Float, hp.Int, hp.Choice or hp.Boolean that does not "
                     "change the model's weights."
                 )
-            self._policy = policy_lib.PBTPolicy(
-                space, mode=self.mode, seed=int(self.seed), **self._policy_args
-            )
+            self._policy = self.policy_config.make(space, self.mode, int(self.seed))
             self._policy_key = key
         return self._policy
 
@@ -426,13 +433,14 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             values = trial.hyperparameters.values
             if (trial.status == TrialStatus.COMPLETED
                     and values.get(SEGMENT) == self.num_segments - 1):
-                self._log.add(lineage_lib.LineageRecord(
-                    member=int(values[MEMBER]), step=int(trial.best_step), action="keep",
-                    hparams=user_values(values), hparams_before=user_values(values),
-                    metric=float(trial.score), interval=self.num_segments,
-                    monitor=self.objective.name, mode=self.mode, reason="end of training",
-                    time=time.time(),
-                ))
+                # The end rule is the pure core's, as for the callback.
+                report = self._report(trial.trial_id)
+                decision = self.policy().boundary(
+                    report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
+                record = decision.to_record(int(trial.best_step), self.num_segments,
+                                            self.objective.name, self.mode, time.time())
+                record.hparams, record.hparams_before = user_values(values), user_values(values)
+                self._log.add(record)
                 self.save()
 
     # -------------------------------------------------------- state file

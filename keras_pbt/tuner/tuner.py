@@ -7,14 +7,15 @@ import threading
 import keras
 import keras_tuner
 
-from keras_pbt import devices as devices_lib
 from keras_pbt import snapshot as snapshot_lib
+from keras_pbt import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
+from keras_pbt.tuner.worker import make_workers
 from keras_pbt.tuner.worker import last_logs
 
 # Keras' name counters and layer creation are not meant for threads:
@@ -67,7 +68,7 @@ class PBTTuner(keras_tuner.Tuner):
             it. Defaults to `None`.
         interval_epochs: epochs between decisions. Defaults to `1`.
         quantile, selection, factors, resample_probability, explore_fn,
-            frozen, synchronous, seed: see `PBTOracle`. `frozen` pins a
+            frozen, synchronous, seed, policy: see `PBTOracle`. `frozen` pins a
             member's values (members with equal values form a
             sub-population).
         logdir: TensorBoard directory (one run `member_<id>` per member,
@@ -108,10 +109,10 @@ class PBTTuner(keras_tuner.Tuner):
         population_size=8,
         max_epochs=None,
         interval_epochs=1,
-        quantile=0.2,
-        selection="truncation",
-        factors=(0.8, 1.2),
-        resample_probability=0.25,
+        quantile=None,
+        selection=None,
+        factors=None,
+        resample_probability=None,
         explore_fn=None,
         frozen=(),
         synchronous=True,
@@ -125,6 +126,7 @@ class PBTTuner(keras_tuner.Tuner):
         allow_new_entries=True,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
+        policy=None,
         **kwargs,
     ):
         for key in ("optimizer", "loss", "metrics", "executions_per_trial"):
@@ -140,7 +142,7 @@ class PBTTuner(keras_tuner.Tuner):
             explore_fn=explore_fn, frozen=frozen, synchronous=synchronous, seed=seed,
             hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
             allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            max_consecutive_failed_trials=max_consecutive_failed_trials, policy=policy,
         )
         if devices is not None and kwargs.get("distribution_strategy") is not None:
             raise ValueError(
@@ -191,6 +193,11 @@ class PBTTuner(keras_tuner.Tuner):
         self.__dict__["_strategy"] = value
 
     @property
+    def policy_config(self):
+        """The `keras_pbt.Policy` of the search (the oracle's)."""
+        return self.pbt_oracle.policy_config
+
+    @property
     def training_calls(self):
         """Segments trained by this process."""
         return sum(w.builds + w.reuses for w in self.workers)
@@ -203,18 +210,11 @@ class PBTTuner(keras_tuner.Tuner):
     # ------------------------------------------------------------ search
 
     def _make_workers(self):
-        size = self.pbt_oracle.population_size
-        if self.devices is None:
-            return [Worker(self.tuner_id, self.distribution_strategy, size)]
-        # At most one worker per member; on a distributed worker `self.oracle`
-        # is keras-tuner's client, hence the local oracle's size.
-        slices = devices_lib.assign_devices(size, self.devices, self.devices_per_member)
-        unique = []
-        for s in slices:
-            if s not in unique:
-                unique.append(s)
-        return [Worker(f"{self.tuner_id}-{i}", devices_lib.member_strategy(s), size)
-                for i, s in enumerate(unique)]
+        # On a distributed worker `self.oracle` is keras-tuner's client, hence
+        # the local oracle's size.
+        return make_workers(self.tuner_id, self.distribution_strategy,
+                            self.pbt_oracle.population_size, self.devices,
+                            self.devices_per_member)
 
     def search(self, *fit_args, epochs=None, **fit_kwargs):
         """Trains the population; arguments are those of `model.fit`.
@@ -281,19 +281,15 @@ class PBTTuner(keras_tuner.Tuner):
             finally:
                 worker.drop()
 
-        threads = [threading.Thread(target=run, args=(w,), name=f"pbt-tuner-{w.tuner_id}",
-                                    daemon=True) for w in self.workers]
-        for t in threads:
-            t.start()
+        # The population's run / join / Ctrl-C helper (keras_pbt.threads).
+        threads = threads_lib.start(
+            [(f"pbt-tuner-{w.tuner_id}", run, (w,)) for w in self.workers])
         try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.1)
+            threads_lib.join(threads)
         except KeyboardInterrupt:
             # Every worker finishes its current segment, then stops.
             self._stop.set()
-            for t in threads:
-                t.join()
+            threads_lib.join(threads)
             raise
         if errors:
             raise errors[0]
@@ -402,6 +398,7 @@ class PBTTuner(keras_tuner.Tuner):
         parent = values.get(oracle_lib.PARENT_TRIAL) or None
         key = (self.roles or roles_lib.Roles()).model_key(values)
         kept = worker.get(key)
+        worker.shuffle_seed = self._seed(values)  # this member's data order
         if kept is not None and parent is not None:
             worker.reuses += 1
             if parent != kept.trial_id:
@@ -410,7 +407,7 @@ class PBTTuner(keras_tuner.Tuner):
             model, applier = self._try_build(trial.hyperparameters)
             kept = worker.keep(key, model, applier)
             worker.builds += 1
-            worker.install_pipeline(model, self._seed(values))
+            worker.install_pipeline(model)
             if parent is not None:
                 self._restore(model, parent)
         # After a restore the optimizer holds the parent's values: assign the

@@ -23,6 +23,7 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_pbt import devices as devices_lib
 from keras_pbt.data import dataset_steps
 from keras_pbt.data import distribute_arrays
 from keras_pbt.data import distribute_batches
@@ -69,6 +70,7 @@ class Worker:
         self.idle_sleeps = []
         self.asked = False  # asked the oracle and got no trial yet
         self.next_sleep = None
+        self.shuffle_seed = None  # the seed of the member it trains now
         self._validation = {}
 
     def get(self, key):
@@ -93,9 +95,11 @@ class Worker:
             if kept is not None:
                 kept.applier.release()
 
-    def install_pipeline(self, model, seed):
+    def install_pipeline(self, model):
         """Makes `model.fit` feed arrays or a dataset through the per-replica
-        pipeline of this worker's strategy (a no-op without a strategy)."""
+        pipeline of this worker's strategy (a no-op without a strategy),
+        shuffled with `shuffle_seed`: the member that trains the kept model
+        now, not the one that built it."""
         if self.strategy is None:
             return
         fit = type(model).fit
@@ -110,10 +114,12 @@ class Worker:
                         f"PBTTuner(devices=...) feeds each worker's device slice itself and "
                         f"does not support `{key}` in model.fit. Received: {key}={kwargs[key]!r}"
                     )
-            key = (id(x), id(y), id(sample_weight), batch_size, bool(shuffle), steps_per_epoch)
+            seed = self.shuffle_seed if shuffle else None
+            key = (id(x), id(y), id(sample_weight), batch_size, seed, steps_per_epoch)
             if key not in made:
+                made.clear()  # one pipeline at a time: another member's goes
                 made[key] = (x, y, sample_weight), self._data(
-                    x, y, sample_weight, batch_size, seed if shuffle else None, steps_per_epoch)
+                    x, y, sample_weight, batch_size, seed, steps_per_epoch)
             data, steps = made[key][1]
             if validation_data is not None:
                 validation_data, validation_steps = self._validation_data(
@@ -153,6 +159,32 @@ class Worker:
                        steps or math.ceil(n / batch_size))
             self._validation[key] = (data, out)  # `data` kept alive: its id stays unique
         return self._validation[key][1]
+
+
+def make_workers(tuner_id, strategy, population_size, devices, devices_per_member=1):
+    """A search's workers in this process: one (with `strategy`) when `devices`
+    is None, else one per distinct device slice, each with its own
+    `MirroredStrategy`, and at most one per member.
+
+    Args:
+        tuner_id: the tuner's id; a slice's worker is `<tuner_id>-<i>`.
+        strategy: the `distribution_strategy` of a lone worker, or None.
+        population_size: the number of members.
+        devices: None, `"auto"` or a list of device names.
+        devices_per_member: devices per slice. Defaults to `1`.
+
+    Returns:
+        A list of `Worker`.
+    """
+    if devices is None:
+        return [Worker(tuner_id, strategy, population_size)]
+    slices = devices_lib.assign_devices(population_size, devices, devices_per_member)
+    unique = []
+    for s in slices:
+        if s not in unique:
+            unique.append(s)
+    return [Worker(f"{tuner_id}-{i}", devices_lib.member_strategy(s), population_size)
+            for i, s in enumerate(unique)]
 
 
 def last_logs(results):
