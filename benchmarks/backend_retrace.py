@@ -12,7 +12,6 @@ import statistics
 import time
 
 import keras
-import numpy as np
 from sklearn.datasets import load_digits
 
 from keras_pbt.hyperparameters import HyperparameterApplier
@@ -50,7 +49,6 @@ def main():
     print(f"backend={keras.backend.backend()} step={plain * 1e3:.2f} ms "
           f"assign+step={assign * 1e3:.2f} ms retrace+step={retrace * 1e3:.1f} ms "
           f"(retrace/step {retrace / plain:.0f}x)")
-    del np
 
 
 if __name__ == "__main__":

@@ -94,3 +94,52 @@ def test_jax_step_interval_exploit_lands_in_the_middle_of_an_epoch():
     assert cbs[1].steps == 5
     snap = snapshot_lib.capture(bad, 1, cbs[1].steps)
     assert all(np.all(np.isfinite(a)) for a in snap.weights)
+
+
+BACKEND_API = {
+    "tunable_dtype", "carries_floats", "supports_device_slices", "sync_state", "step_captures_floats",
+    "host_copy", "device_copy", "has_gpu", "on_gpu", "assign", "is_hparam_variable",
+    "tunable_variable", "read_tunable", "release_tunable", "carry_variable", "drop_variable",
+    "register_tunable_type", "configure_cpu_devices", "available_devices", "known_devices",
+    "canonical_device", "member_strategy", "fit_scope",
+}
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "jax", "torch"])
+def test_every_backend_module_answers_the_same_questions(name):
+    import importlib
+
+    module = importlib.import_module(f"keras_pbt.backend.{name}_backend")
+    missing = sorted(a for a in BACKEND_API if not hasattr(module, a))
+    assert missing == []
+
+
+@pytest.mark.parametrize("name, known, want", [
+    ("/gpu:1", ["cpu:0", "gpu:0", "gpu:1"], "gpu:1"),
+    ("cuda:1", ["cpu:0", "gpu:0", "gpu:1"], "gpu:1"),
+    ("/device:GPU:0", ["cpu", "cuda:0"], "cuda:0"),
+    ("/cpu:0", ["cpu"], "cpu"),
+    ("/cpu:1", ["cpu"], None),
+    ("CPU:3", ["cpu:0", "cpu:1", "cpu:2", "cpu:3"], "cpu:3"),
+    ("/gpu:7", ["cpu:0"], None),
+])
+def test_device_names_are_understood_as_a_tensorflow_user_writes_them(name, known, want):
+    from keras_pbt.backend.device_scope import canonical_device
+
+    assert canonical_device(name, known) == want
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's CPU devices")
+def test_jax_population_asks_for_its_cpu_devices_before_jax_starts():
+    # A fresh process without XLA_FLAGS: the population's num_cpu_devices
+    # must reach JAX before its first device query starts it.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="")
+    code = "import keras_pbt; print(keras_pbt.devices.assign_devices(3, num_cpu_devices=3))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[['cpu:0'], ['cpu:1'], ['cpu:2']]"

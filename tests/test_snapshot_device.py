@@ -165,7 +165,7 @@ def test_restore_from_device_snapshot_gives_the_parents_state(parent_kind, child
     if child_kind == "mirrored":
         for v in _variables(child):
             for component in v.value.values:  # every replica holds the parent's value
-                np.testing.assert_array_equal(componen_numpy(t), v.numpy())
+                np.testing.assert_array_equal(_numpy(component), v.numpy())
     # The next step of the child equals the next step of the parent.
     _train(parent, steps=1)
     _train(child, steps=1)

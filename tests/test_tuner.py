@@ -176,6 +176,7 @@ def _sgd_step(w, v, lr, momentum):
     return w + v, v
 
 
+@pytest.mark.all_backends
 def test_a_child_trains_from_its_parents_weights_and_slots_with_its_own_hyperparameters(tmp_path):
     tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
                                directory=str(tmp_path), project_name="p")
@@ -282,6 +283,7 @@ def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path)
     assert shown["num_exploits"] == sum(r.action == "exploit" for r in lineage)
 
 
+@pytest.mark.tensorflow_only(reason="TensorFlow's logical CPU devices and device names")
 def test_workers_on_device_slices_share_one_oracle(tmp_path):
     x, y, xv, yv = digits()
     hypermodel = DigitsHyperModel()
@@ -334,6 +336,7 @@ def build_getting_started(hp):
     return model
 
 
+@pytest.mark.all_backends
 def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
     x, y, xv, yv = digits()
     y, yv = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yv, 10)

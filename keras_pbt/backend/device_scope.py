@@ -41,3 +41,31 @@ class DeviceScope:
 
     def __repr__(self):
         return f"DeviceScope({self.device!r})"
+
+
+def member_strategy(devices):
+    """A member's `DeviceScope` (JAX and PyTorch)."""
+    return DeviceScope(devices)
+
+
+def fit_scope(strategy):
+    """A member's `fit` runs on its device: Keras' JAX and PyTorch trainers
+    put their computations and batches where the current scope says."""
+    return strategy.scope()
+
+
+def canonical_device(name, known):
+    """The name in `known` that `name` means, or None.
+
+    `"/gpu:1"`, `"GPU:1"`, `"/device:GPU:1"`, `"cuda:1"` name the second GPU
+    (JAX lists it as `"gpu:1"`, PyTorch as `"cuda:1"`); `"/cpu:0"`, `"cpu"`
+    the first CPU device (`"cpu:0"` on JAX, `"cpu"` on PyTorch's one).
+    """
+    text = name.lower().replace("/device:", "").lstrip("/").replace("cuda", "gpu")
+    kind, _, index = text.partition(":")
+    index = int(index) if index.isdigit() else 0
+    for candidate in (f"{kind}:{index}", f"cuda:{index}" if kind == "gpu" else None,
+                      "cpu" if kind == "cpu" and index == 0 else None):
+        if candidate in known:
+            return candidate
+    return None

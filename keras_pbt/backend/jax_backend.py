@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from keras_pbt.backend.device_scope import DeviceScope
+from keras_pbt.backend.device_scope import canonical_device  # noqa: F401
+from keras_pbt.backend.device_scope import fit_scope  # noqa: F401
+from keras_pbt.backend.device_scope import member_strategy  # noqa: F401
 
 # The dtype of the variable behind a TunableFloat.
 tunable_dtype = 'float32'
@@ -204,13 +206,14 @@ def _name(device):
 
 
 def available_devices(num_cpu_devices=None):
+    if num_cpu_devices is not None:
+        # Before anything asks JAX for a device: the first question starts it.
+        try:
+            jax.config.update("jax_num_cpu_devices", num_cpu_devices)
+        except RuntimeError:
+            pass  # already started: the devices it has
     if has_gpu():
         return [_name(d) for d in jax.devices("gpu")]
-    if num_cpu_devices is not None:
-        try:
-            return configure_cpu_devices(num_cpu_devices)
-        except RuntimeError:
-            pass
     return [_name(d) for d in jax.devices("cpu")]
 
 
@@ -221,17 +224,3 @@ def known_devices():
     return names
 
 
-def canonical_device(name, known):
-    """`"/gpu:1"`, `"GPU:1"`, `"/device:CPU:0"`, `"cpu"` -> `"gpu:1"`, `"cpu:0"`."""
-    text = name.lower().replace("/device:", "").lstrip("/").replace("cuda", "gpu")
-    kind, _, index = text.partition(":")
-    candidate = f"{kind}:{int(index) if index.isdigit() else 0}"
-    return candidate if candidate in known else None
-
-
-def member_strategy(devices):
-    return DeviceScope(devices)
-
-
-def fit_scope(strategy):
-    return strategy.scope()

@@ -17,6 +17,12 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_pbt.backend.stateful import carry_variable  # noqa: F401
+from keras_pbt.backend.stateful import drop_variable  # noqa: F401
+from keras_pbt.backend.stateful import is_hparam_variable  # noqa: F401
+from keras_pbt.backend.stateful import release_tunable  # noqa: F401
+from keras_pbt.backend.stateful import sync_state  # noqa: F401
+
 # The compiled step reads optimizer floats through a variable (tunable.py).
 # The dtype of the variable behind a TunableFloat.
 tunable_dtype = 'float64'
@@ -24,10 +30,6 @@ carries_floats = True
 # Several devices per member: MirroredStrategy.
 supports_device_slices = True
 
-
-def sync_state(model):
-    """Variables always hold the state under TensorFlow: nothing to do."""
-    del model
 
 
 def step_captures_floats(model):
@@ -103,18 +105,7 @@ def read_tunable(variable, dtype=None):
     return tf.cast(variable, dtype or tf.float32)
 
 
-def release_tunable(optimizer, variable):
-    del optimizer, variable
 
-
-def carry_variable(model, variable, optimizer=None):
-    """A `keras.Variable` read in a `tf.function` is read at every step."""
-    del model, variable, optimizer
-    return False
-
-
-def drop_variable(model, variable, optimizer=None):
-    del model, variable, optimizer
 
 
 def register_tunable_type(cls, read):
@@ -192,9 +183,3 @@ def fit_scope(strategy):
     """Keras' TensorFlow trainer enters the model's strategy itself."""
     del strategy
     return contextlib.nullcontext()
-
-
-def is_hparam_variable(variable):
-    """TensorFlow reads tunables outside the model's and optimizer's variables."""
-    del variable
-    return False

@@ -16,16 +16,20 @@ pool serves every member).
 import numpy as np
 import torch
 
-from keras_pbt.backend.device_scope import DeviceScope
+from keras_pbt.backend.device_scope import canonical_device  # noqa: F401
+from keras_pbt.backend.device_scope import fit_scope  # noqa: F401
+from keras_pbt.backend.device_scope import member_strategy  # noqa: F401
+from keras_pbt.backend.stateful import carry_variable  # noqa: F401
+from keras_pbt.backend.stateful import drop_variable  # noqa: F401
+from keras_pbt.backend.stateful import is_hparam_variable  # noqa: F401
+from keras_pbt.backend.stateful import release_tunable  # noqa: F401
+from keras_pbt.backend.stateful import sync_state  # noqa: F401
 
 # The dtype of the variable behind a TunableFloat.
 tunable_dtype = None
 carries_floats = False
 supports_device_slices = False
 
-
-def sync_state(model):
-    del model
 
 
 def step_captures_floats(model):
@@ -58,10 +62,6 @@ def assign(variable, value):
     variable.assign(value)
 
 
-def is_hparam_variable(variable):
-    del variable
-    return False
-
 
 # ----------------------------------------------------------- tunable floats
 # Eager steps read plain floats: nothing stands in for them.
@@ -75,17 +75,7 @@ def read_tunable(variable, dtype=None):
     raise NotImplementedError("PyTorch steps read optimizer floats directly.")
 
 
-def release_tunable(optimizer, variable):
-    del optimizer, variable
 
-
-def carry_variable(model, variable, optimizer=None):
-    del model, variable, optimizer
-    return False
-
-
-def drop_variable(model, variable, optimizer=None):
-    del model, variable, optimizer
 
 
 def register_tunable_type(cls, read):
@@ -114,19 +104,3 @@ def known_devices():
     return ["cpu"] + _gpus()
 
 
-def canonical_device(name, known):
-    """`"/gpu:1"`, `"GPU:1"`, `"cuda:1"` -> `"cuda:1"`; any CPU name -> `"cpu"`."""
-    text = name.lower().replace("/device:", "").lstrip("/").replace("gpu", "cuda")
-    kind, _, index = text.partition(":")
-    if kind == "cpu":
-        return "cpu" if not index or index == "0" else None
-    candidate = f"{kind}:{int(index) if index.isdigit() else 0}"
-    return candidate if candidate in known else None
-
-
-def member_strategy(devices):
-    return DeviceScope(devices)
-
-
-def fit_scope(strategy):
-    return strategy.scope()
