@@ -21,7 +21,8 @@ $(BACKENDS_STAMP): $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# KERAS_BACKEND=jax make demo (or torch) installs that backend first.
+demo: $(STAMP) $(if $(filter jax torch,$(KERAS_BACKEND)),$(BACKENDS_STAMP))
 	$(PY) examples/digits.py
 
 # The whole suite on TensorFlow, then the modules marked `all_backends`

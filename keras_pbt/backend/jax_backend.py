@@ -66,9 +66,10 @@ def host_copy(variable):
 
 
 def device_copy(variable):
-    # On the variable's own device, explicitly: an array JAX placed there
-    # by a default-device scope would otherwise follow the caller's default.
-    return jax.device_put(variable.value, _device_of(variable), may_alias=False)
+    # On the variable's own device: an uncommitted array is computed on, and
+    # copied to, the caller's default device, so make that the variable's.
+    with jax.default_device(_device_of(variable)):
+        return jnp.array(variable.value, copy=True)
 
 
 def has_gpu():
@@ -84,8 +85,15 @@ def _device_of(variable):
 
 
 def assign(variable, value):
-    """Assigns a copy of `value` on the variable's device (never an alias)."""
-    variable.assign(jax.device_put(value, _device_of(variable), may_alias=False))
+    """Assigns a copy of `value` on the variable's device (never an alias).
+
+    The copy is left uncommitted, as Keras creates its variables: a jitted
+    step caches its compilation by whether its inputs are committed to a
+    device, and one committed input makes every output committed, so a
+    committed copy would cost each member one more compile of its steps.
+    """
+    with jax.default_device(_device_of(variable)):
+        variable.assign(jnp.array(value, copy=True))
 
 
 def is_hparam_variable(variable):
@@ -99,11 +107,10 @@ def is_hparam_variable(variable):
 def tunable_variable(value, name, model, optimizer):
     """A float32 `keras.Variable` on the optimizer's device, in its variables."""
     del model
-    device = _device_of(optimizer.iterations)
-    variable = keras.Variable(
-        jax.device_put(jnp.float32(value), device), dtype="float32", trainable=False,
-        name=f"pbt_{name}",
-    )
+    # On the optimizer's device, uncommitted as Keras' own variables (see `assign`).
+    with jax.default_device(_device_of(optimizer.iterations)):
+        variable = keras.Variable(jnp.asarray(value, dtype="float32"), dtype="float32",
+                                  trainable=False, name=f"pbt_{name}")
     _track_in_optimizer(optimizer, variable)
     return variable
 
