@@ -27,13 +27,12 @@ demo: $(STAMP) $(if $(filter jax torch,$(KERAS_BACKEND)),$(BACKENDS_STAMP))
 
 # The whole suite on TensorFlow, then the modules marked `all_backends`
 # (callback, hyperparameters, snapshots, population, backends) on JAX and
-# on PyTorch (tests/conftest.py).
+# on PyTorch, both at once (tests/conftest.py, tests/other_backends.sh).
 test: $(STAMP) $(BACKENDS_STAMP)
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(PY) -m pytest -q tests
-	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider tests
-	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q --durations=20 tests
+	PY=$(PY) bash tests/other_backends.sh
 
 # Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.

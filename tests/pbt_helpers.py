@@ -94,3 +94,15 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def interruptible():
+    """`preexec_fn` for a child process that a test stops with SIGINT (Ctrl-C).
+
+    A job started in the background by a non-interactive shell (`make test &`)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt;
+    the child gets the default disposition back, as in a terminal.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import keras_pbt
+from tests.pbt_helpers import interruptible
 from keras_pbt import checkpoint as ck
 from tests.test_population import SPACE, X, XV, Y, YV, build
 
@@ -52,7 +53,7 @@ def _start(tmp_path):
     script.write_text(SCRIPT.format(root=os.getcwd(), epochs=EPOCHS, directory=str(tmp_path / "ckpt")))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible)
 
 
 def _read_until(proc, pattern, timeout=120):

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import keras_pbt
 from keras_pbt import snapshot as snapshot_lib
-from tests.pbt_helpers import FailAt, blobs
+from tests.pbt_helpers import FailAt, blobs, interruptible
 
 pytestmark = pytest.mark.all_backends
 
@@ -277,7 +277,7 @@ def test_ctrl_c_stops_every_member_cleanly(tmp_path):
     """))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=interruptible)
     deadline = time.monotonic() + 120
     seen = ""
     while time.monotonic() < deadline:
