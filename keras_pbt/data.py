@@ -38,7 +38,6 @@ DEFAULT_BATCH_SIZE = 32
 
 # `model.fit` arguments the population sets itself, and why.
 _MANAGED = {
-    "verbose": "the population prints one progress view (`Population(verbose=...)`)",
     "initial_epoch": "each member resumes from its own epoch count",
     "validation_split": "pass `validation_data`",
     "sample_weight": "pass a tf.data.Dataset of (x, y, sample_weight)",
