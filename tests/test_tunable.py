@@ -150,6 +150,11 @@ def test_model_saves_mid_fit_and_after_with_plain_floats(tmp_path):
     applier_box["a"].release()
     assert type(model.optimizer.beta_1) is float and model.optimizer.beta_1 == pytest.approx(0.6)
     assert "get_config" not in vars(model.optimizer)
+    # The mid-fit file holds the optimizer's own state only (on JAX the floats
+    # rode in the optimizer's variables while PBT trained): it loads whole.
+    mid = keras.saving.load_model(path)
+    assert [v.shape for v in mid.optimizer.variables] == [v.shape for v in model.optimizer.variables]
+    np.testing.assert_allclose(mid.optimizer.variables[0].numpy(), 2 * len(X1) // 4)
     model.save(os.path.join(tmp_path, "after.keras"))
     loaded = keras.saving.load_model(os.path.join(tmp_path, "after.keras"))
     assert loaded.optimizer.beta_1 == pytest.approx(0.6)
