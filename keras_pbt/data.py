@@ -160,20 +160,22 @@ def _distributes(strategy):
 def distribute_arrays(strategy, arrays, batch_size, seed):
     n = _num_samples(arrays[0] if isinstance(arrays, tuple) else arrays,
                      arrays[1] if isinstance(arrays, tuple) else None)
-    if not _distributes(strategy):
-        ds = tf.data.Dataset.from_tensor_slices(arrays)
-        if seed is not None:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).repeat().with_options(_ARRAY_OPTIONS)
 
-    def dataset_fn(ctx):
+    def pipeline(batch, shard=None):
         ds = tf.data.Dataset.from_tensor_slices(arrays)
         if seed is not None:
             # The same seed in every replica's pipeline: one permutation, sharded.
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        return ds.batch(ctx.get_per_replica_batch_size(batch_size)).repeat().with_options(
-            _ARRAY_OPTIONS)
+        if shard is not None:
+            ds = ds.shard(*shard)
+        return ds.batch(batch).repeat().with_options(_ARRAY_OPTIONS)
+
+    if not _distributes(strategy):
+        return pipeline(batch_size)
+
+    def dataset_fn(ctx):
+        return pipeline(ctx.get_per_replica_batch_size(batch_size),
+                        (ctx.num_input_pipelines, ctx.input_pipeline_id))
 
     return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
 

@@ -67,9 +67,14 @@ def _model_variables(model):
     return [v for v in model.weights if not hparam(v)]
 
 
-def _optimizer_variables(model):
+def _own_variables(optimizer):
+    """The optimizer's own state: its variables but the carried hyperparameters."""
     hparam = backend_lib.current().is_hparam_variable
-    return [v for _, opt in optimizers(model) for v in opt.variables if not hparam(v)]
+    return [v for v in optimizer.variables if not hparam(v)]
+
+
+def _optimizer_variables(model):
+    return [v for _, opt in optimizers(model) for v in _own_variables(opt)]
 
 
 def _learning_rate_variables(model):
@@ -95,17 +100,14 @@ def layout(model):
     The kind of an optimizer variable is `"optimizer"` for `model.optimizer`
     and `"optimizer:<attribute>"` for another optimizer of the model.
     """
-    hparam = backend_lib.current().is_hparam_variable
     rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in _model_variables(model)]
     for name, opt in optimizers(model):
         kind = "optimizer" if name == "optimizer" else f"optimizer:{name}"
-        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype))
-                 for v in opt.variables if not hparam(v)]
+        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype)) for v in _own_variables(opt)]
     return tuple(rows)
 
 
-def _copy(variable, on_device):
-    backend = backend_lib.current()
+def _copy(backend, variable, on_device):
     if on_device or (on_device is None and backend.has_gpu() and backend.on_gpu(variable)):
         return backend.device_copy(variable)
     return backend.host_copy(variable)
@@ -137,12 +139,13 @@ def capture(model, member, step, hparams=None, metric=None, on_device=None):
     """
     if on_device not in (None, True, False):
         raise ValueError(f"`on_device` must be None, True or False. Received: on_device={on_device!r}")
-    backend_lib.current().sync_state(model)
+    backend = backend_lib.current()  # resolved once, not per variable
+    backend.sync_state(model)
     return Snapshot(
         member=member,
         step=int(step),
-        weights=tuple(_copy(v, on_device) for v in _model_variables(model)),
-        optimizer=tuple(_copy(v, on_device) for v in _optimizer_variables(model)),
+        weights=tuple(_copy(backend, v, on_device) for v in _model_variables(model)),
+        optimizer=tuple(_copy(backend, v, on_device) for v in _optimizer_variables(model)),
         hparams=dict(hparams or {}),
         metric=metric,
         layout=layout(model),

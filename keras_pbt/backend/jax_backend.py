@@ -191,12 +191,17 @@ def register_tunable_type(cls, read):
 # ------------------------------------------------------------------ devices
 
 
-def configure_cpu_devices(n):
-    """Asks JAX for `n` CPU devices; only possible before JAX initialises."""
+def _ask_for_cpu_devices(n):
+    # Only heard before JAX starts (its first device query starts it).
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:
-        pass
+        pass  # already started: it keeps the devices it has
+
+
+def configure_cpu_devices(n):
+    """Asks JAX for `n` CPU devices; only possible before JAX initialises."""
+    _ask_for_cpu_devices(n)
     have = jax.devices("cpu")
     if len(have) != n:
         raise RuntimeError(
@@ -214,11 +219,7 @@ def _name(device):
 
 def available_devices(num_cpu_devices=None):
     if num_cpu_devices is not None:
-        # Before anything asks JAX for a device: the first question starts it.
-        try:
-            jax.config.update("jax_num_cpu_devices", num_cpu_devices)
-        except RuntimeError:
-            pass  # already started: the devices it has
+        _ask_for_cpu_devices(num_cpu_devices)  # before has_gpu() starts JAX
     if has_gpu():
         return [_name(d) for d in jax.devices("gpu")]
     return [_name(d) for d in jax.devices("cpu")]
