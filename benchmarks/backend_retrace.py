@@ -14,7 +14,7 @@ import time
 import keras
 from sklearn.datasets import load_digits
 
-from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 
 
 def main():

@@ -80,7 +80,7 @@ def configure(mode, n_logical, gpu_mem_mb):
             for g in gpus:
                 tf.config.experimental.set_memory_growth(g, True)
         return [d.name for d in tf.config.list_logical_devices("GPU")]
-    from keras_pbt import devices
+    from keras_pbt.population import devices
 
     return devices.configure_cpu_devices(4)
 

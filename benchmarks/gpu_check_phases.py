@@ -65,7 +65,7 @@ def _population(ctx, cross):
     import tensorflow as tf
 
     import keras_pbt
-    from keras_pbt import devices as devices_lib
+    from keras_pbt.population import devices as devices_lib
 
     gpu = ctx["mode"] == "gpu"
     width, batch, steps, epochs = (1024, 256, 40, 3) if gpu else (32, 32, 4, 2)
@@ -146,7 +146,7 @@ def _switch_run(optimizer, name, value, jit):
     import keras
     import numpy as np
 
-    from keras_pbt.hyperparameters import HyperparameterApplier
+    from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 
     class Switch(keras.callbacks.Callback):
         def __init__(self):
@@ -235,7 +235,7 @@ def phase_exploit_copy(ctx):
 
     import tensorflow as tf
 
-    from keras_pbt import snapshot
+    from keras_pbt.runtime import snapshot
 
     gpu = ctx["mode"] == "gpu"
     sizes, repeats = ([10, 100, 1000], 3) if gpu else ([0.2, 1], 2)
@@ -378,7 +378,7 @@ def phase_overhead(ctx):
     import numpy as np
 
     import keras_pbt
-    from keras_pbt import data as data_lib
+    from keras_pbt.population import data as data_lib
 
     gpu = ctx["mode"] == "gpu"
     members, size, filters, batch, steps, epochs, repeats = (

@@ -6,7 +6,7 @@ serves them with a `tensorboard` subprocess on 127.0.0.1 and, for each, times
 (median over `--rounds`):
 
 * `route`: the `lineage` route alone (reading every record, the best member,
-  ranking, ancestry and schedule computed by `keras_pbt.schedule`), over HTTP;
+  ranking, ancestry and schedule computed by `keras_pbt.core.ancestry`), over HTTP;
 * `tab`: from choosing the experiment in the tab to the drawn tab (fetch,
   parse, draw the tree, the schedules and the table).
 

@@ -47,7 +47,12 @@ def _timed(owner, name, label):
 
 
 def instrument():
-    from keras_pbt import callback, hyperparameters, policy, snapshot, store, summary
+    from keras_pbt.runtime import callback
+    from keras_pbt.runtime import hyperparameters
+    from keras_pbt.core import policy
+    from keras_pbt.runtime import snapshot
+    from keras_pbt.storage import store
+    from keras_pbt.storage import summary
 
     _timed(policy.PBTPolicy, "decide", "decide")
     _timed(policy.PBTPolicy, "parent_candidates", "decide")
@@ -82,11 +87,11 @@ def main():
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"sync", "async"}:
         parser.error(f"--modes must list sync and/or async. Received: {args.modes!r}")
-    keras_pbt.devices.available_devices(num_cpu_devices=args.cpu_devices)
+    keras_pbt.population.devices.available_devices(num_cpu_devices=args.cpu_devices)
     import digits
     import numpy as np
 
-    from keras_pbt import data as data_lib
+    from keras_pbt.population import data as data_lib
 
     (x, y), (xv, yv) = digits.load_data(0)
     instrument()
@@ -104,7 +109,7 @@ def main():
                   for m in pop.members]
 
         def fit(m, data, steps, vdata, vsteps):
-            with keras_pbt.devices.fit_scope(m.strategy):  # the member's device (JAX, PyTorch)
+            with keras_pbt.population.devices.fit_scope(m.strategy):  # the member's device (JAX, PyTorch)
                 m.model.fit(data, steps_per_epoch=steps, validation_data=vdata,
                             validation_steps=vsteps, epochs=args.epochs, verbose=0, shuffle=False)
 

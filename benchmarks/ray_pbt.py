@@ -112,7 +112,7 @@ def initial_hparams(space, size, seed):
     import numpy as np
 
     rng = np.random.default_rng([seed, 7])
-    return [keras_pbt.space.sample_space(space, rng) for _ in range(size)]
+    return [keras_pbt.core.space.sample_space(space, rng) for _ in range(size)]
 
 
 # ---------------------------------------------------------------- keras-pbt
@@ -327,7 +327,7 @@ def row(seed, kpbt, ray_):
 def main(argv=None):
     args = parse_args(argv)
     ray, tune = import_ray()
-    keras_pbt.devices.available_devices(num_cpu_devices=CPU_DEVICES)
+    keras_pbt.population.devices.available_devices(num_cpu_devices=CPU_DEVICES)
     import digits
 
     synchronous = not args.ray_async

@@ -225,7 +225,7 @@ def main(argv=None):
         parser.error(f"--seeds needs ints, --tasks names from {sorted(available)}, --runs from "
                      f"{sorted(RUNS)}. Received: --seeds {args.seeds!r} --tasks {args.tasks!r} "
                      f"--runs {args.runs!r}")
-    keras_pbt.devices.available_devices(num_cpu_devices=CPU_DEVICES)
+    keras_pbt.population.devices.available_devices(num_cpu_devices=CPU_DEVICES)
     print("command: python " + " ".join(sys.argv if argv is None else ["search_quality.py"] + argv))
     print(f"machine: {machine()}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")

@@ -8,7 +8,7 @@ the slowest single report+barrier+decision.
     python benchmarks/store_scaling.py [--intervals 20] [--rounds 1]
 
 To compare with another version of the store (e.g. the one before a change:
-`git show HEAD~1:keras_pbt/store.py > /tmp/store_old.py`), pass its file:
+`git show HEAD~1:keras_pbt/storage/store.py > /tmp/store_old.py`), pass its file:
 both run in turns in the same process, so a busy machine slows both alike,
 and the table shows medians over the rounds and the ratios.
 
@@ -31,8 +31,8 @@ import time
 import numpy as np
 
 import keras_pbt
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.selection import Report
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.selection import Report
 
 SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 

@@ -10,7 +10,7 @@ space with `hp.Float`. Each time runs from the constructor (which builds
 the members, or populates the tuner's space) to the end of `fit` /
 `search`, and both write the lineage to TensorBoard (the tuner always
 does; the population is given a `logdir`). The tuner also writes its
-trial files and a checkpoint per segment (keras_pbt.checkpoint's format,
+trial files and a checkpoint per segment (keras_pbt.storage.checkpoint's format,
 fsynced); the population writes no checkpoint. Prints every run, the
 medians and their ratio.
 
@@ -41,7 +41,7 @@ def main():
                         help="train the population without TensorBoard logs (the tuner "
                              "always writes them)")
     args = parser.parse_args()
-    devices = keras_pbt.devices.available_devices(num_cpu_devices=args.members)[:args.members]
+    devices = keras_pbt.population.devices.available_devices(num_cpu_devices=args.members)[:args.members]
 
     import keras
     import numpy as np

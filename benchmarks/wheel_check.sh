@@ -45,7 +45,7 @@ echo "$WHEEL"
 "$PYTHON" - "$WHEEL" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["keras_pbt/__init__.py", "keras_pbt/population.py", "keras_pbt_tensorboard/plugin.py",
+need = ["keras_pbt/__init__.py", "keras_pbt/population/population.py", "keras_pbt_tensorboard/plugin.py",
         "keras_pbt_tensorboard/static/index.js"]
 missing = [n for n in need if n not in names]
 assert not missing, f"the wheel lacks {missing}"

@@ -3,74 +3,80 @@
 The pure policy (search space, selection, explore, lineage, stores) imports
 no TensorFlow; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
 `ScaledSchedule`, summaries) is imported on first use, so
-`import keras_pbt.lineage` stays light (the TensorBoard plugin uses it).
+`import keras_pbt.core.lineage` stays light (the TensorBoard plugin uses it).
 """
 
 import importlib
 
-from keras_pbt.checkpoint import CheckpointError
-from keras_pbt.explore import Explorer
-from keras_pbt.fire import FireSelection
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.policy import Decision
-from keras_pbt.pb2 import PB2Explorer
-from keras_pbt.policy import BoundaryPlan
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.policy_config import Policy
-from keras_pbt.ranking import ImprovementRate
-from keras_pbt.ranking import LastValue
-from keras_pbt.ranking import MovingAverage
-from keras_pbt.ranking import Ranking
-from keras_pbt.schedule import AncestryEntry
-from keras_pbt.schedule import ancestry
-from keras_pbt.schedule import ancestry_schedule
-from keras_pbt.schedule import read_lineage
-from keras_pbt.selection import Report
-from keras_pbt.selection import Selection
-from keras_pbt.selection import TTestSelection
-from keras_pbt.selection import TournamentSelection
-from keras_pbt.selection import TruncationSelection
-from keras_pbt.space import Choice
-from keras_pbt.space import Hyperparameter
-from keras_pbt.space import IntUniform
-from keras_pbt.space import LogUniform
-from keras_pbt.space import Uniform
-from keras_pbt.space import sample_space
-from keras_pbt.store import BarrierTimeoutError
-from keras_pbt.store import ConfigurationError
-from keras_pbt.store import InMemoryStore
-from keras_pbt.store import PopulationStopped
-from keras_pbt.store import PopulationStore
-from keras_pbt.store import Snapshot
+from keras_pbt.storage.checkpoint import CheckpointError
+from keras_pbt.core.explore import Explorer
+from keras_pbt.core.fire import FireSelection
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.policy import Decision
+from keras_pbt.core.pb2 import PB2Explorer
+from keras_pbt.core.policy import BoundaryPlan
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.config import Policy
+from keras_pbt.core.ranking import ImprovementRate
+from keras_pbt.core.ranking import LastValue
+from keras_pbt.core.ranking import MovingAverage
+from keras_pbt.core.ranking import Ranking
+from keras_pbt.core.ancestry import AncestryEntry
+from keras_pbt.core.ancestry import ancestry
+from keras_pbt.core.ancestry import ancestry_schedule
+from keras_pbt.core.ancestry import read_lineage
+from keras_pbt.core.selection import Report
+from keras_pbt.core.selection import Selection
+from keras_pbt.core.selection import TTestSelection
+from keras_pbt.core.selection import TournamentSelection
+from keras_pbt.core.selection import TruncationSelection
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import Hyperparameter
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import LogUniform
+from keras_pbt.core.space import Uniform
+from keras_pbt.core.space import sample_space
+from keras_pbt.storage.store import BarrierTimeoutError
+from keras_pbt.storage.store import ConfigurationError
+from keras_pbt.storage.store import InMemoryStore
+from keras_pbt.storage.store import PopulationStopped
+from keras_pbt.storage.store import PopulationStore
+from keras_pbt.storage.store import Snapshot
 
 __version__ = "0.1.0"
 
 # Public names that need TensorFlow/Keras, imported lazily (PEP 562).
 _LAZY = {
-    "PBTCallback": "keras_pbt.callback",
-    "ScheduleCallback": "keras_pbt.schedule_callback",
-    "replay": "keras_pbt.schedule_callback",
-    "HyperparameterApplier": "keras_pbt.hyperparameters",
-    "ScaledSchedule": "keras_pbt.hyperparameters",
-    "MemberSummaryWriter": "keras_pbt.summary",
-    "Population": "keras_pbt.population",
-    "PopulationError": "keras_pbt.population",
-    "NonFiniteStateError": "keras_pbt.population",
-    "Member": "keras_pbt.population",
-    "PopulationProgress": "keras_pbt.progress",
-    "configure_cpu_devices": "keras_pbt.devices",
-    "assign_devices": "keras_pbt.devices",
+    "PBTCallback": "keras_pbt.runtime.callback",
+    "ScheduleCallback": "keras_pbt.runtime.replay",
+    "replay": "keras_pbt.runtime.replay",
+    "HyperparameterApplier": "keras_pbt.runtime.hyperparameters",
+    "ScaledSchedule": "keras_pbt.runtime.hyperparameters",
+    "MemberSummaryWriter": "keras_pbt.storage.summary",
+    "Population": "keras_pbt.population.population",
+    "PopulationError": "keras_pbt.population.population",
+    "NonFiniteStateError": "keras_pbt.population.population",
+    "Member": "keras_pbt.population.population",
+    "PopulationProgress": "keras_pbt.population.progress",
+    "configure_cpu_devices": "keras_pbt.population.devices",
+    "assign_devices": "keras_pbt.population.devices",
     "PBTOracle": "keras_pbt.tuner.oracle",
     "PBTTuner": "keras_pbt.tuner.tuner",
 }
 
-# Submodules reachable as attributes after `import keras_pbt`, each imported
-# on first use; the value lists its own submodules imported with it (so
-# `keras_pbt.tuner.convert` works as the README writes it).
-_SUBMODULES = {"callback": (), "checkpoint": (), "data": (), "devices": (), "hyperparameters": (),
-               "member": (), "member_checkpoint": (), "population": (), "progress": (),
-               "schedule_callback": (), "snapshot": (), "summary": (), "threads": (),
-               "tunable": (), "tuner": ("convert",)}
+# Subpackages reachable as attributes after `import keras_pbt`, each imported
+# on first use with the modules listed (so `keras_pbt.tuner.convert` or
+# `keras_pbt.population.devices` work as the README writes them).
+_SUBMODULES = {
+    "backend": (),
+    "core": ("ancestry", "config", "errors", "explore", "fire", "lineage", "pb2", "policy",
+             "ranking", "selection", "space", "stats", "validation"),
+    "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
+                   "progress", "results", "threads"),
+    "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
+    "storage": ("checkpoint", "store", "summary"),
+    "tuner": ("convert",),
+}
 
 
 def __getattr__(name):

@@ -55,7 +55,7 @@ def synthetic_records(n_members, n_boundaries, steps_per_interval=10, seed=0):
     """A plausible lineage: every boundary the worst quarter copies the best."""
     import random
 
-    from keras_pbt.lineage import LineageRecord
+    from keras_pbt.core.lineage import LineageRecord
 
     rnd = random.Random(seed)
     hp = {m: {"learning_rate": 10 ** rnd.uniform(-3, -1), "optimizer": rnd.choice(["sgd", "adam"])}
@@ -89,7 +89,7 @@ def synthetic_records(n_members, n_boundaries, steps_per_interval=10, seed=0):
 
 def write_synthetic_population(logdir, n_members, n_boundaries, seed=0):
     """Writes `synthetic_records` as real summaries; returns them (member -> list)."""
-    from keras_pbt.summary import MemberSummaryWriter
+    from keras_pbt.storage.summary import MemberSummaryWriter
 
     records = synthetic_records(n_members, n_boundaries, seed=seed)
     for m, recs in records.items():
@@ -121,8 +121,8 @@ def write_malformed_population(logdir):
     import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
 
-    from keras_pbt import lineage as lineage_lib
-    from keras_pbt.summary import MemberSummaryWriter, lineage_metadata
+    from keras_pbt.core import lineage as lineage_lib
+    from keras_pbt.storage.summary import MemberSummaryWriter, lineage_metadata
 
     good = MemberSummaryWriter(logdir, 0)
     good.write(0, hparams={"lr": 0.1}, records=[

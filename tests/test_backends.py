@@ -14,7 +14,7 @@ import pytest
 
 import keras_pbt
 from keras_pbt import backend as backend_lib
-from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
 from tests.pbt_helpers import blobs
 
 pytestmark = pytest.mark.all_backends
@@ -138,7 +138,7 @@ def test_jax_population_asks_for_its_cpu_devices_before_jax_starts():
     import sys
 
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="")
-    code = "import keras_pbt; print(keras_pbt.devices.assign_devices(3, num_cpu_devices=3))"
+    code = "import keras_pbt; print(keras_pbt.population.devices.assign_devices(3, num_cpu_devices=3))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

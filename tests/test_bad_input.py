@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt.store import ConfigurationError
+from keras_pbt.storage.store import ConfigurationError
 from tests.test_population import SPACE, X, XV, Y, YV, build
 
 

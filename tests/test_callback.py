@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pbt
-from keras_pbt.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
+from keras_pbt.core.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
 from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, load_example, mlp, one_weight_model
 
 paper_toy = load_example("paper_toy")

@@ -19,7 +19,7 @@ import pytest
 
 import keras_pbt
 from tests.pbt_helpers import interruptible
-from keras_pbt import checkpoint as ck
+from keras_pbt.storage import checkpoint as ck
 from tests.test_population import SPACE, X, XV, Y, YV, build
 
 EPOCHS = 8
@@ -326,7 +326,7 @@ def test_an_npz_with_an_object_array_is_refused(copy_of, tmp_path):
 def test_lineage_loads_as_json_not_pickle():
     # Lineage inside checkpoints (and the TensorBoard plugin) is JSON only.
     with pytest.raises(ValueError):
-        keras_pbt.lineage.loads(pickle.dumps([{"member": 0}]))
+        keras_pbt.core.lineage.loads(pickle.dumps([{"member": 0}]))
 
 
 def test_checkpoint_dir_that_is_a_file_is_rejected(tmp_path):
@@ -407,7 +407,7 @@ def _refuse_bare_constants(name):
 
 
 def test_a_nan_metric_survives_a_checkpoint_as_strict_json(tmp_path):
-    # A diverged member's metrics (NaN, inf) are written in keras_pbt.lineage's
+    # A diverged member's metrics (NaN, inf) are written in keras_pbt.core.lineage's
     # one spelling ("NaN", "Infinity"), so the metadata parses as standard JSON.
     nan, inf = float("nan"), float("inf")
     meta = {"member": 0, "history": {"loss": [nan, 0.5, inf]},

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from keras_pbt.explore import Explorer
-from keras_pbt.explore import explore
-from keras_pbt.space import Choice
-from keras_pbt.space import IntUniform
-from keras_pbt.space import LogUniform
-from keras_pbt.space import Uniform
+from keras_pbt.core.explore import Explorer
+from keras_pbt.core.explore import explore
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import LogUniform
+from keras_pbt.core.space import Uniform
 
 SPACE = {
     "lr": LogUniform(1e-4, 1e-1),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt import checkpoint as ck
+from keras_pbt.storage import checkpoint as ck
 from tests.pbt_helpers import FailAt
 from tests.test_population import SPACE, X, XV, Y, YV, build
 

@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from keras_pbt.fire import FireSelection
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.selection import Report
-from keras_pbt.selection import rank
-from keras_pbt.space import LogUniform
+from keras_pbt.core.fire import FireSelection
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.selection import Report
+from keras_pbt.core.selection import rank
+from keras_pbt.core.space import LogUniform
 
 
 def report(member, metric, recent, step=40):

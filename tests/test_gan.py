@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pbt
-from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
 from tests.pbt_helpers import load_example
 
 gan_mixture = load_example("gan_mixture")

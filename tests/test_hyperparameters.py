@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 
 pytestmark = pytest.mark.all_backends
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from keras_pbt import lineage
-from keras_pbt.lineage import LINEAGE_VERSION
-from keras_pbt.lineage import LineageRecord
+from keras_pbt.core import lineage
+from keras_pbt.core.lineage import LINEAGE_VERSION
+from keras_pbt.core.lineage import LineageRecord
 
 
 def _no_constants(name):

@@ -13,9 +13,9 @@ from keras_tuner.engine.base_tuner import BaseTuner
 from keras_pbt import LogUniform
 from keras_pbt import PBTPolicy
 from keras_pbt import Report
-from keras_pbt.space import Choice
-from keras_pbt.space import IntUniform
-from keras_pbt.space import Uniform
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import Uniform
 from keras_pbt.tuner import PBTOracle
 from keras_pbt.tuner import space_from_hyperparameters
 from keras_pbt.tuner.oracle import user_values
@@ -292,8 +292,8 @@ def test_lineage_and_scalars_are_written_per_member_for_tensorboard(tmp_path):
 
     import tensorflow as tf
 
-    from keras_pbt.lineage import PLUGIN_NAME
-    from keras_pbt.lineage import loads
+    from keras_pbt.core.lineage import PLUGIN_NAME
+    from keras_pbt.core.lineage import loads
 
     logdir = tmp_path / "logs"
     oracle = make_oracle(tmp_path, population_size=3, max_epochs=3, logdir=str(logdir))
@@ -446,7 +446,7 @@ def test_the_budget_can_come_later_and_must_then_agree(tmp_path):
 
 
 def test_best_member_and_schedule_are_keras_pbt_schedules(tmp_path):
-    from keras_pbt import schedule
+    from keras_pbt.core import ancestry as schedule
 
     oracle = make_oracle(tmp_path, population_size=5, max_epochs=6, quantile=0.4,
                          hps=_lr_only_space(), logdir=None, seed=9)

@@ -6,17 +6,17 @@ import re
 import numpy as np
 import pytest
 
-from keras_pbt.pb2 import PB2Explorer
-from keras_pbt.pb2 import decode
-from keras_pbt.pb2 import encode
-from keras_pbt.pb2 import fit_gp
-from keras_pbt.pb2 import get_explore
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.selection import Report
-from keras_pbt.space import Choice
-from keras_pbt.space import IntUniform
-from keras_pbt.space import LogUniform
-from keras_pbt.space import Uniform
+from keras_pbt.core.pb2 import PB2Explorer
+from keras_pbt.core.pb2 import decode
+from keras_pbt.core.pb2 import encode
+from keras_pbt.core.pb2 import fit_gp
+from keras_pbt.core.pb2 import get_explore
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.selection import Report
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import LogUniform
+from keras_pbt.core.space import Uniform
 
 
 @pytest.mark.parametrize("spec,values", [

@@ -9,18 +9,18 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.policy import Decision
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.policy import comparable_reports
-from keras_pbt.policy import unavailable_parent
-from keras_pbt.selection import Report
-from keras_pbt.selection import TruncationSelection
-from keras_pbt.selection import is_better
-from keras_pbt.space import Choice
-from keras_pbt.space import IntUniform
-from keras_pbt.space import LogUniform
-from keras_pbt.space import Uniform
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.policy import Decision
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.policy import comparable_reports
+from keras_pbt.core.policy import unavailable_parent
+from keras_pbt.core.selection import Report
+from keras_pbt.core.selection import TruncationSelection
+from keras_pbt.core.selection import is_better
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import LogUniform
+from keras_pbt.core.space import Uniform
 
 SPACE = {"lr": LogUniform(1e-4, 1.0), "units": IntUniform(8, 256)}
 
@@ -314,7 +314,7 @@ def test_comparable_reports_feed_decide():
 
 
 def test_restart_parent_is_the_best_published_snapshot():
-    from keras_pbt.policy import restart_parent
+    from keras_pbt.core.policy import restart_parent
 
     assert restart_parent({}, "max") is None
     assert restart_parent({2: 0.5, 10: 0.9, 3: 0.9, 4: math.nan}, "max") == 3  # tie: id 3 < 10

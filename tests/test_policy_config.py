@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt.policy_config import Policy
-from keras_pbt.policy_config import resolve_policy
-from keras_pbt.policy_config import unsupported_by_tuner
-from keras_pbt.selection import Report
-from keras_pbt.space import LogUniform
+from keras_pbt.core.config import Policy
+from keras_pbt.core.config import resolve_policy
+from keras_pbt.core.config import unsupported_by_tuner
+from keras_pbt.core.selection import Report
+from keras_pbt.core.space import LogUniform
 
 
 def test_defaults_are_those_of_every_front_door():

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pbt
-from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
 from tests.pbt_helpers import FailAt, blobs, interruptible
 
 pytestmark = pytest.mark.all_backends
@@ -392,7 +392,7 @@ def test_a_stopped_population_flushes_every_boundary_to_the_logs(tmp_path):
 
 
 def test_the_population_names_stay_importable_from_keras_pbt_population():
-    from keras_pbt import population
+    from keras_pbt.population import population
 
     for name in ("Population", "Member", "PopulationError", "NonFiniteStateError"):
         assert getattr(population, name) is getattr(keras_pbt, name)

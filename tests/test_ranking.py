@@ -6,13 +6,13 @@ import re
 import numpy as np
 import pytest
 
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.ranking import ImprovementRate
-from keras_pbt.ranking import LastValue
-from keras_pbt.ranking import MovingAverage
-from keras_pbt.ranking import get_ranking
-from keras_pbt.selection import Report
-from keras_pbt.space import LogUniform
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.ranking import ImprovementRate
+from keras_pbt.core.ranking import LastValue
+from keras_pbt.core.ranking import MovingAverage
+from keras_pbt.core.ranking import get_ranking
+from keras_pbt.core.selection import Report
+from keras_pbt.core.space import LogUniform
 
 SPACE = {"lr": LogUniform(1e-4, 1.0)}
 

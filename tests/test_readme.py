@@ -30,11 +30,11 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
 
 
 def test_every_keras_pbt_name_in_the_readme_resolves_after_import_keras_pbt():
-    # Issue 13: `keras_pbt.tunable.TunableFloat` and `keras_pbt.tuner.convert`
+    # Issue 13: `keras_pbt.runtime.tunable.TunableFloat` and `keras_pbt.tuner.convert`
     # raised AttributeError after a plain `import keras_pbt`.
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     names = sorted(set(re.findall(r"`(keras_pbt(?:\.[A-Za-z_]\w*)+)", text)))
-    assert "keras_pbt.tunable.TunableFloat" in names and "keras_pbt.tuner.convert" in names
+    assert "keras_pbt.runtime.tunable.TunableFloat" in names and "keras_pbt.tuner.convert" in names
     script = (
         "import functools, sys\n"
         "import keras_pbt\n"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.schedule import ancestry, ancestry_schedule, best_member, read_lineage
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.ancestry import ancestry, ancestry_schedule, best_member, read_lineage
 from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
 
@@ -20,7 +20,7 @@ def rec(member, step, action, hp, parent=None, parent_step=None, metric=None, mo
 
 
 def test_schedule_module_imports_no_tensorflow():
-    code = ("import json, sys, keras_pbt.schedule, keras_pbt\n"
+    code = ("import json, sys, keras_pbt.core.ancestry, keras_pbt\n"
             "keras_pbt.ancestry, keras_pbt.ancestry_schedule, keras_pbt.read_lineage\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

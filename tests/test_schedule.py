@@ -1,13 +1,13 @@
-"""The one best-member rule and the one ancestry walk (keras_pbt.schedule), pure."""
+"""The one best-member rule and the one ancestry walk (keras_pbt.core.ancestry), pure."""
 
 import json
 import math
 
 import pytest
 
-from keras_pbt import lineage as lineage_lib
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.schedule import (
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.ancestry import (
     ancestry,
     ancestry_schedule,
     best_member,

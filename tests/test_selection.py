@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_pbt.selection import Report
-from keras_pbt.selection import Selection
-from keras_pbt.selection import TruncationSelection
-from keras_pbt.selection import check_quantile
-from keras_pbt.selection import get_selection
-from keras_pbt.selection import is_better
-from keras_pbt.selection import is_finite
-from keras_pbt.selection import quantile_count
-from keras_pbt.selection import rank
-from keras_pbt.selection import resolve_mode
+from keras_pbt.core.selection import Report
+from keras_pbt.core.selection import Selection
+from keras_pbt.core.selection import TruncationSelection
+from keras_pbt.core.selection import check_quantile
+from keras_pbt.core.selection import get_selection
+from keras_pbt.core.selection import is_better
+from keras_pbt.core.selection import is_finite
+from keras_pbt.core.selection import quantile_count
+from keras_pbt.core.selection import rank
+from keras_pbt.core.selection import resolve_mode
 
 
 def reports(metrics, step=10):

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 
 import keras_pbt
-from keras_pbt.policy import PBTPolicy
-from keras_pbt.selection import Report
-from keras_pbt.selection import TournamentSelection
-from keras_pbt.selection import TruncationSelection
-from keras_pbt.selection import TTestSelection
-from keras_pbt.selection import betainc
-from keras_pbt.selection import get_selection
-from keras_pbt.selection import is_better
-from keras_pbt.selection import rank
-from keras_pbt.selection import student_t_sf
-from keras_pbt.selection import welch_ttest
-from keras_pbt.space import LogUniform
+from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.selection import Report
+from keras_pbt.core.selection import TournamentSelection
+from keras_pbt.core.selection import TruncationSelection
+from keras_pbt.core.selection import TTestSelection
+from keras_pbt.core.selection import betainc
+from keras_pbt.core.selection import get_selection
+from keras_pbt.core.selection import is_better
+from keras_pbt.core.selection import rank
+from keras_pbt.core.selection import student_t_sf
+from keras_pbt.core.selection import welch_ttest
+from keras_pbt.core.space import LogUniform
 
 # --- the regularized incomplete beta function -------------------------------
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_pbt import devices
-from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.population import devices
+from keras_pbt.runtime import snapshot as snapshot_lib
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp
 

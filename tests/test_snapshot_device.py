@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pbt import checkpoint as checkpoint_lib
-from keras_pbt import devices
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt.store import InMemoryStore
-from keras_pbt.store import Snapshot
+from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.population import devices
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.storage.store import InMemoryStore
+from keras_pbt.storage.store import Snapshot
 from keras_pbt.tuner import snapshots as tuner_checkpoint
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp

@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_pbt.space import Choice
-from keras_pbt.space import Hyperparameter
-from keras_pbt.space import IntUniform
-from keras_pbt.space import LogUniform
-from keras_pbt.space import Uniform
-from keras_pbt.space import default_rng
-from keras_pbt.space import sample_space
-from keras_pbt.space import validate_space
+from keras_pbt.core.space import Choice
+from keras_pbt.core.space import Hyperparameter
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import LogUniform
+from keras_pbt.core.space import Uniform
+from keras_pbt.core.space import default_rng
+from keras_pbt.core.space import sample_space
+from keras_pbt.core.space import validate_space
 
 BOUNDED = [Uniform, LogUniform]
 

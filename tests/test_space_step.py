@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from keras_pbt.space import IntUniform
-from keras_pbt.space import Uniform
+from keras_pbt.core.space import IntUniform
+from keras_pbt.core.space import Uniform
 
 
 def test_uniform_step_samples_clips_and_perturbs_on_the_grid():

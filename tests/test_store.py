@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.selection import Report
-from keras_pbt.store import BarrierTimeoutError
-from keras_pbt import store as store_lib
-from keras_pbt.store import InMemoryStore
-from keras_pbt.store import PopulationStopped
-from keras_pbt.store import PopulationStore
-from keras_pbt.store import Snapshot
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.selection import Report
+from keras_pbt.storage.store import BarrierTimeoutError
+from keras_pbt.storage import store as store_lib
+from keras_pbt.storage.store import InMemoryStore
+from keras_pbt.storage.store import PopulationStopped
+from keras_pbt.storage.store import PopulationStore
+from keras_pbt.storage.store import Snapshot
 
 
 

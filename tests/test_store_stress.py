@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_pbt.lineage import LineageRecord
-from keras_pbt.selection import Report
-from keras_pbt.store import InMemoryStore
+from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.selection import Report
+from keras_pbt.storage.store import InMemoryStore
 from tests.test_store import make_snapshot
 from tests.test_store import run_threads
 from tests.test_store import verify_snapshot

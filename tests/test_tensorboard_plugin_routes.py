@@ -27,8 +27,8 @@ from tensorboard.backend import application  # noqa: E402
 from tensorboard.backend.event_processing import data_ingester  # noqa: E402
 from tensorboard.data import server_ingester  # noqa: E402
 
-from keras_pbt import schedule as schedule_lib  # noqa: E402
-from keras_pbt.lineage import LineageRecord  # noqa: E402
+from keras_pbt.core import ancestry as schedule_lib  # noqa: E402
+from keras_pbt.core.lineage import LineageRecord  # noqa: E402
 from keras_pbt_tensorboard import plugin as plugin_lib  # noqa: E402
 
 PREFIX = "/data/plugin/pbt_lineage"
@@ -242,7 +242,7 @@ def handmade_records():
 
 @pytest.fixture(scope="module", params=["python", "rust"])
 def handmade_client(request, tmp_path_factory):
-    from keras_pbt.summary import MemberSummaryWriter
+    from keras_pbt.storage.summary import MemberSummaryWriter
 
     logdir = tmp_path_factory.mktemp("handmade_logdir")
     records = handmade_records()

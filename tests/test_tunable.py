@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 import keras_pbt
-from keras_pbt import tunable
-from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.runtime import tunable
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, mlp, one_weight_model
 
 

@@ -15,10 +15,10 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import keras_pbt
-from keras_pbt.lineage import PLUGIN_NAME
-from keras_pbt.lineage import loads
-from keras_pbt.checkpoint import CheckpointError
-from keras_pbt.store import Snapshot
+from keras_pbt.core.lineage import PLUGIN_NAME
+from keras_pbt.core.lineage import loads
+from keras_pbt.storage.checkpoint import CheckpointError
+from keras_pbt.storage.store import Snapshot
 from keras_pbt.tuner import snapshots
 from keras_pbt.tuner.worker import Worker
 from tests.pbt_helpers import X1
@@ -184,7 +184,7 @@ def test_a_child_trains_from_its_parents_weights_and_slots_with_its_own_hyperpar
     assert tuner.roles.optimizer == {"lr": "learning_rate", "momentum": "momentum"}
     parent = OneWeight().build(_hp(lr=0.1, momentum=0.5))
     parent.fit(X1, Y1, batch_size=8, epochs=3, verbose=0, shuffle=False)
-    snap = keras_pbt.snapshot.capture(parent, 0, 3, {"lr": 0.1, "momentum": 0.5})
+    snap = keras_pbt.runtime.snapshot.capture(parent, 0, 3, {"lr": 0.1, "momentum": 0.5})
     snapshots.save(tuner.get_trial_dir("07"), snap)
     w_p = float(snap.weights[0].ravel()[0])
     v_p = float(snap.optimizer[-1].ravel()[0])   # the momentum slot
@@ -226,14 +226,14 @@ def test_snapshots_use_keras_pbts_checkpoint_format(tmp_path):
                     (("weight", "kernel", (2, 3), "float32"), ("optimizer", "iteration", (), "int64")))
     snapshots.save(tmp_path, snap)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["format"] == "keras_pbt.checkpoint"
+    assert manifest["format"] == "keras_pbt.storage.checkpoint"
     entry = manifest["body"]["files"][0]
     data = (tmp_path / snapshots.FILE).read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
     with np.load(tmp_path / snapshots.FILE, allow_pickle=False) as npz:
         assert sorted(npz.files) == ["meta", "o00000", "w00000"]
         meta = json.loads(npz["meta"].tobytes())
-    assert '"metric": "NaN"' in meta["snapshot"]   # keras_pbt.lineage's spelling
+    assert '"metric": "NaN"' in meta["snapshot"]   # keras_pbt.core.lineage's spelling
     back = snapshots.load(tmp_path)
     assert back.step == 7 and back.layout == snap.layout and back.hparams == snap.hparams
     assert back.checksum() == snap.checksum() and np.isnan(back.metric)

@@ -15,7 +15,7 @@ runs on (`keras.backend.backend()`: `"tensorflow"`, `"jax"` or `"torch"`):
   next train step; a shared snapshot would be destroyed).
 - `carries_floats`, `tunable_variable`, `read_tunable`, `release_tunable`:
   how an optimizer float (`momentum`, `beta_1`, ...) is read by the
-  compiled train step (see `keras_pbt.tunable`).
+  compiled train step (see `keras_pbt.runtime.tunable`).
 - `carry_variable` / `drop_variable`: put a user's `keras.Variable` into
   the state the compiled step reads (JAX), for the duration of `fit`.
 - `step_captures_floats(model)`: whether changing a plain Python attribute

@@ -178,7 +178,7 @@ def drop_variable(model, variable, optimizer=None):
 
 
 def _all_optimizers(model):
-    from keras_pbt.snapshot import optimizers
+    from keras_pbt.runtime.snapshot import optimizers
 
     return [opt for _, opt in optimizers(model)]
 

@@ -122,7 +122,7 @@ def register_tunable_type(cls, read):
 
 
 def configure_cpu_devices(n):
-    """Splits the physical CPU into `n` logical devices (see `keras_pbt.devices`)."""
+    """Splits the physical CPU into `n` logical devices (see `keras_pbt.population.devices`)."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
     if current is not None and len(current) == n:

@@ -21,7 +21,7 @@ of `HyperParameters.get_config()["space"]`.
 
 import math
 
-from keras_pbt import space as space_lib
+from keras_pbt.core import space as space_lib
 
 
 def _class_and_config(hp):

@@ -15,11 +15,11 @@ import keras_tuner
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import policy as policy_lib
-from keras_pbt import policy_config
-from keras_pbt import schedule as schedule_lib
-from keras_pbt import selection as selection_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import policy as policy_lib
+from keras_pbt.core import config as policy_config
+from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.core import selection as selection_lib
 from keras_pbt.tuner import convert
 from keras_pbt.tuner import records as records_lib
 from keras_pbt.tuner.results import SegmentResults
@@ -35,8 +35,8 @@ from keras_pbt.tuner.segments import active_values
 from keras_pbt.tuner.segments import initial_values
 from keras_pbt.tuner.segments import STEP_METRIC
 from keras_pbt.tuner.segments import user_values
-from keras_pbt.validation import check_int
-from keras_pbt.validation import check_seed
+from keras_pbt.core.validation import check_int
+from keras_pbt.core.validation import check_seed
 
 LINEAGE_FILE = records_lib.LINEAGE_FILE
 
@@ -376,7 +376,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
 
     def _restart(self, member, segment, prev_id, prev_values, rng):
         """A member whose last segment failed restarts from the best other member
-        (`keras_pbt.schedule.best_member` over their latest segments)."""
+        (`keras_pbt.core.ancestry.best_member` over their latest segments)."""
         policy = self.policy()
         species = self._species(prev_values)
         candidates = [

@@ -11,7 +11,7 @@ member) are written as `PBTCallback` writes them, for the lineage tab.
 import json
 import os
 
-from keras_pbt import lineage as lineage_lib
+from keras_pbt.core import lineage as lineage_lib
 
 LINEAGE_FILE = "pbt_lineage.jsonl"
 
@@ -41,7 +41,7 @@ class LineageLog:
             return
         writer = self._writers.get(record.member)
         if writer is None:
-            from keras_pbt.summary import MemberSummaryWriter
+            from keras_pbt.storage.summary import MemberSummaryWriter
 
             writer = self._writers[record.member] = MemberSummaryWriter(self.logdir, record.member)
         writer.write(

@@ -1,7 +1,7 @@
 """Where a `PBTOracle` search stands and what it found: segments, lineage,
 schedules and the best members.
 
-`keras_pbt.schedule` decides which member is best (`best_member`) and whose
+`keras_pbt.core.ancestry` decides which member is best (`best_member`) and whose
 changes its weights went through (`ancestry`), as for `Population` and the
 lineage tab; this mixin maps members and segments to keras-tuner trials.
 """
@@ -10,8 +10,8 @@ import math
 
 from keras_tuner.engine.trial import TrialStatus
 
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import schedule as schedule_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.tuner.segments import MEMBER
 from keras_pbt.tuner.segments import SEGMENT
 
@@ -68,7 +68,7 @@ class SegmentResults:
 
     def _latest_records(self, trial_ids):
         """One `LineageRecord` per completed trial of `trial_ids` (its end), for
-        `keras_pbt.schedule.best_member`."""
+        `keras_pbt.core.ancestry.best_member`."""
         out = []
         for t in trial_ids:
             trial = self._trial(t)
@@ -95,15 +95,15 @@ class SegmentResults:
     def schedule(self, member=None):
         """The hyperparameters a member's final weights were trained with, oldest first.
 
-        `keras_pbt.schedule.ancestry` over this search's lineage: the
+        `keras_pbt.core.ancestry.ancestry` over this search's lineage: the
         member's changes back through the members it copied.
 
         Args:
             member: the member; by default the best one
-                (`keras_pbt.schedule.best_member`).
+                (`keras_pbt.core.ancestry.best_member`).
 
         Returns:
-            A list of `keras_pbt.schedule.AncestryEntry` (`step`, `hparams`,
+            A list of `keras_pbt.core.ancestry.AncestryEntry` (`step`, `hparams`,
             `member`, `action`, ...), the first at step 0.
         """
         return schedule_lib.ancestry(self.lineage(), member, self.mode)
@@ -117,7 +117,7 @@ class SegmentResults:
     def get_best_trials(self, num_trials=1):
         """Each member's latest completed segment, best first; then the rest.
 
-        Members are ordered by `keras_pbt.schedule.best_member` (the rule of
+        Members are ordered by `keras_pbt.core.ancestry.best_member` (the rule of
         `Population` and of the lineage tab), so `get_best_models(1)` is the
         best member's model at the end of training, and `results_summary()`
         shows the population as it finished.

@@ -36,8 +36,8 @@ from typing import Dict, Tuple
 import keras
 import numpy as np
 
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt.hyperparameters import HyperparameterApplier
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from keras_pbt.tuner import convert
 
 LAYOUT = "layout"

@@ -1,27 +1,27 @@
-"""A segment's `Snapshot` in its trial directory, in `keras_pbt.checkpoint`'s format.
+"""A segment's `Snapshot` in its trial directory, in `keras_pbt.storage.checkpoint`'s format.
 
 Plain Python + NumPy. keras-tuner's own checkpoint keeps only the weights of
 a trial's best epoch; PBT needs the optimizer state too (slots and
 iteration count), so every segment trial writes its final `Snapshot` into
-its trial directory as a one-file `keras_pbt.checkpoint`:
+its trial directory as a one-file `keras_pbt.storage.checkpoint`:
 
     trial_<id>/
       manifest.json        names the file with its SHA-256 and size (written last)
       pbt_snapshot.npz     weights `w*`, optimizer variables `o*`, JSON metadata
 
-Both are written with `keras_pbt.checkpoint.atomic_write` (temporary file,
+Both are written with `keras_pbt.storage.checkpoint.atomic_write` (temporary file,
 `fsync`, `os.replace`, directory `fsync`), nothing is unpickled, and a
-file that does not match its manifest raises `keras_pbt.checkpoint.
+file that does not match its manifest raises `keras_pbt.storage.checkpoint.
 CheckpointError` naming it. The member, step, hyperparameters and metric
-are stored as a `keras_pbt.lineage` payload (`dumps` / `loads`), so a NaN
+are stored as a `keras_pbt.core.lineage` payload (`dumps` / `loads`), so a NaN
 metric is spelled as in every other keras-pbt file.
 """
 
 import os
 
-from keras_pbt import checkpoint as checkpoint_lib
-from keras_pbt import lineage as lineage_lib
-from keras_pbt.store import Snapshot
+from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.storage.store import Snapshot
 
 FILE = "pbt_snapshot.npz"
 
@@ -55,7 +55,7 @@ def load(directory):
 
     Raises:
         FileNotFoundError: if there is no complete snapshot.
-        keras_pbt.checkpoint.CheckpointError: (a `ValueError`) naming the
+        keras_pbt.storage.checkpoint.CheckpointError: (a `ValueError`) naming the
             file when it does not match its manifest, is truncated, or
             holds pickled data.
     """

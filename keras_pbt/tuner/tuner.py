@@ -7,8 +7,8 @@ import threading
 import keras
 import keras_tuner
 
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt import threads as threads_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
@@ -77,7 +77,7 @@ class PBTTuner(keras_tuner.Tuner):
         devices: `None` (one worker, with `distribution_strategy` if
             given), `"auto"` or a list of device names: one worker thread per
             device slice, each with its own `MirroredStrategy`
-            (`keras_pbt.devices.member_strategy`), all sharing this oracle.
+            (`keras_pbt.population.devices.member_strategy`), all sharing this oracle.
             Defaults to `None`.
         devices_per_member: devices per slice. Defaults to `1`.
         max_idle_sleep: longest pause, in seconds, of a worker waiting for
@@ -281,7 +281,7 @@ class PBTTuner(keras_tuner.Tuner):
             finally:
                 worker.drop()
 
-        # The population's run / join / Ctrl-C helper (keras_pbt.threads).
+        # The population's run / join / Ctrl-C helper (keras_pbt.population.threads).
         threads = threads_lib.start(
             [(f"pbt-tuner-{w.tuner_id}", run, (w,)) for w in self.workers])
         try:

@@ -12,7 +12,7 @@ architecture values build.
 
 With a strategy (`PBTTuner(devices=...)`), the data reach `model.fit`
 through the population's per-replica input pipeline
-(`keras_pbt.data.distribute_arrays` / `distribute_batches`: plain
+(`keras_pbt.population.data.distribute_arrays` / `distribute_batches`: plain
 tf.data iterators, which concurrent members do not crash), with explicit
 steps, so no callback hooks a batch.
 """
@@ -23,10 +23,10 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_pbt import devices as devices_lib
-from keras_pbt.data import dataset_steps
-from keras_pbt.data import distribute_arrays
-from keras_pbt.data import distribute_batches
+from keras_pbt.population import devices as devices_lib
+from keras_pbt.population.data import dataset_steps
+from keras_pbt.population.data import distribute_arrays
+from keras_pbt.population.data import distribute_batches
 
 
 class Kept:

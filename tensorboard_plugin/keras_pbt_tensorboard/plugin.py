@@ -1,6 +1,6 @@
 """The **PBT lineage** TensorBoard plugin: family tree, schedules, population.
 
-Reads the lineage records that `keras_pbt.summary.MemberSummaryWriter` writes
+Reads the lineage records that `keras_pbt.storage.summary.MemberSummaryWriter` writes
 (tag `pbt_lineage`, one JSON string tensor per boundary) through
 `context.data_provider`, never the deprecated multiplexer, and serves them to
 an ES module front end (`static/index.js`) inside TensorBoard's plugin iframe.
@@ -15,7 +15,7 @@ Routes (under `data/plugin/pbt_lineage/`):
                        best member with that member's ancestry and schedule
                        (`best_of`), and the errors met reading them.
 
-Every JSON answer spells non-finite floats as `keras_pbt.lineage.encode` does
+Every JSON answer spells non-finite floats as `keras_pbt.core.lineage.encode` does
 (`"NaN"`, `"Infinity"`, `"-Infinity"`).
 """
 
@@ -32,8 +32,8 @@ from werkzeug import wrappers
 
 # The record format and the best-member / ancestry rules live in the library;
 # importing them does not import TensorFlow.
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import schedule as schedule_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import ancestry as schedule_lib
 
 PLUGIN_NAME = lineage_lib.PLUGIN_NAME
 LINEAGE_TAG = lineage_lib.LINEAGE_TAG
@@ -75,7 +75,7 @@ def _static_files():
 def parse_tensor(value):
     """Parses one lineage tensor value into `LineageRecord`s.
 
-    The payload is read by `keras_pbt.lineage.loads`, the one reader of
+    The payload is read by `keras_pbt.core.lineage.loads`, the one reader of
     lineage JSON (and of its spelling of NaN).
 
     Args:
@@ -99,7 +99,7 @@ def parse_tensor(value):
 def best_of(records, mode=None):
     """The best member, its ancestry and its schedule, as the tab shows them.
 
-    Computed with `keras_pbt.schedule`, the functions `Population`, the
+    Computed with `keras_pbt.core.ancestry`, the functions `Population`, the
     keras-tuner oracle and `replay` use: the tab draws this, it does not
     re-derive it.
 
@@ -320,7 +320,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
 
 
 def _respond_json(request, data):
-    # Standard JSON in `keras_pbt.lineage`'s spelling: the answers are encoded
+    # Standard JSON in `keras_pbt.core.lineage`'s spelling: the answers are encoded
     # with `lineage.encode`, and `allow_nan=False` proves nothing slipped by.
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     return http_util.Respond(request, text, "application/json")

@@ -93,7 +93,7 @@ async function getJSON(url) {
 
 // Index records by member for drawing. Which member is best, its ancestry and
 // its schedule come from the server (`data.best`, computed by
-// keras_pbt.schedule): the tab draws them and never re-derives the policy.
+// keras_pbt.core.ancestry): the tab draws them and never re-derives the policy.
 export function buildModel(data) {
   const members = (data.members || []).map((m) => String(m.id));
   const byMember = new Map(members.map((k) => [k, []]));

@@ -5,7 +5,7 @@ Keras' compiled train step captures plain Python floats of the optimizer
 setting `optimizer.momentum = 0.9` in the middle of `fit` is silently
 ignored. This module assigns what lives in a variable (the learning rate,
 user `keras.Variable`s, and the common optimizer floats, which it backs by
-variables for the duration of `fit`: see `keras_pbt.tunable`) and, only when
+variables for the duration of `fit`: see `keras_pbt.runtime.tunable`) and, only when
 a value the step was traced with really changed, forces Keras to retrace
 the train step.
 
@@ -21,7 +21,7 @@ import numbers
 import keras
 
 from keras_pbt import backend as backend_lib
-from keras_pbt import tunable as tunable_lib
+from keras_pbt.runtime import tunable as tunable_lib
 
 
 class _Setter:
@@ -211,7 +211,7 @@ class HyperparameterApplier:
             attribute, field = name.split(".", 1)
             opt = getattr(self.model, attribute, None)
             if not isinstance(opt, keras.optimizers.Optimizer):
-                from keras_pbt.snapshot import optimizers
+                from keras_pbt.runtime.snapshot import optimizers
 
                 found = [n for n, _ in optimizers(self.model)]
                 raise ValueError(

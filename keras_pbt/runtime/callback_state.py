@@ -7,8 +7,8 @@ members through them, never through the callback's private fields.
 
 import time
 
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import snapshot as snapshot_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
 
 
 class MemberState:

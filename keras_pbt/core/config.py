@@ -8,11 +8,11 @@ resolved by `resolve_policy`.
 import dataclasses
 from typing import Any, Callable, Optional, Tuple
 
-from keras_pbt import explore as explore_lib
-from keras_pbt import pb2 as pb2_lib
-from keras_pbt import policy as policy_lib
-from keras_pbt import ranking as ranking_lib
-from keras_pbt import selection as selection_lib
+from keras_pbt.core import explore as explore_lib
+from keras_pbt.core import pb2 as pb2_lib
+from keras_pbt.core import policy as policy_lib
+from keras_pbt.core import ranking as ranking_lib
+from keras_pbt.core import selection as selection_lib
 
 # The shortcut keywords of the front doors, in the order of `Policy`'s fields.
 FIELDS = ("quantile", "selection", "ranking", "factors", "resample_probability", "explore_fn",

@@ -14,7 +14,7 @@ import re
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from keras_pbt import lineage as lineage_lib
+from keras_pbt.core import lineage as lineage_lib
 
 
 def run_name(member):

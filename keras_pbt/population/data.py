@@ -20,7 +20,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_pbt.validation import check_int
+from keras_pbt.core.validation import check_int
 
 _INPUT_OPTIONS = tf.distribute.InputOptions(
     experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,

@@ -30,8 +30,8 @@ import numbers
 import os
 from typing import Any, Dict, Optional
 
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import selection as selection_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import selection as selection_lib
 
 # Records after which a member trains with new hyperparameters (and, for an
 # exploit or restart, new weights).

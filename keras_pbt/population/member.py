@@ -13,12 +13,12 @@ import math
 import keras
 import numpy as np
 
-from keras_pbt import checkpoint as checkpoint_lib
-from keras_pbt import devices as devices_lib
-from keras_pbt import policy as policy_lib
-from keras_pbt.store import BarrierTimeoutError
-from keras_pbt.store import ConfigurationError
-from keras_pbt.store import PopulationStopped
+from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.population import devices as devices_lib
+from keras_pbt.core import policy as policy_lib
+from keras_pbt.storage.store import BarrierTimeoutError
+from keras_pbt.storage.store import ConfigurationError
+from keras_pbt.storage.store import PopulationStopped
 
 
 class PopulationError(RuntimeError):

@@ -16,8 +16,8 @@ Pure Python + NumPy.
 
 import math
 
-from keras_pbt.selection import is_finite
-from keras_pbt.validation import check_int
+from keras_pbt.core.selection import is_finite
+from keras_pbt.core.validation import check_int
 
 
 class Ranking:
@@ -42,7 +42,7 @@ class LastValue(Ranking):
 
     Example:
 
-    >>> from keras_pbt.selection import Report
+    >>> from keras_pbt.core.selection import Report
     >>> LastValue().score(Report(0, 10, 0.8, recent=(0.7, 0.8)))
     0.8
     """
@@ -64,7 +64,7 @@ class MovingAverage(Ranking):
 
     Example:
 
-    >>> from keras_pbt.selection import Report
+    >>> from keras_pbt.core.selection import Report
     >>> MovingAverage(window=2).score(Report(0, 10, 0.8, recent=(0.5, 0.7, 0.8)))
     0.75
     """
@@ -100,7 +100,7 @@ class ImprovementRate(Ranking):
 
     Example:
 
-    >>> from keras_pbt.selection import Report
+    >>> from keras_pbt.core.selection import Report
     >>> r = ImprovementRate(window=3).score(
     ...     Report(0, 30, 0.8, recent=(0.6, 0.7, 0.8), recent_steps=(10, 20, 30)))
     >>> round(r, 6)

@@ -30,9 +30,9 @@ import math
 
 import numpy as np
 
-from keras_pbt import space as space_lib
-from keras_pbt.selection import is_finite
-from keras_pbt.validation import check_int
+from keras_pbt.core import space as space_lib
+from keras_pbt.core.selection import is_finite
+from keras_pbt.core.validation import check_int
 
 _LENGTHS = (0.1, 0.2, 0.35, 0.6, 1.0)
 _EPSILONS = (0.0, 0.05, 0.2)
@@ -125,8 +125,8 @@ class PB2Explorer:
     Example:
 
     >>> import numpy as np
-    >>> from keras_pbt.selection import Report
-    >>> from keras_pbt.space import LogUniform
+    >>> from keras_pbt.core.selection import Report
+    >>> from keras_pbt.core.space import LogUniform
     >>> space = {"lr": LogUniform(1e-4, 1e-1)}
     >>> history = [Report(m, 10, 0.5 + 0.1 * m, {"lr": 10 ** -(4 - m)}, interval=1,
     ...                   start_metric=0.4) for m in range(4)]

@@ -43,9 +43,9 @@ import zipfile
 
 import numpy as np
 
-from keras_pbt import lineage as lineage_lib
+from keras_pbt.core import lineage as lineage_lib
 
-FORMAT = "keras_pbt.checkpoint"
+FORMAT = "keras_pbt.storage.checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{6,})$")
@@ -163,7 +163,7 @@ def decode_arrays(data, path):
 
 
 def decode_nonfinite(obj):
-    """Inverse of `keras_pbt.lineage.encode` for metadata: the strings `"NaN"`,
+    """Inverse of `keras_pbt.core.lineage.encode` for metadata: the strings `"NaN"`,
     `"Infinity"` and `"-Infinity"` (anywhere in dicts and lists) become floats.
 
     Example:

@@ -10,7 +10,7 @@ takes their weights once they are ahead.
 but simplified (no separate evaluator workers):
 
 * the **fitness** group (the first members in member-id order, as
-  `keras_pbt.schedule.member_order_key` sorts them): its
+  `keras_pbt.core.ancestry.member_order_key` sorts them): its
   bottom quantile copies a member drawn from the top quantile of the
   *whole* population by metric, so a member of the other group that has
   overtaken it is copied into it (promotion);
@@ -27,10 +27,10 @@ Pure Python.
 
 import math
 
-from keras_pbt import ranking as ranking_lib
-from keras_pbt import schedule as schedule_lib
-from keras_pbt import selection as selection_lib
-from keras_pbt.validation import check_int
+from keras_pbt.core import ranking as ranking_lib
+from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.core import selection as selection_lib
+from keras_pbt.core.validation import check_int
 
 
 class FireSelection(selection_lib.Selection):

@@ -1,10 +1,10 @@
 """`Population`: N members over the machine's devices, trained at once with PBT.
 
-This module is the orchestration: it builds the members (`keras_pbt.member`),
-checks the arguments, feeds each member its pipeline (`keras_pbt.data`),
-runs them in threads (`keras_pbt.threads`), handles Ctrl-C and the
-checkpoint directory (`keras_pbt.member_checkpoint`). What it hands back
-(best member, best model, evaluation) is `keras_pbt.population_results`.
+This module is the orchestration: it builds the members (`keras_pbt.population.member`),
+checks the arguments, feeds each member its pipeline (`keras_pbt.population.data`),
+runs them in threads (`keras_pbt.population.threads`), handles Ctrl-C and the
+checkpoint directory (`keras_pbt.population.member_checkpoint`). What it hands back
+(best member, best model, evaluation) is `keras_pbt.population.results`.
 """
 
 import copy
@@ -14,25 +14,25 @@ import time
 import keras
 import numpy as np
 
-from keras_pbt import data as data_lib
-from keras_pbt import devices as devices_lib
-from keras_pbt import member as member_lib
-from keras_pbt import member_checkpoint
-from keras_pbt import policy_config
-from keras_pbt import population_checks
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt import space as space_lib
-from keras_pbt import threads as threads_lib
-from keras_pbt.callback import PBTCallback
-from keras_pbt.hyperparameters import HyperparameterApplier
-from keras_pbt.member import Member
-from keras_pbt.member import NonFiniteStateError
-from keras_pbt.member import PopulationError
-from keras_pbt.member import RestoredFailure
-from keras_pbt.population_results import PopulationResults
-from keras_pbt.progress import PopulationProgress
-from keras_pbt.store import InMemoryStore
-from keras_pbt.validation import check_int
+from keras_pbt.population import data as data_lib
+from keras_pbt.population import devices as devices_lib
+from keras_pbt.population import member as member_lib
+from keras_pbt.population import member_checkpoint
+from keras_pbt.core import config as policy_config
+from keras_pbt.population import checks as population_checks
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.core import space as space_lib
+from keras_pbt.population import threads as threads_lib
+from keras_pbt.runtime.callback import PBTCallback
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
+from keras_pbt.population.member import Member
+from keras_pbt.population.member import NonFiniteStateError
+from keras_pbt.population.member import PopulationError
+from keras_pbt.population.member import RestoredFailure
+from keras_pbt.population.results import PopulationResults
+from keras_pbt.population.progress import PopulationProgress
+from keras_pbt.storage.store import InMemoryStore
+from keras_pbt.core.validation import check_int
 
 __all__ = ["Member", "NonFiniteStateError", "Population", "PopulationError", "RestoredFailure"]
 
@@ -292,7 +292,7 @@ class Population(PopulationResults):
                 interval boundaries (every boundary epoch; every epoch with
                 `interval_steps`). If it already holds a checkpoint of this
                 population, training resumes from it: run the same command
-                again after a crash. See `keras_pbt.checkpoint`.
+                again after a crash. See `keras_pbt.storage.checkpoint`.
             verbose: `"auto"`, 0, 1 or 2, as in `keras.Model.fit`, for this
                 call (see the constructor's `verbose`). Defaults to the
                 population's `verbose`.
@@ -340,7 +340,7 @@ class Population(PopulationResults):
                     on_device=False)
         # Every member trains the same number of steps per epoch; each one's
         # data is shuffled with its own seed, repeated, and distributed over
-        # its slice (see keras_pbt.data).
+        # its slice (see keras_pbt.population.data).
         kwargs = dict(fit_kwargs, epochs=epochs, verbose=0, shuffle=False, steps_per_epoch=steps)
         if vsteps is not None:
             kwargs["validation_steps"] = vsteps

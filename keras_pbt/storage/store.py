@@ -14,11 +14,11 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from keras_pbt.errors import BarrierTimeoutError
-from keras_pbt.errors import ConfigurationError  # noqa: F401 - re-exported
-from keras_pbt.errors import PopulationStopped
-from keras_pbt.selection import Report
-from keras_pbt.validation import new_seed
+from keras_pbt.core.errors import BarrierTimeoutError
+from keras_pbt.core.errors import ConfigurationError  # noqa: F401 - re-exported
+from keras_pbt.core.errors import PopulationStopped
+from keras_pbt.core.selection import Report
+from keras_pbt.core.validation import new_seed
 
 
 def _host_copy(array):
@@ -46,7 +46,7 @@ class Snapshot:
     """An immutable copy of a member's training state at one step.
 
     Arrays are read-only NumPy arrays, or tensors on the GPU of a member
-    that lives there (`keras_pbt.snapshot.capture`); a checkpoint writes
+    that lives there (`keras_pbt.runtime.snapshot.capture`); a checkpoint writes
     `to_host()`.
 
     Attributes:

@@ -10,15 +10,15 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from keras_pbt import explore as explore_lib
-from keras_pbt import fire as fire_lib
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import pb2 as pb2_lib
-from keras_pbt import ranking as ranking_lib
-from keras_pbt import schedule as schedule_lib
-from keras_pbt import selection as selection_lib
-from keras_pbt import space as space_lib
-from keras_pbt.validation import check_seed
+from keras_pbt.core import explore as explore_lib
+from keras_pbt.core import fire as fire_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import pb2 as pb2_lib
+from keras_pbt.core import ranking as ranking_lib
+from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.core import selection as selection_lib
+from keras_pbt.core import space as space_lib
+from keras_pbt.core.validation import check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +111,8 @@ class PBTPolicy:
 
     Example:
 
-    >>> from keras_pbt.space import LogUniform
-    >>> from keras_pbt.selection import Report
+    >>> from keras_pbt.core.space import LogUniform
+    >>> from keras_pbt.core.selection import Report
     >>> policy = PBTPolicy({"lr": LogUniform(1e-4, 1e-1)}, mode="max", seed=0)
     >>> reports = [Report(0, 10, 0.9, {"lr": 0.01}), Report(1, 10, 0.5, {"lr": 0.1})]
     >>> d = policy.decide(1, reports, key=1, rng=np.random.default_rng(1))
@@ -198,8 +198,8 @@ class PBTPolicy:
 
         Example:
 
-        >>> from keras_pbt.space import Uniform
-        >>> from keras_pbt.selection import Report
+        >>> from keras_pbt.core.space import Uniform
+        >>> from keras_pbt.core.selection import Report
         >>> policy = PBTPolicy({"lr": Uniform(0.0, 1.0)}, seed=0)
         >>> plan = policy.boundary(Report(0, 10, 0.5, {"lr": 0.1}), key=1, progress=1, burn_in=2)
         >>> plan.judged, plan.reason
@@ -396,7 +396,7 @@ def restart_parent(metrics, mode):
         mode: `"min"` or `"max"`.
 
     Returns:
-        The member id ranked first by `keras_pbt.schedule.rank_members` (NaN
+        The member id ranked first by `keras_pbt.core.ancestry.rank_members` (NaN
         last, ties by member id), or `None` when there is no snapshot.
     """
     ranked = schedule_lib.rank_members(metrics, mode)

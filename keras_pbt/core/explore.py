@@ -6,7 +6,7 @@ Pure Python + NumPy.
 import math
 import numbers
 
-from keras_pbt import space as space_lib
+from keras_pbt.core import space as space_lib
 
 
 class Explorer:
@@ -32,7 +32,7 @@ class Explorer:
     Example:
 
     >>> import numpy as np
-    >>> from keras_pbt.space import LogUniform
+    >>> from keras_pbt.core.space import LogUniform
     >>> ex = Explorer(factors=(0.5, 2.0), resample_probability=0.0)
     >>> hp, ops = ex({"lr": 0.01}, {"lr": LogUniform(1e-4, 1.0)},
     ...              np.random.default_rng(0))

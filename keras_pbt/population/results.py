@@ -3,7 +3,7 @@ and its model, evaluation and the closing summary line (a mixin)."""
 
 import tensorflow as tf
 
-from keras_pbt import schedule as schedule_lib
+from keras_pbt.core import ancestry as schedule_lib
 
 
 class PopulationResults:
@@ -22,7 +22,7 @@ class PopulationResults:
     @property
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
-        (`keras_pbt.schedule.rank_members`: NaN last, ties by member id)."""
+        (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""
         histories = self.store.histories()
         ranked = schedule_lib.rank_members(
             {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},

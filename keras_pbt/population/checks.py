@@ -5,9 +5,9 @@ import math
 import numbers
 import warnings
 
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt import space as space_lib
-from keras_pbt.validation import check_int
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.core import space as space_lib
+from keras_pbt.core.validation import check_int
 
 
 def check_initial(index, hp, space):

@@ -3,7 +3,7 @@
 Three strategies, selectable by name: truncation (the bottom quantile
 copies the top), binary tournament and Welch's t-test selection over the
 last evaluations (both from Jaderberg et al. 2017; the test itself is in
-`keras_pbt.stats`).
+`keras_pbt.core.stats`).
 
 Pure Python + NumPy.
 """
@@ -13,10 +13,10 @@ import math
 import numbers
 from typing import Any, Mapping, Optional, Tuple
 
-from keras_pbt.stats import betainc  # noqa: F401 - re-exported
-from keras_pbt.stats import student_t_sf  # noqa: F401 - re-exported
-from keras_pbt.stats import welch_ttest
-from keras_pbt.validation import check_int
+from keras_pbt.core.stats import betainc  # noqa: F401 - re-exported
+from keras_pbt.core.stats import student_t_sf  # noqa: F401 - re-exported
+from keras_pbt.core.stats import welch_ttest
+from keras_pbt.core.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)

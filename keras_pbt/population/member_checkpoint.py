@@ -1,4 +1,4 @@
-"""A `Population`'s members in and out of a `keras_pbt.checkpoint` directory.
+"""A `Population`'s members in and out of a `keras_pbt.storage.checkpoint` directory.
 
 `checkpoint.py` owns the on-disk format (files, SHA-256 manifest, fsync);
 this module says what a member's file holds: its weights and optimizer
@@ -12,12 +12,12 @@ import os
 
 import numpy as np
 
-from keras_pbt import checkpoint as checkpoint_lib
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt.member import RestoredFailure
-from keras_pbt.selection import Report
-from keras_pbt.store import Snapshot
+from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.population.member import RestoredFailure
+from keras_pbt.core.selection import Report
+from keras_pbt.storage.store import Snapshot
 
 # The callback's state is saved under these keys of a member's metadata.
 _STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent",

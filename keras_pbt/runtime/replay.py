@@ -13,9 +13,9 @@ import os
 import keras
 import numpy as np
 
-from keras_pbt import schedule as schedule_lib
-from keras_pbt.hyperparameters import HyperparameterApplier
-from keras_pbt.validation import check_int
+from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
+from keras_pbt.core.validation import check_int
 
 
 def _check_schedule(schedule):

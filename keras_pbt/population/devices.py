@@ -8,7 +8,7 @@ with `keras.device` (`keras_pbt.backend.device_scope.DeviceScope`).
 """
 
 from keras_pbt import backend as backend_lib
-from keras_pbt.validation import check_int
+from keras_pbt.core.validation import check_int
 
 
 def configure_cpu_devices(n):

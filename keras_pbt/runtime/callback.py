@@ -10,15 +10,15 @@ import keras
 import numpy as np
 
 from keras_pbt import backend as backend_lib
-from keras_pbt import lineage as lineage_lib
-from keras_pbt import policy as policy_lib
-from keras_pbt import policy_config
-from keras_pbt import selection as selection_lib
-from keras_pbt import snapshot as snapshot_lib
-from keras_pbt.callback_state import MemberState
-from keras_pbt.hyperparameters import HyperparameterApplier
-from keras_pbt.store import PopulationStore
-from keras_pbt.validation import check_int
+from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import policy as policy_lib
+from keras_pbt.core import config as policy_config
+from keras_pbt.core import selection as selection_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.runtime.callback_state import MemberState
+from keras_pbt.runtime.hyperparameters import HyperparameterApplier
+from keras_pbt.storage.store import PopulationStore
+from keras_pbt.core.validation import check_int
 
 
 class PBTCallback(MemberState, keras.callbacks.Callback):
@@ -234,7 +234,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         self._first_epoch = None
         self._next_step_boundary = self._step_boundary_after(self.steps)
         if self.logdir is not None and self._writer is None:
-            from keras_pbt.summary import MemberSummaryWriter
+            from keras_pbt.storage.summary import MemberSummaryWriter
 
             self._writer = MemberSummaryWriter(self.logdir, self.member_id)
         if not self._initialised:

@@ -1,0 +1,2 @@
+"""Where a population's state lives: the store the members meet in, the
+checkpoint format on disk, and TensorBoard summaries."""
