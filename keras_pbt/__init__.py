@@ -24,7 +24,7 @@ from keras_pbt.core.ranking import Ranking
 from keras_pbt.core.ancestry import AncestryEntry
 from keras_pbt.core.ancestry import ancestry
 from keras_pbt.core.ancestry import ancestry_schedule
-from keras_pbt.core.ancestry import read_lineage
+from keras_pbt.storage.events import read_lineage
 from keras_pbt.core.selection import Report
 from keras_pbt.core.selection import Selection
 from keras_pbt.core.selection import TTestSelection
@@ -74,7 +74,7 @@ _SUBMODULES = {
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
-    "storage": ("checkpoint", "store", "summary"),
+    "storage": ("checkpoint", "events", "store", "summary"),
     "tuner": ("convert",),
 }
 

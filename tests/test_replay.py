@@ -10,7 +10,8 @@ import pytest
 
 import keras_pbt
 from keras_pbt.core.lineage import LineageRecord
-from keras_pbt.core.ancestry import ancestry, ancestry_schedule, best_member, read_lineage
+from keras_pbt.core.ancestry import ancestry, ancestry_schedule, best_member
+from keras_pbt.storage.events import read_lineage
 from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from keras_pbt.core.validation import check_int
+from keras_pbt.storage import events as events_lib
 
 
 def _check_schedule(schedule):
@@ -199,7 +200,7 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
     ```
     """
     if isinstance(lineage, (str, os.PathLike)):
-        lineage = schedule_lib.read_lineage(os.fspath(lineage))
+        lineage = events_lib.read_lineage(os.fspath(lineage))
     schedule = schedule_lib.ancestry_schedule(lineage, member, mode)
     model = build(dict(schedule[0][1]))
     callback = ScheduleCallback(schedule, setters=setters,
