@@ -12,6 +12,9 @@ from keras_pbt.storage.checkpoint import CheckpointError
 from keras_pbt.core.explore import Explorer
 from keras_pbt.core.fire import FireSelection
 from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.noise import FixedMargin
+from keras_pbt.core.noise import Margin
+from keras_pbt.core.noise import StandardError
 from keras_pbt.core.policy import Decision
 from keras_pbt.core.pb2 import PB2Explorer
 from keras_pbt.core.policy import BoundaryPlan
@@ -69,8 +72,8 @@ _LAZY = {
 # `keras_pbt.population.devices` work as the README writes them).
 _SUBMODULES = {
     "backend": (),
-    "core": ("ancestry", "config", "errors", "explore", "fire", "lineage", "pb2", "policy",
-             "ranking", "selection", "space", "stats", "validation"),
+    "core": ("ancestry", "config", "errors", "explore", "fire", "lineage", "noise", "pb2",
+             "policy", "ranking", "selection", "space", "stats", "validation"),
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
@@ -104,6 +107,8 @@ __all__ = [
     "Decision",
     "Explorer",
     "FireSelection",
+    "FixedMargin",
+    "Margin",
     "ImprovementRate",
     "LastValue",
     "MovingAverage",
@@ -122,6 +127,7 @@ __all__ = [
     "Report",
     "Selection",
     "Snapshot",
+    "StandardError",
     "TTestSelection",
     "TournamentSelection",
     "TruncationSelection",

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Callable, Optional, Tuple
 
 from keras_pbt.core import explore as explore_lib
+from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import policy as policy_lib
 from keras_pbt.core import ranking as ranking_lib
@@ -43,6 +44,12 @@ class Policy:
             `explore_fn`). Defaults to `"perturb"`.
         copy_optimizer_state: on exploit, copy the parent's optimizer state
             (True) or reset it (False). Defaults to `True`.
+        margin: how much better a parent must be for a loser to copy it:
+            `None` or `0` (any strictly better parent, the paper's rule), a
+            number (a fixed difference in the metric's units) or a
+            `keras_pbt.Margin` such as `keras_pbt.StandardError(z=1.0)`
+            (z standard errors of the difference the validation split can
+            measure). Defaults to `None`.
 
     Example:
 
@@ -59,6 +66,7 @@ class Policy:
     explore_fn: Optional[Callable] = None
     explore: Any = "perturb"
     copy_optimizer_state: bool = True
+    margin: Any = None
 
     def __post_init__(self):
         quantile = selection_lib.check_quantile(self.quantile)
@@ -74,6 +82,7 @@ class Policy:
         if not isinstance(self.copy_optimizer_state, bool):
             raise TypeError("`copy_optimizer_state` must be True or False. "
                             f"Received: copy_optimizer_state={self.copy_optimizer_state!r}")
+        noise_lib.get_margin(self.margin)
         object.__setattr__(self, "quantile", quantile)
         object.__setattr__(self, "factors", explorer.factors)
         object.__setattr__(self, "resample_probability", explorer.resample_probability)
@@ -91,7 +100,8 @@ class Policy:
         """
         engine = policy_lib.PBTPolicy(
             space, mode, self.selection, self.quantile, self.factors, self.resample_probability,
-            self.explore_fn, seed=seed, ranking=self.ranking, explore=self.explore)
+            self.explore_fn, seed=seed, ranking=self.ranking, explore=self.explore,
+            margin=self.margin)
         engine.config = self
         return engine
 

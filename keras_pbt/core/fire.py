@@ -52,6 +52,9 @@ class FireSelection(selection_lib.Selection):
     """
 
     name = "fire"
+    # The improvement group copies for a better slope, not a better metric:
+    # a policy's margin does not apply.
+    compares_metrics = False
 
     def __init__(self, fraction=0.5, quantile=0.25, window=3):
         if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))

@@ -5,6 +5,7 @@ The same object serves the callback, the population and the keras-tuner
 oracle.
 """
 
+import copy
 import dataclasses
 from typing import Any, Dict, Optional
 
@@ -13,6 +14,7 @@ import numpy as np
 from keras_pbt.core import explore as explore_lib
 from keras_pbt.core import fire as fire_lib
 from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import ranking as ranking_lib
 from keras_pbt.core import ancestry as schedule_lib
@@ -108,6 +110,11 @@ class PBTPolicy:
             `resample_probability` and `explore_fn`), `"pb2"` (PB2's GP
             bandit, `PB2Explorer()`) or an explorer instance. Defaults to
             `"perturb"`.
+        margin: how much better a parent must be for a loser to copy it:
+            `None` (any strictly better parent), a number (a fixed
+            difference) or a `Margin` such as `StandardError(z=1.0)` (the
+            noise of the validation split). Selections that do not compare
+            metrics (FIRE's improvement group) ignore it. Defaults to `None`.
 
     Example:
 
@@ -122,7 +129,7 @@ class PBTPolicy:
 
     def __init__(self, space, mode="max", selection="truncation", quantile=0.2,
                  factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
-                 seed=None, ranking="last", explore="perturb"):
+                 seed=None, ranking="last", explore="perturb", margin=None):
         self.space = space_lib.validate_space(space)
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
@@ -140,6 +147,7 @@ class PBTPolicy:
             )
         self.explorer = explorer or explore_lib.Explorer(factors, resample_probability, explore_fn)
         self.seed = check_seed(seed)
+        self.margin = noise_lib.get_margin(margin)
         self.config = None  # the `keras_pbt.Policy` it was made from, if any
 
     @property
@@ -231,12 +239,28 @@ class PBTPolicy:
         me = _own_report(member, reports)
         return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
 
+    def _beyond_margin(self, me, reports, available):
+        """`available` narrowed to the members better than `me` by more than the margin."""
+        if not getattr(self.selection, "compares_metrics", True):
+            return available
+        if isinstance(self.margin, noise_lib.FixedMargin) and self.margin.delta == 0:
+            return available
+        beyond = {r.member for r in reports if r.member != me.member
+                  and self.margin.exceeds(r, me, self.mode)}
+        return beyond if available is None else beyond & set(available)
+
     def _decide_ranked(self, me, reports, ranked, rng, available, history):
         before = dict(me.hparams)
-        parent = self.selection.choose_parent(me.member, ranked, self.mode, rng, available)
+        narrowed = self._beyond_margin(me, reports, available)
+        parent = self.selection.choose_parent(me.member, ranked, self.mode, rng, narrowed)
         if parent is None:
-            return Decision(me.member, "keep", before, before, me.metric,
-                            reason="selection kept it")
+            reason = "selection kept it"
+            # Would it have copied without the margin? Asked with a copy of
+            # the generator, so the member's own draws are unchanged.
+            if narrowed is not available and self.selection.choose_parent(
+                    me.member, ranked, self.mode, copy.deepcopy(rng), available) is not None:
+                reason = f"no better member beyond the margin ({self.margin!r})"
+            return Decision(me.member, "keep", before, before, me.metric, reason=reason)
         parent = next(r for r in reports if r.member == parent.member)  # its raw metric
         new, ops = self.explore(parent.hparams, rng, history)
         return Decision(

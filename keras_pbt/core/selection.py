@@ -43,6 +43,10 @@ class Report:
             interval from: its previous report's metric, or its parent's
             after an exploit (PB2 models the change `metric - start_metric`).
             `None` for a first report or when unknown.
+        count: how many validation examples `metric` was measured on, or
+            `None` when unknown (for a noise-aware margin, `keras_pbt.StandardError`).
+        spread: the per-example standard deviation of the metric on them
+            (`sqrt(p * (1 - p))` for an accuracy `p`), or `None` when unknown.
     """
 
     member: Any
@@ -54,6 +58,8 @@ class Report:
     recent: Tuple[float, ...] = ()
     recent_steps: Tuple[int, ...] = ()
     start_metric: Optional[float] = None
+    count: Optional[int] = None
+    spread: Optional[float] = None
 
     def window(self):
         """The metrics to judge the member by: `recent`, or `(metric,)`."""
@@ -183,6 +189,9 @@ class Selection:
     # How many of a member's latest metrics the strategy reads from
     # `Report.recent` (1: only `Report.metric`).
     history_length = 1
+    # Whether a parent is chosen for a better metric, so that a policy's
+    # margin (`keras_pbt.core.noise`) applies to it.
+    compares_metrics = True
 
     def parent_candidates(self, ranked, mode):
         """Members that may be chosen as a parent: they publish snapshots."""

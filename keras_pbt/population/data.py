@@ -195,3 +195,17 @@ def distribute_batches(strategy, dataset):
         return ds.repeat()
 
     return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
+
+
+def validation_size(validation_data, validation_steps=None):
+    """How many examples `validation_data` holds, or `None` when unknown.
+
+    Arrays give their length (all of it is evaluated unless
+    `validation_steps` is set); a `tf.data.Dataset` gives `None`, its
+    examples are not counted.
+    """
+    if validation_data is None or validation_steps is not None or isinstance(
+            validation_data, tf.data.Dataset):
+        return None
+    y = validation_data[1] if len(validation_data) > 1 else None
+    return _num_samples(validation_data[0], y)

@@ -317,8 +317,13 @@ class Population(PopulationResults):
         verbose = self.verbose if verbose is None else _check_verbose(verbose)
         if callbacks is not None and not callable(callbacks) and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
+        given_vsteps = fit_kwargs.get("validation_steps")
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
             x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs)
+        for member in self.members:
+            # The split size a noise-aware margin measures differences against.
+            member.callback.validation_size = data_lib.validation_size(validation_data,
+                                                                       given_vsteps)
         self._stop.clear()
         self.store.reopen()
         self._fatal = None

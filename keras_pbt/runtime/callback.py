@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_pbt import backend as backend_lib
 from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import policy as policy_lib
 from keras_pbt.core import config as policy_config
 from keras_pbt.core import selection as selection_lib
@@ -194,6 +195,10 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         self.interval = 0  # boundaries passed
         self.exploits = 0
         self.last_decision = None
+        # How many validation examples the monitored metric is measured on
+        # (`Population.fit` sets it from `validation_data`): a noise-aware
+        # margin (`keras_pbt.StandardError`) needs it.
+        self.validation_size = None
         # Latest metrics since the last exploit, for strategies that judge
         # several evaluations (Report.recent).
         self._recent = collections.deque(maxlen=self.policy.history_length)
@@ -368,7 +373,8 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             self.member_id, step, metric, dict(self.hparams), interval, time.time(),
             recent=tuple(self._recent) if many else (),
             recent_steps=tuple(self._recent_steps) if many else (),
-            start_metric=self._start_metric,
+            start_metric=self._start_metric, count=self.validation_size,
+            spread=noise_lib.proportion_spread(self.monitor, metric),
         )
         self.store.report(report)
         # The pure policy decides; this glue only gathers, publishes and acts.
