@@ -39,6 +39,7 @@ from keras_pbt.core.space import IntUniform
 from keras_pbt.core.space import LogUniform
 from keras_pbt.core.space import Uniform
 from keras_pbt.core.space import sample_space
+from keras_pbt.core.wide_start import WideStart
 from keras_pbt.storage.store import BarrierTimeoutError
 from keras_pbt.storage.store import ConfigurationError
 from keras_pbt.storage.store import InMemoryStore
@@ -73,9 +74,9 @@ _LAZY = {
 _SUBMODULES = {
     "backend": (),
     "core": ("ancestry", "config", "errors", "explore", "fire", "lineage", "noise", "pb2",
-             "policy", "ranking", "selection", "space", "stats", "validation"),
+             "policy", "ranking", "selection", "space", "stats", "validation", "wide_start"),
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
-                   "progress", "results", "threads"),
+                   "progress", "results", "threads", "wide_start"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
     "storage": ("checkpoint", "events", "store", "summary"),
     "tuner": ("convert",),
@@ -132,6 +133,7 @@ __all__ = [
     "TournamentSelection",
     "TruncationSelection",
     "Uniform",
+    "WideStart",
     "ancestry",
     "ancestry_schedule",
     "read_lineage",

@@ -14,6 +14,7 @@ from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import policy as policy_lib
 from keras_pbt.core import ranking as ranking_lib
 from keras_pbt.core import selection as selection_lib
+from keras_pbt.core import wide_start as wide_lib
 
 # The shortcut keywords of the front doors, in the order of `Policy`'s fields.
 FIELDS = ("quantile", "selection", "ranking", "factors", "resample_probability", "explore_fn",
@@ -50,6 +51,10 @@ class Policy:
             `keras_pbt.Margin` such as `keras_pbt.StandardError(z=1.0)`
             (z standard errors of the difference the validation split can
             measure). Defaults to `None`.
+        start: how the population starts: `None` (from `population_size`
+            configurations) or a `keras_pbt.WideStart` (from more, cut to
+            `population_size` by successive halving within the same
+            compute). Only `Population` follows it. Defaults to `None`.
 
     Example:
 
@@ -67,6 +72,7 @@ class Policy:
     explore: Any = "perturb"
     copy_optimizer_state: bool = True
     margin: Any = None
+    start: Any = None
 
     def __post_init__(self):
         quantile = selection_lib.check_quantile(self.quantile)
@@ -83,6 +89,9 @@ class Policy:
             raise TypeError("`copy_optimizer_state` must be True or False. "
                             f"Received: copy_optimizer_state={self.copy_optimizer_state!r}")
         noise_lib.get_margin(self.margin)
+        if self.start is not None and not isinstance(self.start, wide_lib.WideStart):
+            raise ValueError("`start` must be None or a keras_pbt.WideStart. "
+                             f"Received: start={self.start!r}")
         object.__setattr__(self, "quantile", quantile)
         object.__setattr__(self, "factors", explorer.factors)
         object.__setattr__(self, "resample_probability", explorer.resample_probability)
@@ -177,4 +186,6 @@ def unsupported_by_tuner(policy):
         out["explore"] = policy.explore
     if not policy.copy_optimizer_state:
         out["copy_optimizer_state"] = policy.copy_optimizer_state
+    if policy.start is not None:
+        out["start"] = policy.start
     return out

@@ -68,6 +68,7 @@ class Member:
         self.history = {}
         self.failures = []
         self.initial_snapshot = None
+        self.epochs_trained = 0  # by its device, a wide start's configurations included
 
     @property
     def hparams(self):
@@ -101,6 +102,7 @@ class _MemberControl(keras.callbacks.Callback):
         # trained again and recorded once).
         for k, v in logs.items():
             self.member.history.setdefault(k, []).append(_to_float(v))
+        self.member.epochs_trained += 1
         fields = dict(epoch=epoch + 1, step=cb.steps, metric=logs.get(cb.monitor),
                       hparams=cb.hparams, status="training")
         if cb.exploits != self._exploits_seen:
@@ -172,7 +174,9 @@ def train(population, member, data, kwargs, extra):
     """A member's thread: trains it to `kwargs["epochs"]`, restarting it
     after faults, until the population stops."""
     try:
-        _train_loop(population, member, data, kwargs, extra)
+        start = population._start_run
+        if start is None or start.run_member(member, data, kwargs):
+            _train_loop(population, member, data, kwargs, extra)
     finally:
         # The compiled functions were traced for the population's
         # per-replica input pipeline; the user's own fit/evaluate/predict

@@ -8,6 +8,7 @@ checkpoint directory (`keras_pbt.population.member_checkpoint`). What it hands b
 """
 
 import copy
+import dataclasses
 import threading
 import time
 
@@ -23,6 +24,8 @@ from keras_pbt.population import checks as population_checks
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.core import space as space_lib
 from keras_pbt.population import threads as threads_lib
+from keras_pbt.population import wide_start as wide_lib_run
+from keras_pbt.core import wide_start as wide_lib
 from keras_pbt.runtime.callback import PBTCallback
 from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from keras_pbt.population.member import Member
@@ -170,16 +173,23 @@ class Population(PopulationResults):
         self.store = InMemoryStore(seed=seed)
         self.seed = self.store.seed
         rng = np.random.default_rng([self.seed, 0])
+        start = self.policy_config.start
+        configurations = size * (start.factor if start is not None else 1)
         if initial_hparams is None:
             initial_hparams = [space_lib.sample_space(space, rng) for _ in range(size)]
-        elif isinstance(initial_hparams, (str, bytes, dict)) or len(initial_hparams) != size:
+        elif isinstance(initial_hparams, (str, bytes, dict)) or len(initial_hparams) not in (
+                size, configurations):
             raise ValueError(
-                f"`initial_hparams` must be a list of `population_size`={size} dicts. "
-                f"Received: initial_hparams={initial_hparams!r}"
+                f"`initial_hparams` must be a list of `population_size`={size} dicts"
+                + (f" (or {configurations}, every configuration of the wide start)"
+                   if start is not None else "") + f". Received: initial_hparams={initial_hparams!r}"
             )
         else:
             for i, hp in enumerate(initial_hparams):
                 population_checks.check_initial(i, hp, space)
+        # A wide start's further configurations: given, or drawn after the members'.
+        initial_hparams = list(initial_hparams)
+        extra_hparams, initial_hparams = initial_hparams[size:], initial_hparams[:size]
         self.space = space
         self.population_size = size
         self.monitor = monitor
@@ -199,7 +209,8 @@ class Population(PopulationResults):
             PBTCallback(
                 self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
                 interval_steps=interval_steps, burn_in=burn_in, mode=mode,
-                policy=self.policy_config, hparams=hp, synchronous=synchronous,
+                policy=dataclasses.replace(self.policy_config, start=None), hparams=hp,
+                synchronous=synchronous,
                 sync_timeout=sync_timeout,
                 on_timeout=on_timeout, seed=self.seed, logdir=logdir,
             )
@@ -210,8 +221,15 @@ class Population(PopulationResults):
             num_cpu_devices = min(size, 4)
         slices = devices_lib.assign_devices(size, devices, devices_per_member, num_cpu_devices)
         self.members = []
-        for i, (mid, hp, cb, devs) in enumerate(zip(member_ids, initial_hparams, callbacks, slices)):
-            strategy = devices_lib.member_strategy(devs)
+        strategies = [devices_lib.member_strategy(devs) for devs in slices]
+        candidate_ids = wide_lib.candidate_ids(member_ids, configurations)
+        extra_hparams += [space_lib.sample_space(space, rng)
+                          for _ in range(configurations - size - len(extra_hparams))]
+        self._start_candidates = []
+        for i, (mid, hp) in enumerate(zip(candidate_ids, initial_hparams + extra_hparams)):
+            # The members first; then a wide start's further configurations,
+            # of which only the initial state is kept (in host memory).
+            strategy = strategies[i % size]
             member_seed = int(rng.integers(2**31))
             if seed is not None:
                 # Keras initializers without a seed draw from the global
@@ -225,12 +243,18 @@ class Population(PopulationResults):
                     "`build` must return a compiled keras.Model (call model.compile). "
                     f"Received: {model!r} for member {mid!r}"
                 )
-            cb.setters = self._member_setters(model)
-            self._check_hparams(model, cb, mid)
-            member = Member(mid, devs, strategy, model, cb, seed=member_seed)
+            setters = self._member_setters(model)
+            self._check_hparams(model, setters, mid)
+            if i >= size:
+                self._start_candidates.append(
+                    wide_lib_run.Candidate(mid, hp, wide_lib_run.initial_state(model, mid, hp)))
+                continue
+            callbacks[i].setters = setters
+            member = Member(mid, slices[i], strategy, model, callbacks[i], seed=member_seed)
             if self.members:
                 population_checks.check_same_layout(self.members[0], member)
             self.members.append(member)
+        self._start_run = None
         self._stop = threading.Event()
         self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
         self._fatal = None
@@ -243,13 +267,13 @@ class Population(PopulationResults):
         """Deprecated spelling of `population_size`."""
         return self.population_size
 
-    def _check_hparams(self, model, cb, mid):
+    def _check_hparams(self, model, setters, mid):
         # Fails now, before any training, for a name that is neither an
         # optimizer field nor in `setters`, or a learning rate that is a
         # schedule. Also builds the optimizer (and SGD momentum slots), so
         # every snapshot and checkpoint has the same layout from the start.
         try:
-            HyperparameterApplier(model, list(self.space), cb.setters)
+            HyperparameterApplier(model, list(self.space), setters)
         except (ValueError, TypeError) as error:
             raise type(error)(
                 f"{error} (member {mid!r}). Received: space={self.space!r}, "
@@ -343,6 +367,12 @@ class Population(PopulationResults):
                 member.initial_snapshot = snapshot_lib.capture(
                     member.model, member.id, member.callback.steps, member.callback.hparams,
                     on_device=False)
+        self._start_run = None
+        if self._start_candidates and all(m.callback.epochs == 0 for m in self.members):
+            plan = self.policy_config.start.plan(self.population_size, epochs)
+            own = [wide_lib_run.Candidate(m.id, m.callback.hparams, m.initial_snapshot)
+                   for m in self.members]
+            self._start_run = wide_lib_run.WideStartRun(self, plan, own + self._start_candidates)
         # Every member trains the same number of steps per epoch; each one's
         # data is shuffled with its own seed, repeated, and distributed over
         # its slice (see keras_pbt.population.data).
@@ -365,6 +395,8 @@ class Population(PopulationResults):
             self._interrupted(threads)
             raise
         self._progress.close()
+        if self._start_run is not None:
+            self._start_run.close()
         self.elapsed = time.monotonic() - start
         if self._fatal is not None:
             raise self._fatal

@@ -20,6 +20,16 @@ class PopulationResults:
         return {m.id: dict(m.history) for m in self.members}
 
     @property
+    def epochs_trained(self):
+        """Epochs trained in all by every member's device, over every `fit` so far.
+
+        A wide start's configurations count (`keras_pbt.WideStart`): a
+        population of N members fit for E epochs trains N * E epochs,
+        with or without one.
+        """
+        return sum(m.epochs_trained for m in self.members)
+
+    @property
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
         (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""

@@ -160,6 +160,10 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             policy, quantile=quantile, selection=selection, ranking=ranking, factors=factors,
             resample_probability=resample_probability, explore_fn=explore_fn, explore=explore,
             copy_optimizer_state=copy_optimizer_state)
+        if config.start is not None:
+            raise ValueError("A wide start (`Policy.start`) is run by keras_pbt.Population, which "
+                             "trains the configurations in turn; a PBTCallback alone cannot. "
+                             f"Received: policy={config!r}")
         self.policy_config = config  # the `Policy`; `self.policy` decides (a `PBTPolicy`)
         self.policy = config.make(space, self.mode, store.seed if seed is None else seed)
         self.space = self.policy.space
