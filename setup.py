@@ -42,5 +42,7 @@ setup(
         # benchmarks/ray_pbt.py compares against Ray Tune's PBT;
         # benchmarks/search_quality.py generates MNIST-1D offline with mnist1d.
         "bench": ["scikit-learn", "ray[tune]", "mnist1d"],
+        # `make docs`: the reference site, built from the docstrings.
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     },
 )
