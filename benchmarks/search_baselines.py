@@ -38,6 +38,7 @@ import search_tasks
 
 KERAS_TUNER_ARMS = ("hyperband", "bayesopt")
 TOP_K = search_tasks.SIZE  # models a keras-tuner arm's +select choice looks at
+WORKERS = 4  # random-search configurations trained at once, one per logical CPU device
 
 
 class EpochCounter(keras.callbacks.Callback):
@@ -97,8 +98,13 @@ def random_path(task, seed):
     return os.path.join(search_tasks.cache_dir(), f"random_{task.name}_seed{seed}_{task.key}.json")
 
 
-def random_search(task, seed, n, data=None, log=print, fresh=False, run=True):
+def random_search(task, seed, n, data=None, log=print, fresh=False, run=True, workers=WORKERS):
     """Trains the first `n` configurations of `seed` alone, each with plain `fit`.
+
+    Configurations train `workers` at a time, each in its own thread on its
+    own logical CPU device (the way a `Population` trains its members);
+    each is built after `keras.utils.set_random_seed` of its own seed, so
+    the first 8 start from PBT's members' weights.
 
     Args:
         task: a `search_tasks.Task`.
@@ -108,12 +114,16 @@ def random_search(task, seed, n, data=None, log=print, fresh=False, run=True):
         log: `fn(text)` for progress lines.
         fresh: retrain, ignoring the cache.
         run: when False, only read the cache (returns what is there).
+        workers: configurations trained at once.
 
     Returns:
         A list of dicts, one per configuration in draw order: `hparams`,
         `val`, `select`, `test` (the task's metric at the end), `curve` (the
-        task's monitor after every epoch), `epochs` (trained) and `time`.
+        task's monitor after every epoch), `epochs` (trained) and `time`
+        (its share of the wall time of the configurations trained with it).
     """
+    import tensorflow as tf
+
     path = random_path(task, seed)
     cached = [] if fresh else (search_tasks.read_json(path) or [])
     if len(cached) >= n or not run:
@@ -121,21 +131,54 @@ def random_search(task, seed, n, data=None, log=print, fresh=False, run=True):
     configs = search_tasks.draw_configs(task.space, n, seed)
     seeds = search_tasks.weight_seeds(n, seed)
     data = data or task.load(seed)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     results = list(cached)
-    for i in range(len(cached), n):
+    for first in range(len(cached), n, workers):
+        batch = list(range(first, min(first + workers, n)))
+        jobs = []
+        for j, i in enumerate(batch):
+            device = devices[j % len(devices)]
+            with tf.device(device):
+                keras.utils.set_random_seed(seeds[i])
+                jobs.append((device, task.build(dict(configs[i]))))
         start = time.perf_counter()
-        keras.utils.set_random_seed(seeds[i])
-        model = task.build(dict(configs[i]))
-        history = model.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
-                            batch_size=task.batch_size, verbose=0)
-        row = dict(hparams=configs[i], curve=[float(v) for v in history.history[task.monitor]],
-                   epochs=len(history.history["loss"]), **task.scores(model, data))
-        row["time"] = time.perf_counter() - start
-        results.append(row)
-        log(f"  random {task.name} seed {seed} config {i}: val {row['val']:.4f} "
-            f"test {row['test']:.4f} ({row['time']:.0f} s)")
+        histories = _fit_all(jobs, data, task)
+        share = (time.perf_counter() - start) / len(batch)
+        for i, (device, model), history in zip(batch, jobs, histories):
+            row = dict(hparams=configs[i], curve=[float(v) for v in history[task.monitor]],
+                       epochs=len(history["loss"]), time=share, **task.scores(model, data))
+            results.append(row)
+            log(f"  random {task.name} seed {seed} config {i}: val {row['val']:.4f} "
+                f"test {row['test']:.4f}")
         search_tasks.write_json(path, results)
     return results
+
+
+def _fit_all(jobs, data, task):
+    """Fits every `(device, model)` in its own thread; their histories, in order."""
+    histories = [None] * len(jobs)
+    errors = []
+
+    def fit(k, device, model):
+        import tensorflow as tf
+
+        try:
+            with tf.device(device):
+                histories[k] = model.fit(
+                    *data["train"], validation_data=data["val"], epochs=task.epochs,
+                    batch_size=task.batch_size, verbose=0).history
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=fit, args=(k, *job), name=f"random-{k}")
+               for k, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return histories
 
 
 # -------------------------------------------------------------- keras-tuner
