@@ -57,6 +57,10 @@ def lineage_summary(lineage):
         if r.action == "init":
             m = str(r.member)
             roots[m], hparams[m], replaced[m] = m, {k: _plain(v) for k, v in r.hparams.items()}, None
+        elif not r.interval and r.action == "exploit" and r.parent is not None:
+            # A wide start's member taking a surviving configuration's weights.
+            roots[str(r.member)] = roots.get(str(r.parent), str(r.parent))
+            hparams[str(r.member)] = {k: _plain(v) for k, v in r.hparams.items()}
         elif r.interval:
             by_interval.setdefault(r.interval, []).append(r)
     per_interval = []

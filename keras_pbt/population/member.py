@@ -175,7 +175,7 @@ def train(population, member, data, kwargs, extra):
     after faults, until the population stops."""
     try:
         start = population._start_run
-        if start is None or start.run_member(member, data, kwargs):
+        if start is None or start.run_member(member, data, kwargs, extra):
             _train_loop(population, member, data, kwargs, extra)
     finally:
         # The compiled functions were traced for the population's

@@ -101,8 +101,16 @@ class WideStartRun:
 
     # ---------------------------------------------------------------- a member
 
-    def run_member(self, member, data, kwargs):
+    def run_member(self, member, data, kwargs, callbacks=()):
         """Trains `member`'s share of every rung, then gives it its survivor.
+
+        Args:
+            member: the `Member` whose thread this runs in.
+            data: its training data.
+            kwargs: its `model.fit` arguments (`epochs` is replaced by the
+                rung's).
+            callbacks: the user's callbacks for this member: they see every
+                epoch its device trains (each configuration's `fit`).
 
         Returns:
             True when PBT should begin for this member, False when the
@@ -117,7 +125,8 @@ class WideStartRun:
                 for cid in self.assignment[member.id]:
                     if population._stop.is_set():
                         return False
-                    self._train(member, applier, self.candidates[cid], rung, data, kwargs,
+                    self._train(member, applier, self.candidates[cid], rung, data,
+                                dict(kwargs, callbacks=list(callbacks)),
                                 force=first and model.train_function is not None)
                     first = False
                 if not self._wait_for_cut(member, k):
