@@ -10,6 +10,7 @@ import importlib
 
 from keras_pbt.storage.checkpoint import CheckpointError
 from keras_pbt.core.explore import Explorer
+from keras_pbt.core.final import FinalChoice
 from keras_pbt.core.fire import FireSelection
 from keras_pbt.core.lineage import LineageRecord
 from keras_pbt.core.noise import FixedMargin
@@ -73,7 +74,7 @@ _LAZY = {
 # `keras_pbt.population.devices` work as the README writes them).
 _SUBMODULES = {
     "backend": (),
-    "core": ("ancestry", "config", "errors", "explore", "fire", "lineage", "noise", "pb2",
+    "core": ("ancestry", "config", "errors", "explore", "final", "fire", "lineage", "noise", "pb2",
              "policy", "ranking", "selection", "space", "stats", "validation", "wide_start"),
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads", "wide_start"),
@@ -107,6 +108,7 @@ __all__ = [
     "Choice",
     "Decision",
     "Explorer",
+    "FinalChoice",
     "FireSelection",
     "FixedMargin",
     "Margin",

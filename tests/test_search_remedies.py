@@ -29,7 +29,7 @@ def test_best_model_on_a_selection_split_is_the_best_member_there():
         logits = np.asarray(model(XS, training=False))
         assert s["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == YS), abs=1e-6)
     acc = {mid: s["accuracy"] for mid, s in scores.items()}
-    best = max(acc, key=lambda k: (acc[k], -k))  # ties: the first id
+    best = max(acc, key=lambda k: (acc[k], -scores[k]["loss"], -k))  # ties: lower loss, first id
     assert pop.best_model(validation_data=(XS, YS)) is pop.members[best].model
     # Without it, the choice is still the last ranked report.
     assert pop.best_model() is pop.best_member.model

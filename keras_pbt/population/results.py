@@ -4,6 +4,7 @@ and its model, evaluation and the closing summary line (a mixin)."""
 import tensorflow as tf
 
 from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.core import final as final_lib
 
 
 class PopulationResults:
@@ -57,16 +58,17 @@ class PopulationResults:
                     x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
                 for m in self.members}
 
-    def best_model(self, validation_data=None, batch_size=None):
-        """The trained `keras.Model` of the best member.
+    def choose(self, validation_data=None, batch_size=None):
+        """The final model and which member it is: a `keras_pbt.FinalChoice`.
 
-        Without `validation_data`, the best is `best_member`: the best metric
-        at the latest boundary, on the split PBT ranked on. That score is
-        optimistic, since every interval selected on it. With
-        `validation_data` (a split used neither for training nor for
-        ranking), every member is evaluated on it and the best there is
-        returned: an unbiased final choice (the same rule: NaN last, ties by
-        member id).
+        With `validation_data` (a split used neither for training nor for
+        ranking, the recommended choice), every member is evaluated on it
+        once and the best there is chosen: the best score, equal scores
+        broken by the lower loss, then by member id. Its `score` is an
+        honest estimate of the model's quality. Without it, the choice is
+        `best_member`: the best monitored metric at the last boundary, on
+        the split PBT ranked on at every boundary, so its score is
+        optimistic.
 
         Args:
             validation_data: optional `(x, y)` or a `tf.data.Dataset` to
@@ -75,35 +77,62 @@ class PopulationResults:
             batch_size: for evaluating arrays. Defaults to 32.
 
         Returns:
-            A `keras.Model`.
+            A `keras_pbt.FinalChoice` with `model`, `member_id`, `hparams`,
+            `score`, `metric`, `split`, `loss`, `scores` and `schedule`.
 
         Example:
 
         ```python
         pop.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20)
-        model = pop.best_model(validation_data=(x_select, y_select))
+        final = pop.choose(validation_data=(x_select, y_select))
+        print(final.member_id, final.metric, final.score, final.hparams)
+        final.model.evaluate(x_test, y_test)
         ```
         """
         if validation_data is None:
-            return self.best_member.model
+            best = self.best_member
+            histories = self.store.histories()
+            scores = {m.id: histories[m.id][-1].metric for m in self.members
+                      if histories.get(m.id)}
+            return self._choice(best, scores, self.monitor, "last boundary", None)
         if isinstance(validation_data, tf.data.Dataset):
-            scores = self.evaluate(validation_data, batch_size=batch_size)
+            evaluated = self.evaluate(validation_data, batch_size=batch_size)
         elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            scores = self.evaluate(*validation_data, batch_size=batch_size)
+            evaluated = self.evaluate(*validation_data, batch_size=batch_size)
         else:
             raise ValueError(
                 "`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
                 f"validation_data of type {type(validation_data).__name__}"
             )
         name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
-        first = next(iter(scores.values()))
+        first = next(iter(evaluated.values()))
         if name not in first:
             raise ValueError(
                 f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
-        best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
-        return next(m for m in self.members if m.id == best).model
+        scores = {mid: s[name] for mid, s in evaluated.items()}
+        losses = {mid: s["loss"] for mid, s in evaluated.items() if "loss" in s}
+        best_id = final_lib.choose_member(scores, self.mode, losses)
+        best = next(m for m in self.members if m.id == best_id)
+        return self._choice(best, scores, name, "validation_data", losses.get(best_id))
+
+    def _choice(self, member, scores, metric, split, loss):
+        return final_lib.FinalChoice(
+            model=member.model, member_id=member.id, hparams=member.hparams,
+            score=scores[member.id], metric=metric, split=split, loss=loss, scores=dict(scores),
+            schedule=tuple(schedule_lib.ancestry_schedule(self.lineage, member.id)))
+
+    def best_model(self, validation_data=None, batch_size=None):
+        """The trained `keras.Model` of `choose(validation_data, batch_size)`.
+
+        `choose` says which member it is (`member_id`, `hparams`, `score`,
+        `schedule`); this is its `model`.
+
+        Returns:
+            A `keras.Model`.
+        """
+        return self.choose(validation_data, batch_size).model
 
     def _print_summary(self):
         best = self.best_member

@@ -12,6 +12,7 @@ from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
+from keras_pbt.tuner.final import TunerChoice
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
@@ -33,7 +34,7 @@ def _is_chief():
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
-class PBTTuner(keras_tuner.Tuner):
+class PBTTuner(TunerChoice, keras_tuner.Tuner):
     """Population-Based Training of a keras-tuner hypermodel.
 
     The same `build_model(hp)` that works with `keras_tuner.RandomSearch`
