@@ -13,6 +13,7 @@ from keras_pbt.core.explore import Explorer
 from keras_pbt.core.final import FinalChoice
 from keras_pbt.core.fire import FireSelection
 from keras_pbt.core.lineage import LineageRecord
+from keras_pbt.core.lines import KeepLines
 from keras_pbt.core.noise import FixedMargin
 from keras_pbt.core.noise import Margin
 from keras_pbt.core.noise import StandardError
@@ -74,8 +75,9 @@ _LAZY = {
 # `keras_pbt.population.devices` work as the README writes them).
 _SUBMODULES = {
     "backend": (),
-    "core": ("ancestry", "config", "errors", "explore", "final", "fire", "lineage", "noise", "pb2",
-             "policy", "ranking", "selection", "space", "stats", "validation", "wide_start"),
+    "core": ("ancestry", "config", "errors", "explore", "final", "fire", "lineage", "lines",
+             "noise", "pb2", "policy", "ranking", "selection", "space", "stats", "validation",
+             "wide_start"),
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads", "wide_start"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
@@ -120,6 +122,7 @@ __all__ = [
     "Hyperparameter",
     "InMemoryStore",
     "IntUniform",
+    "KeepLines",
     "LineageRecord",
     "LogUniform",
     "PBTPolicy",

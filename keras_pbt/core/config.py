@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Callable, Optional, Tuple
 
 from keras_pbt.core import explore as explore_lib
+from keras_pbt.core import lines as lines_lib
 from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import policy as policy_lib
@@ -51,6 +52,9 @@ class Policy:
             `keras_pbt.Margin` such as `keras_pbt.StandardError(z=1.0)`
             (z standard errors of the difference the validation split can
             measure). Defaults to `None`.
+        lines: `None` or a `keras_pbt.KeepLines`: keep at least
+            `min_lines` starting lines alive unless a parent is far better
+            than the last member of a line. Defaults to `None`.
         start: how the population starts: `None` (from `population_size`
             configurations) or a `keras_pbt.WideStart` (from more, cut to
             `population_size` by successive halving within the same
@@ -72,6 +76,7 @@ class Policy:
     explore: Any = "perturb"
     copy_optimizer_state: bool = True
     margin: Any = None
+    lines: Any = None
     start: Any = None
 
     def __post_init__(self):
@@ -89,6 +94,9 @@ class Policy:
             raise TypeError("`copy_optimizer_state` must be True or False. "
                             f"Received: copy_optimizer_state={self.copy_optimizer_state!r}")
         noise_lib.get_margin(self.margin)
+        if self.lines is not None and not isinstance(self.lines, lines_lib.KeepLines):
+            raise ValueError("`lines` must be None or a keras_pbt.KeepLines. "
+                             f"Received: lines={self.lines!r}")
         if self.start is not None and not isinstance(self.start, wide_lib.WideStart):
             raise ValueError("`start` must be None or a keras_pbt.WideStart. "
                              f"Received: start={self.start!r}")
@@ -110,7 +118,7 @@ class Policy:
         engine = policy_lib.PBTPolicy(
             space, mode, self.selection, self.quantile, self.factors, self.resample_probability,
             self.explore_fn, seed=seed, ranking=self.ranking, explore=self.explore,
-            margin=self.margin)
+            margin=self.margin, lines=self.lines)
         engine.config = self
         return engine
 
@@ -188,4 +196,6 @@ def unsupported_by_tuner(policy):
         out["copy_optimizer_state"] = policy.copy_optimizer_state
     if policy.start is not None:
         out["start"] = policy.start
+    if policy.lines is not None:
+        out["lines"] = policy.lines
     return out

@@ -14,6 +14,7 @@ import numpy as np
 from keras_pbt.core import explore as explore_lib
 from keras_pbt.core import fire as fire_lib
 from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.core import lines as lines_lib
 from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import ranking as ranking_lib
@@ -115,6 +116,9 @@ class PBTPolicy:
             difference) or a `Margin` such as `StandardError(z=1.0)` (the
             noise of the validation split). Selections that do not compare
             metrics (FIRE's improvement group) ignore it. Defaults to `None`.
+        lines: `None` or a `KeepLines`: the last member of a line is
+            replaced only by a parent far better than it while few lines
+            are alive. Defaults to `None`.
 
     Example:
 
@@ -129,7 +133,8 @@ class PBTPolicy:
 
     def __init__(self, space, mode="max", selection="truncation", quantile=0.2,
                  factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
-                 seed=None, ranking="last", explore="perturb", margin=None):
+                 seed=None, ranking="last", explore="perturb", margin=None,
+                 lines=None):
         self.space = space_lib.validate_space(space)
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
@@ -148,6 +153,9 @@ class PBTPolicy:
         self.explorer = explorer or explore_lib.Explorer(factors, resample_probability, explore_fn)
         self.seed = check_seed(seed)
         self.margin = noise_lib.get_margin(margin)
+        if lines is not None and not isinstance(lines, lines_lib.KeepLines):
+            raise ValueError(f"`lines` must be None or a KeepLines. Received: lines={lines!r}")
+        self.lines = lines
         self.config = None  # the `keras_pbt.Policy` it was made from, if any
 
     @property
@@ -240,7 +248,11 @@ class PBTPolicy:
         return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
 
     def _beyond_margin(self, me, reports, available):
-        """`available` narrowed to the members better than `me` by more than the margin."""
+        """`available` narrowed to the members better than `me` by more than the
+        margin, and to those `lines` lets it copy."""
+        if self.lines is not None and self.lines.protects(me, reports):
+            allowed = self.lines.parents(me, reports, self.mode)
+            available = allowed if available is None else allowed & set(available)
         if not getattr(self.selection, "compares_metrics", True):
             return available
         if isinstance(self.margin, noise_lib.FixedMargin) and self.margin.delta == 0:
@@ -259,7 +271,9 @@ class PBTPolicy:
             # the generator, so the member's own draws are unchanged.
             if narrowed is not available and self.selection.choose_parent(
                     me.member, ranked, self.mode, copy.deepcopy(rng), available) is not None:
-                reason = f"no better member beyond the margin ({self.margin!r})"
+                reason = (f"the last of its line ({self.lines!r})"
+                          if self.lines is not None and self.lines.protects(me, reports)
+                          else f"no better member beyond the margin ({self.margin!r})")
             return Decision(me.member, "keep", before, before, me.metric, reason=reason)
         parent = next(r for r in reports if r.member == parent.member)  # its raw metric
         new, ops = self.explore(parent.hparams, rng, history)

@@ -47,6 +47,8 @@ class Report:
             `None` when unknown (for a noise-aware margin, `keras_pbt.StandardError`).
         spread: the per-example standard deviation of the metric on them
             (`sqrt(p * (1 - p))` for an accuracy `p`), or `None` when unknown.
+        root: the member's line: the starting configuration whose weights it
+            carries (`keras_pbt.core.lines`), or `None` when unknown.
     """
 
     member: Any
@@ -60,6 +62,7 @@ class Report:
     start_metric: Optional[float] = None
     count: Optional[int] = None
     spread: Optional[float] = None
+    root: Any = None
 
     def window(self):
         """The metrics to judge the member by: `recent`, or `(metric,)`."""

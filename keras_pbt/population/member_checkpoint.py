@@ -21,7 +21,7 @@ from keras_pbt.storage.store import Snapshot
 
 # The callback's state is saved under these keys of a member's metadata.
 _STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent",
-               "recent_steps", "start_metric")
+               "recent_steps", "start_metric", "root")
 
 
 def header(population):

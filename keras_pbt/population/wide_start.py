@@ -240,7 +240,7 @@ class WideStartRun:
         state = cb.get_state()
         state.update(hparams=dict(survivor.hparams), epochs=self.plan.start_epochs,
                      initialised=True, interval=0, recent=[], recent_steps=[],
-                     start_metric=survivor.metric)
+                     start_metric=survivor.metric, root=survivor.id)
         if survivor.id == member.id:
             state.update(steps=survivor.steps)
         else:

@@ -203,6 +203,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         # (`Population.fit` sets it from `validation_data`): a noise-aware
         # margin (`keras_pbt.StandardError`) needs it.
         self.validation_size = None
+        self.root = member_id  # the line: whose starting weights it carries
         # Latest metrics since the last exploit, for strategies that judge
         # several evaluations (Report.recent).
         self._recent = collections.deque(maxlen=self.policy.history_length)
@@ -378,7 +379,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             recent=tuple(self._recent) if many else (),
             recent_steps=tuple(self._recent_steps) if many else (),
             start_metric=self._start_metric, count=self.validation_size,
-            spread=noise_lib.proportion_spread(self.monitor, metric),
+            spread=noise_lib.proportion_spread(self.monitor, metric), root=self.root,
         )
         self.store.report(report)
         # The pure policy decides; this glue only gathers, publishes and acts.
@@ -416,6 +417,8 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             else:
                 snapshot_lib.restore(self.model, snap, self.copy_optimizer_state)
                 self._applier.apply(decision.hparams)
+                self.root = next((r.root for r in plan.reports if r.member == decision.parent),
+                                 None) or decision.parent
                 self._iterations_mark = self._read_iterations()
                 copied_step = snap.step
                 self.exploits += 1

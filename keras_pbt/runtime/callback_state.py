@@ -24,8 +24,8 @@ class MemberState:
             (boundaries passed), `exploits`, `initialised` (its `init`
             record is written), `rng` (its generator's state), `recent`
             (metrics since the last exploit), `recent_steps` (their steps),
-            `start_metric` (the metric the current interval started from)
-            and `seed`.
+            `start_metric` (the metric the current interval started from),
+            `seed` and `root` (its line: whose starting weights it carries).
         """
         if getattr(self, "_iterations_mark", None) is not None and self.model is not None:
             self._sync_steps()
@@ -36,7 +36,7 @@ class MemberState:
             "rng": self._rng.bit_generator.state, "recent": [float(v) for v in self._recent],
             "recent_steps": [int(v) for v in self._recent_steps],
             "start_metric": None if self._start_metric is None else float(self._start_metric),
-            "seed": int(self.policy.seed),
+            "seed": int(self.policy.seed), "root": self.root,
         }
 
     def set_state(self, state):
@@ -47,7 +47,7 @@ class MemberState:
                 its hyperparameters are not exactly those of `space`.
         """
         # Checkpoints written before these keys existed resume without them.
-        optional = {"recent_steps", "start_metric"}
+        optional = {"recent_steps", "start_metric", "root"}
         missing = sorted(set(self.get_state()) - set(state) - optional)
         if missing:
             raise ValueError(f"`state` lacks {missing}. Received: state={state!r}")
@@ -68,6 +68,7 @@ class MemberState:
         self._recent_steps.extend(int(v) for v in state.get("recent_steps", ()))
         start = state.get("start_metric")
         self._start_metric = None if start is None else float(start)
+        self.root = state.get("root", self.member_id)
 
     def restart(self, snapshot, reason, from_member=True):
         """After a fault: restores `snapshot` (another member's, or with
@@ -84,6 +85,7 @@ class MemberState:
             reason=reason, time=time.time(),
         )
         self.hparams = dict(new)
+        self.root = snapshot.member if from_member else self.member_id
         self._record(record, metric=None)
         return record
 
