@@ -80,7 +80,8 @@ _SUBMODULES = {
              "wide_start"),
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads", "wide_start"),
-    "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
+    "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "spread",
+                "tunable"),
     "storage": ("checkpoint", "events", "store", "summary"),
     "tuner": ("convert",),
 }

@@ -164,6 +164,12 @@ class PBTPolicy:
         return max(self.selection.history_length, self.ranking.history_length)
 
     @property
+    def needs_spread(self):
+        """Whether a margin reads `Report.spread` (a `StandardError`)."""
+        margins = [self.margin] + ([self.lines.margin] if self.lines is not None else [])
+        return any(isinstance(m, noise_lib.StandardError) for m in margins)
+
+    @property
     def uses_history(self):
         """Whether `decide` needs `history` (every report so far): PB2 does."""
         return bool(getattr(self.explorer, "uses_history", False))

@@ -22,6 +22,7 @@ from keras_pbt.population import member_checkpoint
 from keras_pbt.core import config as policy_config
 from keras_pbt.population import checks as population_checks
 from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.runtime import spread as spread_lib
 from keras_pbt.core import space as space_lib
 from keras_pbt.population import threads as threads_lib
 from keras_pbt.population import wide_start as wide_lib_run
@@ -205,11 +206,14 @@ class Population(PopulationResults):
                 f"`setters` names {unknown}, which are not in `space` ({sorted(space)}). "
                 f"Received: setters={self._setters!r}"
             )
+        # The wide start is the population's; each member's callback runs the rest.
+        member_policy = (self.policy_config if start is None
+                         else dataclasses.replace(self.policy_config, start=None))
         callbacks = [
             PBTCallback(
                 self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
                 interval_steps=interval_steps, burn_in=burn_in, mode=mode,
-                policy=dataclasses.replace(self.policy_config, start=None), hparams=hp,
+                policy=member_policy, hparams=hp,
                 synchronous=synchronous,
                 sync_timeout=sync_timeout,
                 on_timeout=on_timeout, seed=self.seed, logdir=logdir,
@@ -346,9 +350,12 @@ class Population(PopulationResults):
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
             x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs)
         for member in self.members:
-            # The split size a noise-aware margin measures differences against.
+            # The split size a noise-aware margin measures differences against,
+            # and a loss's per-example spread on it.
             member.callback.validation_size = data_lib.validation_size(validation_data,
                                                                        given_vsteps)
+            member.callback.validation_spread = spread_lib.for_validation_data(
+                validation_data, self.monitor) if given_vsteps is None else None
         self._stop.clear()
         self.store.reopen()
         self._fatal = None

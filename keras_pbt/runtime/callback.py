@@ -203,6 +203,10 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         # (`Population.fit` sets it from `validation_data`): a noise-aware
         # margin (`keras_pbt.StandardError`) needs it.
         self.validation_size = None
+        # `fn(model) -> per-example spread` of a monitored loss on the
+        # validation data (`Population.fit` sets it), read at a boundary
+        # only when the policy's margin needs it.
+        self.validation_spread = None
         self.root = member_id  # the line: whose starting weights it carries
         # Latest metrics since the last exploit, for strategies that judge
         # several evaluations (Report.recent).
@@ -379,7 +383,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
             recent=tuple(self._recent) if many else (),
             recent_steps=tuple(self._recent_steps) if many else (),
             start_metric=self._start_metric, count=self.validation_size,
-            spread=noise_lib.proportion_spread(self.monitor, metric), root=self.root,
+            spread=self._spread(metric), root=self.root,
         )
         self.store.report(report)
         # The pure policy decides; this glue only gathers, publishes and acts.
@@ -434,6 +438,12 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
                         flush=True,
                     )
         self._finish(decision, step, interval, copied_step)
+
+    def _spread(self, metric):
+        spread = noise_lib.proportion_spread(self.monitor, metric)
+        if spread is None and self.validation_spread is not None and self.policy.needs_spread:
+            spread = self.validation_spread(self.model)
+        return spread
 
     def _progress(self):
         # Burn-in counts the member's whole training, across fit calls.
