@@ -106,10 +106,19 @@ class Arm:
 
 
 ARMS = {
-    "pbt": Arm(note="the defaults: truncation 0.2, last value, perturb x0.8/x1.2, resample 0.25"),
+    "pbt": Arm(note="the defaults: truncation 0.2, last value, perturb x0.8/x1.2, resample "
+                    "0.25, exploit beyond 1 standard error of the split"),
     "pbt-mean": Arm(policy=keras_pbt.Policy(ranking="mean"), note="ranked by the mean of the "
                     "latest 3 reports"),
     "pbt-fire": Arm(policy=keras_pbt.Policy(selection="fire"),
                     note="half the population ranked by improvement rate"),
     "pb2": Arm(policy=keras_pbt.Policy(explore="pb2"), note="explore by PB2's GP bandit"),
+    "pbt-paper": Arm(policy=keras_pbt.Policy(margin=None),
+                     note="the paper's exploit rule: any strictly better member (no margin)"),
+    "pbt-wide": Arm(policy=keras_pbt.Policy(start=keras_pbt.WideStart(4)), configs=32,
+                    note="wide start: random search 4x's 32 configurations for 1 epoch, cut "
+                         "to 8, then the defaults (1x compute: each device trains the task's "
+                         "epochs)"),
+    "pbt-lines": Arm(policy=keras_pbt.Policy(lines=keras_pbt.KeepLines()),
+                     note="the defaults, keeping 2 lines unless 3 standard errors better"),
 }

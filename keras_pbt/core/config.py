@@ -47,11 +47,15 @@ class Policy:
         copy_optimizer_state: on exploit, copy the parent's optimizer state
             (True) or reset it (False). Defaults to `True`.
         margin: how much better a parent must be for a loser to copy it:
-            `None` or `0` (any strictly better parent, the paper's rule), a
-            number (a fixed difference in the metric's units) or a
-            `keras_pbt.Margin` such as `keras_pbt.StandardError(z=1.0)`
+            a `keras_pbt.Margin` such as `keras_pbt.StandardError(z=1.0)`
             (z standard errors of the difference the validation split can
-            measure). Defaults to `None`.
+            measure: the population knows the split's size; a bare
+            `PBTCallback` needs its `validation_size` set), a number (a
+            fixed difference in the metric's units), or `None` / `0` (any
+            strictly better parent, the paper's rule). Measured on
+            MNIST-1D (docs/search-quality.md), the standard error keeps
+            decisions every epoch from copying noise. Defaults to
+            `StandardError(1.0)`.
         lines: `None` or a `keras_pbt.KeepLines`: keep at least
             `min_lines` starting lines alive unless a parent is far better
             than the last member of a line. Defaults to `None`.
@@ -75,7 +79,7 @@ class Policy:
     explore_fn: Optional[Callable] = None
     explore: Any = "perturb"
     copy_optimizer_state: bool = True
-    margin: Any = None
+    margin: Any = noise_lib.StandardError(1.0)
     lines: Any = None
     start: Any = None
 

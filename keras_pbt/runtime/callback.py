@@ -38,6 +38,12 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
     Run one `fit` per member, in threads of one process, each with its own
     `PBTCallback` on the same store (or use `keras_pbt.Population`).
 
+    The default policy copies a member only when it is better by more than
+    the validation split can measure (`keras_pbt.StandardError`); that
+    needs the split's size, which Keras does not tell a callback: set
+    `cb.validation_size = len(y_val)` before `fit` (`Population` does it).
+    Without it, any strictly better member is copied.
+
     Args:
         store: the `PopulationStore` shared by the population
             (e.g. `keras_pbt.InMemoryStore()`).
