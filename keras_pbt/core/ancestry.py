@@ -31,11 +31,11 @@ from typing import Any, Dict, Optional
 
 from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.core import selection as selection_lib
+from keras_pbt.core.validation import check_mode
 
 # Records after which a member trains with new hyperparameters (and, for an
 # exploit or restart, new weights).
 CHANGES = ("init", "exploit", "restart")
-MODES = ("min", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,7 @@ def rank_members(metrics, mode):
     >>> rank_members({0: 0.5, 1: 0.9, 2: float("nan"), 3: 0.9, 4: None}, "max")
     [1, 3, 0, 2]
     """
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+    check_mode(mode)
     sign = -1.0 if mode == "max" else 1.0
 
     def key(item):
@@ -157,14 +156,31 @@ def best_member(lineage, mode=None):
     metrics = latest_metrics(records)
     if not metrics:
         raise ValueError("No lineage record has a metric: cannot tell the best member.")
-    if mode is None:
-        modes = {r.mode for r in records if r.metric is not None and r.mode}
-        if len(modes) != 1:
-            raise ValueError(
-                f"Pass mode='min' or mode='max': the records give modes {sorted(modes)}."
-            )
-        mode = modes.pop()
-    return rank_members(metrics, mode)[0]
+    return rank_members(metrics, records_mode(records) if mode is None else mode)[0]
+
+
+def records_mode(lineage):
+    """The metric's direction written in a run's records: the one mode they
+    all give (records without a mode are skipped).
+
+    Args:
+        lineage: `LineageRecord`s of one run.
+
+    Returns:
+        `"min"` or `"max"`.
+
+    Raises:
+        ValueError: the records give no mode, or several.
+
+    Example:
+
+    >>> records_mode([LineageRecord(0, 10, "keep", {}, metric=0.5, mode="min")])
+    'min'
+    """
+    modes = {r.mode for r in lineage if r.mode}
+    if len(modes) != 1:
+        raise ValueError(f"Pass mode='min' or mode='max': the records give modes {sorted(modes)}.")
+    return check_mode(modes.pop())
 
 
 def _sorted(lineage):

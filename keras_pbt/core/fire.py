@@ -76,9 +76,15 @@ class FireSelection(selection_lib.Selection):
         return ordered[:cut], ordered[cut:]
 
     def _improvement_order(self, reports, mode):
-        """Scored members of the improvement group, best slope first."""
-        rate = ranking_lib.ImprovementRate(self.window, mode)
-        scored = [(rate.score(r), r) for r in reports if selection_lib.is_finite(r.metric)]
+        """Scored members of the improvement group, best slope first, and
+        `rate(report)`: a slope signed so that larger is better in `mode`."""
+        slope = ranking_lib.ImprovementRate(self.window).score
+        sign = 1.0 if mode == "max" else -1.0
+
+        def rate(report):
+            return sign * slope(report)
+
+        scored = [(rate(r), r) for r in reports if selection_lib.is_finite(r.metric)]
         scored = [(s, r) for s, r in scored if not math.isnan(s)]
         # Stable on the tie-broken metric ranking the reports arrive in.
         return [r for s, r in sorted(scored, key=lambda sr: -sr[0])], rate
@@ -116,6 +122,6 @@ class FireSelection(selection_lib.Selection):
         k = selection_lib.quantile_count(len(order), self.quantile)
         if member not in {r.member for r in order[len(order) - k:]}:
             return None
-        mine = rate.score(me)
-        top = [r for r in order[:k] if can_copy(r) and rate.score(r) > mine]
+        mine = rate(me)
+        top = [r for r in order[:k] if can_copy(r) and rate(r) > mine]
         return top[int(rng.integers(len(top)))] if top else None

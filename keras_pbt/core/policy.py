@@ -18,6 +18,7 @@ from keras_pbt.core import ranking as ranking_lib
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.core import space as space_lib
+from keras_pbt.core.validation import check_mode
 from keras_pbt.core.validation import check_seed
 
 
@@ -124,9 +125,7 @@ class PBTPolicy:
                  factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
                  seed=None, ranking="last", explore="perturb"):
         self.space = space_lib.validate_space(space)
-        if mode not in ("min", "max"):
-            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
-        self.mode = mode
+        self.mode = check_mode(mode)
         quantile = selection_lib.check_quantile(quantile)
         if selection == "fire":
             selection = fire_lib.FireSelection()

@@ -17,6 +17,7 @@ from keras_pbt.core.stats import betainc  # noqa: F401 - re-exported
 from keras_pbt.core.stats import student_t_sf  # noqa: F401 - re-exported
 from keras_pbt.core.stats import welch_ttest
 from keras_pbt.core.validation import check_int
+from keras_pbt.core.validation import check_mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +84,7 @@ def resolve_mode(mode, monitor):
         ValueError: naming `mode` when it is unknown, or when `"auto"` cannot
             tell the direction of `monitor`.
     """
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(
-            f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}"
-        )
-    if mode != "auto":
+    if check_mode(mode, allow_auto=True) != "auto":
         return mode
     name = str(monitor).lower()
     if name.startswith("val_"):

@@ -51,3 +51,35 @@ def new_seed():
 def check_seed(seed):
     """Returns `seed` as an int (a fresh one for `None`); it must be a non-negative int."""
     return new_seed() if seed is None else check_int("seed", seed, minimum=0)
+
+
+MODES = ("min", "max")
+
+
+def check_mode(mode, allow_auto=False):
+    """Returns `mode`, checking it is `"min"` or `"max"` (or `"auto"` when allowed).
+
+    The one check of a metric's direction: the policy, the best-member rule
+    and `resolve_mode` call it.
+
+    Args:
+        mode: the value received.
+        allow_auto: if True, `"auto"` passes too (a front door's `mode=`,
+            resolved later by `keras_pbt.core.selection.resolve_mode`).
+
+    Returns:
+        `mode`.
+
+    Raises:
+        ValueError: `"`mode` must be 'min' or 'max'. Received: mode='up'"`.
+
+    Example:
+
+    >>> check_mode("min")
+    'min'
+    """
+    allowed = ("auto",) + MODES if allow_auto else MODES
+    if not isinstance(mode, str) or mode not in allowed:
+        names = " or ".join(repr(m) for m in allowed) if len(allowed) == 2 else "'auto', 'min' or 'max'"
+        raise ValueError(f"`mode` must be {names}. Received: mode={mode!r}")
+    return mode

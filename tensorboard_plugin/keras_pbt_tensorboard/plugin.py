@@ -124,7 +124,7 @@ def best_of(records, mode=None):
     except ValueError as e:
         return None, str(e)
     if mode is None:
-        mode = next(r.mode for r in records if r.metric is not None and r.mode)
+        mode = schedule_lib.records_mode(records)
     best = {
         "member": member,
         "metric": metrics[member],
@@ -284,7 +284,10 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
             })
             m["records"] += 1
         monitor = next((r["monitor"] for r in reversed(rows) if r.get("monitor")), "")
-        mode = next((r["mode"] for r in reversed(rows) if r.get("mode")), "")
+        try:
+            mode = schedule_lib.records_mode(parsed_records)
+        except ValueError:  # no metric yet, or records of several modes
+            mode = ""
         best, best_error = best_of(parsed_records, mode or None)
         for m in members.values():
             m["metric"] = lineage_lib.encode(m["metric"])
