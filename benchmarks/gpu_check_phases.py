@@ -92,7 +92,7 @@ def _population(ctx, cross):
                 callbacks=lambda mid: _rate_callback(rates, mid, steps))
     finally:
         devices_lib.member_strategy = original
-    failures = {m.id: [str(e) for e in m.failures] for m in pop.members if m.failures}
+    failures = {m.member_id: [str(e) for e in m.failures] for m in pop.members if m.failures}
     losses = [v for m in pop.members for v in m.history.get("loss", [])]
     ok = not failures and len(losses) == 4 * epochs and np.all(np.isfinite(losses))
     slices = sorted({tuple(m.devices) for m in pop.members})
@@ -322,8 +322,8 @@ def phase_memory(ctx):
     def counting_publish(snap):
         publish(snap)
         published.append(weakref.ref(snap))
-        alive = sum(1 for r in published if r() is not None and r().member == snap.member)
-        most[snap.member] = max(most.get(snap.member, 0), alive)
+        alive = sum(1 for r in published if r() is not None and r().member_id == snap.member_id)
+        most[snap.member_id] = max(most.get(snap.member_id, 0), alive)
 
     pop.store.publish = counting_publish
     peak, done = [base], threading.Event()
@@ -342,7 +342,7 @@ def phase_memory(ctx):
     gc.collect()
     alive = [r() for r in published if r() is not None]
     in_store = {m: pop.store.snapshot(m) for m in pop.store.snapshot_members()}
-    leftover = [s for s in alive if in_store.get(s.member) is not s]
+    leftover = [s for s in alive if in_store.get(s.member_id) is not s]
     ok = bool(published) and not leftover and not sampler.is_alive()
     detail = (f"8 members, state {state / 1e6:.1f} MB; host peak +{(peak[0] - base) / 1e6:.1f} MB "
               f"= {(peak[0] - base) / state:.2f}x state; published {len(published)}, most alive per "

@@ -100,12 +100,12 @@ def pbt_run(task, seed, run, data, fresh=False):
     pop.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
             batch_size=task.batch_size, validation_freq=task.interval)
     elapsed = time.perf_counter() - start
-    members = {m.id: search_tasks.scores(m.model, data) for m in pop.members}
+    members = {m.member_id: search_tasks.scores(m.model, data) for m in pop.members}
     chosen = pop.best_model(validation_data=data["select"], batch_size=500)
     out = {
         "members": {str(k): v for k, v in members.items()},
-        "last": str(pop.best_member.id),
-        "select": str(next(m.id for m in pop.members if m.model is chosen)),
+        "last": str(pop.best_member.member_id),
+        "select": str(next(m.member_id for m in pop.members if m.model is chosen)),
         "exploits": sum(r.action == "exploit" for r in pop.lineage),
         "time": elapsed,
         **search_report.lineage_summary(pop.lineage, SIZE, task.epochs // task.interval),

@@ -35,17 +35,17 @@ def lineage_summary(lineage, size, intervals):
     by_interval = {}
     for r in lineage:
         if r.action == "init":
-            hparams[r.member] = dict(r.hparams)
+            hparams[r.member_id] = dict(r.hparams)
         elif r.interval:
             by_interval.setdefault(r.interval, []).append(r)
     for k in range(1, intervals + 1):
         old = dict(roots)
         for r in by_interval.get(k, []):
             if r.action in ("exploit", "restart") and r.parent is not None:
-                roots[r.member] = old[r.parent]
-                if replaced[r.member] is None:
-                    replaced[r.member] = k
-            hparams[r.member] = dict(r.hparams)
+                roots[r.member_id] = old[r.parent]
+                if replaced[r.member_id] is None:
+                    replaced[r.member_id] = k
+            hparams[r.member_id] = dict(r.hparams)
         per_interval.append({"roots": [roots[m] for m in range(size)],
                              "hparams": [dict(hparams[m]) for m in range(size)]})
     return {"per_interval": per_interval, "replaced": replaced}

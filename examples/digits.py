@@ -80,13 +80,13 @@ def main(argv=None):
     pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
     elapsed = time.monotonic() - start
     best = pop.best_member
-    print(f"\nBest member: {best.id} with val_accuracy={best.last_metric:.4f} "
+    print(f"\nBest member: {best.member_id} with val_accuracy={best.last_metric:.4f} "
           f"after {args.epochs} epochs ({elapsed:.1f} s)")
     print("Its hyperparameter schedule (step: learning_rate, momentum; taken from):")
-    for entry in keras_pbt.ancestry(pop.lineage, best.id):
+    for entry in keras_pbt.ancestry(pop.lineage, best.member_id):
         hp = entry.hparams
         print(f"  step {entry.step:>5}: learning_rate={hp['learning_rate']:.4g} "
-              f"momentum={hp['momentum']:.3f}   ({entry.action} in member {entry.member})")
+              f"momentum={hp['momentum']:.3f}   ({entry.action} in member {entry.member_id})")
     print(f"\nOpen TensorBoard: tensorboard --logdir {args.logdir} --host 127.0.0.1")
     return pop
 

@@ -271,7 +271,7 @@ def run(args, pbt, initial_hparams, data, val):
     scores = {}
     for member in pop.members:
         samples = keras.ops.convert_to_numpy(member.model.generate(2500))
-        scores[member.id] = (quality(samples, target), samples)
+        scores[member.member_id] = (quality(samples, target), samples)
     return pop, scores, elapsed
 
 
@@ -351,7 +351,7 @@ def main(argv=None):
     print(f"\nSchedule of PBT's best member {best} (step: hyperparameters; from member):")
     for entry in keras_pbt.ancestry(pop.lineage, best):
         hp = ", ".join(f"{k}={v:.3g}" for k, v in entry.hparams.items())
-        print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member})")
+        print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member_id})")
     if args.png:
         write_png(args.png, [
             (f"PBT best: MMD {results['PBT'][1]['mmd']:.3f}, {results['PBT'][1]['modes']}/8 modes, "

@@ -89,7 +89,7 @@ def test_jax_step_interval_exploit_lands_in_the_middle_of_an_epoch():
 
     fit_in_threads([(m, dict(x=X, y=Y, epochs=1, batch_size=32, verbose=0, callbacks=[cb]))
                     for m, cb in zip((good, bad), cbs)])
-    copied = [r for r in store.lineage() if r.action == "exploit" and r.member == 1]
+    copied = [r for r in store.lineage() if r.action == "exploit" and r.member_id == 1]
     assert copied and all(r.step % 5 for r in copied)  # 5 steps per epoch: mid-epoch boundaries
     assert cbs[1].steps == 5
     snap = snapshot_lib.capture(bad, 1, cbs[1].steps)

@@ -253,7 +253,7 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
         assert scalars["pbt/hparams/momentum"] == [0, 4, 8, 12, 16]
         assert [r.action for r in plugin_records][0] == "init"
         written += plugin_records
-    key = lambda r: (str(r.member), r.step, r.action)  # noqa: E731
+    key = lambda r: (str(r.member_id), r.step, r.action)  # noqa: E731
     assert sorted(map(key, written)) == sorted(map(key, store.lineage()))
     assert sum(r.action == "exploit" for r in written) == sum(cb.exploits for cb in cbs) > 0
 
@@ -270,9 +270,9 @@ def test_paper_toy_example():
 def test_second_write_at_one_step_carries_the_steps_earlier_records(tmp_path):
     # TensorBoard's default data server keeps one tensor per step and tag.
     writer = keras_pbt.MemberSummaryWriter(str(tmp_path), 0)
-    keep = keras_pbt.LineageRecord(member=0, step=8, action="keep", hparams={"lr": 0.1}, interval=1)
-    restart = keras_pbt.LineageRecord(member=0, step=8, action="restart", hparams={"lr": 0.2}, parent=1)
-    later = keras_pbt.LineageRecord(member=0, step=16, action="keep", hparams={"lr": 0.2}, interval=2)
+    keep = keras_pbt.LineageRecord(member_id=0, step=8, action="keep", hparams={"lr": 0.1}, interval=1)
+    restart = keras_pbt.LineageRecord(member_id=0, step=8, action="restart", hparams={"lr": 0.2}, parent=1)
+    later = keras_pbt.LineageRecord(member_id=0, step=16, action="keep", hparams={"lr": 0.2}, interval=2)
     writer.write(8, records=[keep])
     writer.write(8, records=[restart])
     writer.write(16, records=[later])

@@ -40,10 +40,10 @@ SCRIPT = textwrap.dedent("""
             checkpoint_dir={directory!r})
     print("RESULT " + json.dumps({{
         "resumed_from": pop.resumed_from,
-        "lineage": [[r.member, r.interval, r.step, r.action] for r in pop.lineage],
+        "lineage": [[r.member_id, r.interval, r.step, r.action] for r in pop.lineage],
         "history": {{m: len(h["val_accuracy"]) for m, h in pop.history.items()}},
-        "steps": {{m.id: m.callback.steps for m in pop.members}},
-        "best": pop.best_member.id,
+        "steps": {{m.member_id: m.callback.steps for m in pop.members}},
+        "best": pop.best_member.member_id,
     }}), flush=True)
 """)
 
@@ -191,13 +191,13 @@ def test_resume_in_a_new_population_continues_exactly(checkpointed, copy_of):
             np.testing.assert_array_equal(va.numpy(), vb.numpy())
         assert b.hparams == a.hparams and b.callback.get_state()["rng"] == a.callback.get_state()["rng"]
         assert b.history == a.history
-    key = lambda r: (r.member, r.interval, r.action, r.step, r.parent)  # noqa: E731
+    key = lambda r: (r.member_id, r.interval, r.action, r.step, r.parent)  # noqa: E731
     assert sorted(map(key, fresh.lineage)) == sorted(map(key, pop.lineage))
     # Training on continues the counters and the lineage.
     fresh.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(copy_of))
     for m in fresh.members:
         assert m.callback.epochs == 5 and m.callback.steps == 40
-        assert [r.interval for r in fresh.lineage if r.member == m.id] == [0, 1, 2, 3, 4, 5]
+        assert [r.interval for r in fresh.lineage if r.member_id == m.member_id] == [0, 1, 2, 3, 4, 5]
         assert len(m.history["val_accuracy"]) == 5
     assert _committed_epoch(copy_of) == 5
 
@@ -337,7 +337,7 @@ def test_checkpoint_dir_that_is_a_file_is_rejected(tmp_path):
 
 
 def _lineage_intervals(pop):
-    return {m.id: [r.interval for r in pop.lineage if r.member == m.id] for m in pop.members}
+    return {m.member_id: [r.interval for r in pop.lineage if r.member_id == m.member_id] for m in pop.members}
 
 
 def test_asynchronous_population_checkpoints_at_its_boundary_epochs(tmp_path):
@@ -360,14 +360,14 @@ def test_step_intervals_checkpoint_at_every_epoch_end(tmp_path):
     pop = _population(**kwargs)
     pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     assert _committed_epoch(tmp_path) == 2
-    steps_before = [r.step for r in pop.lineage if r.member == 0]
+    steps_before = [r.step for r in pop.lineage if r.member_id == 0]
     resumed = _population(**kwargs)
     resumed.fit(X, Y, epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
     assert resumed.resumed_from == 2
-    steps = [r.step for r in resumed.lineage if r.member == 0]
+    steps = [r.step for r in resumed.lineage if r.member_id == 0]
     assert steps[: len(steps_before)] == steps_before
     assert steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
-    assert [r.interval for r in resumed.lineage if r.member == 0] == list(range(9))
+    assert [r.interval for r in resumed.lineage if r.member_id == 0] == list(range(9))
 
 
 def test_a_population_that_trained_in_memory_is_never_rolled_back(tmp_path):

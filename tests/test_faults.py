@@ -23,7 +23,7 @@ def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkp
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path),
             callbacks=lambda mid: [failing] if mid == 1 else [])
     restarts = [r for r in pop.lineage if r.action == "restart"]
-    assert [(r.member, r.reason) for r in restarts] == [(1, "RuntimeError: injected fault")]
+    assert [(r.member_id, r.reason) for r in restarts] == [(1, "RuntimeError: injected fault")]
     assert all(m.callback.epochs == 4 for m in pop.members)
     # One history entry per epoch, even for the epoch that was interrupted.
     assert all(len(m.history["val_accuracy"]) == 4 for m in pop.members)
@@ -61,7 +61,7 @@ def test_non_finite_loss_ranks_last_and_the_member_copies_a_finite_one(value):
                                quantile=0.25, devices=DEVICES)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
             callbacks=lambda mid: [poison] if mid == 2 else [])
-    at_2 = [r for r in pop.lineage if r.member == 2 and r.interval == 2]
+    at_2 = [r for r in pop.lineage if r.member_id == 2 and r.interval == 2]
     assert len(at_2) == 1
     record = at_2[0]
     assert not math.isfinite(record.metric)
@@ -96,7 +96,7 @@ def test_straggler_with_on_timeout_raise_stops_with_a_clear_error():
                 callbacks=lambda mid: [straggle] if mid == "slow" else [])
     assert time.monotonic() - start < 60
     assert isinstance(info.value.cause, keras_pbt.BarrierTimeoutError)
-    assert "slow" in info.value.cause.missing and info.value.member in info.value.cause.missing
+    assert "slow" in info.value.cause.missing and info.value.member_id in info.value.cause.missing
     assert max(m.callback.epochs for m in pop.members) <= 2
 
 
@@ -108,10 +108,10 @@ def test_straggler_with_on_timeout_continue_is_left_behind_and_catches_up():
             callbacks=lambda mid: [straggle] if mid == "slow" else [])
     assert all(m.callback.epochs == 4 for m in pop.members)
     late = next(r for r in pop.store.histories()["slow"] if r.interval == 2)
-    decided = [r for r in pop.lineage if r.interval == 2 and r.member in ("a", "b")]
+    decided = [r for r in pop.lineage if r.interval == 2 and r.member_id in ("a", "b")]
     # The others decided at boundary 2 without waiting for the straggler's report.
     assert len(decided) == 2 and all(r.time < late.time for r in decided)
-    assert [r.interval for r in pop.lineage if r.member == "slow"] == [0, 1, 2, 3, 4]
+    assert [r.interval for r in pop.lineage if r.member_id == "slow"] == [0, 1, 2, 3, 4]
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_population(tmp_path, monkeypatch):

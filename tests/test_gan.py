@@ -82,7 +82,7 @@ class _AfterBoundary(keras.callbacks.Callback):
         self.member_id, self.population, self.seen = member_id, population, seen
 
     def on_epoch_end(self, epoch, logs=None):
-        member = next(m for m in self.population.members if m.id == self.member_id)
+        member = next(m for m in self.population.members if m.member_id == self.member_id)
         self.seen.setdefault(self.member_id, []).append((
             member.callback.last_decision,
             [v.numpy().copy() for v in self.model.weights],
@@ -106,7 +106,7 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
             callbacks=lambda mid: [_AfterBoundary(mid, pop, seen)])
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert len(exploits) == 1 and exploits[0].step == 4 and exploits[0].parent_step == 4
-    loser, parent = exploits[0].member, exploits[0].parent
+    loser, parent = exploits[0].member_id, exploits[0].parent
     decision, weights, opt_values = seen[loser][0]
     assert decision.is_exploit and decision.hparams == new
     snap = pop.store.snapshot(parent)
@@ -117,7 +117,7 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
     # snapshot; their learning rates are the explored ones.
     flat = [(name, i, value) for name, values in opt_values.items() for i, value in enumerate(values)]
     assert len(flat) == len(snap.optimizer)
-    model = next(m for m in pop.members if m.id == loser).model
+    model = next(m for m in pop.members if m.member_id == loser).model
     lrs = {"d_optimizer": new["d_optimizer.learning_rate"], "g_optimizer": new["g_optimizer.learning_rate"]}
     checked = set()
     for (name, i, got), want in zip(flat, snap.optimizer):

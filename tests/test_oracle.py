@@ -255,9 +255,9 @@ def test_a_member_only_copies_members_with_its_frozen_values(tmp_path):
     assert len(set(units.values())) == 2  # both species exist with this seed
     exploits = [r for r in oracle.lineage() if r.action == "exploit"]
     # Each group of equal units is ranked on its own: both groups exploit.
-    assert {units[r.member] for r in exploits} == {8, 16}
+    assert {units[r.member_id] for r in exploits} == {8, 16}
     for r in exploits:
-        assert units[r.parent] == units[r.member] == r.hparams["units"]
+        assert units[r.parent] == units[r.member_id] == r.hparams["units"]
 
 
 def test_asynchronous_oracle_does_not_wait_for_slow_members(tmp_path):
@@ -394,10 +394,10 @@ def test_inherited_hyperparameters_come_from_the_parent_and_are_never_explored(t
         if r.action == "exploit":
             assert r.hparams["units"] == units[r.parent]     # the parent's, not explored
             assert "units" not in r.ops
-            spread += r.hparams["units"] != units[r.member]
-            units[r.member] = r.hparams["units"]
+            spread += r.hparams["units"] != units[r.member_id]
+            units[r.member_id] = r.hparams["units"]
         elif r.action == "keep" and r.interval:
-            assert r.hparams["units"] == units[r.member]
+            assert r.hparams["units"] == units[r.member_id]
     assert spread > 0   # an architecture spread by selection
     assert set(units.values()) <= set(initial.values())
 
@@ -459,8 +459,8 @@ def test_best_member_and_schedule_are_keras_pbt_schedules(tmp_path):
     assert [t.hyperparameters.values["pbt/segment"] for t in ranked] == [5] * 5
     entries = oracle.schedule()
     assert entries == schedule.ancestry(lineage)
-    assert entries[-1].member == best or any(e.action == "exploit" for e in entries)
-    assert [oracle.trial_of(e) for e in entries][0] == oracle.member_trials(entries[0].member)[0]
+    assert entries[-1].member_id == best or any(e.action == "exploit" for e in entries)
+    assert [oracle.trial_of(e) for e in entries][0] == oracle.member_trials(entries[0].member_id)[0]
     assert any(e.action == "exploit" for e in entries)   # the winner's weights came through a copy
 
 

@@ -21,7 +21,7 @@ def _exploits(lineage):
 
 
 def _initial(lineage):
-    return {r.member: r.hparams for r in lineage if r.action == "init"}
+    return {r.member_id: r.hparams for r in lineage if r.action == "init"}
 
 
 @pytest.mark.parametrize("copy", [True, False])
@@ -39,7 +39,7 @@ def test_callback_follows_the_policy_object(copy):
         jobs.append((model, dict(x=X1, y=Y1, epochs=2, batch_size=2, verbose=0, callbacks=[cb])))
     assert fit_in_threads(jobs) == [None, None]
     (exploit,) = _exploits(store.lineage())
-    assert (exploit.member, exploit.parent, exploit.ops) == (1, 0, {"learning_rate": "* 2"})
+    assert (exploit.member_id, exploit.parent, exploit.ops) == (1, 0, {"learning_rate": "* 2"})
     assert exploit.hparams["learning_rate"] == pytest.approx(0.2)
     assert float(models[1].optimizer.learning_rate.numpy()) == pytest.approx(0.2)
     # Four steps per epoch: the copied optimizer counts both epochs; a reset one the last.
@@ -65,7 +65,7 @@ def test_population_follows_the_policy_object():
     assert all(m.callback.policy_config is DOUBLE for m in pop.members)
     pop.fit(X1, Y1, epochs=2, batch_size=2)
     (exploit,) = _exploits(pop.lineage)
-    assert (exploit.member, exploit.parent) == (1, 0)
+    assert (exploit.member_id, exploit.parent) == (1, 0)
     assert exploit.hparams["learning_rate"] == pytest.approx(0.2)
 
 

@@ -125,7 +125,7 @@ def test_two_concurrent_strategies_exploit_across_devices():
     assert {r.parent for r in exploits} <= {0, 1}
     # A copy between members on different devices keeps each on its own device.
     a, b = pop.members
-    snap = snapshot_lib.capture(a.model, a.id, a.callback.steps)
+    snap = snapshot_lib.capture(a.model, a.member_id, a.callback.steps)
     snapshot_lib.restore(b.model, snap)
     for va, vb, want in zip(a.model.weights, b.model.weights, snap.weights):
         np.testing.assert_array_equal(vb.numpy(), want)
@@ -139,7 +139,7 @@ def test_asynchronous_population_and_dataset_input():
     pop = keras_pbt.Population(build, SPACE, population_size=4, synchronous=False, seed=5, verbose=0,
                                quantile=0.25)
     pop.fit(data, validation_data=(XV, YV), epochs=4)
-    steps = {m.id: m.callback.steps for m in pop.members}
+    steps = {m.member_id: m.callback.steps for m in pop.members}
     assert set(steps.values()) == {4 * 8}
     assert sum(r.action == "init" for r in pop.lineage) == 4
 
@@ -147,9 +147,9 @@ def test_asynchronous_population_and_dataset_input():
 def test_best_model_is_the_member_with_the_best_final_metric():
     pop = keras_pbt.Population(build, SPACE, population_size=4, seed=1, verbose=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
-    finals = {m.id: pop.store.histories()[m.id][-1].metric for m in pop.members}
+    finals = {m.member_id: pop.store.histories()[m.member_id][-1].metric for m in pop.members}
     best_id = max(finals, key=lambda k: (finals[k], -k))
-    assert pop.best_member.id == best_id
+    assert pop.best_member.member_id == best_id
     model = pop.best_model()
     assert model is pop.members[best_id].model
     _, acc = model.evaluate(XV, YV, verbose=0)
@@ -164,7 +164,7 @@ def test_member_that_raises_is_restarted_from_a_top_member():
     restarts = [r for r in pop.lineage if r.action == "restart"]
     assert len(restarts) == 1
     r = restarts[0]
-    assert r.member == 1 and r.parent in (0, 2, 3) and "boom in member code" in r.reason
+    assert r.member_id == 1 and r.parent in (0, 2, 3) and "boom in member code" in r.reason
     assert pop.members[1].callback.epochs == 4
     assert all(m.callback.epochs == 4 for m in pop.members)
     assert len(pop.members[1].failures) == 1
@@ -181,9 +181,9 @@ def test_member_that_keeps_failing_stops_the_population_naming_it(max_failures):
                        match=rf"Member 'b' failed {max_failures} times.*bad user code") as info:
         pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
                 callbacks=lambda mid: [failing] if mid == "b" else [])
-    assert info.value.member == "b" and isinstance(info.value.cause, ValueError)
+    assert info.value.member_id == "b" and isinstance(info.value.cause, ValueError)
     assert len(pop.members[1].failures) == max_failures
-    restarts = [r.member for r in pop.lineage if r.action == "restart"]
+    restarts = [r.member_id for r in pop.lineage if r.action == "restart"]
     assert restarts == ["b"] * (max_failures - 1)
 
 
@@ -208,7 +208,7 @@ def test_nan_stopped_by_terminate_on_nan_restarts_the_member():
             callbacks=lambda mid: [poison, keras.callbacks.TerminateOnNaN()] if mid == 2
             else [keras.callbacks.TerminateOnNaN()])
     restarts = [r for r in pop.lineage if r.action == "restart"]
-    assert [r.member for r in restarts] == [2]
+    assert [r.member_id for r in restarts] == [2]
     assert "NaN" in restarts[0].reason
     model = pop.members[2].model
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
@@ -226,7 +226,7 @@ def test_progress_is_plain_lines_when_not_a_terminal(capsys):
             assert any(line.startswith(f"member    {member}  epoch {epoch}/2  step {epoch * 8}  val_accuracy=")
                        and "learning_rate=" in line and "momentum=" in line for line in lines), out
     assert lines[-1].startswith("PBT done in ")
-    assert f"best member {pop.best_member.id!r}" in lines[-1]
+    assert f"best member {pop.best_member.member_id!r}" in lines[-1]
     exploits = sum(r.action == "exploit" for r in pop.lineage)
     assert f"{exploits} exploits" in lines[-1]
 
@@ -302,7 +302,7 @@ def test_a_seeded_population_is_reproducible():
         pop = keras_pbt.Population(build, SPACE, population_size=4, seed=seed, num_cpu_devices=4, verbose=0)
         initial = [m.model.get_weights() for m in pop.members]
         pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
-        decisions = sorted((r.member, r.step, r.action, repr(r.parent)) for r in pop.lineage)
+        decisions = sorted((r.member_id, r.step, r.action, repr(r.parent)) for r in pop.lineage)
         return initial, decisions, [m.model.get_weights() for m in pop.members]
 
     first, again, other = run(7), run(7), run(8)
@@ -385,8 +385,8 @@ def test_a_stopped_population_flushes_every_boundary_to_the_logs(tmp_path):
     pop.fit(X, Y, validation_data=(XV, YV), epochs=50, batch_size=32,
             callbacks=lambda mid: [stopper] if mid == 0 else [])
     assert all(3 <= m.callback.epochs < 50 for m in pop.members)
-    on_disk = sorted((r.member, r.step, r.action) for r in keras_pbt.read_lineage(str(tmp_path)))
-    in_memory = sorted((r.member, r.step, r.action) for r in pop.lineage)
+    on_disk = sorted((r.member_id, r.step, r.action) for r in keras_pbt.read_lineage(str(tmp_path)))
+    in_memory = sorted((r.member_id, r.step, r.action) for r in pop.lineage)
     assert on_disk == in_memory
     assert {s for _, s, _ in on_disk} >= {0, 8, 16, 24}
 

@@ -111,7 +111,7 @@ def test_improvement_rate_ranks_the_fastest_improving_member_first(mode, monitor
     engine = Policy(ranking=ImprovementRate(window=3)).make(SPACE, mode, seed=0)
     reports = [Report(m, 30, v[-1], {"lr": 0.01}, 3, recent=v, recent_steps=(10, 20, 30))
                for m, v in monitor_values.items()]
-    assert [r.member for r in engine.rank(reports, key=3)] == best
+    assert [r.member_id for r in engine.rank(reports, key=3)] == best
     d = engine.decide(best[-1], reports, key=3, rng=np.random.default_rng(0))
     assert d.action == "exploit" and d.parent == best[0]
 

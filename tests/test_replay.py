@@ -16,7 +16,7 @@ from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
 
 def rec(member, step, action, hp, parent=None, parent_step=None, metric=None, mode="max"):
-    return LineageRecord(member=member, step=step, action=action, hparams={"lr": hp},
+    return LineageRecord(member_id=member, step=step, action=action, hparams={"lr": hp},
                          parent=parent, parent_step=parent_step, metric=metric, mode=mode)
 
 
@@ -58,7 +58,7 @@ def run(tmp_path_factory):
 def test_lineage_read_from_the_logdir_equals_the_stores(run):
     lineage, logdir, final_weights = run
     read = read_lineage(logdir)
-    key = lambda r: (str(r.member), r.step, r.action, json.dumps(r.hparams, sort_keys=True))  # noqa: E731
+    key = lambda r: (str(r.member_id), r.step, r.action, json.dumps(r.hparams, sort_keys=True))  # noqa: E731
     assert sorted(map(key, read)) == sorted(map(key, lineage))
     assert sum(r.action == "exploit" for r in lineage) >= 2
     for member in range(3):

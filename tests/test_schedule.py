@@ -21,7 +21,7 @@ NAN, INF = math.nan, math.inf
 
 
 def rec(member, step, action, lr, parent=None, parent_step=None, metric=None, mode="max"):
-    return LineageRecord(member=member, step=step, action=action, hparams={"lr": lr},
+    return LineageRecord(member_id=member, step=step, action=action, hparams={"lr": lr},
                          parent=parent, parent_step=parent_step, metric=metric, mode=mode)
 
 
@@ -107,15 +107,15 @@ def test_a_parent_that_had_copied_another_member():
         rec(2, 30, "keep", 0.25, metric=0.9),
     ]
     entries = ancestry(lineage)  # member 0 is best
-    assert [(e.member, e.member_step, e.member_end_step, e.step, e.end_step, e.action)
+    assert [(e.member_id, e.member_step, e.member_end_step, e.step, e.end_step, e.action)
             for e in entries] == [
         (1, 0, 10, 0, 10, "init"),
         (2, 10, 20, 10, 20, "exploit"),
         (0, 20, 30, 20, 30, "exploit"),
     ]
     assert [e.record.parent for e in entries] == [None, 1, 2]
-    assert ancestry_schedule(lineage, member=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
-    assert ancestry_schedule(lineage, member=1) == [(0, {"lr": 0.2})]
+    assert ancestry_schedule(lineage, member_id=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
+    assert ancestry_schedule(lineage, member_id=1) == [(0, {"lr": 0.2})]
     # The order the records arrive in does not matter.
     assert ancestry(list(reversed(lineage))) == entries
 
@@ -132,7 +132,7 @@ def test_exploits_at_the_same_step_follow_the_snapshot_before_them():
         rec(2, 20, "keep", 0.3, metric=0.4),
     ]
     assert ancestry_schedule(lineage) == [(0, {"lr": 0.2}), (10, {"lr": 0.22})]
-    assert [(e.member, e.member_end_step) for e in ancestry(lineage)] == [(1, 10), (0, 20)]
+    assert [(e.member_id, e.member_end_step) for e in ancestry(lineage)] == [(1, 10), (0, 20)]
     assert ancestry_schedule(lineage, 1) == [(0, {"lr": 0.3}), (10, {"lr": 0.33})]
 
 
@@ -143,10 +143,10 @@ def test_restarts_from_a_parent_and_from_scratch():
         rec(0, 16, "restart", 0.05),  # from its own initial weights
         rec(0, 30, "keep", 0.05, metric=0.1), rec(1, 30, "keep", 0.25, metric=0.2),
     ]
-    assert [(e.member, e.action, e.step, e.end_step) for e in ancestry(lineage, 1)] == [
+    assert [(e.member_id, e.action, e.step, e.end_step) for e in ancestry(lineage, 1)] == [
         (0, "init", 0, 8), (1, "restart", 8, 30)]
     # From scratch: the weights start again at the restart, at step 0.
-    assert [(e.member, e.action, e.step, e.end_step) for e in ancestry(lineage, 0)] == [
+    assert [(e.member_id, e.action, e.step, e.end_step) for e in ancestry(lineage, 0)] == [
         (0, "restart", 0, 14)]
 
 
@@ -222,7 +222,7 @@ def test_ancestry_of_the_weights_at_an_earlier_step():
         rec(0, 20, "exploit", 0.12, parent=1, parent_step=20, metric=0.2),
         rec(1, 20, "keep", 0.2, metric=0.6), rec(0, 30, "keep", 0.12, metric=0.9),
     ]
-    assert [(e.member, e.member_step, e.member_end_step) for e in ancestry(lineage, 0, step=20)] == [
+    assert [(e.member_id, e.member_step, e.member_end_step) for e in ancestry(lineage, 0, step=20)] == [
         (1, 0, 10), (0, 10, 20)]
     assert ancestry_schedule(lineage, 0, step=20) == [(0, {"lr": 0.2}), (10, {"lr": 0.15})]
     assert ancestry_schedule(lineage, 0) == [(0, {"lr": 0.2}), (20, {"lr": 0.12})]

@@ -54,7 +54,7 @@ def test_reports_carry_start_metric_and_recent_steps():
     lineage = pop.lineage
     for mid, reports in pop.store.histories().items():
         assert reports[0].start_metric is None
-        records = [r for r in lineage if r.member == mid and r.action != "init"]
+        records = [r for r in lineage if r.member_id == mid and r.action != "init"]
         for prev_record, report in zip(records, reports[1:]):
             # The interval started from this member's own weights (keep) or
             # its parent's (exploit).

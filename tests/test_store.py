@@ -148,7 +148,7 @@ def test_wait_for_interval_returns_when_all_live_members_arrived():
     run_threads([member(m) for m in range(n)])
     assert time.monotonic() - start < 5
     for m in range(n):
-        assert sorted(r.member for r in results[m]) == list(range(n))
+        assert sorted(r.member_id for r in results[m]) == list(range(n))
         assert all(r.interval == 1 for r in results[m])
 
 
@@ -172,7 +172,7 @@ def test_wait_for_interval_continue_returns_partial():
     store.report(Report(0, 10, 0.5, interval=1))
     store.report(Report(2, 10, 0.7, interval=1))
     got = store.wait_for_interval(0, 1, timeout=0.05, on_timeout="continue")
-    assert sorted(r.member for r in got) == [0, 2]
+    assert sorted(r.member_id for r in got) == [0, 2]
     with pytest.raises(ValueError, match=r"`on_timeout`.*on_timeout='ignore'"):
         store.wait_for_interval(0, 1, timeout=0.05, on_timeout="ignore")
 
@@ -190,7 +190,7 @@ def test_leaving_member_releases_the_barrier():
     store.leave(2, reason="crashed")
     t.join(5)
     assert not t.is_alive() and time.monotonic() - start < 5
-    assert sorted(r.member for r in got["value"]) == [0, 1]
+    assert sorted(r.member_id for r in got["value"]) == [0, 1]
 
 
 def test_barrier_picks_each_members_report_for_that_interval():
@@ -200,10 +200,10 @@ def test_barrier_picks_each_members_report_for_that_interval():
     for i in (1, 2, 3):  # member 0 is ahead
         store.report(Report(0, 10 * i, float(i), interval=i))
     store.report(Report(1, 10, 0.1, interval=1))
-    got = {r.member: r for r in store.wait_for_interval(1, 1, timeout=1)}
+    got = {r.member_id: r for r in store.wait_for_interval(1, 1, timeout=1)}
     assert got[0].interval == 1 and got[0].step == 10 and got[1].interval == 1
     partial = store.wait_for_interval(0, 2, timeout=0.01, on_timeout="continue")
-    assert [(r.member, r.interval) for r in partial] == [(0, 2)]
+    assert [(r.member_id, r.interval) for r in partial] == [(0, 2)]
 
 
 def test_left_members_reports_still_count():
@@ -213,7 +213,7 @@ def test_left_members_reports_still_count():
     store.report(Report(1, 10, 0.9, interval=1))
     store.leave(1)
     store.report(Report(0, 10, 0.1, interval=1))
-    assert sorted(r.member for r in store.wait_for_interval(0, 1, timeout=1)) == [0, 1]
+    assert sorted(r.member_id for r in store.wait_for_interval(0, 1, timeout=1)) == [0, 1]
 
 
 def test_many_synchronous_boundaries_under_threads():
@@ -231,7 +231,7 @@ def test_many_synchronous_boundaries_under_threads():
                     time.sleep(0.0005)
                 store.report(Report(m, 10 * i, float(rng.random()), interval=i))
                 arrived = store.wait_for_interval(m, i, timeout=10)
-                seen[m].append(sorted((r.member, r.interval) for r in arrived))
+                seen[m].append(sorted((r.member_id, r.interval) for r in arrived))
         return run
 
     run_threads([member(m) for m in range(n)])
@@ -308,7 +308,7 @@ def test_barrier_result_is_in_registration_order():
         store.register(m)
     for m in ("b", "a", "c"):
         store.report(Report(m, 10, 0.5, interval=1))
-    assert [r.member for r in store.wait_for_interval("a", 1, timeout=0)] == ["c", "a", "b"]
+    assert [r.member_id for r in store.wait_for_interval("a", 1, timeout=0)] == ["c", "a", "b"]
 
 
 class _CountingCondition(threading.Condition):
@@ -506,7 +506,7 @@ def test_snapshot_timeout_returns_none():
 
 def test_lineage_order_and_copy():
     store = InMemoryStore(seed=0)
-    recs = [LineageRecord(member=m, step=0, action="init", hparams={}) for m in range(3)]
+    recs = [LineageRecord(member_id=m, step=0, action="init", hparams={}) for m in range(3)]
     for r in recs:
         store.add_lineage(r)
     got = store.lineage()
@@ -522,11 +522,11 @@ def check_final_state(store, expected_steps, expected_lineage):
     histories = store.histories()
     for m, steps in expected_steps.items():
         assert [r.step for r in histories[m]] == steps
-        assert all(r.member == m for r in histories[m])
+        assert all(r.member_id == m for r in histories[m])
     lineage = store.lineage()
     assert len(lineage) == sum(expected_lineage.values())
     for m, count in expected_lineage.items():
-        mine = [r.step for r in lineage if r.member == m]
+        mine = [r.step for r in lineage if r.member_id == m]
         assert mine == list(range(count))  # each member's records in its own order
     for m in store.snapshot_members():
         verify_snapshot(store.snapshot(m))
@@ -548,11 +548,11 @@ def run_member(store, m, ops, n_members, barrier):
             other = (m + i) % n_members
             snap = store.snapshot(other)
             if snap is not None:
-                assert snap.member == other
+                assert snap.member_id == other
                 verify_snapshot(snap)
         elif op == "lineage":
             store.add_lineage(
-                LineageRecord(member=m, step=lineage_count, action="keep", hparams={"i": i})
+                LineageRecord(member_id=m, step=lineage_count, action="keep", hparams={"i": i})
             )
             lineage_count += 1
         elif op == "histories":

@@ -122,7 +122,7 @@ def test_pbt_exploits_change_momentum_without_retracing():
         # ...while momentum followed the member's hyperparameters.
         assert isinstance(model.optimizer.momentum, float)  # plain again after fit
         assert model.optimizer.momentum == pytest.approx(cb.hparams["momentum"])
-    changed = {r.member for r in exploits}
+    changed = {r.member_id for r in exploits}
     for member in changed:
         # (recorded after each epoch's boundary; an exploit at the first
         # boundary changes it from the initial value)

@@ -267,7 +267,7 @@ def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path)
     lineage = tuner.oracle.lineage()
     assert [r.to_dict() for r in lineage[:len(lineage_before)]] == lineage_before
     for m in range(3):
-        assert [r.interval for r in lineage if r.member == m] == [0, 1, 2, 3]
+        assert [r.interval for r in lineage if r.member_id == m] == [0, 1, 2, 3]
         _, records = read_logdir(tuner.logdir, m)     # two runs' event files, one story
         assert [r.interval for r in records] == [0, 1, 2, 3]
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
@@ -351,7 +351,7 @@ def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
     trials = tuner.oracle.trials
     assert len(trials) == 12 and {t.status for t in trials.values()} == {"COMPLETED"}
     lineage = tuner.oracle.lineage()
-    units = {r.member: r.hparams["units"] for r in lineage if r.action == "init"}
+    units = {r.member_id: r.hparams["units"] for r in lineage if r.action == "init"}
     assert len(set(units.values())) > 1
     assert sum(r.action == "exploit" for r in lineage) == 2
     spread = 0
@@ -359,9 +359,9 @@ def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
         if r.action == "exploit":  # the architecture comes with the weights, never explored
             assert r.hparams["units"] == units[r.parent] and "units" not in r.ops
             assert {"activation", "dropout", "lr"} == set(r.ops)
-            spread += units[r.member] != r.hparams["units"]
-            units[r.member] = r.hparams["units"]
-        assert r.hparams["units"] == units[r.member]
+            spread += units[r.member_id] != r.hparams["units"]
+            units[r.member_id] = r.hparams["units"]
+        assert r.hparams["units"] == units[r.member_id]
     assert spread >= 1   # with seed 3 a member took another width: the architecture spread
     best_trial = tuner.oracle.get_best_trials(1)[0]
     best_model = tuner.get_best_models(1)[0]

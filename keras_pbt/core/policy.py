@@ -27,7 +27,7 @@ class Decision:
     """What one member does at one boundary.
 
     Attributes:
-        member: the deciding member.
+        member_id: the deciding member.
         action: `"keep"` or `"exploit"`.
         hparams: hyperparameters to train with from now on.
         hparams_before: hyperparameters up to now.
@@ -39,7 +39,7 @@ class Decision:
         reason: why (`"truncation"`, `"not in bottom quantile"`, ...).
     """
 
-    member: Any
+    member_id: Any
     action: str
     hparams: Dict[str, Any]
     hparams_before: Dict[str, Any]
@@ -64,7 +64,7 @@ class Decision:
                 differs from the report's.
         """
         return lineage_lib.LineageRecord(
-            member=self.member,
+            member_id=self.member_id,
             step=int(step),
             action=self.action,
             hparams=dict(self.hparams),
@@ -210,11 +210,11 @@ class PBTPolicy:
             return BoundaryPlan(self, report, int(key), judged=False, reason="burn-in")
         return BoundaryPlan(self, report, int(key), judged=True)
 
-    def decide(self, member, reports, key, rng, available=None, history=None):
-        """Decides for `member` given the comparable `reports` (its own included).
+    def decide(self, member_id, reports, key, rng, available=None, history=None):
+        """Decides for `member_id` given the comparable `reports` (its own included).
 
         Args:
-            member: the deciding member's id.
+            member_id: the deciding member's id.
             reports: `Report`s of the comparable members, one per member.
             key: int boundary key for tie-breaking (same for every member
                 deciding at that boundary).
@@ -227,29 +227,29 @@ class PBTPolicy:
         Returns:
             A `Decision`.
         """
-        me = _own_report(member, reports)
+        me = _own_report(member_id, reports)
         return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
 
     def _decide_ranked(self, me, reports, ranked, rng, available, history):
         before = dict(me.hparams)
-        parent = self.selection.choose_parent(me.member, ranked, self.mode, rng, available)
+        parent = self.selection.choose_parent(me.member_id, ranked, self.mode, rng, available)
         if parent is None:
-            return Decision(me.member, "keep", before, before, me.metric,
+            return Decision(me.member_id, "keep", before, before, me.metric,
                             reason="selection kept it")
-        parent = next(r for r in reports if r.member == parent.member)  # its raw metric
+        parent = next(r for r in reports if r.member_id == parent.member_id)  # its raw metric
         new, ops = self.explore(parent.hparams, rng, history)
         return Decision(
-            me.member, "exploit", new, before, me.metric,
-            parent=parent.member, parent_step=parent.step,
+            me.member_id, "exploit", new, before, me.metric,
+            parent=parent.member_id, parent_step=parent.step,
             parent_metric=parent.metric, ops=ops, reason=self.selection.name,
         )
 
 
-def _own_report(member, reports):
-    mine = [r for r in reports if r.member == member]
+def _own_report(member_id, reports):
+    mine = [r for r in reports if r.member_id == member_id]
     if len(mine) != 1:
         raise ValueError(
-            f"`reports` must hold exactly one report of member {member!r}; "
+            f"`reports` must hold exactly one report of member {member_id!r}; "
             f"found {len(mine)}."
         )
     return mine[0]
@@ -300,11 +300,11 @@ class BoundaryPlan:
             raise ValueError(f"A boundary that is not judged ({self.reason}) ranks no reports. "
                              f"Received: reports={list(reports)!r}")
         reports = tuple(reports)
-        _own_report(self.report.member, reports)
+        _own_report(self.report.member_id, reports)
         ranked = tuple(self.policy.rank(reports, self.key))
         candidates = self.policy.selection.parent_candidates(list(ranked), self.policy.mode)
         return dataclasses.replace(self, reports=reports, ranked=ranked,
-                                   publish=self.report.member in set(candidates))
+                                   publish=self.report.member_id in set(candidates))
 
     def decide(self, rng=None, available=None, history=None):
         """The member's `Decision` at this boundary.
@@ -322,11 +322,11 @@ class BoundaryPlan:
         me = self.report
         if not self.judged:
             hp = dict(me.hparams)
-            return Decision(me.member, "keep", hp, dict(hp), me.metric, reason=self.reason)
+            return Decision(me.member_id, "keep", hp, dict(hp), me.metric, reason=self.reason)
         if not self.reports:
             raise ValueError("Call `with_reports` before `decide` on a judged boundary. "
                              "Received: reports=()")
-        me = _own_report(me.member, self.reports)
+        me = _own_report(me.member_id, self.reports)
         return self.policy._decide_ranked(me, list(self.reports), list(self.ranked), rng,
                                           available, history)
 
@@ -350,12 +350,12 @@ def unavailable_parent(decision):
     if not decision.is_exploit:
         raise ValueError(f"Only an exploit has a parent to fetch. Received: decision={decision!r}")
     before = dict(decision.hparams_before)
-    return Decision(decision.member, "keep", before, dict(before), decision.metric,
+    return Decision(decision.member_id, "keep", before, dict(before), decision.metric,
                     reason=f"snapshot of member {decision.parent!r} unavailable")
 
 
-def comparable_reports(member, step, histories, window):
-    """The reports to rank `member` against in asynchronous PBT.
+def comparable_reports(member_id, step, histories, window):
+    """The reports to rank `member_id` against in asynchronous PBT.
 
     For every member, its latest report at or before `step` (so a member that
     is further ahead is judged at the same progress), dropping members whose
@@ -363,7 +363,7 @@ def comparable_reports(member, step, histories, window):
     compare) and members with no report yet.
 
     Args:
-        member: the deciding member (its own report at `step` is included).
+        member_id: the deciding member (its own report at `step` is included).
         step: the deciding member's step.
         histories: dict member -> list of `Report` in step order.
         window: the largest allowed lag in steps (usually one interval).
@@ -380,7 +380,7 @@ def comparable_reports(member, step, histories, window):
                 break
         if latest is None:
             continue
-        if m != member and latest.step < step - window:
+        if m != member_id and latest.step < step - window:
             continue
         out.append(latest)
     return out

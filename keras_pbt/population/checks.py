@@ -44,13 +44,13 @@ def check_same_layout(first, member):
     why = snapshot_lib.layout_mismatch(mine, theirs) or snapshot_lib.layout_mismatch(theirs, mine)
     if why is not None:
         raise ValueError(
-            f"`build` returned another model for member {member.id!r} than for member "
-            f"{first.id!r}: PBT copies weights and optimizer state between members, so every "
+            f"`build` returned another model for member {member.member_id!r} than for member "
+            f"{first.member_id!r}: PBT copies weights and optimizer state between members, so every "
             "member needs the same layers, weight shapes and dtypes and optimizer class. "
-            f"Tune only values that keep the layout. Comparing member {member.id!r} (the model) "
-            f"with member {first.id!r} (the snapshot): {why}. Received: hp="
-            f"{member.callback.hparams!r} for member {member.id!r}, hp={first.callback.hparams!r} "
-            f"for member {first.id!r}"
+            f"Tune only values that keep the layout. Comparing member {member.member_id!r} (the model) "
+            f"with member {first.member_id!r} (the snapshot): {why}. Received: hp="
+            f"{member.callback.hparams!r} for member {member.member_id!r}, hp={first.callback.hparams!r} "
+            f"for member {first.member_id!r}"
         )
 
 

@@ -25,13 +25,13 @@ class PopulationError(RuntimeError):
     """A member kept failing (or the population could not go on).
 
     Attributes:
-        member: the member id.
+        member_id: the member's id.
         cause: the last exception raised by that member.
     """
 
-    def __init__(self, message, member=None, cause=None):
+    def __init__(self, message, member_id=None, cause=None):
         super().__init__(message)
-        self.member = member
+        self.member_id = member_id
         self.cause = cause
 
 
@@ -59,7 +59,7 @@ class Member:
     """
 
     def __init__(self, member_id, devices, strategy, model, callback, seed):
-        self.id = member_id
+        self.member_id = member_id
         self.devices = devices
         self.strategy = strategy
         self.model = model
@@ -77,11 +77,11 @@ class Member:
     @property
     def last_metric(self):
         """Its metric at its latest boundary (None before the first)."""
-        reports = self.callback.store.histories().get(self.id) or []
+        reports = self.callback.store.histories().get(self.member_id) or []
         return reports[-1].metric if reports else None
 
     def __repr__(self):
-        return f"Member(id={self.id!r}, devices={self.devices}, hparams={self.hparams})"
+        return f"Member(id={self.member_id!r}, devices={self.devices}, hparams={self.hparams})"
 
 
 class _MemberControl(keras.callbacks.Callback):
@@ -108,9 +108,9 @@ class _MemberControl(keras.callbacks.Callback):
             d = cb.last_decision
             ops = ", ".join(f"{k} {v}" for k, v in d.ops.items())
             fields["exploit"] = f"copied {d.parent} at step {cb.steps} ({ops})"
-        self.population._progress.update(self.member.id, **fields)
+        self.population._progress.update(self.member.member_id, **fields)
         if self.population._checkpointer is not None and _checkpoint_epoch(cb):
-            self.population._save_member(self.member)
+            self.population._save_member(self.member_id)
         if self.population._stop.is_set():
             self.model.stop_training = True
 
@@ -201,7 +201,7 @@ def _train_loop(population, member, data, kwargs, extra):
                 # Stopped on NaN (TerminateOnNaN): a fault, even when the
                 # boundary of that epoch already copied finite weights.
                 raise NonFiniteStateError(
-                    f"member {member.id!r} stopped at epoch {cb.epochs} on a NaN/inf loss or weights"
+                    f"member {member.member_id!r} stopped at epoch {cb.epochs} on a NaN/inf loss or weights"
                 )
             break
         except PopulationStopped:
@@ -211,37 +211,37 @@ def _train_loop(population, member, data, kwargs, extra):
             population._fail(error)
             return
         except BarrierTimeoutError as error:
-            store.leave(member.id, reason=repr(error))
+            store.leave(member.member_id, reason=repr(error))
             population._fail(PopulationError(
                 f"Synchronous boundary {error.interval} timed out: member(s) {error.missing!r} "
-                f"did not arrive within sync_timeout={error.timeout:g} s (member {member.id!r} "
+                f"did not arrive within sync_timeout={error.timeout:g} s (member {member.member_id!r} "
                 "waited). Raise `sync_timeout`, or pass on_timeout='continue' to go on "
                 "without late members.",
-                member=error.missing[0] if error.missing else member.id, cause=error,
+                member_id=error.missing[0] if error.missing else member.member_id, cause=error,
             ))
             return
         except Exception as error:  # noqa: BLE001 - a member's fault must not end the others
-            store.leave(member.id, reason=repr(error))
+            store.leave(member.member_id, reason=repr(error))
             member.failures.append(error)
             # After `max_failures` failures of a member, the population stops.
             if isinstance(error, TimeoutError) or len(member.failures) >= population.max_failures:
                 reason = (f"failed {len(member.failures)} times" if not isinstance(error, TimeoutError)
                           else "timed out")
                 population._fail(PopulationError(
-                    f"Member {member.id!r} {reason}; last error: {type(error).__name__}: {error}",
-                    member=member.id, cause=error,
+                    f"Member {member.member_id!r} {reason}; last error: {type(error).__name__}: {error}",
+                    member_id=member.member_id, cause=error,
                 ))
                 return
             try:
                 restart(population, member, error)
             except Exception as restart_error:  # noqa: BLE001 - reported as fatal
                 population._fail(PopulationError(
-                    f"Member {member.id!r} failed ({type(error).__name__}: {error}) and could not "
+                    f"Member {member.member_id!r} failed ({type(error).__name__}: {error}) and could not "
                     f"be restarted: {type(restart_error).__name__}: {restart_error}",
-                    member=member.id, cause=restart_error,
+                    member_id=member.member_id, cause=restart_error,
                 ))
                 return
-    population._progress.update(member.id, status="done")
+    population._progress.update(member.member_id, status="done")
 
 
 def restart(population, member, error):
@@ -249,14 +249,14 @@ def restart(population, member, error):
     (its initial state when no other member published one)."""
     cb = member.callback
     store = population.store
-    snaps = {o: store.snapshot(o) for o in store.snapshot_members() - {member.id}}
+    snaps = {o: store.snapshot(o) for o in store.snapshot_members() - {member.member_id}}
     snaps = {o: s for o, s in snaps.items() if s is not None}
     parent = policy_lib.restart_parent({o: s.metric for o, s in snaps.items()}, cb.mode)
     best = snaps.get(parent) if parent is not None else None
     snap = best or member.initial_snapshot
     cb.restart(snap, reason=f"{type(error).__name__}: {error}", from_member=best is not None)
-    store.register(member.id, exist_ok=True)
+    store.register(member.member_id, exist_ok=True)
     population._progress.message(
-        f"member {member.id!r} failed ({type(error).__name__}: {error}); restarted from "
-        + (f"member {snap.member!r} at step {snap.step}" if best is not None else "its initial state")
+        f"member {member.member_id!r} failed ({type(error).__name__}: {error}); restarted from "
+        + (f"member {snap.member_id!r} at step {snap.step}" if best is not None else "its initial state")
     )

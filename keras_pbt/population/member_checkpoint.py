@@ -27,7 +27,7 @@ _STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "rec
 def header(population):
     """What identifies a population in its checkpoint's manifest."""
     return {
-        "member_ids": [m.id for m in population.members],
+        "member_ids": [m.member_id for m in population.members],
         "space": {name: checkpoint_lib.to_json(spec.to_dict())
                   for name, spec in population.space.items()},
         "monitor": population.monitor,
@@ -89,16 +89,16 @@ def extra_variables(model):
 def save_member(checkpointer, index, member, store):
     """Writes member `index`'s file for the epoch it has reached."""
     state = member.callback.get_state()  # brings the step count up to the optimizer's
-    snap = snapshot_lib.capture(member.model, member.id, state["steps"], state["hparams"],
+    snap = snapshot_lib.capture(member.model, member.member_id, state["steps"], state["hparams"],
                                  on_device=False)  # written to disk: straight to the host
-    reports, records = store.member_records(member.id)
+    reports, records = store.member_records(member.member_id)
     arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
     arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})
     extra = extra_variables(member.model)
     arrays.update({f"r{i:05d}": np.array(v.numpy(), copy=True) for i, v in enumerate(extra)})
     meta = {key: checkpoint_lib.to_json(state[key]) for key in _STATE_KEYS}
     meta.update({
-        "member": member.id,
+        "member": member.member_id,
         "seed": member.seed,
         "history": checkpoint_lib.to_json(member.history),
         "failures": [str(e) if isinstance(e, RestoredFailure) else f"{type(e).__name__}: {e}"
@@ -113,7 +113,7 @@ def save_member(checkpointer, index, member, store):
         checkpointer.save_member(index, state["epochs"], arrays, meta)
     except OSError as error:
         raise checkpoint_lib.CheckpointError(
-            f"Could not write the checkpoint of member {member.id!r} to "
+            f"Could not write the checkpoint of member {member.member_id!r} to "
             f"{checkpointer.directory}: {error}", checkpointer.directory) from error
 
 
@@ -129,39 +129,39 @@ def restore(population, body, members):
         optimizer = tuple(arrays[k] for k in names if k.startswith("o"))
         if len(weights) != n:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint of member {member.id!r} holds {len(weights)} weights; its "
+                f"The checkpoint of member {member.member_id!r} holds {len(weights)} weights; its "
                 f"metadata says {n}.")
         layout = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in row)
                        for row in meta["layout"])
-        snap = Snapshot(member.id, meta["steps"], weights, optimizer, hparams=meta["hparams"],
+        snap = Snapshot(member.member_id, meta["steps"], weights, optimizer, hparams=meta["hparams"],
                         layout=layout)
         try:
             snapshot_lib.restore(member.model, snap, copy_optimizer_state=True)
         except ValueError as error:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}'s model: {error}") from None
+                f"The checkpoint does not fit member {member.member_id!r}'s model: {error}") from None
         extra = extra_variables(member.model)
         saved = [arrays[k] for k in names if k.startswith("r")]
         rows = [[v.name, list(v.shape), str(v.dtype)] for v in extra]
         if rows != meta.get("extra_variables", []) or len(saved) != len(extra):
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}'s model: its other variables "
+                f"The checkpoint does not fit member {member.member_id!r}'s model: its other variables "
                 f"(RNG states) are {meta.get('extra_variables')}, the model's are {rows}.")
         for variable, value in zip(extra, saved):
             variable.assign(value)
         state = {key: meta[key] for key in _STATE_KEYS if key in meta}
-        state.update(member_id=member.id, initialised=True, seed=population.seed,
+        state.update(member_id=member.member_id, initialised=True, seed=population.seed,
                      recent=meta.get("recent", ()))
         try:
             member.callback.set_state(state)
         except ValueError as error:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}: {error}") from None
+                f"The checkpoint does not fit member {member.member_id!r}: {error}") from None
         member.seed = int(meta["seed"])
         member.history = {k: list(v) for k, v in meta["history"].items()}
         member.failures = [RestoredFailure(text) for text in meta["failures"]]
         member.initial_snapshot = None
-        histories[member.id] = [
+        histories[member.member_id] = [
             Report(**{k: tuple(v) if k in ("recent", "recent_steps") else v
                       for k, v in r.items() if k in report_fields})
             for r in meta["reports"]
@@ -169,4 +169,4 @@ def restore(population, body, members):
         lineages.append([lineage_lib.LineageRecord.from_dict(r) for r in meta["lineage"]])
     population.store.restore_records(
         histories, checkpoint_lib.merge_lineage(lineages),
-        {m.id: m.callback.hparams for m in population.members})
+        {m.member_id: m.callback.hparams for m in population.members})

@@ -322,7 +322,7 @@ class Population(PopulationResults):
         self._stop.clear()
         self.store.reopen()
         self._fatal = None
-        self._progress = PopulationProgress([m.id for m in self.members], self.monitor, epochs,
+        self._progress = PopulationProgress([m.member_id for m in self.members], self.monitor, epochs,
                                             verbose=verbose)
         self._checkpointer = None
         if checkpoint_dir is not None:
@@ -336,7 +336,7 @@ class Population(PopulationResults):
                 member.callback.set_model(member.model)
                 # On the host: it holds no device memory for the whole fit.
                 member.initial_snapshot = snapshot_lib.capture(
-                    member.model, member.id, member.callback.steps, member.callback.hparams,
+                    member.model, member.member_id, member.callback.steps, member.callback.hparams,
                     on_device=False)
         # Every member trains the same number of steps per epoch; each one's
         # data is shuffled with its own seed, repeated, and distributed over
@@ -346,11 +346,11 @@ class Population(PopulationResults):
             kwargs["validation_steps"] = vsteps
         targets = []
         for member in self.members:
-            extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
+            extra = callbacks(member.member_id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
             data = data_lib.member_data(member.strategy, x, y, batch_size,
                                         member.seed if shuffle else None, shuffle_buffer)
             vdata = data_lib.member_validation(member.strategy, validation_data, batch_size)
-            targets.append((f"pbt-member-{member.id}", member_lib.train,
+            targets.append((f"pbt-member-{member.member_id}", member_lib.train,
                             (self, member, data, dict(kwargs, validation_data=vdata), extra)))
         start = time.monotonic()
         threads = threads_lib.start(targets)

@@ -17,7 +17,7 @@ class PopulationResults:
     @property
     def history(self):
         """dict member id -> dict metric -> list of per-epoch values."""
-        return {m.id: dict(m.history) for m in self.members}
+        return {m.member_id: dict(m.history) for m in self.members}
 
     @property
     def best_member(self):
@@ -25,11 +25,11 @@ class PopulationResults:
         (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""
         histories = self.store.histories()
         ranked = schedule_lib.rank_members(
-            {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},
+            {m.member_id: histories[m.member_id][-1].metric for m in self.members if histories.get(m.member_id)},
             self.mode)
         if not ranked:
             raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.id == ranked[0])
+        return next(m for m in self.members if m.member_id == ranked[0])
 
     def evaluate(self, x, y=None, batch_size=None):
         """Evaluates every member's current model on `(x, y)`.
@@ -43,7 +43,7 @@ class PopulationResults:
             dict member id -> dict metric name -> float (the names of
             `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
         """
-        return {m.id: {k: float(v) for k, v in m.model.evaluate(
+        return {m.member_id: {k: float(v) for k, v in m.model.evaluate(
                     x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
                 for m in self.members}
 
@@ -93,7 +93,7 @@ class PopulationResults:
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
         best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
-        return next(m for m in self.members if m.id == best).model
+        return next(m for m in self.members if m.member_id == best).model
 
     def _print_summary(self):
         best = self.best_member
@@ -102,7 +102,7 @@ class PopulationResults:
         hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
                        for k, v in best.hparams.items())
         self._progress.message(
-            f"PBT done in {self.elapsed:.1f} s: best member {best.id!r} with {self.monitor}="
+            f"PBT done in {self.elapsed:.1f} s: best member {best.member_id!r} with {self.monitor}="
             f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
             f"{restarts} restarts."
         )

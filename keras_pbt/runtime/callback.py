@@ -240,7 +240,7 @@ class PBTCallback(MemberState, keras.callbacks.Callback):
         if not self._initialised:
             self._initialised = True
             record = lineage_lib.LineageRecord(
-                member=self.member_id, step=self.steps, action="init",
+                member_id=self.member_id, step=self.steps, action="init",
                 hparams=dict(self.hparams), hparams_before=None, monitor=self.monitor,
                 mode=self.mode, reason="initial hyperparameters", time=time.time(),
             )

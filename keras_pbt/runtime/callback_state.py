@@ -77,8 +77,8 @@ class MemberState:
         snapshot_lib.restore(self.model, snapshot, self.copy_optimizer_state)
         new, ops = self.policy.explore(snapshot.hparams, self._rng, self._run_history())
         record = lineage_lib.LineageRecord(
-            member=self.member_id, step=self.steps, action="restart", hparams=dict(new),
-            hparams_before=dict(self.hparams), parent=snapshot.member if from_member else None,
+            member_id=self.member_id, step=self.steps, action="restart", hparams=dict(new),
+            hparams_before=dict(self.hparams), parent=snapshot.member_id if from_member else None,
             parent_step=snapshot.step if from_member else None, parent_metric=snapshot.metric,
             ops=ops, interval=self.interval, monitor=self.monitor, mode=self.mode,
             reason=reason, time=time.time(),

@@ -169,7 +169,7 @@ def _steps_per_epoch(x, fit_kwargs):
     return None
 
 
-def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None, verbose=0,
+def replay(build, lineage, x=None, y=None, member_id=None, mode=None, setters=None, verbose=0,
            **fit_kwargs):
     """Trains a fresh model on the hyperparameter schedule of a member's ancestry.
 
@@ -180,7 +180,7 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
             `read_lineage`) or a list of `LineageRecord`s (e.g.
             `Population.lineage`).
         x, y: training data, as for `model.fit`.
-        member: whose schedule to follow; by default the best member.
+        member_id: whose schedule to follow; by default the best member.
         mode: `"min"` or `"max"` for choosing the best member; by default
             the mode written in the records.
         setters: as in `ScheduleCallback`.
@@ -201,7 +201,7 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
     """
     if isinstance(lineage, (str, os.PathLike)):
         lineage = events_lib.read_lineage(os.fspath(lineage))
-    schedule = schedule_lib.ancestry_schedule(lineage, member, mode)
+    schedule = schedule_lib.ancestry_schedule(lineage, member_id, mode)
     model = build(dict(schedule[0][1]))
     callback = ScheduleCallback(schedule, setters=setters,
                                 steps_per_epoch=_steps_per_epoch(x, fit_kwargs),

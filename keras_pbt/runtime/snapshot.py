@@ -113,12 +113,12 @@ def _copy(backend, variable, on_device):
     return backend.host_copy(variable)
 
 
-def capture(model, member, step, hparams=None, metric=None, on_device=None):
+def capture(model, member_id, step, hparams=None, metric=None, on_device=None):
     """Copies `model`'s weights and optimizer variables into a `Snapshot`.
 
     Args:
         model: a compiled, built `keras.Model`.
-        member: the member id.
+        member_id: the member id.
         step: the member's step.
         hparams: its hyperparameters now.
         metric: its metric now.
@@ -142,7 +142,7 @@ def capture(model, member, step, hparams=None, metric=None, on_device=None):
     backend = backend_lib.current()  # resolved once, not per variable
     backend.sync_state(model)
     return Snapshot(
-        member=member,
+        member_id=member_id,
         step=int(step),
         weights=tuple(_copy(backend, v, on_device) for v in _model_variables(model)),
         optimizer=tuple(_copy(backend, v, on_device) for v in _optimizer_variables(model)),
@@ -242,7 +242,7 @@ def restore(model, snapshot, copy_optimizer_state=True):
     pairs = _align(model_layout, snapshot.layout)
     if isinstance(pairs, str):
         raise ValueError(
-            f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
+            f"Cannot copy member {snapshot.member_id!r}'s state: {pairs}. Members of a "
             "population must share the architecture and the optimizer classes."
         )
     # One assign per variable, straight from the snapshot's array, with one

@@ -50,7 +50,7 @@ class Snapshot:
     `to_host()`.
 
     Attributes:
-        member: the member id.
+        member_id: the member id.
         step: the member's step when the copy was taken.
         weights: the model's weights (`model.weights` order).
         optimizer: the optimizer's variables (`optimizer.variables` order).
@@ -60,7 +60,7 @@ class Snapshot:
             optimizer variable, used to check that a restore matches.
     """
 
-    member: Any
+    member_id: Any
     step: int
     weights: Tuple[Any, ...]
     optimizer: Tuple[Any, ...]
@@ -108,17 +108,17 @@ class PopulationStore(abc.ABC):
     seed = 0
 
     @abc.abstractmethod
-    def register(self, member, hparams=None, exist_ok=False):
-        """Adds `member`, or marks it live again after `leave`.
+    def register(self, member_id, hparams=None, exist_ok=False):
+        """Adds `member_id`, or marks it live again after `leave`.
 
         Raises:
-            ValueError: if `member` is already live and `exist_ok` is False
+            ValueError: if `member_id` is already live and `exist_ok` is False
                 (two members with one id).
         """
 
     @abc.abstractmethod
-    def leave(self, member, reason=""):
-        """Marks `member` as no longer training: barriers stop waiting for it."""
+    def leave(self, member_id, reason=""):
+        """Marks `member_id` as no longer training: barriers stop waiting for it."""
 
     @abc.abstractmethod
     def members(self):
@@ -137,13 +137,13 @@ class PopulationStore(abc.ABC):
         """dict member -> list of its `Report`s, oldest first (a copy)."""
 
     @abc.abstractmethod
-    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
+    def wait_for_interval(self, member_id, interval, timeout, on_timeout="raise"):
         """Synchronous barrier at boundary `interval`.
 
         Blocks until every live member has reported for `interval`.
 
         Args:
-            member: the waiting member (must have reported already).
+            member_id: the waiting member (must have reported already).
             interval: the boundary index.
             timeout: seconds to wait at most.
             on_timeout: `"raise"` raises `BarrierTimeoutError` naming the
@@ -158,8 +158,8 @@ class PopulationStore(abc.ABC):
         """Makes `snapshot` the latest copyable state of its member."""
 
     @abc.abstractmethod
-    def snapshot(self, member, min_step=None, timeout=0.0):
-        """The latest `Snapshot` of `member` with `step >= min_step`.
+    def snapshot(self, member_id, min_step=None, timeout=0.0):
+        """The latest `Snapshot` of `member_id` with `step >= min_step`.
 
         Waits up to `timeout` seconds for one; returns `None` if none came.
         """
@@ -251,32 +251,32 @@ class InMemoryStore(PopulationStore):
         if self._closed is not None:
             raise PopulationStopped(self._closed)
 
-    def register(self, member, hparams=None, exist_ok=False):
+    def register(self, member_id, hparams=None, exist_ok=False):
         with self._lock:
-            live = self._members.get(member)
+            live = self._members.get(member_id)
             if live and not exist_ok:
                 raise ValueError(
-                    f"Duplicate member id: member {member!r} is already registered "
+                    f"Duplicate member id: member {member_id!r} is already registered "
                     "and training in this store. Received: member_id="
-                    f"{member!r}"
+                    f"{member_id!r}"
                 )
             if not live:
-                self._members[member] = True
+                self._members[member_id] = True
                 self._n_live += 1
-                for i in self._present.setdefault(member, set()):
+                for i in self._present.setdefault(member_id, set()):
                     self._live_arrived[i] += 1
-            self._history.setdefault(member, [])
+            self._history.setdefault(member_id, [])
             if hparams is not None:
-                self._hparams[member] = dict(hparams)
+                self._hparams[member_id] = dict(hparams)
 
-    def leave(self, member, reason=""):
+    def leave(self, member_id, reason=""):
         with self._lock:
-            if self._members.get(member):
-                self._members[member] = False
+            if self._members.get(member_id):
+                self._members[member_id] = False
                 self._n_live -= 1
-                for i in self._present[member]:
+                for i in self._present[member_id]:
                     self._live_arrived[i] -= 1
-                self._wake_complete()  # those waiting only for `member`
+                self._wake_complete()  # those waiting only for `member_id`
 
     def members(self):
         with self._lock:
@@ -290,7 +290,7 @@ class InMemoryStore(PopulationStore):
         if not isinstance(report, Report):
             raise TypeError(f"`report` must be a Report. Received: {report!r}")
         with self._lock:
-            member = report.member
+            member = report.member_id
             if member not in self._members:
                 raise KeyError(f"Member {member!r} is not registered in this store.")
             history = self._history[member]
@@ -302,26 +302,26 @@ class InMemoryStore(PopulationStore):
                     and self._complete(interval)):
                 self._interval_waiters[interval][0].notify_all()
 
-    def _index(self, member, report, previous):
+    def _index(self, member_id, report, previous):
         """Adds `report` to the barrier index; `previous`: the interval of
         the member's report before it (None for its first)."""
-        interval, live = report.interval, self._members[member]
-        present = self._present[member]
+        interval, live = report.interval, self._members[member_id]
+        present = self._present[member_id]
         if previous is not None and interval < previous:
             # The member went back: it has not reached the later intervals.
             for i in [i for i in present if i > interval]:
                 present.discard(i)
-                del self._arrived[i][member]
+                del self._arrived[i][member_id]
                 if live:
                     self._live_arrived[i] -= 1
         arrived = self._arrived.get(interval)
         if arrived is None:
             arrived = self._arrived[interval] = {}
-        if member not in arrived:
+        if member_id not in arrived:
             present.add(interval)
             count = self._live_arrived.get(interval, 0)  # 0 for a left member's report
             self._live_arrived[interval] = count + 1 if live else count
-        arrived[member] = report
+        arrived[member_id] = report
 
     def _complete(self, interval):
         return self._live_arrived.get(interval, 0) >= self._n_live
@@ -339,7 +339,7 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return {m: list(h) for m, h in self._history.items()}
 
-    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
+    def wait_for_interval(self, member_id, interval, timeout, on_timeout="raise"):
         if on_timeout not in ("raise", "continue"):
             raise ValueError(
                 f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
@@ -361,10 +361,10 @@ class InMemoryStore(PopulationStore):
                         missing = [m for m, live in self._members.items()
                                    if live and m not in arrived]
                         raise BarrierTimeoutError(
-                            f"Member {member!r} waited {timeout:g} s at interval {interval} "
+                            f"Member {member_id!r} waited {timeout:g} s at interval {interval} "
                             f"for members {missing!r}, which did not report. Raise "
                             "`sync_timeout`, use on_timeout='continue', or check those members.",
-                            member=member, interval=interval, missing=missing, timeout=timeout,
+                            member_id=member_id, interval=interval, missing=missing, timeout=timeout,
                         )
                     cond.wait(left)
                     self._check_open()
@@ -392,16 +392,16 @@ class InMemoryStore(PopulationStore):
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"`snapshot` must be a Snapshot. Received: {snapshot!r}")
         with self._lock:
-            self._snapshots[snapshot.member] = snapshot
-            waiters = self._snapshot_waiters.get(snapshot.member)
+            self._snapshots[snapshot.member_id] = snapshot
+            waiters = self._snapshot_waiters.get(snapshot.member_id)
             if waiters is not None:
                 waiters[0].notify_all()
 
-    def snapshot(self, member, min_step=None, timeout=0.0):
+    def snapshot(self, member_id, min_step=None, timeout=0.0):
         deadline = time.monotonic() + timeout
 
         def ready():
-            snap = self._snapshots.get(member)
+            snap = self._snapshots.get(member_id)
             if snap is not None and (min_step is None or snap.step >= min_step):
                 return snap
             return None
@@ -411,7 +411,7 @@ class InMemoryStore(PopulationStore):
             snap = ready()
             if snap is not None or timeout <= 0:
                 return snap
-            entry = self._wait_on(self._snapshot_waiters, member)
+            entry = self._wait_on(self._snapshot_waiters, member_id)
             try:
                 while True:
                     left = deadline - time.monotonic()
@@ -423,7 +423,7 @@ class InMemoryStore(PopulationStore):
                     if snap is not None:
                         return snap
             finally:
-                self._done_waiting(self._snapshot_waiters, member, entry)
+                self._done_waiting(self._snapshot_waiters, member_id, entry)
 
     def snapshot_members(self):
         with self._lock:
@@ -437,7 +437,7 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return list(self._lineage)
 
-    def member_records(self, member):
+    def member_records(self, member_id):
         """`(reports, lineage records)` of one member, oldest first (copies).
 
         Every report and lineage record of a member is added by that
@@ -445,8 +445,8 @@ class InMemoryStore(PopulationStore):
         part of the store up to now (used to checkpoint it).
         """
         with self._lock:
-            return (list(self._history.get(member, ())),
-                    [r for r in self._lineage if r.member == member])
+            return (list(self._history.get(member_id, ())),
+                    [r for r in self._lineage if r.member_id == member_id])
 
     def restore_records(self, histories, lineage, hparams=None):
         """Replaces reports and lineage with checkpointed ones.

@@ -17,9 +17,9 @@ from tensorflow.core.framework import summary_pb2
 from keras_pbt.core import lineage as lineage_lib
 
 
-def run_name(member):
+def run_name(member_id):
     """The run (sub-directory) name of a member: `member_<id>`, path-safe."""
-    return "member_" + re.sub(r"[\\/]", "_", str(member))
+    return "member_" + re.sub(r"[\\/]", "_", str(member_id))
 
 
 def lineage_metadata():
@@ -46,8 +46,8 @@ class MemberSummaryWriter:
     ...         records=[record])
     """
 
-    def __init__(self, logdir, member):
-        self.logdir = os.path.join(logdir, run_name(member))
+    def __init__(self, logdir, member_id):
+        self.logdir = os.path.join(logdir, run_name(member_id))
         self._writer = tf.summary.create_file_writer(self.logdir)
         self._metadata = lineage_metadata()
         # TensorBoard's default (Rust) data server keeps one tensor per step:

@@ -250,11 +250,11 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             self._policy_key = key
         return self._policy
 
-    def _rng(self, member, segment, salt=0):
-        return np.random.default_rng([int(self.seed), int(member), int(segment), salt])
+    def _rng(self, member_id, segment, salt=0):
+        return np.random.default_rng([int(self.seed), int(member_id), int(segment), salt])
 
-    def _initial_values(self, member):
-        return initial_values(self.hyperparameters, self._rng(member, 0))
+    def _initial_values(self, member_id):
+        return initial_values(self.hyperparameters, self._rng(member_id, 0))
 
     # ------------------------------------------------------------- state
 
@@ -266,7 +266,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         values = trial.hyperparameters.values
         space = self.policy().space
         return selection_lib.Report(
-            member=int(values[MEMBER]), step=int(trial.best_step), metric=float(trial.score),
+            member_id=int(values[MEMBER]), step=int(trial.best_step), metric=float(trial.score),
             # A hyperparameter the trial never saw (declared later) has its default.
             hparams={k: values[k] if k in values else spec.clip(self._default(k))
                      for k, spec in space.items()},
@@ -277,7 +277,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         return next(hp.default for hp in self.hyperparameters.space if hp.name == name)
 
     def _trial_of(self, report):
-        return self._segments[report.member][report.interval - 1]
+        return self._segments[report.member_id][report.interval - 1]
 
     def _species(self, values):
         return tuple(repr(values.get(name)) for name in self.frozen)
@@ -319,50 +319,50 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             self._log.add(record)
             return {"status": TrialStatus.RUNNING, "values": values}
 
-    def _init(self, member):
-        values = self._initial_values(member)
+    def _init(self, member_id):
+        values = self._initial_values(member_id)
         values.update({ACTION: "init", PARENT_TRIAL: ""})
         record = lineage_lib.LineageRecord(
-            member=member, step=0, action="init", hparams=user_values(values),
+            member_id=member_id, step=0, action="init", hparams=user_values(values),
             monitor=self.objective.name, mode=self.mode, reason="initial hyperparameters",
             time=time.time(),
         )
         return values, record
 
-    def _reports(self, member, segment):
-        """Reports to rank `member` against before its `segment`."""
+    def _reports(self, member_id, segment):
+        """Reports to rank `member_id` against before its `segment`."""
         if self.synchronous:
             ids = [s[segment - 1] for s in self._segments if len(s) >= segment]
             return [r for r in map(self._report, ids) if r is not None]
-        mine = self._report(self._segments[member][segment - 1])
-        previous = (self._report(self._segments[member][segment - 2])
+        mine = self._report(self._segments[member_id][segment - 1])
+        previous = (self._report(self._segments[member_id][segment - 2])
                     if segment >= 2 else None)
         window = mine.step - (previous.step if previous is not None else 0)
         histories = {
             m: [r for r in map(self._report, ids) if r is not None]
             for m, ids in enumerate(self._segments)
         }
-        return policy_lib.comparable_reports(member, mine.step, histories, max(window, 0))
+        return policy_lib.comparable_reports(member_id, mine.step, histories, max(window, 0))
 
-    def _decide(self, member, segment):
+    def _decide(self, member_id, segment):
         policy = self.policy()
-        prev_id = self._segments[member][segment - 1]
+        prev_id = self._segments[member_id][segment - 1]
         prev = self._trial(prev_id)
         prev_values = dict(prev.hyperparameters.values)
         species = self._species(prev_values)
-        rng = self._rng(member, segment)
+        rng = self._rng(member_id, segment)
         if prev.status != TrialStatus.COMPLETED:
-            return self._restart(member, segment, prev_id, prev_values, rng)
+            return self._restart(member_id, segment, prev_id, prev_values, rng)
         # Members with other frozen values cannot give their weights: each
         # group of equal frozen values is ranked as its own sub-population.
         reports = [
-            r for r in self._reports(member, segment)
+            r for r in self._reports(member_id, segment)
             if self._species(self._trial(self._trial_of(r)).hyperparameters.values) == species
         ]
-        decision = policy.decide(member, reports, key=segment, rng=rng)
+        decision = policy.decide(member_id, reports, key=segment, rng=rng)
         if decision.is_exploit:
             # The parent's values, inherited ones included, then the explored ones.
-            parent_id = self._trial_of(next(r for r in reports if r.member == decision.parent))
+            parent_id = self._trial_of(next(r for r in reports if r.member_id == decision.parent))
             values = dict(self._trial(parent_id).hyperparameters.values)
         else:
             parent_id, values = prev_id, prev_values
@@ -374,13 +374,13 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         record.hparams_before = user_values(prev_values)
         return values, record
 
-    def _restart(self, member, segment, prev_id, prev_values, rng):
+    def _restart(self, member_id, segment, prev_id, prev_values, rng):
         """A member whose last segment failed restarts from the best other member
         (`keras_pbt.core.ancestry.best_member` over their latest segments)."""
         policy = self.policy()
         species = self._species(prev_values)
         candidates = [
-            t for m, ids in enumerate(self._segments) if m != member for t in ids[:segment]
+            t for m, ids in enumerate(self._segments) if m != member_id for t in ids[:segment]
             if self._species(self._trial(t).hyperparameters.values) == species
         ]
         latest = self._latest_records(candidates)
@@ -390,7 +390,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             values[PARENT_TRIAL] = ""
         else:
             parent = schedule_lib.best_member(latest, self.mode)
-            best = [r for r in latest if r.member == parent][-1]
+            best = [r for r in latest if r.member_id == parent][-1]
             best_id = self._segments[parent][best.interval - 1]
             values = dict(self._trial(best_id).hyperparameters.values)
             report = self._report(best_id)
@@ -400,9 +400,9 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         values[ACTION] = "restart"
         prev = self._trial(prev_id)
         record = lineage_lib.LineageRecord(
-            member=member, step=int(prev_values.get(INITIAL_STEP, 0)), action="restart",
+            member_id=member_id, step=int(prev_values.get(INITIAL_STEP, 0)), action="restart",
             hparams_before=user_values(prev_values), hparams={},
-            parent=None if best is None else best.member,
+            parent=None if best is None else best.member_id,
             parent_step=None if best is None else best.step,
             parent_metric=None if best is None else best.metric, ops=ops, interval=segment,
             monitor=self.objective.name, mode=self.mode,

@@ -37,7 +37,7 @@ def save(directory, snapshot):
     arrays = {f"w{i:05d}": a for i, a in enumerate(snapshot.weights)}
     arrays.update({f"o{i:05d}": a for i, a in enumerate(snapshot.optimizer)})
     record = lineage_lib.LineageRecord(
-        member=snapshot.member, step=int(snapshot.step), action="keep",
+        member_id=snapshot.member_id, step=int(snapshot.step), action="keep",
         hparams=dict(snapshot.hparams), metric=snapshot.metric)
     meta = {
         "snapshot": lineage_lib.dumps([record]),
@@ -73,7 +73,7 @@ def load(directory):
             f"The snapshot in {directory!r} holds {len(weights)} weights; its metadata "
             f"says {meta['num_weights']}.", directory)
     return Snapshot(
-        member=record.member, step=record.step, weights=weights, optimizer=optimizer,
+        member_id=record.member_id, step=record.step, weights=weights, optimizer=optimizer,
         hparams=record.hparams, metric=record.metric,
         layout=tuple((r[0], r[1], tuple(r[2]), r[3]) for r in meta["layout"]),
     )

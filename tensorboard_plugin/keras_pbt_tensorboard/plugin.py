@@ -266,7 +266,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
                     errors.append({"run": run, "step": int(datum.step), "message": str(e)})
                     continue
                 for record in parsed:
-                    key = (str(record.member), record.step, record.action, record.interval)
+                    key = (str(record.member_id), record.step, record.action, record.interval)
                     if key in seen:
                         continue
                     seen.add(key)
