@@ -74,7 +74,7 @@ _SUBMODULES = {
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
-    "storage": ("checkpoint", "events", "store", "summary"),
+    "storage": ("checkpoint", "events", "payload", "store", "summary"),
     "tuner": ("convert",),
 }
 

@@ -233,7 +233,8 @@ def test_snapshots_use_keras_pbts_checkpoint_format(tmp_path):
     with np.load(tmp_path / snapshots.FILE, allow_pickle=False) as npz:
         assert sorted(npz.files) == ["meta", "o00000", "w00000"]
         meta = json.loads(npz["meta"].tobytes())
-    assert '"metric": "NaN"' in meta["snapshot"]   # keras_pbt.core.lineage's spelling
+    assert meta["snapshot"]["metric"] == "NaN"   # keras_pbt.core.lineage's spelling
+    assert meta["snapshot"]["num_weights"] == 1 and meta["snapshot"]["member_id"] == 1
     back = snapshots.load(tmp_path)
     assert back.step == 7 and back.layout == snap.layout and back.hparams == snap.hparams
     assert back.checksum() == snap.checksum() and np.isnan(back.metric)

@@ -77,6 +77,15 @@ def _optimizer_variables(model):
     return [v for _, opt in optimizers(model) for v in _own_variables(opt)]
 
 
+def other_variables(model):
+    """Model variables that are neither weights nor optimizer variables:
+    the state of Keras' seed generators (dropout and other random layers),
+    which a checkpoint saves beside the snapshot."""
+    known = {id(v) for v in model.weights}
+    known |= {id(v) for v in _optimizer_variables(model)}
+    return [v for v in model.variables if id(v) not in known]
+
+
 def _learning_rate_variables(model):
     out = set()
     for _, opt in optimizers(model):
