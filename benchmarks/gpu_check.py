@@ -6,7 +6,7 @@ failed, hung, crashed or did not run.
 
 * `devices`: one physical GPU is split into logical GPUs with memory limits
   (several GPUs are used as they are); an op runs on each device.
-* `population_reduce`: 4 Mirrored members, `devices_per_member=2`, trained
+* `population_reduce`: 4 Mirrored members, `Devices(per_member=2)`, trained
   concurrently with `ReductionToOneDevice` (the library's choice); step
   rate of each member.
 * `population_nccl`: the same with `NcclAllReduce` per member: does it crash

@@ -84,12 +84,13 @@ def _population(ctx, cross):
         devices_lib.member_strategy = lambda devs: tf.distribute.MirroredStrategy(
             devices=list(devs), cross_device_ops=tf.distribute.NcclAllReduce())
     try:
-        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=4,
-                                   devices=ctx["devices"], devices_per_member=2, seed=0, verbose=0,
-                                   sync_timeout=60)
+        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)},
+                                   population_size=4, seed=0,
+                                   devices=keras_pbt.Devices(names=ctx["devices"], per_member=2))
+        pop.store.timeout = 60
         rates = {}
         pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch,
-                callbacks=lambda mid: _rate_callback(rates, mid, steps))
+                callbacks=lambda mid: _rate_callback(rates, mid, steps), verbose=0)
     finally:
         devices_lib.member_strategy = original
     failures = {m.member_id: [str(e) for e in m.failures] for m in pop.members if m.failures}
@@ -312,8 +313,9 @@ def phase_memory(ctx):
         for d in ctx["devices"]:
             tf.config.experimental.reset_memory_stats(d)
     base = _rss()
-    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)}, population_size=8,
-                               devices=ctx["devices"], seed=0, verbose=0, quantile=0.25)
+    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)},
+                               population_size=8, policy=keras_pbt.Policy(quantile=0.25),
+                               devices=ctx["devices"], seed=0)
     state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                 for m in pop.members for v in m.model.weights + m.model.optimizer.variables)
     published, most = [], {}
@@ -335,7 +337,7 @@ def phase_memory(ctx):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch)
+        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch, verbose=0)
     finally:
         done.set()
         sampler.join(5)
@@ -390,8 +392,8 @@ def phase_overhead(ctx):
 
     def population(seed):
         return keras_pbt.Population(lambda hp: _resnet(hp, size, filters),
-                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=members,
-                                    devices=ctx["devices"], seed=seed, verbose=0)
+                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)},
+                                    population_size=members, devices=ctx["devices"], seed=seed)
 
     def plain(seed):  # the same members, data pipelines and devices, no PBT
         pop = population(seed)
@@ -412,7 +414,7 @@ def phase_overhead(ctx):
     def pbt(seed):
         pop = population(seed)
         t = time.perf_counter()
-        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch)
+        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch, verbose=0)
         return time.perf_counter() - t
 
     if gpu:

@@ -87,7 +87,7 @@ def main():
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"sync", "async"}:
         parser.error(f"--modes must list sync and/or async. Received: {args.modes!r}")
-    keras_pbt.population.devices.available_devices(num_cpu_devices=args.cpu_devices)
+    keras_pbt.population.devices.available_devices(num_cpu=args.cpu_devices)
     import digits
     import numpy as np
 
@@ -99,7 +99,7 @@ def main():
     def population(seed, synchronous=True):
         return keras_pbt.Population(digits.build, digits.SPACE, population_size=args.size, seed=seed,
                                     synchronous=synchronous,
-                                    num_cpu_devices=args.cpu_devices, verbose=0)
+                                    devices=keras_pbt.Devices(num_cpu=args.cpu_devices))
 
     def plain_arm(seed):
         pop = population(seed)  # same members, strategies and data; PBT is not used
@@ -124,7 +124,7 @@ def main():
     def pbt_arm(seed, mode):
         pop = population(seed, synchronous=mode == "sync")
         t = time.perf_counter()
-        pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
+        pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0)
         elapsed = time.perf_counter() - t
         exploits = sum(r.action == "exploit" for r in pop.lineage)
         return elapsed, exploits

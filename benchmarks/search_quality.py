@@ -57,10 +57,10 @@ SIZE = 8  # PBT members = random-search configurations at 1x compute
 FACTOR = 4  # random search's larger budget, in multiples of PBT's compute
 CPU_DEVICES = 4
 RUNS = {
-    "pbt": {},
-    "pbt-mean": {"ranking": "mean"},
-    "pbt-fire": {"selection": "fire"},
-    "pb2": {"explore": "pb2"},
+    "pbt": keras_pbt.Policy(),
+    "pbt-mean": keras_pbt.Policy(ranking="mean"),
+    "pbt-fire": keras_pbt.Policy(selection="fire"),
+    "pb2": keras_pbt.Policy(explore="pb2"),
 }
 
 TARGET_Q = 1.19
@@ -92,13 +92,13 @@ def pbt_run(task, seed, run, data, fresh=False):
     configs = search_tasks.draw_configs(task.space, SIZE, seed)
     keras.utils.set_random_seed(seed)
     pop = keras_pbt.Population(
-        task.build, task.space, population_size=SIZE, monitor="val_accuracy",
-        interval_epochs=task.interval, synchronous=True, num_cpu_devices=CPU_DEVICES,
-        seed=seed, initial_hparams=configs, verbose=0, **RUNS[run],
+        task.build, task.space, population_size=SIZE, monitor="val_accuracy", synchronous=True,
+        interval=task.interval, policy=RUNS[run], devices=keras_pbt.Devices(num_cpu=CPU_DEVICES),
+        seed=seed, initial_hparams=configs,
     )
     start = time.perf_counter()
     pop.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
-            batch_size=task.batch_size, validation_freq=task.interval)
+            batch_size=task.batch_size, validation_freq=task.interval, verbose=0)
     elapsed = time.perf_counter() - start
     members = {m.member_id: search_tasks.scores(m.model, data) for m in pop.members}
     chosen = pop.best_model(validation_data=data["select"], batch_size=500)
@@ -225,7 +225,7 @@ def main(argv=None):
         parser.error(f"--seeds needs ints, --tasks names from {sorted(available)}, --runs from "
                      f"{sorted(RUNS)}. Received: --seeds {args.seeds!r} --tasks {args.tasks!r} "
                      f"--runs {args.runs!r}")
-    keras_pbt.population.devices.available_devices(num_cpu_devices=CPU_DEVICES)
+    keras_pbt.population.devices.available_devices(num_cpu=CPU_DEVICES)
     print("command: python " + " ".join(sys.argv if argv is None else ["search_quality.py"] + argv))
     print(f"machine: {machine()}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")

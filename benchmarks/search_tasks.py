@@ -263,7 +263,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--configs", type=int, default=32)
     args = parser.parse_args(argv)
-    keras_pbt.population.devices.available_devices(num_cpu_devices=4)
+    keras_pbt.population.devices.available_devices(num_cpu=4)
     task = tasks()[args.task]
     for seed in [int(s) for s in args.seeds.split(",")]:
         random_search(task, seed, args.configs, log=lambda s: print(s, flush=True))

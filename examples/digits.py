@@ -71,13 +71,13 @@ def main(argv=None):
 
     (x, y), (xv, yv) = load_data(args.seed)
     pop = keras_pbt.Population(
-        build, SPACE, population_size=args.size, monitor="val_accuracy", interval_epochs=1,
-        synchronous=not args.asynchronous, num_cpu_devices=args.cpu_devices,
-        logdir=args.logdir, seed=args.seed, verbose=args.verbose,
+        build, SPACE, population_size=args.size, monitor="val_accuracy", interval=1,
+        synchronous=not args.asynchronous, devices=keras_pbt.Devices(num_cpu=args.cpu_devices),
+        logdir=args.logdir, seed=args.seed,
     )
     print(f"{args.size} members on {sorted({d for m in pop.members for d in m.devices})}")
     start = time.monotonic()
-    pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
+    pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=args.verbose)
     elapsed = time.monotonic() - start
     best = pop.best_member
     print(f"\nBest member: {best.member_id} with val_accuracy={best.last_metric:.4f} "

@@ -85,7 +85,7 @@ def main(argv=None):
         build_model,
         objective="val_accuracy",
         population_size=args.population,
-        interval_epochs=args.interval,
+        interval=args.interval,
         seed=args.seed,
         devices=devices,
         directory=args.directory,

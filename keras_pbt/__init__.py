@@ -16,6 +16,7 @@ from keras_pbt.core.policy import Decision
 from keras_pbt.core.pb2 import PB2Explorer
 from keras_pbt.core.policy import BoundaryPlan
 from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.config import Interval
 from keras_pbt.core.config import Policy
 from keras_pbt.core.ranking import ImprovementRate
 from keras_pbt.core.ranking import LastValue
@@ -41,7 +42,7 @@ from keras_pbt.storage.store import ConfigurationError
 from keras_pbt.storage.store import InMemoryStore
 from keras_pbt.storage.store import PopulationStopped
 from keras_pbt.storage.store import PopulationStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ _LAZY = {
     "PopulationProgress": "keras_pbt.population.progress",
     "configure_cpu_devices": "keras_pbt.population.devices",
     "assign_devices": "keras_pbt.population.devices",
+    "Devices": "keras_pbt.population.devices",
     "PBTOracle": "keras_pbt.tuner.oracle",
     "PBTTuner": "keras_pbt.tuner.tuner",
 }
@@ -112,6 +114,7 @@ __all__ = [
     "Hyperparameter",
     "InMemoryStore",
     "IntUniform",
+    "Interval",
     "LineageRecord",
     "LogUniform",
     "PBTPolicy",

@@ -41,9 +41,9 @@ def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, see
         return model
 
     pop = keras_pbt.Population(
-        build, space, population_size=len(member_ids), member_ids=list(member_ids), quantile=0.25,
-        sync_timeout=120, logdir=logdir, seed=seed, verbose=0,
-    )
+        build, space, population_size=len(member_ids), member_ids=list(member_ids),
+        logdir=logdir, seed=seed, policy=keras_pbt.Policy(quantile=0.25))
+    pop.store.timeout = 120
     pop.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32)
     for member in pop.members:
         if member.callback._writer is not None:

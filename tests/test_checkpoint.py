@@ -35,15 +35,16 @@ SCRIPT = textwrap.dedent("""
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.3)
 
-    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=2, member_ids=["a", "b", "c"])
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, member_ids=["a", "b", "c"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs={epochs}, batch_size=32, callbacks=[Pace()],
-            checkpoint_dir={directory!r})
+            checkpoint_dir={directory!r}, verbose=2)
     print("RESULT " + json.dumps({{
         "resumed_from": pop.resumed_from,
         "lineage": [[r.member_id, r.interval, r.step, r.action] for r in pop.lineage],
         "history": {{m: len(h["val_accuracy"]) for m, h in pop.history.items()}},
         "steps": {{m.member_id: m.callback.steps for m in pop.members}},
         "best": pop.best_member.member_id,
+        "final": {{m: h["val_accuracy"][-1] for m, h in pop.history.items()}},
     }}), flush=True)
 """)
 
@@ -91,7 +92,10 @@ def _check_final(out, resumed_from):
         assert [i for i, _, _ in mine] == list(range(EPOCHS + 1)), mine
         assert [s for _, s, _ in mine] == [8 * i for i in range(EPOCHS + 1)]
         assert mine[0][2] == "init" and all(a in ("keep", "exploit") for _, _, a in mine[1:])
-    assert result["best"] in ("a", "b", "c")
+    # The best member is the one with the best final val_accuracy (as Keras
+    # logged it; ties go to the first id), resumed runs included.
+    final = result["final"]
+    assert result["best"] == min(final, key=lambda m: (-final[m], m)), final
 
 
 def test_sigkill_then_ctrl_c_then_the_same_command_finishes(tmp_path):
@@ -134,7 +138,8 @@ def test_sigkill_then_ctrl_c_then_the_same_command_finishes(tmp_path):
 
 
 def _population(**kwargs):
-    args = dict(population_size=2, seed=7, verbose=0, quantile=0.5, devices=["/cpu:0", "/cpu:1"])
+    args = dict(population_size=2, seed=7, policy=keras_pbt.Policy(quantile=0.5),
+                devices=["/cpu:0", "/cpu:1"])
     args.update(kwargs)
     return keras_pbt.Population(build, SPACE, **args)
 
@@ -173,8 +178,8 @@ def test_checkpoint_holds_every_members_state(checkpointed):
             np.testing.assert_array_equal(got, v.numpy())
         cb = member.callback
         state = meta["state"]
-        assert (state["steps"], state["epochs"], state["interval"], state["exploits"]) == (
-            cb.steps, cb.epochs, cb.interval, cb.exploits)
+        assert (state["steps"], state["epochs"], state["boundaries"], state["exploits"]) == (
+            cb.steps, cb.epochs, cb.boundaries, cb.exploits)
         assert state["hparams"] == cb.hparams and meta["snapshot"]["hparams"] == cb.hparams
         assert state["rng"] == cb.get_state()["rng"]
         assert meta["snapshot"]["num_weights"] == len(member.model.weights)
@@ -276,8 +281,7 @@ def test_corrupt_manifest_is_a_clear_error(copy_of, damage):
 
 def test_a_checkpoint_of_another_population_is_refused(copy_of):
     other = keras_pbt.Population(lambda hp: build(dict(hp, momentum=0.5)),
-                                 {"learning_rate": SPACE["learning_rate"]}, population_size=2, seed=7,
-                                 verbose=0, devices=["/cpu:0", "/cpu:1"])
+                                 {"learning_rate": SPACE["learning_rate"]}, population_size=2, seed=7, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(ck.CheckpointError, match="another population: its space"):
         other.fit(X, Y, validation_data=(XV, YV), epochs=3, checkpoint_dir=str(copy_of))
 
@@ -343,7 +347,7 @@ def _lineage_intervals(pop):
 
 
 def test_asynchronous_population_checkpoints_at_its_boundary_epochs(tmp_path):
-    kwargs = dict(synchronous=False, interval_epochs=2)
+    kwargs = dict(synchronous=False, interval=2)
     pop = _population(**kwargs)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(tmp_path))
     # Epoch 5 is no boundary: the last checkpoint is epoch 4.
@@ -358,7 +362,7 @@ def test_asynchronous_population_checkpoints_at_its_boundary_epochs(tmp_path):
 
 
 def test_step_intervals_checkpoint_at_every_epoch_end(tmp_path):
-    kwargs = dict(interval_steps=3, monitor="loss")
+    kwargs = dict(interval=keras_pbt.Interval(steps=3), monitor="loss")
     pop = _population(**kwargs)
     pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     assert _committed_epoch(tmp_path) == 2
@@ -373,7 +377,7 @@ def test_step_intervals_checkpoint_at_every_epoch_end(tmp_path):
 
 
 def test_a_population_that_trained_in_memory_is_never_rolled_back(tmp_path):
-    pop = _population(interval_epochs=2)
+    pop = _population(interval=2)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
     assert _committed_epoch(tmp_path) == 2
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path))
@@ -393,7 +397,7 @@ def _dropout_build(hp):
 
 
 def test_dropout_rng_state_is_checkpointed(tmp_path):
-    kwargs = dict(population_size=2, seed=1, verbose=0, monitor="loss", devices=["/cpu:0", "/cpu:1"])
+    kwargs = dict(population_size=2, seed=1, monitor="loss", devices=["/cpu:0", "/cpu:1"])
     pop = keras_pbt.Population(_dropout_build, SPACE, **kwargs)
     pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path))
     resumed = keras_pbt.Population(_dropout_build, SPACE, **kwargs)

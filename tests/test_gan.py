@@ -96,10 +96,8 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
     counter = iter(range(2))
     pop = keras_pbt.Population(
         lambda hp: gan_mixture.build(hp, seed=next(counter)), gan_mixture.SPACE, population_size=2,
-        monitor="val_energy", mode="min", interval_epochs=1, quantile=0.5, seed=0, verbose=0,
-        initial_hparams=[HP, dict(HP, **{"g_optimizer.learning_rate": 1e-4})],
-        explore_fn=lambda hp, rng: dict(new),
-    )
+        monitor="val_energy", mode="min", seed=0,
+        initial_hparams=[HP, dict(HP, **{"g_optimizer.learning_rate": 1e-4})], policy=keras_pbt.Policy(quantile=0.5, explore_fn=lambda hp, rng: dict(new)), interval=1)
     seen = {}
     val = tf.data.Dataset.from_tensor_slices(gan_mixture.sample_mixture(128, seed=1)).batch(64)
     pop.fit(DATA, validation_data=val, epochs=2, batch_size=16,

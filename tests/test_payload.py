@@ -9,7 +9,7 @@ import pytest
 
 from keras_pbt.storage import checkpoint as ck
 from keras_pbt.storage import payload
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 from keras_pbt.tuner import snapshots
 
 LAYOUT = (("weight", "kernel", (2, 3), "float32"), ("optimizer", "iteration", (), "int64"))

@@ -40,11 +40,10 @@ Y16 = np.concatenate([Y1, Y1[::-1]])
 def run(tmp_path_factory):
     """Three one-weight members, 6 epochs of 4 steps: (lineage, logdir, final weights)."""
     logdir = str(tmp_path_factory.mktemp("replay"))
-    store = keras_pbt.InMemoryStore(seed=5)
+    store = keras_pbt.InMemoryStore(seed=5, synchronous=True, timeout=60)
     jobs = []
     for i, (lr, mom) in enumerate([(0.2, 0.5), (0.01, 0.0), (0.002, 0.8)]):
-        cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", synchronous=True, quantile=0.34,
-                                   resample_probability=0.5, logdir=logdir, sync_timeout=60)
+        cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", logdir=logdir, policy=keras_pbt.Policy(quantile=0.34, resample_probability=0.5))
         model = one_weight_model(keras.optimizers.SGD(lr, momentum=mom), w0=0.5)
         jobs.append((model, dict(x=X16, y=Y16, batch_size=4, epochs=6, shuffle=False, verbose=0,
                                  callbacks=[cb])))

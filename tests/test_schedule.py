@@ -13,7 +13,7 @@ from keras_pbt.core.ancestry import (
     best_member,
     latest_metrics,
     member_order_key,
-    rank_members,
+    order_members,
     schedule_by_hparam,
 )
 
@@ -37,15 +37,15 @@ def test_member_order_puts_integers_by_value_before_text():
     assert sorted(ids, key=member_order_key) == [0, 2, 10, "10", "a", "b"]
 
 
-def test_rank_members_ties_nan_inf_and_none():
+def test_order_members_ties_nan_inf_and_none():
     metrics = {10: 0.9, 2: 0.9, "a": 0.9, 0: 0.5, 3: NAN, 4: INF, 5: -INF, 6: None}
     # Equal metrics in member order (2 before 10, not "10" < "2" as text);
     # every non-finite value ranks last in both modes; None is not ranked.
-    assert rank_members(metrics, "max") == [2, 10, "a", 0, 3, 4, 5]
-    assert rank_members(metrics, "min") == [0, 2, 10, "a", 3, 4, 5]
-    assert rank_members({}, "max") == []
+    assert order_members(metrics, "max") == [2, 10, "a", 0, 3, 4, 5]
+    assert order_members(metrics, "min") == [0, 2, 10, "a", 3, 4, 5]
+    assert order_members({}, "max") == []
     with pytest.raises(ValueError, match="Received: mode='auto'"):
-        rank_members(metrics, "auto")
+        order_members(metrics, "auto")
 
 
 def test_best_member_counts_the_latest_metric_even_when_it_is_nan():
@@ -65,7 +65,7 @@ def test_best_member_ties_do_not_depend_on_record_order():
     lineage = inits(2, 10, "x") + [rec(m, 10, "keep", 0.1, metric=0.75) for m in ("x", 10, 2)]
     assert best_member(lineage) == 2
     assert best_member(list(reversed(lineage))) == 2
-    assert rank_members(latest_metrics(lineage), "max") == [2, 10, "x"]
+    assert order_members(latest_metrics(lineage), "max") == [2, 10, "x"]
 
 
 def test_best_member_after_a_restart_and_at_one_step():

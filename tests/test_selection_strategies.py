@@ -344,12 +344,11 @@ def test_callback_reports_recent_metrics_reset_by_exploit():
 
     from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1.0)}
     models = [one_weight_model(keras.optimizers.SGD(lr)) for lr in (0.05, 1e-4)]
     sel = TTestSelection(window=3, significance=0.2)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, selection=sel,
-                                 sync_timeout=60) for i in range(2)]
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", policy=keras_pbt.Policy(selection=sel)) for i in range(2)]
     kw = dict(x=X1, y=Y1, batch_size=2, epochs=7, shuffle=False, verbose=0)
     assert fit_in_threads([(m, dict(kw, callbacks=[cb])) for m, cb in zip(models, cbs)]) == [None, None]
     exploit_steps = {(r.member_id, r.step) for r in store.lineage() if r.action == "exploit"}
@@ -373,17 +372,16 @@ def test_callback_tournament_by_name_publishes_every_member():
 
     from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
-    store = keras_pbt.InMemoryStore(seed=2)
+    store = keras_pbt.InMemoryStore(seed=2, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1.0)}
     lrs = (0.1, 0.03, 1e-3, 1e-4)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, selection="tournament",
-                                 sync_timeout=60) for i in range(len(lrs))]
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", policy=keras_pbt.Policy(selection="tournament")) for i in range(len(lrs))]
     jobs = [(one_weight_model(keras.optimizers.SGD(lr)),
              dict(x=X1, y=Y1, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=[cb]))
             for lr, cb in zip(lrs, cbs)]
     assert fit_in_threads(jobs) == [None] * len(lrs)
     assert store.snapshot_members() == set(range(len(lrs)))  # any member may be met
-    assert all(cb.policy.selection.name == "tournament" for cb in cbs)
+    assert all(cb.engine.selection.name == "tournament" for cb in cbs)
     reports = {(r.member_id, r.step): r.metric for h in store.histories().values() for r in h}
     exploits = [r for r in store.lineage() if r.action == "exploit"]
     assert exploits

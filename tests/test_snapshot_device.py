@@ -20,7 +20,7 @@ from keras_pbt.storage import checkpoint as checkpoint_lib
 from keras_pbt.population import devices
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.storage.store import InMemoryStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 from keras_pbt.tuner import snapshots as tuner_checkpoint
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp

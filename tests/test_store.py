@@ -16,7 +16,7 @@ from keras_pbt.storage import store as store_lib
 from keras_pbt.storage.store import InMemoryStore
 from keras_pbt.storage.store import PopulationStopped
 from keras_pbt.storage.store import PopulationStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 
 

@@ -96,13 +96,12 @@ class _Traces(keras.callbacks.Callback):
 
 def test_pbt_exploits_change_momentum_without_retracing():
     x, y = blobs(160)
-    store = keras_pbt.InMemoryStore(seed=3)
+    store = keras_pbt.InMemoryStore(seed=3, synchronous=True)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.3, 0.95)}
     jobs, traces, callbacks = [], [], []
     initial = [(0.3, 0.9), (0.05, 0.5), (0.002, 0.4), (0.001, 0.3)]
     for i, (lr, mom) in enumerate(initial):
-        cb = keras_pbt.PBTCallback(store, i, space, monitor="accuracy", synchronous=True,
-                                   quantile=0.25, seed=3)
+        cb = keras_pbt.PBTCallback(store, i, space, monitor="accuracy", policy=keras_pbt.Policy(quantile=0.25))
         model = mlp(i, keras.optimizers.SGD(lr, momentum=mom))
         rec = _Traces(model)
         traces.append(rec)
@@ -196,7 +195,7 @@ def test_a_model_traced_before_pbt_uses_the_callbacks_values():
         a.assign(b.numpy())  # a copy: JAX's fit donates the buffers of its state
     space = {"momentum": keras_pbt.Uniform(0.0, 0.99)}
     cb = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(), 0, space, monitor="loss",
-                               hparams={"momentum": 0.9})
+                               initial_hparams={"momentum": 0.9})
     model.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
     twin.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0)
     np.testing.assert_allclose(model.get_weights()[0], twin.get_weights()[0], rtol=1e-6)

@@ -217,9 +217,9 @@ def _name(device):
     return f"{device.platform}:{device.id}"
 
 
-def available_devices(num_cpu_devices=None):
-    if num_cpu_devices is not None:
-        _ask_for_cpu_devices(num_cpu_devices)  # before has_gpu() starts JAX
+def available_devices(num_cpu=None):
+    if num_cpu is not None:
+        _ask_for_cpu_devices(num_cpu)  # before has_gpu() starts JAX
     if has_gpu():
         return [_name(d) for d in jax.devices("gpu")]
     return [_name(d) for d in jax.devices("cpu")]

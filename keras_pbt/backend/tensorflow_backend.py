@@ -143,14 +143,14 @@ def configure_cpu_devices(n):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def available_devices(num_cpu_devices=None):
+def available_devices(num_cpu=None):
     # list_physical_devices does not initialise TensorFlow; listing logical
     # devices does, after which CPU devices can no longer be split.
     if tf.config.list_physical_devices("GPU"):
         return [d.name for d in tf.config.list_logical_devices("GPU")]
-    if num_cpu_devices is not None:
+    if num_cpu is not None:
         try:
-            return configure_cpu_devices(num_cpu_devices)
+            return configure_cpu_devices(num_cpu)
         except RuntimeError:
             pass
     return [d.name for d in tf.config.list_logical_devices("CPU")]

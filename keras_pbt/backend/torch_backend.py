@@ -95,8 +95,8 @@ def configure_cpu_devices(n):
     return ["cpu"]
 
 
-def available_devices(num_cpu_devices=None):
-    del num_cpu_devices
+def available_devices(num_cpu=None):
+    del num_cpu
     return _gpus() or ["cpu"]
 
 

@@ -3,7 +3,7 @@
 Pure Python, the one home of two rules that the callback's population, the
 keras-tuner oracle, `replay` and the TensorBoard tab's server all use:
 
-* **The best member** (`rank_members`, `best_member`). Each member counts with
+* **The best member** (`order_members`, `best_member`). Each member counts with
   the metric of its latest record that has one (its latest boundary; an
   exploit record holds the metric the member had before it copied, a restart
   record holds none). Finite metrics rank first, by `mode`; NaN and +-inf rank
@@ -92,11 +92,15 @@ def member_order_key(member_id):
     return (1, 0, str(member_id))
 
 
-def rank_members(metrics, mode):
-    """Member ids, best first, by the one best-member rule.
+def order_members(metrics, mode):
+    """Member ids, best first, by the one best-member rule: their latest metric.
+
+    This orders the final standings (`best_member`, the tab's table). It
+    is not a boundary's *rank*, which orders reports by the policy's
+    ranking signal with a seeded tie-break (`PBTPolicy.rank`).
 
     Args:
-        metrics: dict member id -> its current metric (None: not ranked).
+        metrics: dict member id -> its current metric (None: left out).
         mode: `"min"` or `"max"`.
 
     Returns:
@@ -105,7 +109,7 @@ def rank_members(metrics, mode):
 
     Example:
 
-    >>> rank_members({0: 0.5, 1: 0.9, 2: float("nan"), 3: 0.9, 4: None}, "max")
+    >>> order_members({0: 0.5, 1: 0.9, 2: float("nan"), 3: 0.9, 4: None}, "max")
     [1, 3, 0, 2]
     """
     check_mode(mode)
@@ -135,7 +139,7 @@ def latest_metrics(lineage):
 
 
 def best_member(lineage, mode=None):
-    """The member whose latest metric is best (see `rank_members` for ties and NaN).
+    """The member whose latest metric is best (see `order_members` for ties and NaN).
 
     Args:
         lineage: `LineageRecord`s of a run.
@@ -156,7 +160,7 @@ def best_member(lineage, mode=None):
     metrics = latest_metrics(records)
     if not metrics:
         raise ValueError("No lineage record has a metric: cannot tell the best member.")
-    return rank_members(metrics, records_mode(records) if mode is None else mode)[0]
+    return order_members(metrics, records_mode(records) if mode is None else mode)[0]
 
 
 def records_mode(lineage):

@@ -28,10 +28,10 @@ class Decision:
 
     Attributes:
         member_id: the deciding member.
-        action: `"keep"` or `"exploit"`.
+        action: `"keep"`, `"exploit"` or `"restart"` (`PBTPolicy.restart`).
         hparams: hyperparameters to train with from now on.
         hparams_before: hyperparameters up to now.
-        metric: the member's metric at the boundary.
+        metric: the member's metric at the boundary (None for a restart).
         parent: the member to copy (exploit only).
         parent_step: the step of the parent's report that won the selection.
         parent_metric: the parent's metric in that report.
@@ -43,7 +43,7 @@ class Decision:
     action: str
     hparams: Dict[str, Any]
     hparams_before: Dict[str, Any]
-    metric: float
+    metric: Optional[float]
     parent: Any = None
     parent_step: Optional[int] = None
     parent_metric: Optional[float] = None
@@ -230,6 +230,54 @@ class PBTPolicy:
         me = _own_report(member_id, reports)
         return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
 
+    def restart(self, member_id, hparams_before, candidates, initial_hparams, rng, history=None,
+                reason=""):
+        """The `"restart"` `Decision` of a failed member: the one restart rule
+        of the population and the keras-tuner oracle.
+
+        The member restarts from the best of `candidates` (`restart_parent`:
+        the best metric, NaN last, ties by member id) and explores that
+        member's hyperparameters, as an exploit does; without a candidate it
+        restarts from its own initial state and explores its initial
+        hyperparameters.
+
+        Args:
+            member_id: the failed member's id.
+            hparams_before: its hyperparameters when it failed.
+            candidates: the states it may restart from, each with
+                `member_id`, `step`, `metric` and `hparams` (a `Report`, or
+                the `Snapshot` a member published), its own left out.
+            initial_hparams: its initial hyperparameters.
+            rng: its own `numpy.random.Generator`.
+            history: every `Report` so far, for PB2; ignored otherwise.
+            reason: why it failed (the error), kept in the record.
+
+        Returns:
+            A `Decision` with `action="restart"`; `parent` is `None` when it
+            restarts from its initial state.
+
+        Example:
+
+        >>> from keras_pbt.core.space import Uniform
+        >>> from keras_pbt.core.selection import Report
+        >>> policy = PBTPolicy({"lr": Uniform(0.0, 1.0)}, mode="max", seed=0)
+        >>> d = policy.restart(2, {"lr": 0.9}, [Report(0, 10, 0.5, {"lr": 0.1}),
+        ...                    Report(1, 10, 0.7, {"lr": 0.2})], {"lr": 0.5},
+        ...                    np.random.default_rng(0), reason="OOM")
+        >>> d.action, d.parent
+        ('restart', 1)
+        """
+        candidates = {c.member_id: c for c in candidates if c.member_id != member_id}
+        parent_id = restart_parent({m: c.metric for m, c in candidates.items()}, self.mode)
+        parent = candidates.get(parent_id)
+        start = dict(initial_hparams) if parent is None else dict(parent.hparams)
+        new, ops = self.explore(start, rng, history)
+        return Decision(
+            member_id, "restart", new, dict(hparams_before), None,
+            parent=None if parent is None else parent.member_id,
+            parent_step=None if parent is None else parent.step,
+            parent_metric=None if parent is None else parent.metric, ops=ops, reason=reason)
+
     def _decide_ranked(self, me, reports, ranked, rng, available, history):
         before = dict(me.hparams)
         parent = self.selection.choose_parent(me.member_id, ranked, self.mode, rng, available)
@@ -395,8 +443,8 @@ def restart_parent(metrics, mode):
         mode: `"min"` or `"max"`.
 
     Returns:
-        The member id ranked first by `keras_pbt.core.ancestry.rank_members` (NaN
+        The member id ranked first by `keras_pbt.core.ancestry.order_members` (NaN
         last, ties by member id), or `None` when there is no snapshot.
     """
-    ranked = schedule_lib.rank_members(metrics, mode)
+    ranked = schedule_lib.order_members(metrics, mode)
     return ranked[0] if ranked else None

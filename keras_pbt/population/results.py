@@ -22,9 +22,9 @@ class PopulationResults:
     @property
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
-        (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""
+        (`keras_pbt.core.ancestry.order_members`: NaN last, ties by member id)."""
         histories = self.store.histories()
-        ranked = schedule_lib.rank_members(
+        ranked = schedule_lib.order_members(
             {m.member_id: histories[m.member_id][-1].metric for m in self.members if histories.get(m.member_id)},
             self.mode)
         if not ranked:
@@ -92,16 +92,16 @@ class PopulationResults:
                 f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
-        best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
+        best = schedule_lib.order_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
         return next(m for m in self.members if m.member_id == best).model
 
-    def _print_summary(self):
+    def _print_summary(self, progress):
         best = self.best_member
         exploits = sum(1 for r in self.lineage if r.action == "exploit")
         restarts = sum(1 for r in self.lineage if r.action == "restart")
         hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
                        for k, v in best.hparams.items())
-        self._progress.message(
+        progress.message(
             f"PBT done in {self.elapsed:.1f} s: best member {best.member_id!r} with {self.monitor}="
             f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
             f"{restarts} restarts."

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from keras_pbt import backend as backend_lib
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 
 def optimizers(model):

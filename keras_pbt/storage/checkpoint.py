@@ -290,7 +290,7 @@ class Checkpointer:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.header = dict(header)
-        self.size = len(header["member_ids"])
+        self.population_size = len(header["member_ids"])
         self.keep = keep
         self._lock = threading.Lock()
         self._pending = {}
@@ -358,7 +358,7 @@ class Checkpointer:
                 return False
             pending = self._pending.setdefault(epoch, {})
             pending[index] = entry
-            if len(pending) < self.size:
+            if len(pending) < self.population_size:
                 return False
             body = dict(self.header, epoch=epoch, time=time.time(),
                         files=[pending[i] for i in sorted(pending)])

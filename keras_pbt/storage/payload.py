@@ -1,6 +1,8 @@
-"""A member's `Snapshot` as arrays and JSON metadata: the one payload layout.
+"""A member's `Snapshot`: the immutable copy of its state, and its one payload layout.
 
-Pure Python + NumPy. Every keras-pbt file that holds a member's training
+Pure Python + NumPy. A `Snapshot` is what a member publishes in the store
+and what another member copies (`keras_pbt.runtime.snapshot` captures and
+restores it). Every keras-pbt file that holds a member's training
 state (a `Population` checkpoint's member file, a `PBTTuner` segment's
 snapshot) stores it this way, written by `encode_snapshot` and read by
 `decode_snapshot`; `keras_pbt.storage.checkpoint` puts the two parts in one
@@ -19,13 +21,97 @@ A snapshot whose arrays live on a GPU is copied to the host first
 writer never hands a device tensor to NumPy.
 """
 
+import dataclasses
+import zlib
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
 from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.storage.checkpoint import CheckpointError
 from keras_pbt.storage.checkpoint import to_json
-from keras_pbt.storage.store import Snapshot
 
 KEY = "snapshot"
 _PREFIXES = ("w", "o", "r")
+
+
+def _host_copy(array):
+    """A read-only NumPy array of `array`'s value (itself if it is one)."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "detach"):  # a PyTorch tensor, maybe on a GPU
+        array = array.detach().cpu()
+    out = np.array(array)  # a device tensor's `__array__`: copied to host memory
+    out.flags.writeable = False
+    return out
+
+
+def _nbytes(array):  # a device tensor's from its shape and dtype, without a copy
+    if isinstance(array, np.ndarray):
+        return array.nbytes
+    nbytes = getattr(array, "nbytes", None)  # JAX and PyTorch tensors have it
+    if isinstance(nbytes, int):
+        return nbytes
+    return int(np.prod(tuple(array.shape), dtype=np.int64)) * int(array.dtype.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """An immutable copy of a member's training state at one step.
+
+    Arrays are read-only NumPy arrays, or tensors on the GPU of a member
+    that lives there (`keras_pbt.runtime.snapshot.capture`); a checkpoint writes
+    `to_host()`.
+
+    Attributes:
+        member_id: the member id.
+        step: the member's step when the copy was taken.
+        weights: the model's weights (`model.weights` order).
+        optimizer: the optimizer's variables (`optimizer.variables` order).
+        hparams: the hyperparameters at that step.
+        metric: the member's metric at that step (if known).
+        layout: `(name, shape, dtype)` of every model weight, then of every
+            optimizer variable, used to check that a restore matches.
+    """
+
+    member_id: Any
+    step: int
+    weights: Tuple[Any, ...]
+    optimizer: Tuple[Any, ...]
+    hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: Any = None
+    layout: Tuple = ()
+
+    def __post_init__(self):
+        for a in self.weights + self.optimizer:
+            if isinstance(a, np.ndarray):  # device tensors are immutable already
+                a.flags.writeable = False
+
+    @property
+    def on_device(self):
+        """True if some arrays are device tensors rather than NumPy arrays."""
+        return not all(isinstance(a, np.ndarray) for a in self.weights + self.optimizer)
+
+    def to_host(self):
+        """This snapshot with read-only NumPy arrays (`self` if it has only those)."""
+        if not self.on_device:
+            return self
+        return dataclasses.replace(self, weights=tuple(map(_host_copy, self.weights)),
+                                   optimizer=tuple(map(_host_copy, self.optimizer)))
+
+    def checksum(self):
+        """CRC32 over all arrays (to detect torn or corrupted copies); device
+        tensors are read to the host, so it equals that of `to_host()`."""
+        crc = 0
+        for a in self.weights + self.optimizer:
+            crc = zlib.crc32(np.ascontiguousarray(_host_copy(a)).view(np.uint8), crc)
+        return crc
+
+    @property
+    def nbytes(self):
+        """Bytes of all arrays (where they are: host or device memory)."""
+        return sum(_nbytes(a) for a in self.weights + self.optimizer)
+
 
 
 def encode_snapshot(snapshot, extra=()):

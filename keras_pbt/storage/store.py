@@ -6,106 +6,34 @@ oracle, a checkpointed store) implement the same methods.
 """
 
 import abc
-import dataclasses
 import threading
 import time
-import zlib
-from typing import Any, Dict, Tuple
-
-import numpy as np
 
 from keras_pbt.core.errors import BarrierTimeoutError
 from keras_pbt.core.errors import ConfigurationError  # noqa: F401 - re-exported
 from keras_pbt.core.errors import PopulationStopped
 from keras_pbt.core.selection import Report
+from keras_pbt.core.validation import check_bool
+from keras_pbt.core.validation import check_choice
+from keras_pbt.core.validation import check_timeout
 from keras_pbt.core.validation import new_seed
-
-
-def _host_copy(array):
-    """A read-only NumPy array of `array`'s value (itself if it is one)."""
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "detach"):  # a PyTorch tensor, maybe on a GPU
-        array = array.detach().cpu()
-    out = np.array(array)  # a device tensor's `__array__`: copied to host memory
-    out.flags.writeable = False
-    return out
-
-
-def _nbytes(array):  # a device tensor's from its shape and dtype, without a copy
-    if isinstance(array, np.ndarray):
-        return array.nbytes
-    nbytes = getattr(array, "nbytes", None)  # JAX and PyTorch tensors have it
-    if isinstance(nbytes, int):
-        return nbytes
-    return int(np.prod(tuple(array.shape), dtype=np.int64)) * int(array.dtype.size)
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """An immutable copy of a member's training state at one step.
-
-    Arrays are read-only NumPy arrays, or tensors on the GPU of a member
-    that lives there (`keras_pbt.runtime.snapshot.capture`); a checkpoint writes
-    `to_host()`.
-
-    Attributes:
-        member_id: the member id.
-        step: the member's step when the copy was taken.
-        weights: the model's weights (`model.weights` order).
-        optimizer: the optimizer's variables (`optimizer.variables` order).
-        hparams: the hyperparameters at that step.
-        metric: the member's metric at that step (if known).
-        layout: `(name, shape, dtype)` of every model weight, then of every
-            optimizer variable, used to check that a restore matches.
-    """
-
-    member_id: Any
-    step: int
-    weights: Tuple[Any, ...]
-    optimizer: Tuple[Any, ...]
-    hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    metric: Any = None
-    layout: Tuple = ()
-
-    def __post_init__(self):
-        for a in self.weights + self.optimizer:
-            if isinstance(a, np.ndarray):  # device tensors are immutable already
-                a.flags.writeable = False
-
-    @property
-    def on_device(self):
-        """True if some arrays are device tensors rather than NumPy arrays."""
-        return not all(isinstance(a, np.ndarray) for a in self.weights + self.optimizer)
-
-    def to_host(self):
-        """This snapshot with read-only NumPy arrays (`self` if it has only those)."""
-        if not self.on_device:
-            return self
-        return dataclasses.replace(self, weights=tuple(map(_host_copy, self.weights)),
-                                   optimizer=tuple(map(_host_copy, self.optimizer)))
-
-    def checksum(self):
-        """CRC32 over all arrays (to detect torn or corrupted copies); device
-        tensors are read to the host, so it equals that of `to_host()`."""
-        crc = 0
-        for a in self.weights + self.optimizer:
-            crc = zlib.crc32(np.ascontiguousarray(_host_copy(a)).view(np.uint8), crc)
-        return crc
-
-    @property
-    def nbytes(self):
-        """Bytes of all arrays (where they are: host or device memory)."""
-        return sum(_nbytes(a) for a in self.weights + self.optimizer)
+from keras_pbt.storage.payload import Snapshot
 
 
 class PopulationStore(abc.ABC):
     """What members of one population share.
 
-    Every method is safe to call from several threads.
+    Every method is safe to call from several threads. A store also says
+    how its members meet at a boundary, since it implements the barrier:
+    `synchronous` (all live members decide together), `timeout` (seconds a
+    synchronous boundary waits) and `on_timeout` (`"raise"` or
+    `"continue"`); a member's `PBTCallback` reads them here.
     """
 
     seed = 0
+    synchronous = False
+    timeout = 600.0
+    on_timeout = "raise"
 
     @abc.abstractmethod
     def register(self, member_id, hparams=None, exist_ok=False):
@@ -137,7 +65,7 @@ class PopulationStore(abc.ABC):
         """dict member -> list of its `Report`s, oldest first (a copy)."""
 
     @abc.abstractmethod
-    def wait_for_interval(self, member_id, interval, timeout, on_timeout="raise"):
+    def wait_for_interval(self, member_id, interval, timeout=None, on_timeout=None):
         """Synchronous barrier at boundary `interval`.
 
         Blocks until every live member has reported for `interval`.
@@ -145,9 +73,10 @@ class PopulationStore(abc.ABC):
         Args:
             member_id: the waiting member (must have reported already).
             interval: the boundary index.
-            timeout: seconds to wait at most.
+            timeout: seconds to wait at most. Defaults to the store's `timeout`.
             on_timeout: `"raise"` raises `BarrierTimeoutError` naming the
                 missing members; `"continue"` returns what arrived.
+                Defaults to the store's `on_timeout`.
 
         Returns:
             The reports for `interval` of the members that arrived.
@@ -199,17 +128,30 @@ class InMemoryStore(PopulationStore):
     for a snapshot, only when that member publishes one.
 
     Args:
-        seed: the population's seed (tie-breaking and explore); every
-            member's callback uses it unless given its own. Defaults to a
-            fresh random seed.
+        seed: the population's seed (tie-breaking and explore): every
+            member's callback uses it. Defaults to a fresh random seed.
+        synchronous: if True, all live members meet at each boundary and
+            decide together on the same reports; if False, each member
+            decides against the latest comparable reports of the others.
+            Defaults to `False`.
+        timeout: seconds a synchronous boundary waits for late members
+            (also settable later, e.g. `pop.store.timeout = 30`). Defaults
+            to `600`.
+        on_timeout: what a synchronous boundary does when members are
+            later than `timeout`: `"raise"` (a `BarrierTimeoutError` naming
+            them) or `"continue"` (decide without them). Defaults to
+            `"raise"`.
     """
 
-    def __init__(self, seed=None):
+    def __init__(self, seed=None, synchronous=False, timeout=600.0, on_timeout="raise"):
         if seed is None:
             seed = new_seed()
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
         self.seed = seed
+        self.synchronous = check_bool("synchronous", synchronous)
+        self.timeout = timeout
+        self.on_timeout = on_timeout
         self._lock = threading.Lock()
         self._members = {}  # member -> live flag, in registration order
         self._n_live = 0
@@ -339,11 +281,27 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return {m: list(h) for m, h in self._history.items()}
 
-    def wait_for_interval(self, member_id, interval, timeout, on_timeout="raise"):
-        if on_timeout not in ("raise", "continue"):
-            raise ValueError(
-                f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
-            )
+    @property
+    def timeout(self):
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._timeout = check_timeout("timeout", value)
+
+    @property
+    def on_timeout(self):
+        return self._on_timeout
+
+    @on_timeout.setter
+    def on_timeout(self, value):
+        self._on_timeout = check_choice("on_timeout", value, ("raise", "continue"))
+
+    def wait_for_interval(self, member_id, interval, timeout=None, on_timeout=None):
+        timeout = self.timeout if timeout is None else check_timeout("timeout", timeout,
+                                                                     allow_zero=True)
+        on_timeout = self.on_timeout if on_timeout is None else check_choice(
+            "on_timeout", on_timeout, ("raise", "continue"))
         deadline = time.monotonic() + timeout
         with self._lock:
             self._check_open()
@@ -363,7 +321,7 @@ class InMemoryStore(PopulationStore):
                         raise BarrierTimeoutError(
                             f"Member {member_id!r} waited {timeout:g} s at interval {interval} "
                             f"for members {missing!r}, which did not report. Raise "
-                            "`sync_timeout`, use on_timeout='continue', or check those members.",
+                            "the store's `timeout`, use on_timeout='continue', or check those members.",
                             member_id=member_id, interval=interval, missing=missing, timeout=timeout,
                         )
                     cond.wait(left)

@@ -161,7 +161,7 @@ class Worker:
         return self._validation[key][1]
 
 
-def make_workers(tuner_id, strategy, population_size, devices, devices_per_member=1):
+def make_workers(tuner_id, strategy, population_size, devices):
     """A search's workers in this process: one (with `strategy`) when `devices`
     is None, else one per distinct device slice, each with its own
     `MirroredStrategy`, and at most one per member.
@@ -170,15 +170,15 @@ def make_workers(tuner_id, strategy, population_size, devices, devices_per_membe
         tuner_id: the tuner's id; a slice's worker is `<tuner_id>-<i>`.
         strategy: the `distribution_strategy` of a lone worker, or None.
         population_size: the number of members.
-        devices: None, `"auto"` or a list of device names.
-        devices_per_member: devices per slice. Defaults to `1`.
+        devices: None, `"auto"`, a list of device names or a
+            `keras_pbt.Devices`.
 
     Returns:
         A list of `Worker`.
     """
     if devices is None:
         return [Worker(tuner_id, strategy, population_size)]
-    slices = devices_lib.assign_devices(population_size, devices, devices_per_member)
+    slices = devices_lib.assign_devices(population_size, devices)
     unique = []
     for s in slices:
         if s not in unique:

@@ -128,7 +128,7 @@ def best_of(records, mode=None):
     best = {
         "member": member,
         "metric": metrics[member],
-        "ranking": schedule_lib.rank_members(metrics, mode),
+        "ranking": schedule_lib.order_members(metrics, mode),
         "ancestry": [e.to_dict() for e in entries],
         "schedule": schedule_lib.schedule_by_hparam(entries),
         "end_step": entries[-1].end_step,
