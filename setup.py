@@ -7,12 +7,11 @@ setup(
     description="Population-Based Training for Keras 3 on TensorFlow, JAX and PyTorch",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    # An SPDX expression (PEP 639), not a license classifier: setuptools >= 77
+    # warns about the classifier on every install.
     license="Apache-2.0",
     license_files=["LICENSE"],
-    classifiers=[
-        "License :: OSI Approved :: Apache Software License",
-        "Programming Language :: Python :: 3",
-    ],
+    classifiers=["Programming Language :: Python :: 3"],
     python_requires=">=3.11",
     packages=find_packages(include=["keras_pbt", "keras_pbt.*"])
     + find_packages(where="tensorboard_plugin", include=["keras_pbt_tensorboard"]),
