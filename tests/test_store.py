@@ -31,6 +31,14 @@ def _in_thread(fn):
     t.start()
     return t, got
 
+def _until(condition, timeout=10):
+    """Waits until `condition()` holds (polling); fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.001)
+
+
 def make_snapshot(member, step, sizes=(3, 5), metric=None):
     """A snapshot whose every element equals `step`; its creation-time CRC in hparams."""
     weights = tuple(np.full(n, step, dtype=np.float32) for n in sizes)
@@ -185,7 +193,7 @@ def test_leaving_member_releases_the_barrier():
     store.report(Report(1, 10, 0.5, interval=1))
     start = time.monotonic()
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
-    time.sleep(0.1)
+    _until(lambda: store.waiting()[0] == {1: 1})   # blocked at the barrier
     assert t.is_alive()
     store.leave(2, reason="crashed")
     t.join(5)
@@ -299,7 +307,7 @@ def test_barrier_index_matches_rescanning_every_history(ops):
                 with pytest.raises(BarrierTimeoutError) as info:
                     store.wait_for_interval(0, i, timeout=0)
                 assert info.value.missing == missing
-    assert store._interval_waiters == {}  # no condition kept for past waits
+    assert store.waiting()[0] == {}  # no condition kept for past waits
 
 
 def test_barrier_result_is_in_registration_order():
@@ -336,18 +344,17 @@ def test_barrier_waiter_is_woken_only_when_its_interval_completes(monkeypatch):
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=30))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[0] == {1: 1})
     for m in range(1, n):
         store.report(Report(m, 10, 0.5, interval=1))
         store.report(Report(m, 20, 0.5, interval=2))
         store.publish(make_snapshot(m, 10))
-        if m < n - 1:
-            time.sleep(0.01)
-            assert t.is_alive()
     t.join(10)
     assert not t.is_alive() and len(got["value"]) == n
+    # A wrong notification would have woken the waiter once more: it was
+    # blocked before the first report, so each one would count here.
     assert _CountingCondition.wakeups == 1
-    assert store._interval_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 def test_restore_records_releases_a_waiting_barrier():
@@ -356,7 +363,7 @@ def test_restore_records_releases_a_waiting_barrier():
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[0] == {1: 1})
     assert t.is_alive()
     store.restore_records(
         {0: [Report(0, 10, 0.5, interval=1)], 1: [Report(1, 10, 0.7, interval=1)]}, []
@@ -392,7 +399,7 @@ def test_close_stops_waiting_members_and_reopen_undoes_it():
     start = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(0.05)
+    _until(lambda: store.waiting() == ({1: 1}, {1: 1}))
     store.close("stopped by the test")
     for t in threads:
         t.join(5)
@@ -406,7 +413,7 @@ def test_close_stops_waiting_members_and_reopen_undoes_it():
     store.report(Report(1, 10, 0.7, interval=1))  # reports are still recorded
     store.reopen()
     assert len(store.wait_for_interval(0, 1, timeout=0)) == 2
-    assert store._interval_waiters == {} and store._snapshot_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 def test_snapshot_waiter_ignores_other_members_publishing():
@@ -414,15 +421,14 @@ def test_snapshot_waiter_ignores_other_members_publishing():
     for m in range(3):
         store.register(m)
     t, got = _in_thread(lambda: store.snapshot(2, min_step=3, timeout=10))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[1] == {2: 1})
     store.publish(make_snapshot(1, 5))
-    store.publish(make_snapshot(2, 2))  # too early
-    time.sleep(0.05)
-    assert t.is_alive()
+    store.publish(make_snapshot(2, 2))  # too early: it waits on
+    assert store.waiting()[1] == {2: 1}
     store.publish(make_snapshot(2, 3))
     t.join(5)
     assert not t.is_alive() and got["value"].step == 3
-    assert store._snapshot_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 # --- snapshots --------------------------------------------------------------
@@ -478,9 +484,8 @@ def test_snapshot_waits_for_min_step():
     store.publish(make_snapshot(0, 5))
 
     def publisher():
-        time.sleep(0.05)
+        _until(lambda: store.waiting()[1] == {0: 1})   # the reader waits for step 10
         store.publish(make_snapshot(0, 8))
-        time.sleep(0.05)
         store.publish(make_snapshot(0, 10))
 
     t = threading.Thread(target=publisher, daemon=True)

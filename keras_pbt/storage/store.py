@@ -388,6 +388,18 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return set(self._snapshots)
 
+    def waiting(self):
+        """Who waits in this store now.
+
+        Returns:
+            `(barriers, snapshots)`: dict interval -> how many members wait
+            at that synchronous boundary, and dict member id -> how many
+            members wait for that member's snapshot.
+        """
+        with self._lock:
+            return ({k: e[1] for k, e in self._interval_waiters.items()},
+                    {k: e[1] for k, e in self._snapshot_waiters.items()})
+
     def add_lineage(self, record):
         with self._lock:
             self._lineage.append(record)
