@@ -434,3 +434,33 @@ def test_a_nan_metric_survives_a_checkpoint_as_strict_json(tmp_path):
     assert back["reports"][0]["start_metric"] is None
     assert back["hparams"] == {"activation": "relu", "learning_rate": 0.1}
     assert arrays["w00000"].tolist() == [1.0, 1.0]
+
+
+def _named_build(hp):
+    return build({"learning_rate": 0.05, "momentum": 0.5})
+
+
+def test_strings_spelled_like_non_finite_floats_survive_a_resume(tmp_path):
+    # Issue 20: a string hyperparameter "NaN" or "Infinity" came back as a
+    # float after a resume, and member ids spelled so broke it.
+    space = {"tag": keras_pbt.Choice(["NaN", "Infinity", "-Infinity"])}
+    kwargs = dict(population_size=2, seed=3, member_ids=["NaN", "Infinity"], monitor="loss",
+                  setters={"tag": lambda model, value: None}, devices=["/cpu:0", "/cpu:1"],
+                  initial_hparams=[{"tag": "NaN"}, {"tag": "Infinity"}])
+    pop = keras_pbt.Population(_named_build, space, **kwargs)
+    pop.fit(X, Y, epochs=2, batch_size=32, checkpoint_dir=str(tmp_path), verbose=0)
+    resumed = keras_pbt.Population(_named_build, space, **kwargs)
+    resumed.fit(X, Y, epochs=3, batch_size=32, checkpoint_dir=str(tmp_path), verbose=0)
+    assert resumed.resumed_from == 2
+    for a, b in zip(pop.members, resumed.members):
+        assert b.member_id == a.member_id and b.hparams == a.hparams
+        assert all(isinstance(v, str) for v in b.hparams.values()), b.hparams
+    records = [r for r in resumed.lineage if r.step <= 16]
+    assert {r.member_id for r in records} == {"NaN", "Infinity"}
+    assert all(isinstance(v, str) for r in records for v in r.hparams.values())
+    before, after = pop.store.histories(), resumed.store.histories()
+    assert set(after) == {"NaN", "Infinity"}
+    for m in after:  # the checkpointed reports come back as they were, then one more
+        assert [(r.step, r.metric, r.hparams) for r in after[m][:2]] == [
+            (r.step, r.metric, r.hparams) for r in before[m]]
+    assert [r.interval for r in resumed.lineage if r.member_id == "NaN"] == [0, 1, 2, 3]

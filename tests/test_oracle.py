@@ -441,3 +441,16 @@ def test_a_worker_goes_on_with_the_member_it_trained_last(tmp_path):
         assert t.hyperparameters.values["pbt/member"] == \
             first[w].hyperparameters.values["pbt/member"]
         assert t.hyperparameters.values["pbt/parent_trial"] == first[w].trial_id
+
+
+def test_burn_in_keeps_every_member_through_its_first_segments(tmp_path):
+    oracle = make_oracle(tmp_path, hps=_lr_only_space(), population_size=4, max_epochs=4,
+                         interval=keras_pbt.Interval(epochs=1, burn_in=2), logdir=None,
+                         policy=keras_pbt.Policy(quantile=0.5))
+    for _ in range(4):
+        run_generation(oracle, 4)
+    decisions = [r for r in oracle.lineage() if r.action != "init" and r.interval < 4]
+    by_boundary = {k: [r for r in decisions if r.interval == k] for k in (1, 2, 3)}
+    for k in (1, 2):  # the engine's burn-in rule, as for the callback
+        assert [(r.action, r.reason) for r in by_boundary[k]] == [("keep", "burn-in")] * 4
+    assert sum(r.action == "exploit" for r in by_boundary[3]) == 2  # quantile 0.5 of 4

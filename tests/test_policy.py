@@ -322,6 +322,23 @@ def test_restart_parent_is_the_best_published_snapshot():
     assert restart_parent({4: math.nan}, "max") == 4  # a NaN snapshot beats the initial state
 
 
+def test_restart_is_one_rule_for_the_population_and_the_oracle():
+    policy = PBTPolicy({"lr": Uniform(0.001, 1.0)}, mode="min", factors=(2.0,),
+                       resample_probability=0.0, seed=0)
+    rng = np.random.default_rng
+    candidates = [Report(0, 40, 0.5, {"lr": 0.1}), Report(2, 30, 0.2, {"lr": 0.2}),
+                  Report(1, 40, 9.9, {"lr": 0.3}), Report(3, 40, 0.1, {"lr": 0.4})]
+    d = policy.restart(3, {"lr": 0.4}, candidates, {"lr": 0.05}, rng(0), reason="OOM")
+    # Its own state is no candidate: the best other one (lowest loss) is member 2.
+    assert (d.action, d.parent, d.parent_step, d.parent_metric) == ("restart", 2, 30, 0.2)
+    assert d.hparams == {"lr": pytest.approx(0.4)} and d.ops == {"lr": "* 2"}
+    assert d.hparams_before == {"lr": 0.4} and d.reason == "OOM" and d.metric is None
+    alone = policy.restart(3, {"lr": 0.4}, [], {"lr": 0.05}, rng(0))
+    assert alone.parent is None and alone.hparams == {"lr": pytest.approx(0.1)}  # initial, explored
+    record = d.to_record(50, 4, "val_loss", "min")
+    assert (record.action, record.parent, record.parent_step, record.interval) == ("restart", 2, 30, 4)
+
+
 # --- boundary plan: the rules the callback used to own -------------------------
 
 
