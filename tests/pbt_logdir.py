@@ -46,8 +46,7 @@ def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, see
     pop.store.timeout = 120
     pop.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32)
     for member in pop.members:
-        if member.callback._writer is not None:
-            member.callback._writer.close()
+        member.callback.close()
     return pop.lineage
 
 

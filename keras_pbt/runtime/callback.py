@@ -270,6 +270,12 @@ class PBTCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
 
+    def close(self):
+        """Writes out and closes this member's TensorBoard summary files."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def read_metric(self, logs):
         """The monitored metric in `logs`, as a float.
 
