@@ -1,11 +1,16 @@
 """One member of a `Population` and its training loop: fit, faults, restarts.
 
 A member trains in its own thread (`train`). An exception in its training
-is a fault: the member leaves the store, is restarted from the best
-published snapshot of another member (or its initial state) with explored
-hyperparameters, and trains on, until `max_failures` faults. What is not a
-member's fault (a configuration error, a checkpoint that cannot be written,
-a synchronous boundary that timed out) stops the whole population.
+is a fault: the member leaves the store, is restarted by the one restart
+rule (`PBTPolicy.restart`: from the best published snapshot of another
+member, or its initial state, with explored hyperparameters), and trains
+on, until `max_failures` faults. What is not a member's fault (a
+configuration error, a checkpoint that cannot be written, a synchronous
+boundary that timed out) stops the whole population.
+
+A member's thread sees its `Population.fit` only through a `FitRun` (the
+store, the progress view, the stop flag, the checkpoint writer, the first
+fatal error), never through the population's private fields.
 """
 
 import math

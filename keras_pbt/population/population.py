@@ -187,7 +187,7 @@ class Population(PopulationResults):
             )
         slices = devices_lib.assign_devices(size, devices)
         self.members = []
-        for mid, hp, devs in zip(member_ids, initial_hparams, slices):
+        for member_id, hp, devs in zip(member_ids, initial_hparams, slices):
             strategy = devices_lib.member_strategy(devs)
             member_seed = int(rng.integers(2**31))
             if seed is not None:
@@ -200,14 +200,14 @@ class Population(PopulationResults):
             if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
                 raise TypeError(
                     "`build` must return a compiled keras.Model (call model.compile). "
-                    f"Received: {model!r} for member {mid!r}"
+                    f"Received: {model!r} for member {member_id!r}"
                 )
             setters_of_model = self._member_setters(model)
-            self._check_hparams(model, setters_of_model, mid)
-            cb = PBTCallback(self.store, mid, space, monitor=monitor, mode=self.mode,
+            self._check_hparams(model, setters_of_model, member_id)
+            cb = PBTCallback(self.store, member_id, space, monitor=monitor, mode=self.mode,
                              interval=self.interval, policy=self.policy, initial_hparams=hp,
                              setters=setters_of_model, logdir=logdir)
-            member = Member(mid, devs, strategy, model, cb, seed=member_seed)
+            member = Member(member_id, devs, strategy, model, cb, seed=member_seed)
             if self.members:
                 population_checks.check_same_layout(self.members[0], member)
             self.members.append(member)
@@ -215,7 +215,7 @@ class Population(PopulationResults):
                                       self.max_failures)
         self.resumed_from = None
 
-    def _check_hparams(self, model, setters, mid):
+    def _check_hparams(self, model, setters, member_id):
         # Fails now, before any training, for a name that is neither an
         # optimizer field nor in `setters`, or a learning rate that is a
         # schedule. Also builds the optimizer (and SGD momentum slots), so
@@ -224,7 +224,7 @@ class Population(PopulationResults):
             HyperparameterApplier(model, list(self.space), setters)
         except (ValueError, TypeError) as error:
             raise type(error)(
-                f"{error} (member {mid!r}). Received: space={self.space!r}, "
+                f"{error} (member {member_id!r}). Received: space={self.space!r}, "
                 f"setters={sorted(self._setters)!r}"
             ) from None
 

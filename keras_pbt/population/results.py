@@ -92,7 +92,7 @@ class PopulationResults:
                 f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
-        best = schedule_lib.order_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
+        best = schedule_lib.order_members({member_id: s[name] for member_id, s in scores.items()}, self.mode)[0]
         return next(m for m in self.members if m.member_id == best).model
 
     def _print_summary(self, progress):
