@@ -148,7 +148,7 @@ def test_the_goal_table_judges_means_and_seeds_below_in_the_task_mode(mode):
 
 def test_lines_alive_per_boundary_follow_exploits():
     def rec(member, action, interval, parent=None):
-        return LineageRecord(member=member, step=0, action=action, hparams={"learning_rate": 0.1},
+        return LineageRecord(member_id=member, step=0, action=action, hparams={"learning_rate": 0.1},
                              parent=parent, interval=interval)
 
     lineage = [rec(m, "init", 0) for m in range(4)]

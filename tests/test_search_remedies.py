@@ -66,12 +66,12 @@ def test_reports_carry_start_metric_and_recent_steps():
     assert any(r.action == "exploit" for r in lineage)
 
 
-@pytest.mark.parametrize("kwargs,ops", [
-    ({"explore": "pb2"}, {"pb2", "resample (pb2: too little data)"}),
-    ({"selection": "fire"}, None),
+@pytest.mark.parametrize("policy,ops", [
+    (keras_pbt.Policy(explore="pb2"), {"pb2", "resample (pb2: too little data)"}),
+    (keras_pbt.Policy(selection="fire"), None),
 ])
-def test_fire_and_pb2_populations_train_and_exploit(kwargs, ops):
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=2, **kwargs)
+def test_fire_and_pb2_populations_train_and_exploit(policy, ops):
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=2, policy=policy)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=6, batch_size=32)
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert exploits

@@ -229,7 +229,7 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir, ser
     # where the route says.
     assert frame.locator("svg.hp-chart").count() == 2
     assert frame.locator("svg.hp-chart path.best-line").count() == 2
-    assert frame.locator("svg.hp-chart path.member_id-line").count() == 2 * len(members)
+    assert frame.locator("svg.hp-chart path.member-line").count() == 2 * len(members)
     best = _route(server, "pop_a")["best"]
     _check_drawn_best(frame, best)
 
