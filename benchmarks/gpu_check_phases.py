@@ -396,8 +396,8 @@ def phase_overhead(ctx):
     def plain(seed):  # the same members, data pipelines and devices, no PBT
         pop = population(seed)
         n_steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), batch, True, 1024, {})
-        inputs = [(data_lib.member_data(m.strategy, x, y, batch, m.seed, 1024), n_steps,
-                   data_lib.member_validation(m.strategy, (xv, yv), batch), vsteps)
+        inputs = [(data_lib.member_pipeline(m.strategy, x, y, batch_size=batch, seed=m.seed),
+                   n_steps, data_lib.validation_pipeline(m.strategy, (xv, yv), batch), vsteps)
                   for m in pop.members]
         threads = [threading.Thread(target=lambda m=m, i=i: m.model.fit(
             i[0], steps_per_epoch=i[1], validation_data=i[2], validation_steps=i[3], epochs=epochs,

@@ -274,7 +274,8 @@ class Population(PopulationResults):
     # ------------------------------------------------------------------ fit
 
     def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
-            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, verbose=None, **fit_kwargs):
+            shuffle=True, shuffle_buffer=data_lib.DEFAULT_SHUFFLE_BUFFER, checkpoint_dir=None,
+            verbose=None, **fit_kwargs):
         """Trains every member concurrently with PBT.
 
         Args:
@@ -347,9 +348,10 @@ class Population(PopulationResults):
         targets = []
         for member in self.members:
             extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
-            data = data_lib.member_data(member.strategy, x, y, batch_size,
-                                        member.seed if shuffle else None, shuffle_buffer)
-            vdata = data_lib.member_validation(member.strategy, validation_data, batch_size)
+            data = data_lib.member_pipeline(member.strategy, x, y, batch_size=batch_size,
+                                            seed=member.seed if shuffle else None,
+                                            shuffle_buffer=shuffle_buffer)
+            vdata = data_lib.validation_pipeline(member.strategy, validation_data, batch_size)
             targets.append((f"pbt-member-{member.id}", member_lib.train,
                             (self, member, data, dict(kwargs, validation_data=vdata), extra)))
         start = time.monotonic()
