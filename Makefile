@@ -6,33 +6,48 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench gpu-check venv clean wheel-check
 
+# TensorFlow (an extra: `pip install keras-pbt` installs none), the tests,
+# the browser test's driver and the examples' data.
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,examples]"
+	$(PY) -m pip install -q -e ".[tensorflow,test,browser,examples]"
 	touch $(STAMP)
 
-# JAX's CPU wheel and PyTorch's CPU build (torch==2.13.0 is the CPU wheel
-# these machines keep on disk; a looser pin would download a CUDA build).
-BACKENDS_STAMP := $(VENV)/.backends-installed
-$(BACKENDS_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[backends]"
-	touch $(BACKENDS_STAMP)
+# A second virtualenv WITHOUT TensorFlow, for Keras' JAX and PyTorch
+# backends: JAX's CPU wheel and PyTorch's CPU build (torch==2.13.0 is the
+# CPU wheel these machines keep on disk; a looser pin would download a CUDA
+# build). Installing it fails if anything pulled TensorFlow in.
+NOTF_VENV  := .venv-notf
+NOTF_PY    := $(NOTF_VENV)/bin/python
+NOTF_STAMP := $(NOTF_VENV)/.installed
+$(NOTF_STAMP): setup.py
+	test -x $(NOTF_PY) || $(PYTHON) -m venv $(NOTF_VENV)
+	$(NOTF_PY) -m pip install -q --upgrade pip
+	$(NOTF_PY) -m pip install -q -e ".[test,examples,backends]"
+	$(NOTF_PY) -c "import importlib.util as u, sys; sys.exit('TensorFlow was installed' if u.find_spec('tensorflow') else 0)"
+	touch $(NOTF_STAMP)
 
 venv: $(STAMP)
 
-# KERAS_BACKEND=jax make demo (or torch) installs that backend first.
-demo: $(STAMP) $(if $(filter jax torch,$(KERAS_BACKEND)),$(BACKENDS_STAMP))
+# KERAS_BACKEND=jax make demo (or torch) runs in the TensorFlow-free venv.
+ifneq ($(filter jax torch,$(KERAS_BACKEND)),)
+demo: $(NOTF_STAMP)
+	$(NOTF_PY) examples/digits.py
+else
+demo: $(STAMP)
 	$(PY) examples/digits.py
+endif
 
-# The whole suite on TensorFlow, then the modules marked `all_backends`
-# (callback, hyperparameters, snapshots, population, backends) on JAX and
-# on PyTorch, both at once (tests/conftest.py, tests/other_backends.sh).
-test: $(STAMP) $(BACKENDS_STAMP)
+# The whole suite on TensorFlow; then, in the TensorFlow-free venv, the
+# modules marked `all_backends` on JAX and on PyTorch side by side, and the
+# demo on JAX with TensorBoard serving its lineage tab (tests/conftest.py,
+# tests/other_backends.sh, tests/notf_demo.sh).
+test: $(STAMP) $(NOTF_STAMP)
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q --durations=20 tests
-	PY=$(PY) bash tests/other_backends.sh
+	PY=$(NOTF_PY) bash tests/other_backends.sh
 
 # Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.
@@ -67,4 +82,4 @@ wheel-check: $(STAMP)
 	PYTHON=$(PY) bash benchmarks/wheel_check.sh
 
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) $(NOTF_VENV) runs *.egg-info

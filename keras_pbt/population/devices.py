@@ -69,7 +69,8 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
     if devices_per_member > 1 and not backend.supports_device_slices:
         raise ValueError(
             f"On the {backend_lib.name()} backend a member trains on one device: several "
-            "devices per member (data parallelism) need TensorFlow's MirroredStrategy. "
+            "devices per member (data parallelism) need TensorFlow's MirroredStrategy "
+            "(pip install keras-pbt[tensorflow], KERAS_BACKEND=tensorflow). "
             f"Pass devices_per_member=1. Received: devices_per_member={devices_per_member}"
         )
     if devices == "auto":
