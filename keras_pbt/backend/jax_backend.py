@@ -27,8 +27,8 @@ or `XLA_FLAGS=--xla_force_host_platform_device_count=n`).
 import functools
 
 import jax
-import jax.numpy as jnp
 import keras
+import numpy as np
 
 from keras_pbt.backend.device_scope import canonical_device  # noqa: F401
 from keras_pbt.backend.device_scope import fit_scope  # noqa: F401
@@ -60,16 +60,21 @@ def step_captures_floats(model):
 def host_copy(variable):
     # `np.asarray` of a CPU array may view its buffer, which the next
     # (donating) step reuses: always copy.
-    import numpy as np
-
     return np.array(variable.value, copy=True)
 
 
+def _copy_to(device, value):
+    """A new buffer holding `value` on `device`, uncommitted (as Keras creates
+    its variables: see `assign`). A transfer, not a computation: nothing is
+    compiled (`jnp.array(copy=True)` would compile a copy for every shape on
+    every device, 18 compilations in a 6-member population here)."""
+    with jax.default_device(device):
+        return jax.device_put(value, may_alias=False)
+
+
 def device_copy(variable):
-    # On the variable's own device: an uncommitted array is computed on, and
-    # copied to, the caller's default device, so make that the variable's.
-    with jax.default_device(_device_of(variable)):
-        return jnp.array(variable.value, copy=True)
+    # On the variable's own device.
+    return _copy_to(_device_of(variable), variable.value)
 
 
 def has_gpu():
@@ -92,8 +97,7 @@ def assign(variable, value):
     device, and one committed input makes every output committed, so a
     committed copy would cost each member one more compile of its steps.
     """
-    with jax.default_device(_device_of(variable)):
-        variable.assign(jnp.array(value, copy=True))
+    variable.assign(_copy_to(_device_of(variable), value))
 
 
 def is_hparam_variable(variable):
@@ -108,9 +112,9 @@ def tunable_variable(value, name, model, optimizer):
     """A float32 `keras.Variable` on the optimizer's device, in its variables."""
     del model
     # On the optimizer's device, uncommitted as Keras' own variables (see `assign`).
+    initial = _copy_to(_device_of(optimizer.iterations), np.float32(value))
     with jax.default_device(_device_of(optimizer.iterations)):
-        variable = keras.Variable(jnp.asarray(value, dtype="float32"), dtype="float32",
-                                  trainable=False, name=f"pbt_{name}")
+        variable = keras.Variable(initial, dtype="float32", trainable=False, name=f"pbt_{name}")
     _track_in_optimizer(optimizer, variable)
     return variable
 
