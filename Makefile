@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check venv clean wheel-check
+.PHONY: demo test bench gpu-check gpu-wheels venv clean wheel-check
 
 # TensorFlow (an extra: `pip install keras-pbt` installs none), the tests,
 # the browser test's driver and the examples' data.
@@ -70,10 +70,41 @@ bench: $(BENCH_STAMP)
 # GPU it runs the same phases at tiny size on logical CPU devices.
 # GPU_CHECK_OUT=path also writes the results as JSON, GPU_CHECK_LOG=path
 # keeps TensorFlow's log of every phase.
+# KERAS_BACKEND=jax runs it on JAX, without TensorFlow (.venv-notf). On a
+# GPU machine that has JAX and CUDA but neither TensorFlow nor a network:
+#   make gpu-wheels                                     # here: wheelhouse/, about 37 MiB
+#   KERAS_BACKEND=jax make gpu-check GPU_PYTHON=python3 # there: the one command
+# installs keras-pbt and the small wheels it lacks (Keras, keras-tuner,
+# TensorBoard and theirs; JAX brings NumPy) from wheelhouse/ into GPU_PYTHON
+# and runs the check with it.
 GPU_CHECK_OUT ?=
 GPU_CHECK_LOG ?=
+GPU_PYTHON ?=
+GPU_CHECK_ARGS = $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
+ifneq ($(GPU_PYTHON),)
+gpu-check:
+	$(GPU_PYTHON) -m pip install -q --no-index --find-links wheelhouse -e .
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+else ifneq ($(filter jax,$(KERAS_BACKEND)),)
+gpu-check: $(NOTF_STAMP)
+	$(NOTF_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+else
 gpu-check: $(STAMP)
-	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+endif
+
+# The wheels a JAX + CUDA machine lacks to run keras-pbt (for Python
+# GPU_PYTHON_VERSION, Linux x86-64), without their dependencies on NumPy
+# and ml_dtypes, which JAX has.
+GPU_PYTHON_VERSION ?= 3.11
+GPU_WHEELS = keras keras-tuner tensorboard six namex kt-legacy absl-py rich markdown-it-py mdurl \
+	pygments h5py optree packaging requests idna urllib3 certifi charset-normalizer grpcio \
+	markdown pillow protobuf tensorboard-data-server werkzeug markupsafe setuptools wheel typing-extensions
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheelhouse $(GPU_WHEELS)
+	du -sh wheelhouse
 
 # Builds the wheel, installs it into a fresh venv outside the repository,
 # runs the demo from there and checks that TensorBoard serves the lineage
