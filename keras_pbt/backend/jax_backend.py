@@ -24,7 +24,11 @@ CPU devices: `keras_pbt.configure_cpu_devices(n)` before JAX initialises,
 or `XLA_FLAGS=--xla_force_host_platform_device_count=n`).
 """
 
+import atexit
 import functools
+import shutil
+import tempfile
+import threading
 
 import jax
 import keras
@@ -190,6 +194,37 @@ def _all_optimizers(model):
 def register_tunable_type(cls, read):
     # JAX converts any object with `__jax_array__` (TunableFloat has it).
     del cls, read
+
+
+# ------------------------------------------------------- shared compilations
+
+_SHARED_CACHE = []
+_SHARED_CACHE_LOCK = threading.Lock()
+
+
+def share_compilations():
+    """Lets members of one architecture share their compiled steps.
+
+    Keras jits each model's train and test steps itself, so N members of
+    the same architecture compile the same XLA program N times (per batch
+    shape): most of JAX's extra fit time against TensorFlow here. JAX's
+    persistent compilation cache hands a program compiled once to every
+    later member on the same device (its key holds the program and the
+    device, not the model). Unless the user configured a cache
+    (`jax_compilation_cache_dir`), this turns one on for the process, in a
+    temporary directory removed at exit, for compilations of any duration.
+    Called before the first member is built; later calls do nothing.
+    """
+    with _SHARED_CACHE_LOCK:
+        if _SHARED_CACHE or jax.config.jax_compilation_cache_dir is not None:
+            return
+        if not jax.config.jax_enable_compilation_cache:
+            return
+        path = tempfile.mkdtemp(prefix="keras-pbt-jax-cache-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        _SHARED_CACHE.append(path)
 
 
 # ------------------------------------------------------------------ devices

@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from keras_pbt import backend as backend_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
 from keras_pbt.population import member as member_lib
@@ -209,6 +210,8 @@ class Population(PopulationResults):
         if num_cpu_devices is None:
             num_cpu_devices = min(size, 4)
         slices = devices_lib.assign_devices(size, devices, devices_per_member, num_cpu_devices)
+        # JAX: members of one architecture compile their steps once per device.
+        backend_lib.current().share_compilations()
         self.members = []
         for i, (mid, hp, cb, devs) in enumerate(zip(member_ids, initial_hparams, callbacks, slices)):
             strategy = devices_lib.member_strategy(devs)

@@ -21,6 +21,7 @@ import collections
 
 import keras
 
+from keras_pbt import backend as backend_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
 
@@ -158,6 +159,8 @@ def make_workers(tuner_id, strategy, population_size, devices, devices_per_membe
     Returns:
         A list of `Worker`.
     """
+    # JAX: members of one architecture compile their steps once per device.
+    backend_lib.current().share_compilations()
     if devices is None:
         return [Worker(tuner_id, strategy, population_size)]
     slices = devices_lib.assign_devices(population_size, devices, devices_per_member)
