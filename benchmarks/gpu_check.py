@@ -65,7 +65,8 @@ PHASES = {
 }
 MEASUREMENT_ONLY = {"population_nccl"}
 # KERAS_BACKEND=jax runs the check on JAX, with no TensorFlow needed.
-BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")  # its outcome is reported, never a failure
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+JAX_TIMEOUT_SCALE = 2.0  # its outcome is reported, never a failure
 STARTUP = 180  # seconds a child may take to import TensorFlow and set up devices (a busy CI machine)
 
 
@@ -229,6 +230,10 @@ def main():
         parser.error(f"unknown phases {unknown}; known: {list(PHASES)}. Received: --phases={args.phases}")
     if args.child:
         return child(args)
+    if BACKEND == "jax":
+        # JAX compiles every member's steps (Keras jits per model): the
+        # phases take longer on a CPU than TensorFlow's traces.
+        args.timeout_scale *= JAX_TIMEOUT_SCALE
     phases = args.phases.split(",")
     gpu = gpu_info()
     mode = "gpu" if gpu else "cpu"
