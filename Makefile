@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check gpu-wheels venv clean wheel-check
+.PHONY: demo test docs bench gpu-check gpu-wheels venv clean wheel-check
 
 # TensorFlow (an extra: `pip install keras-pbt` installs none), the tests,
 # the browser test's driver and the examples' data.
@@ -39,15 +39,25 @@ demo: $(STAMP)
 	$(PY) examples/digits.py
 endif
 
-# The whole suite on TensorFlow; then, in the TensorFlow-free venv, the
-# modules marked `all_backends` on JAX and on PyTorch side by side, and the
-# demo on JAX with TensorBoard serving its lineage tab (tests/conftest.py,
-# tests/other_backends.sh, tests/notf_demo.sh).
-test: $(STAMP) $(NOTF_STAMP)
+# The docs site, the whole suite on TensorFlow; then, in the TensorFlow-free
+# venv, the modules marked `all_backends` on JAX and on PyTorch side by side,
+# and the demo on JAX with TensorBoard serving its lineage tab
+# (tests/conftest.py, tests/other_backends.sh, tests/notf_demo.sh).
+test: $(STAMP) $(NOTF_STAMP) docs
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q --durations=20 tests
 	PY=$(NOTF_PY) bash tests/other_backends.sh
+
+# The reference site (MkDocs, API pages from the docstrings) into build/site;
+# any warning (a broken link, a docstring argument the signature lacks) fails.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.
