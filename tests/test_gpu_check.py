@@ -46,7 +46,9 @@ def test_cpu_smoke_path_passes_every_phase(tmp_path):
     if BACKEND == "torch":
         pytest.skip("the GPU check runs on TensorFlow or JAX")
     out = tmp_path / "result.json"
-    proc = _run("--out", str(out))
+    # JAX compiles every member's steps: its phase timeouts are twice
+    # TensorFlow's (benchmarks/gpu_check.py), and so is the whole run's.
+    proc = _run("--out", str(out), timeout=1200 if BACKEND == "jax" else 600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "no GPU found" in proc.stdout
     rows = _table(proc.stdout)
