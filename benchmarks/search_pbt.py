@@ -44,11 +44,17 @@ def library_fingerprint():
 
 
 def library_commit():
-    """`git describe --always --dirty` of the library's checkout, or None."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(keras_pbt.__file__)))
+    """The last commit that changed the library's folder (`+dirty` when it has
+    uncommitted changes), or None outside a git checkout."""
+    folder = os.path.dirname(os.path.abspath(keras_pbt.__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args, "--", folder], cwd=folder, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
-                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+        commit = git("log", "-1", "--format=%h")
+        return (commit + ("+dirty" if git("status", "--porcelain") else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
