@@ -105,6 +105,16 @@ def pbt_run(task, seed, name, arm, interval, label, data=None, log=print, fresh=
             f"Received: label={label!r}")
     if cached is not None or not run:
         return cached
+    with search_tasks.claim(path) as mine:
+        if not mine:
+            log(f"  {task.name} seed {seed} {name} i{interval} [{label}]: left to the process "
+                "running it")
+            return None
+        cached = None if fresh else search_tasks.read_json(path)
+        return cached or _run(task, seed, name, arm, interval, label, data, log, path)
+
+
+def _run(task, seed, name, arm, interval, label, data, log, path):
     data = data or task.load(seed)
     configs = search_tasks.draw_configs(task.space, arm.configs, seed)
     counter = search_baselines.EpochCounter()
