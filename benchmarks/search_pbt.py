@@ -9,6 +9,7 @@ code than the label's cached runs were made with is refused, so a run of
 old code is never mistaken for a new one (choose a new label instead).
 """
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -28,8 +29,11 @@ class StaleLabel(RuntimeError):
     """A label's cached runs were made with other library code than this one."""
 
 
+@functools.lru_cache(maxsize=None)
 def library_fingerprint():
-    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`."""
+    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`,
+    read once per process (the code this process runs, even if the files
+    change under it)."""
     root = os.path.dirname(os.path.abspath(keras_pbt.__file__))
     digest = hashlib.sha1()
     for folder, dirs, files in sorted(os.walk(root)):
@@ -43,6 +47,7 @@ def library_fingerprint():
     return digest.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
 def library_commit():
     """The last commit that changed the library's folder (`+dirty` when it has
     uncommitted changes), or None outside a git checkout."""
