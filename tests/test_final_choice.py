@@ -57,9 +57,9 @@ XS, YS = blobs(120, seed=2)
 
 @pytest.fixture(scope="module")
 def population():
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=3, verbose=0,
-                               interval_epochs=1, policy=keras_pbt.Policy(quantile=0.25))
-    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=3,
+                               interval=1, policy=keras_pbt.Policy(quantile=0.25))
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, verbose=0)
     return pop
 
 
@@ -73,7 +73,7 @@ def test_choose_on_a_selection_split_names_the_member_it_chose(population):
     top = max(scores.values())
     expected = min((m for m in scores if scores[m] == top), key=lambda m: (losses[m], m))
     assert final.member_id == expected
-    member = next(m for m in pop.members if m.id == expected)
+    member = next(m for m in pop.members if m.member_id == expected)
     assert final.model is member.model and final.hparams == member.hparams
     assert final.metric == "accuracy" and final.score == pytest.approx(top)
     assert final.loss == pytest.approx(losses[expected])
@@ -105,7 +105,7 @@ def test_equal_scores_on_the_selection_split_go_to_the_lower_loss(population):
 def test_choose_without_a_split_is_the_best_member_at_the_last_boundary(population):
     pop = population
     final = pop.choose()
-    assert final.member_id == pop.best_member.id and final.model is pop.best_member.model
+    assert final.member_id == pop.best_member.member_id and final.model is pop.best_member.model
     assert final.split == "last boundary" and final.metric == "val_accuracy"
     assert final.score == pop.best_member.last_metric
     assert pop.best_model() is final.model
@@ -127,9 +127,9 @@ def test_the_tuner_offers_the_same_choice(tmp_path):
         return model
 
     tuner = keras_pbt.PBTTuner(build_hp, objective="val_accuracy", population_size=3,
-                               max_epochs=2, interval_epochs=1, seed=0,
+                               interval=1, seed=0,
                                directory=str(tmp_path), project_name="choose")
-    tuner.search(X, Y, validation_data=(XV, YV), verbose=0)
+    tuner.search(X, Y, validation_data=(XV, YV), epochs=2, verbose=0)
     final = tuner.choose(validation_data=(XS, YS))
     assert final.split == "validation_data" and final.metric == "accuracy"
     assert set(final.scores) == {0, 1, 2}

@@ -82,21 +82,21 @@ def test_with_keep_lines_the_lines_alive_never_fall_below_two_by_a_close_copy(me
     policy = PBTPolicy(SPACE, "max", seed=seed, quantile=0.5, lines=lines)
     alive = lines_alive(reports)
     for r in reports:
-        d = policy.decide(r.member, reports, 1, np.random.default_rng(seed))
+        d = policy.decide(r.member_id, reports, 1, np.random.default_rng(seed))
         if d.is_exploit and lines.protects(r, reports):
-            parent = next(p for p in reports if p.member == d.parent)
+            parent = next(p for p in reports if p.member_id == d.parent)
             assert parent.metric - r.metric > 0.2
         if d.is_exploit and alive <= 2:
-            parent = next(p for p in reports if p.member == d.parent)
+            parent = next(p for p in reports if p.member_id == d.parent)
             # A copy that ends a line (the last of it copies another line) is far better.
             if sum(p.root == r.root for p in reports) == 1 and parent.root != r.root:
                 assert parent.metric - r.metric > 0.2
 
 
 def test_a_members_root_follows_its_copies_and_its_state():
-    pop = keras_pbt.Population(build, POP_SPACE, population_size=4, seed=1, verbose=0,
-                               interval_epochs=1, policy=keras_pbt.Policy(quantile=0.5))
-    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
+    pop = keras_pbt.Population(build, POP_SPACE, population_size=4, seed=1,
+                               interval=1, policy=keras_pbt.Policy(quantile=0.5))
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, verbose=0)
     roots = {m: m for m in range(4)}
     by_interval = {}
     for r in pop.lineage:
@@ -106,14 +106,14 @@ def test_a_members_root_follows_its_copies_and_its_state():
         old = dict(roots)
         for r in by_interval[k]:
             if r.action == "exploit":
-                roots[r.member] = old[r.parent]
+                roots[r.member_id] = old[r.parent]
     assert any(r.action == "exploit" for r in pop.lineage)
     reports = {m: rs[-1] for m, rs in pop.store.histories().items()}
     # The last reports were made before the last boundary's decisions.
     last = {m: old[m] for m in range(4)}
     assert {m: r.root for m, r in reports.items()} == last
-    assert {m.id: m.callback.root for m in pop.members} == roots
+    assert {m.member_id: m.callback.state.root for m in pop.members} == roots
     state = pop.members[0].callback.get_state()
     assert state["root"] == roots[0]
     pop.members[0].callback.set_state(dict(state, root="x"))
-    assert pop.members[0].callback.root == "x"
+    assert pop.members[0].callback.state.root == "x"

@@ -141,7 +141,7 @@ def test_get_margin():
 
 
 def decide_all(policy, reports, key=1):
-    return {r.member: policy.decide(r.member, reports, key, np.random.default_rng(r.member))
+    return {r.member_id: policy.decide(r.member_id, reports, key, np.random.default_rng(r.member_id))
             for r in reports}
 
 
@@ -204,13 +204,13 @@ def test_every_exploit_under_a_margin_is_beyond_it(metrics, z, n, seed):
     policy = PBTPolicy(SPACE, "max", seed=seed, margin=margin)
     plain = PBTPolicy(SPACE, "max", seed=seed)
     for r in reports:
-        d = policy.decide(r.member, reports, 3, np.random.default_rng(seed))
+        d = policy.decide(r.member_id, reports, 3, np.random.default_rng(seed))
         if d.is_exploit:
-            parent = next(p for p in reports if p.member == d.parent)
+            parent = next(p for p in reports if p.member_id == d.parent)
             assert margin.exceeds(parent, r, "max")
         else:
             # Without the margin it would have copied only if some better
             # member was within the margin.
-            p = plain.decide(r.member, reports, 3, np.random.default_rng(seed))
+            p = plain.decide(r.member_id, reports, 3, np.random.default_rng(seed))
             if p.is_exploit:
                 assert d.reason.startswith("no better member beyond the margin")

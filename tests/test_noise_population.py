@@ -31,9 +31,9 @@ def build_regression(hp):
 
 
 def test_reports_carry_the_split_size_and_an_accuracys_spread():
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=0, verbose=0,
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=0,
                                policy=keras_pbt.Policy(margin=StandardError(1.0)))
-    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, verbose=0)
     for reports in pop.store.histories().values():
         for r in reports:
             assert r.count == len(XV)
@@ -48,17 +48,17 @@ def test_reports_carry_the_split_size_and_an_accuracys_spread():
 
 def test_a_losss_spread_is_measured_on_the_validation_data_only_when_a_margin_needs_it():
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.05), "momentum": SPACE["momentum"]}
-    pop = keras_pbt.Population(build_regression, space, population_size=2, seed=0, verbose=0,
+    pop = keras_pbt.Population(build_regression, space, population_size=2, seed=0,
                                monitor="val_loss", policy=keras_pbt.Policy(margin=StandardError()))
-    pop.fit(RX, RY, validation_data=(RXV, RYV), epochs=2, batch_size=32)
+    pop.fit(RX, RY, validation_data=(RXV, RYV), epochs=2, batch_size=32, verbose=0)
     for member in pop.members:
-        last = pop.store.histories()[member.id][-1]  # at the end: the final weights
+        last = pop.store.histories()[member.member_id][-1]  # at the end: the final weights
         squared = (np.asarray(member.model(RXV, training=False)) - RYV)[:, 0] ** 2
         assert last.count == 60
         assert last.spread == pytest.approx(float(np.std(squared, ddof=1)), rel=1e-4)
-    plain = keras_pbt.Population(build_regression, space, population_size=2, seed=0, verbose=0,
-                                 monitor="val_loss")
-    plain.fit(RX, RY, validation_data=(RXV, RYV), epochs=1, batch_size=32)
+    plain = keras_pbt.Population(build_regression, space, population_size=2, seed=0,
+                                 monitor="val_loss", policy=keras_pbt.Policy(margin=None))
+    plain.fit(RX, RY, validation_data=(RXV, RYV), epochs=1, batch_size=32, verbose=0)
     assert all(r.spread is None for rs in plain.store.histories().values() for r in rs)
 
 

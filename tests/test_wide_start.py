@@ -168,21 +168,22 @@ class EpochCounter(keras.callbacks.Callback):
         self.counts[self.key] += 1
 
 
+@pytest.mark.all_backends
 def test_a_population_trains_its_configurations_in_turn_and_cuts_them_to_its_members():
     # 2 members, 8 configurations, halved twice after 1 epoch each: every
     # device trains 4 + 2 = 6 epochs of start, then 2 of PBT (8 in all).
     counts = collections.Counter()
     pop = keras_pbt.Population(
-        build, SPACE, population_size=2, seed=5, verbose=0, interval_epochs=1,
+        build, SPACE, population_size=2, seed=5, interval=1,
         policy=keras_pbt.Policy(start=WideStart(4, reduction=2)))
     pop.fit(X, Y, validation_data=(XV, YV), epochs=8, batch_size=32,
-            callbacks=lambda mid: [EpochCounter(counts, mid)])
+            callbacks=lambda mid: [EpochCounter(counts, mid)], verbose=0)
     assert pop.epochs_trained == 16 and sum(counts.values()) == 16
     assert dict(counts) == {0: 8, 1: 8}
     assert {m: len(h["loss"]) for m, h in pop.history.items()} == {0: 2, 1: 2}
     lineage = pop.lineage
     inits = [r for r in lineage if r.action == "init"]
-    assert sorted(r.member for r in inits) == list(range(8))
+    assert sorted(r.member_id for r in inits) == list(range(8))
     cuts = collections.defaultdict(list)
     for r in lineage:
         if r.reason.startswith("wide start: "):
@@ -196,20 +197,20 @@ def test_a_population_trains_its_configurations_in_turn_and_cuts_them_to_its_mem
         # The cut keeps the best metrics of the rung.
         assert min(r.metric for r in kept) >= max(r.metric for r in stopped)
         assert all(r.step == 8 * (1 if rung is first else 2) for r in rung)  # 8 steps/epoch
-    assert {r.member for r in second} == {r.member for r in first if "kept" in r.reason}
-    survivors = {r.member for r in second if "kept" in r.reason}
-    hp = {r.member: r.hparams for r in inits}
+    assert {r.member_id for r in second} == {r.member_id for r in first if "kept" in r.reason}
+    survivors = {r.member_id for r in second if "kept" in r.reason}
+    hp = {r.member_id: r.hparams for r in inits}
     # Each member trains on as a survivor, with its hyperparameters (PBT may
     # have explored them since: read its first PBT record's `hparams_before`).
-    first_pbt = {m.id: next(r for r in lineage if r.member == m.id and r.interval == 1)
+    first_pbt = {m.member_id: next(r for r in lineage if r.member_id == m.member_id and r.interval == 1)
                  for m in pop.members}
     assert sorted(tuple(sorted(r.hparams_before.items())) for r in first_pbt.values()) == \
         sorted(tuple(sorted(hp[s].items())) for s in survivors)
     # The ancestry of a final member runs back to the configuration it started as.
     for m in pop.members:
-        root = ancestry(lineage, m.id)[0]
+        root = ancestry(lineage, m.member_id)[0]
         assert root.action == "init" and root.step == 0
-    starts = {ancestry(lineage, m.id, step=first_pbt[m.id].step)[0].member for m in pop.members}
+    starts = {ancestry(lineage, m.member_id, step=first_pbt[m.member_id].step)[0].member_id for m in pop.members}
     assert starts == survivors
 
 
@@ -217,12 +218,12 @@ def test_a_wide_start_with_all_configurations_given():
     configs = [{"learning_rate": 0.1, "momentum": 0.5}] + [
         {"learning_rate": 0.001, "momentum": 0.0}] * 3
     pop = keras_pbt.Population(
-        build, SPACE, population_size=2, seed=0, verbose=0, interval_epochs=1, monitor="loss",
+        build, SPACE, population_size=2, seed=0, interval=1, monitor="loss",
         initial_hparams=configs, policy=keras_pbt.Policy(start=WideStart(2)))
-    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
-    inits = {r.member: r.hparams for r in pop.lineage if r.action == "init"}
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, verbose=0)
+    inits = {r.member_id: r.hparams for r in pop.lineage if r.action == "init"}
     assert [inits[c] for c in range(4)] == configs
-    kept = [r.member for r in pop.lineage if "kept" in r.reason]
+    kept = [r.member_id for r in pop.lineage if "kept" in r.reason]
     assert 0 in kept  # the fast learning rate's loss is far lower after one epoch
     with pytest.raises(ValueError, match=r"list of `population_size`=2 dicts \(or 4, every "):
         keras_pbt.Population(build, SPACE, population_size=2, initial_hparams=configs[:3],

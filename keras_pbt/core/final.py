@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from keras_pbt.core import ancestry as ancestry_lib
 from keras_pbt.core import selection as selection_lib
+from keras_pbt.core.validation import check_mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +87,7 @@ def choose_member(scores, mode, losses=None):
     >>> choose_member({0: 0.9, 1: 0.9}, "max")
     0
     """
-    if mode not in ancestry_lib.MODES:
-        raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+    check_mode(mode)
     ranked = [m for m, s in scores.items() if s is not None]
     if not ranked:
         raise ValueError(f"No member has a score to choose by. Received: scores={scores!r}")

@@ -58,10 +58,10 @@ class KeepLines:
     def parents(self, me, reports, mode):
         """The members `me` may copy: all but itself, or, when protected,
         those beyond the protection's margin."""
-        others = {r.member for r in reports if r.member != me.member}
+        others = {r.member_id for r in reports if r.member_id != me.member_id}
         if not self.protects(me, reports):
             return others
-        return {r.member for r in reports if r.member != me.member
+        return {r.member_id for r in reports if r.member_id != me.member_id
                 and self.margin.exceeds(r, me, mode)}
 
     def __repr__(self):
@@ -77,4 +77,4 @@ class KeepLines:
 
 def lines_alive(reports):
     """How many distinct lines (`Report.root`) the reports hold (None counts as its member)."""
-    return len({r.member if r.root is None else r.root for r in reports})
+    return len({r.member_id if r.root is None else r.root for r in reports})

@@ -195,7 +195,7 @@ def cut(reports, keep, mode, rng):
         A list of configuration ids.
     """
     ranked = selection_lib.rank(list(reports), mode, rng)
-    return [r.member for r in ranked[:keep]]
+    return [r.member_id for r in ranked[:keep]]
 
 
 def assign(candidates, slots, per_slot):

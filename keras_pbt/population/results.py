@@ -1,10 +1,9 @@
 """What a trained `Population` hands back: lineage, histories, the best member
 and its model, evaluation and the closing summary line (a mixin)."""
 
-import tensorflow as tf
-
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import final as final_lib
+from keras_pbt.population import data as data_lib
 
 
 class PopulationResults:
@@ -18,7 +17,7 @@ class PopulationResults:
     @property
     def history(self):
         """dict member id -> dict metric -> list of per-epoch values."""
-        return {m.id: dict(m.history) for m in self.members}
+        return {m.member_id: dict(m.history) for m in self.members}
 
     @property
     def epochs_trained(self):
@@ -33,14 +32,14 @@ class PopulationResults:
     @property
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
-        (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""
+        (`keras_pbt.core.ancestry.order_members`: NaN last, ties by member id)."""
         histories = self.store.histories()
-        ranked = schedule_lib.rank_members(
-            {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},
+        ranked = schedule_lib.order_members(
+            {m.member_id: histories[m.member_id][-1].metric for m in self.members if histories.get(m.member_id)},
             self.mode)
         if not ranked:
             raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.id == ranked[0])
+        return next(m for m in self.members if m.member_id == ranked[0])
 
     def evaluate(self, x, y=None, batch_size=None):
         """Evaluates every member's current model on `(x, y)`.
@@ -54,7 +53,7 @@ class PopulationResults:
             dict member id -> dict metric name -> float (the names of
             `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
         """
-        return {m.id: {k: float(v) for k, v in m.model.evaluate(
+        return {m.member_id: {k: float(v) for k, v in m.model.evaluate(
                     x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
                 for m in self.members}
 
@@ -92,10 +91,10 @@ class PopulationResults:
         if validation_data is None:
             best = self.best_member
             histories = self.store.histories()
-            scores = {m.id: histories[m.id][-1].metric for m in self.members
-                      if histories.get(m.id)}
+            scores = {m.member_id: histories[m.member_id][-1].metric for m in self.members
+                      if histories.get(m.member_id)}
             return self._choice(best, scores, self.monitor, "last boundary", None)
-        if isinstance(validation_data, tf.data.Dataset):
+        if data_lib.is_dataset(validation_data):
             evaluated = self.evaluate(validation_data, batch_size=batch_size)
         elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             evaluated = self.evaluate(*validation_data, batch_size=batch_size)
@@ -114,14 +113,14 @@ class PopulationResults:
         scores = {mid: s[name] for mid, s in evaluated.items()}
         losses = {mid: s["loss"] for mid, s in evaluated.items() if "loss" in s}
         best_id = final_lib.choose_member(scores, self.mode, losses)
-        best = next(m for m in self.members if m.id == best_id)
+        best = next(m for m in self.members if m.member_id == best_id)
         return self._choice(best, scores, name, "validation_data", losses.get(best_id))
 
     def _choice(self, member, scores, metric, split, loss):
         return final_lib.FinalChoice(
-            model=member.model, member_id=member.id, hparams=member.hparams,
-            score=scores[member.id], metric=metric, split=split, loss=loss, scores=dict(scores),
-            schedule=tuple(schedule_lib.ancestry_schedule(self.lineage, member.id)))
+            model=member.model, member_id=member.member_id, hparams=member.hparams,
+            score=scores[member.member_id], metric=metric, split=split, loss=loss, scores=dict(scores),
+            schedule=tuple(schedule_lib.ancestry_schedule(self.lineage, member.member_id)))
 
     def best_model(self, validation_data=None, batch_size=None):
         """The trained `keras.Model` of `choose(validation_data, batch_size)`.
@@ -134,14 +133,14 @@ class PopulationResults:
         """
         return self.choose(validation_data, batch_size).model
 
-    def _print_summary(self):
+    def _print_summary(self, progress):
         best = self.best_member
         exploits = sum(1 for r in self.lineage if r.action == "exploit")
         restarts = sum(1 for r in self.lineage if r.action == "restart")
         hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
                        for k, v in best.hparams.items())
-        self._progress.message(
-            f"PBT done in {self.elapsed:.1f} s: best member {best.id!r} with {self.monitor}="
+        progress.message(
+            f"PBT done in {self.elapsed:.1f} s: best member {best.member_id!r} with {self.monitor}="
             f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
             f"{restarts} restarts."
         )

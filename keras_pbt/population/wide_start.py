@@ -56,15 +56,17 @@ class WideStartRun:
 
     Args:
         population: the `Population`.
+        run: the `FitRun` of this `Population.fit` (stop, fail, progress).
         plan: its `keras_pbt.core.wide_start.StartPlan`.
         candidates: every `Candidate`, the members' own first (their ids).
     """
 
-    def __init__(self, population, plan, candidates):
+    def __init__(self, population, run, plan, candidates):
         self.population = population
+        self.run = run
         self.plan = plan
         self.candidates = {c.id: c for c in candidates}
-        self.slots = [m.id for m in population.members]
+        self.slots = [m.member_id for m in population.members]
         self.rung = 0
         self.alive = [c.id for c in candidates]
         self.assignment = wide_lib.assign(self.alive, self.slots, plan.rungs[0].per_member)
@@ -75,7 +77,7 @@ class WideStartRun:
         monitor = population.monitor
         for c in candidates:
             self._record(c.id, lineage_lib.LineageRecord(
-                member=c.id, step=0, action="init", hparams=dict(c.hparams), monitor=monitor,
+                member_id=c.id, step=0, action="init", hparams=dict(c.hparams), monitor=monitor,
                 mode=population.mode, reason=f"wide start: {plan.configurations} configurations",
                 time=time.time()))
 
@@ -122,8 +124,8 @@ class WideStartRun:
         first = True
         try:
             for k, rung in enumerate(self.plan.rungs):
-                for cid in self.assignment[member.id]:
-                    if population._stop.is_set():
+                for cid in self.assignment[member.member_id]:
+                    if self.run.stopping.is_set():
                         return False
                     self._train(member, applier, self.candidates[cid], rung, data,
                                 dict(kwargs, callbacks=list(callbacks)),
@@ -134,11 +136,12 @@ class WideStartRun:
             self._take_survivor(member)
             return True
         except ConfigurationError as error:
-            population._fail(error)
+            self.run.fail(error)
             return False
         except BarrierTimeoutError as error:
-            population._fail(PopulationError(
-                f"{error} Raise `sync_timeout`.", member=error.missing[0], cause=error))
+            self.run.fail(PopulationError(
+                f"{error} Raise `population.store.timeout`.", member_id=error.missing[0],
+                cause=error))
             return False
         finally:
             applier.release()
@@ -173,26 +176,25 @@ class WideStartRun:
 
     def _wait_for_cut(self, member, k):
         """Waits until every member trained rung `k`; the last one decides the cut."""
-        population = self.population
-        timeout = member.callback.sync_timeout
+        timeout = self.population.store.timeout
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._arrived.add(member.id)
+            self._arrived.add(member.member_id)
             if len(self._arrived) == len(self.slots):
                 self._cut(k)
                 self._arrived = set()
                 self._cond.notify_all()
                 return True
             while self.rung == k:
-                if population._stop.is_set():
+                if self.run.stopping.is_set():
                     return False
                 left = deadline - time.monotonic()
                 if left <= 0:
                     missing = [s for s in self.slots if s not in self._arrived]
                     raise BarrierTimeoutError(
                         f"Cut {k + 1} of the wide start: member(s) {missing!r} did not finish "
-                        f"their configurations within sync_timeout={timeout:g} s (member "
-                        f"{member.id!r} waited).", member=member.id, interval=k,
+                        f"their configurations within the store's timeout={timeout:g} s (member "
+                        f"{member.member_id!r} waited).", member_id=member.member_id, interval=k,
                         missing=missing, timeout=timeout)
                 self._cond.wait(min(left, 0.5))
             return True
@@ -213,7 +215,7 @@ class WideStartRun:
             if c.failure:
                 reason += f"; {c.failure}"
             self._record(cid, lineage_lib.LineageRecord(
-                member=cid, step=c.steps, action="keep", hparams=dict(c.hparams),
+                member_id=cid, step=c.steps, action="keep", hparams=dict(c.hparams),
                 hparams_before=dict(c.hparams), metric=c.metric, monitor=population.monitor,
                 mode=population.mode, reason=reason, time=time.time()), metric=c.metric)
         for cid in self.alive:
@@ -226,7 +228,7 @@ class WideStartRun:
         else:
             self.placement = {s: c[0] for s, c in
                               wide_lib.assign(self.alive, self.slots, 1).items()}
-        population._progress.message(
+        self.run.progress.message(
             f"wide start: cut {k + 1} of {len(plan.rungs)} kept {len(kept)} of "
             f"{rung.configurations} configurations: {', '.join(map(str, self.alive))}")
         self.rung = k + 1
@@ -234,21 +236,21 @@ class WideStartRun:
     def _take_survivor(self, member):
         """`member` takes its survivor's weights and hyperparameters; PBT begins."""
         cb = member.callback
-        survivor = self.candidates[self.placement[member.id]]
-        own = self.candidates[member.id]
+        survivor = self.candidates[self.placement[member.member_id]]
+        own = self.candidates[member.member_id]
         snapshot_lib.restore(member.model, survivor.state, True)
         state = cb.get_state()
         state.update(hparams=dict(survivor.hparams), epochs=self.plan.start_epochs,
-                     initialised=True, interval=0, recent=[], recent_steps=[],
+                     initialised=True, boundaries=0, recent=[], recent_steps=[],
                      start_metric=survivor.metric, root=survivor.id)
-        if survivor.id == member.id:
+        if survivor.id == member.member_id:
             state.update(steps=survivor.steps)
         else:
             # The member's own weights stopped at its own step; it copies the
             # survivor there, as an exploit does (hyperparameters unchanged).
             state.update(steps=own.steps, exploits=state["exploits"] + 1)
-            self._record(member.id, lineage_lib.LineageRecord(
-                member=member.id, step=own.steps, action="exploit",
+            self._record(member.member_id, lineage_lib.LineageRecord(
+                member_id=member.member_id, step=own.steps, action="exploit",
                 hparams=dict(survivor.hparams), hparams_before=dict(own.hparams),
                 metric=own.metric, parent=survivor.id, parent_step=survivor.steps,
                 parent_metric=survivor.metric, monitor=self.population.monitor,
