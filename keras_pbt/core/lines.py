@@ -48,7 +48,15 @@ class KeepLines:
                                            else margin)
 
     def protects(self, me, reports):
-        """Whether `me` is the last member of its line with no more than `min_lines` alive."""
+        """Whether `me` is the last member of its line with no more than `min_lines` alive.
+
+        Args:
+            me: the deciding member's `Report`.
+            reports: every member's `Report` at this boundary.
+
+        Returns:
+            A bool (False when a report has no `root`).
+        """
         roots = [r.root for r in reports]
         if me.root is None or any(root is None for root in roots):
             return False
@@ -56,8 +64,17 @@ class KeepLines:
         return counts[me.root] == 1 and len(counts) <= self.min_lines
 
     def parents(self, me, reports, mode):
-        """The members `me` may copy: all but itself, or, when protected,
-        those beyond the protection's margin."""
+        """The members `me` may copy.
+
+        Args:
+            me: the deciding member's `Report`.
+            reports: every member's `Report` at this boundary.
+            mode: `"min"` or `"max"`.
+
+        Returns:
+            A set of member ids: all but `me`, or, when `me` is protected,
+            those better than it beyond the protection's margin.
+        """
         others = {r.member_id for r in reports if r.member_id != me.member_id}
         if not self.protects(me, reports):
             return others

@@ -64,16 +64,45 @@ class Margin:
 
     `threshold(parent, loser)` is the smallest difference (in the metric's
     units, > 0 or 0) that counts; `exceeds` applies it in the mode's
-    direction. A non-finite loser is beaten by any finite parent.
+    direction. A non-finite loser is beaten by any finite parent. Give an
+    instance as `keras_pbt.Policy(margin=...)`; a subclass implements
+    `threshold`.
+
+    Example:
+
+    >>> class Half(Margin):
+    ...     def threshold(self, parent, loser):
+    ...         return 0.5
+    >>> from keras_pbt.core.selection import Report
+    >>> Half().exceeds(Report(0, 1, 2.0), Report(1, 1, 1.0), "max")
+    True
     """
 
     name = "margin"
 
     def threshold(self, parent, loser):
+        """The smallest difference that counts between two reports.
+
+        Args:
+            parent: the would-be parent's `Report`.
+            loser: the deciding member's `Report`.
+
+        Returns:
+            A float >= 0, in the metric's units.
+        """
         raise NotImplementedError
 
     def exceeds(self, parent, loser, mode):
-        """True if report `parent`'s metric beats `loser`'s by more than the threshold."""
+        """Whether report `parent`'s metric beats `loser`'s by more than the threshold.
+
+        Args:
+            parent: the would-be parent's `Report`.
+            loser: the deciding member's `Report`.
+            mode: `"min"` or `"max"`.
+
+        Returns:
+            A bool.
+        """
         if not selection_lib.is_better(parent.metric, loser.metric, mode):
             return False
         if not selection_lib.is_finite(loser.metric):
@@ -106,6 +135,7 @@ class FixedMargin(Margin):
         self.delta = float(delta)
 
     def threshold(self, parent, loser):
+        """`delta`, whatever the reports (see `Margin.threshold`)."""
         return self.delta
 
     def __repr__(self):
@@ -154,13 +184,22 @@ class StandardError(Margin):
 
     @staticmethod
     def standard_error(report):
-        """`spread / sqrt(count)` of one report, or `None` when either is unknown."""
+        """The standard error of one report's metric.
+
+        Args:
+            report: a `Report` with `count` and `spread`.
+
+        Returns:
+            `spread / sqrt(count)`, or `None` when either is unknown.
+        """
         count, spread = getattr(report, "count", None), getattr(report, "spread", None)
         if not count or spread is None or not selection_lib.is_finite(spread):
             return None
         return spread / math.sqrt(count)
 
     def threshold(self, parent, loser):
+        """`z * sqrt(se_parent**2 + se_loser**2)`, 0 when either is unknown
+        (see `Margin.threshold`)."""
         a, b = self.standard_error(parent), self.standard_error(loser)
         if a is None or b is None:
             return 0.0

@@ -125,6 +125,20 @@ class WideStart:
     def plan(self, population_size, epochs):
         """The `StartPlan` for `population_size` members training `epochs` epochs.
 
+        Args:
+            population_size: the members, >= 2.
+            epochs: the epochs every member's device trains in the `fit`.
+
+        Returns:
+            A `StartPlan`: the rungs (configurations, per member, epochs,
+            kept) and how the epochs split between the start and PBT.
+
+        Example:
+
+        >>> plan = WideStart(4).plan(8, 30)
+        >>> plan.configurations, plan.start_epochs, plan.final_epochs
+        (32, 4, 27)
+
         Raises:
             ValueError: the start would take all of `epochs` (or more).
         """
