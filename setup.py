@@ -24,15 +24,21 @@ setup(
             "pbt_lineage = keras_pbt_tensorboard.plugin:PBTLineageLoader",
         ],
     },
+    # No TensorFlow: Keras, keras-tuner and TensorBoard run without it, and
+    # keras-pbt on JAX or PyTorch imports none. The `tensorflow` extra brings
+    # it (Keras' default backend; MirroredStrategy, several devices per member).
     install_requires=[
-        "tensorflow>=2.16",
         "keras>=3.0",
         "keras-tuner>=1.4",
+        # keras-tuner imports `six` without declaring it (TensorFlow brings it).
+        "six",
         "tensorboard>=2.16",
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn", "playwright"],
+        "tensorflow": ["tensorflow>=2.16"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn"],
+        # The browser test of the TensorBoard tab (Debian's chromium drives it).
         "browser": ["playwright"],
         "examples": ["scikit-learn"],
         # Keras' other backends: JAX's CPU wheel, and PyTorch's CPU build

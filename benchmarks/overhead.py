@@ -104,8 +104,8 @@ def main():
     def plain_arm(seed):
         pop = population(seed)  # same members, strategies and data; PBT is not used
         steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), 32, True, 1024, {})
-        inputs = [(data_lib.member_data(m.strategy, x, y, 32, m.seed, 1024), steps,
-                   data_lib.member_validation(m.strategy, (xv, yv), 32), vsteps)
+        inputs = [(data_lib.member_pipeline(m.strategy, x, y, batch_size=32, seed=m.seed), steps,
+                   data_lib.validation_pipeline(m.strategy, (xv, yv), 32), vsteps)
                   for m in pop.members]
 
         def fit(m, data, steps, vdata, vsteps):

@@ -9,6 +9,7 @@ code than the label's cached runs were made with is refused, so a run of
 old code is never mistaken for a new one (choose a new label instead).
 """
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -28,8 +29,11 @@ class StaleLabel(RuntimeError):
     """A label's cached runs were made with other library code than this one."""
 
 
+@functools.lru_cache(maxsize=None)
 def library_fingerprint():
-    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`."""
+    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`,
+    read once per process (the code this process runs, even if the files
+    change under it)."""
     root = os.path.dirname(os.path.abspath(keras_pbt.__file__))
     digest = hashlib.sha1()
     for folder, dirs, files in sorted(os.walk(root)):
@@ -43,12 +47,19 @@ def library_fingerprint():
     return digest.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
 def library_commit():
-    """`git describe --always --dirty` of the library's checkout, or None."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(keras_pbt.__file__)))
+    """The last commit that changed the library's folder (`+dirty` when it has
+    uncommitted changes), or None outside a git checkout."""
+    folder = os.path.dirname(os.path.abspath(keras_pbt.__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args, "--", folder], cwd=folder, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
-                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+        commit = git("log", "-1", "--format=%h")
+        return (commit + ("+dirty" if git("status", "--porcelain") else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -99,6 +110,16 @@ def pbt_run(task, seed, name, arm, interval, label, data=None, log=print, fresh=
             f"Received: label={label!r}")
     if cached is not None or not run:
         return cached
+    with search_tasks.claim(path) as mine:
+        if not mine:
+            log(f"  {task.name} seed {seed} {name} i{interval} [{label}]: left to the process "
+                "running it")
+            return None
+        cached = None if fresh else search_tasks.read_json(path)
+        return cached or _run(task, seed, name, arm, interval, label, data, log, path)
+
+
+def _run(task, seed, name, arm, interval, label, data, log, path):
     data = data or task.load(seed)
     configs = search_tasks.draw_configs(task.space, arm.configs, seed)
     counter = search_baselines.EpochCounter()

@@ -4,6 +4,9 @@ Run with `make demo`, or:
 
     python examples/digits.py --epochs 20 --size 8 --logdir runs/digits
 
+CI runs it smaller, under JAX without TensorFlow: `--size 4 --epochs 6`
+(tests/notf_demo.sh).
+
 Prints the population's progress, the best member, the hyperparameter
 schedule PBT found for it, and the command to open TensorBoard.
 """

@@ -1,12 +1,15 @@
-"""keras-pbt: Population-Based Training for Keras 3 on TensorFlow.
+"""keras-pbt: Population-Based Training for Keras 3 on TensorFlow, JAX and PyTorch.
 
 The pure policy (search space, selection, explore, lineage, stores) imports
-no TensorFlow; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
+no TensorFlow or Keras; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
 `ScaledSchedule`, summaries) is imported on first use, so
 `import keras_pbt.core.lineage` stays light (the TensorBoard plugin uses it).
+On JAX and PyTorch nothing imports TensorFlow (`pip install keras-pbt`
+installs none; `pip install keras-pbt[tensorflow]` adds it).
 """
 
 import importlib
+import os
 
 from keras_pbt.storage.checkpoint import CheckpointError
 from keras_pbt.core.explore import Explorer
@@ -83,14 +86,31 @@ _SUBMODULES = {
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_import(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
         for sub in _SUBMODULES[name]:
-            importlib.import_module(f"keras_pbt.{name}.{sub}")
-        return importlib.import_module(f"keras_pbt.{name}")
+            _import(f"keras_pbt.{name}.{sub}")
+        return _import(f"keras_pbt.{name}")
     raise AttributeError(f"module 'keras_pbt' has no attribute {name!r}")
+
+
+def _import(module):
+    """Imports a glue module; Keras on its default backend without
+    TensorFlow installed gets an error that says what to do."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            "Keras runs on its TensorFlow backend here (its default, or KERAS_BACKEND / "
+            "~/.keras/keras.json), and TensorFlow is not installed: pip install "
+            "'keras-pbt[tensorflow]', or set KERAS_BACKEND=jax or KERAS_BACKEND=torch. "
+            f"Received: KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}",
+            name="tensorflow",
+        ) from error
 
 
 def __dir__():

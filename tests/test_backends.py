@@ -100,14 +100,17 @@ BACKEND_API = {
     "host_copy", "device_copy", "has_gpu", "on_gpu", "assign", "is_hparam_variable",
     "tunable_variable", "read_tunable", "release_tunable", "carry_variable", "drop_variable",
     "register_tunable_type", "configure_cpu_devices", "available_devices", "known_devices",
-    "canonical_device", "member_strategy", "fit_scope",
+    "canonical_device", "member_strategy", "fit_scope", "share_compilations",
 }
 
 
 @pytest.mark.parametrize("name", ["tensorflow", "jax", "torch"])
 def test_every_backend_module_answers_the_same_questions(name):
     import importlib
+    import importlib.util
 
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed")
     module = importlib.import_module(f"keras_pbt.backend.{name}_backend")
     missing = sorted(a for a in BACKEND_API if not hasattr(module, a))
     assert missing == []
@@ -142,3 +145,24 @@ def test_jax_population_asks_for_its_cpu_devices_before_jax_starts():
                          timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[['cpu:0'], ['cpu:1'], ['cpu:2']]"
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="Keras jits each JAX model's steps itself")
+def test_jax_steps_of_one_architecture_are_compiled_once_per_device():
+    import jax
+
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda event, **_: hits.append(event) if event.endswith("/cache_hits") else None)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:0"], seed=0,
+                               verbose=0)
+    assert jax.config.jax_compilation_cache_dir is not None
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
+    # One more model of the architecture on that device (a restarted or a
+    # rebuilt member) takes its train step and both test steps (full and
+    # short last batch) from what the members compiled: nothing is compiled.
+    before = len(hits)
+    with keras.device("cpu:0"):
+        model = build({"learning_rate": 0.1, "momentum": 0.5})
+        model.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32, verbose=0)
+    assert len(hits) - before >= 3

@@ -6,10 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from tensorboard.util import tensor_util
 
 import keras_pbt
 from keras_pbt.core.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
+from keras_pbt.storage.events import read_events
 from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, load_example, mlp, one_weight_model
 
 paper_toy = load_example("paper_toy")
@@ -240,12 +241,12 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
     for i in range(3):
         scalars, plugin_records = {}, []
         for path in glob.glob(str(tmp_path / f"member_{i}" / "events.out.tfevents.*")):
-            for event in tf.compat.v1.train.summary_iterator(path):
+            for event in read_events(path):
                 for value in event.summary.value:
                     if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
                         assert value.tag == LINEAGE_TAG
                         assert value.metadata.data_class == 2  # DATA_CLASS_TENSOR
-                        text = tf.make_ndarray(value.tensor).item()
+                        text = tensor_util.make_ndarray(value.tensor).item()
                         plugin_records += loads(text)
                     else:
                         scalars.setdefault(value.tag, []).append(event.step)
@@ -280,10 +281,10 @@ def test_second_write_at_one_step_carries_the_steps_earlier_records(tmp_path):
     writer.close()
     tensors = []
     for path in glob.glob(str(tmp_path / "member_0" / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
+        for event in read_events(path):
             for value in event.summary.value:
                 if value.tag == LINEAGE_TAG:
-                    tensors.append((event.step, [r.action for r in loads(tf.make_ndarray(value.tensor).item())]))
+                    tensors.append((event.step, [r.action for r in loads(tensor_util.make_ndarray(value.tensor).item())]))
     assert tensors == [(8, ["keep"]), (8, ["keep", "restart"]), (16, ["keep"])]
 
 

@@ -9,7 +9,6 @@ loss_fn)` and its own `train_step`, as in keras.io's GAN examples; its
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.runtime import snapshot as snapshot_lib
@@ -91,6 +90,8 @@ class _AfterBoundary(keras.callbacks.Callback):
 
 
 def test_tiny_gan_population_exploit_copies_both_optimizers():
+    import tensorflow as tf
+
     new = {"d_optimizer.learning_rate": 3e-3, "g_optimizer.learning_rate": 4e-4, "d_optimizer.beta_1": 0.2}
     keras.utils.set_random_seed(0)
     counter = iter(range(2))

@@ -1,5 +1,6 @@
 """`keras_pbt.Population` on four logical CPU devices (see conftest.py)."""
 
+import importlib.util
 import logging
 import os
 import signal
@@ -11,7 +12,6 @@ import time
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.runtime import snapshot as snapshot_lib
@@ -44,6 +44,9 @@ CPU_DEVICES = {"tensorflow": [f"/device:CPU:{i}" for i in range(4)],
                "jax": [f"cpu:{i}" for i in range(4)], "torch": ["cpu"]}[BACKEND]
 TWO_DEVICES = {"tensorflow": ["/cpu:0", "/cpu:1"], "jax": ["cpu:0", "cpu:1"], "torch": None}[BACKEND]
 tensorflow_only = pytest.mark.tensorflow_only(reason="MirroredStrategy slices")
+# A tf.data.Dataset as input: on every backend where TensorFlow is installed.
+needs_tf_data = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                   reason="a tf.data.Dataset input needs TensorFlow installed")
 # JAX compiles each member's train and test steps (seconds each on 2 CPU
 # cores): under JAX this subset runs, so that `make test` stays within 15
 # minutes; the whole module runs on TensorFlow and PyTorch.
@@ -67,6 +70,8 @@ def _device_of(variable):
         return {f"{d.platform}:{d.id}" for d in variable.value.devices()}.pop()
     if BACKEND == "torch":
         return str(variable.value.device)
+    import tensorflow as tf
+
     return "/device:CPU:%d" % tf.DeviceSpec.from_string(variable.value.device).device_index
 
 
@@ -143,7 +148,10 @@ def test_two_concurrent_strategies_exploit_across_devices():
     assert len(pop.history[0]["val_accuracy"]) == 4
 
 
+@needs_tf_data
 def test_asynchronous_population_and_dataset_input():
+    import tensorflow as tf
+
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
     pop = keras_pbt.Population(build, SPACE, population_size=4, synchronous=False, seed=5, policy=keras_pbt.Policy(quantile=0.25))
     pop.fit(data, validation_data=(XV, YV), epochs=4)
@@ -342,9 +350,12 @@ def test_a_seeded_population_is_reproducible():
     assert not np.array_equal(first[0][0][0], other[0][0][0])
 
 
+@needs_tf_data
 def test_steps_per_epoch_reaches_every_member_with_a_repeated_dataset():
     # Issue 13, bug 1: `steps_per_epoch` was popped inside the member loop,
     # so only member 0 got it (the others raised "pass `steps_per_epoch=`").
+    import tensorflow as tf
+
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32).repeat()
     valid = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(30).repeat()
     pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0)
@@ -433,6 +444,8 @@ class _CountTraces(keras.layers.Layer):
     traces = []
 
     def call(self, x, training=None):
+        import tensorflow as tf  # the test is TensorFlow-only; the module runs on every backend
+
         if not tf.executing_eagerly():
             self.traces.append((self.name, bool(training)))
         return x

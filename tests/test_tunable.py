@@ -12,7 +12,6 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.runtime import tunable
@@ -54,6 +53,8 @@ def test_python_side_acts_as_the_current_float():
 
 @pytest.mark.tensorflow_only(reason="float64 variables and tf.function")
 def test_arithmetic_reads_the_variable_with_python_precision():
+    import tensorflow as tf
+
     t = _tunable(0.999)
     # 1 - beta_2 in float64 then float32, as Keras converts a Python float.
     assert (1 - t).dtype == tf.float32
@@ -163,6 +164,8 @@ def test_model_saves_mid_fit_and_after_with_plain_floats(tmp_path):
 @pytest.mark.tensorflow_only(reason="MirroredStrategy")
 def test_mirrored_member_over_two_devices_reads_the_new_momentum():
     # A member over two logical CPUs: both replicas must use the assigned value.
+    import tensorflow as tf
+
     strategy = tf.distribute.MirroredStrategy(
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice("/cpu:0"))
     with strategy.scope():

@@ -11,13 +11,14 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
-import tensorflow as tf
+from tensorboard.util import tensor_util
 from sklearn.datasets import load_digits
 
 import keras_pbt
 from keras_pbt.core.lineage import PLUGIN_NAME
 from keras_pbt.core.lineage import loads
 from keras_pbt.storage.checkpoint import CheckpointError
+from keras_pbt.storage.events import read_events
 from keras_pbt.storage.payload import Snapshot
 from keras_pbt.tuner import snapshots
 from keras_pbt.tuner.worker import Worker
@@ -74,10 +75,10 @@ class DigitsHyperModel(kt.HyperModel):
 def read_logdir(logdir, member):
     scalars, records = {}, []
     for path in sorted(glob.glob(os.path.join(logdir, f"member_{member}", "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
+        for event in read_events(path):
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
-                    records += loads(tf.make_ndarray(value.tensor).item())
+                    records += loads(tensor_util.make_ndarray(value.tensor).item())
                 else:
                     scalars.setdefault(value.tag, []).append(event.step)
     return scalars, records
@@ -294,6 +295,8 @@ def test_workers_on_device_slices_share_one_oracle(tmp_path):
     tuner.search(x, y, validation_data=(xv, yv), epochs=2, verbose=0)
     assert hypermodel.calls == 8
     assert len(hypermodel.threads) == 2
+    import tensorflow as tf
+
     assert {tf.DeviceSpec.from_string(d).device_index for d in hypermodel.devices} == {0, 1}
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
 

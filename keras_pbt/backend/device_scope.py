@@ -29,7 +29,8 @@ class DeviceScope:
             raise ValueError(
                 f"On the {keras.backend.backend()} backend a member trains on one device: "
                 "several devices per member (data parallelism) need TensorFlow's "
-                "MirroredStrategy. Pass Devices(per_member=1). "
+                "MirroredStrategy (pip install keras-pbt[tensorflow], KERAS_BACKEND=tensorflow). "
+                "Pass Devices(per_member=1). "
                 f"Received: per_member={len(devices)}"
             )
         self.devices = devices

@@ -21,6 +21,7 @@ from keras_pbt.backend.stateful import carry_variable  # noqa: F401
 from keras_pbt.backend.stateful import drop_variable  # noqa: F401
 from keras_pbt.backend.stateful import is_hparam_variable  # noqa: F401
 from keras_pbt.backend.stateful import release_tunable  # noqa: F401
+from keras_pbt.backend.stateful import share_compilations  # noqa: F401
 from keras_pbt.backend.stateful import sync_state  # noqa: F401
 
 # The compiled step reads optimizer floats through a variable (tunable.py).

@@ -137,7 +137,8 @@ def assign_devices(population_size, devices="auto"):
     if per_member > 1 and not backend.supports_device_slices:
         raise ValueError(
             f"On the {backend_lib.name()} backend a member trains on one device: several "
-            "devices per member (data parallelism) need TensorFlow's MirroredStrategy. "
+            "devices per member (data parallelism) need TensorFlow's MirroredStrategy "
+            "(pip install keras-pbt[tensorflow], KERAS_BACKEND=tensorflow). "
             f"Pass Devices(per_member=1). Received: per_member={per_member}"
         )
     if devices.names == "auto":

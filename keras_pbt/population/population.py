@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from keras_pbt import backend as backend_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
 from keras_pbt.population import member as member_lib
@@ -186,6 +187,8 @@ class Population(PopulationResults):
                 f"Received: setters={self._setters!r}"
             )
         slices = devices_lib.assign_devices(size, devices)
+        # JAX: members of one architecture compile their steps once per device.
+        backend_lib.current().share_compilations()
         self.members = []
         for member_id, hp, devs in zip(member_ids, initial_hparams, slices):
             strategy = devices_lib.member_strategy(devs)
@@ -246,7 +249,8 @@ class Population(PopulationResults):
     # ------------------------------------------------------------------ fit
 
     def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
-            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, verbose="auto", **fit_kwargs):
+            shuffle=True, shuffle_buffer=data_lib.DEFAULT_SHUFFLE_BUFFER, checkpoint_dir=None,
+            verbose="auto", **fit_kwargs):
         """Trains every member concurrently with PBT.
 
         Args:
@@ -323,9 +327,10 @@ class Population(PopulationResults):
         targets = []
         for member in self.members:
             extra = callbacks(member.member_id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
-            data = data_lib.member_data(member.strategy, x, y, batch_size,
-                                        member.seed if shuffle else None, shuffle_buffer)
-            vdata = data_lib.member_validation(member.strategy, validation_data, batch_size)
+            data = data_lib.member_pipeline(member.strategy, x, y, batch_size=batch_size,
+                                            seed=member.seed if shuffle else None,
+                                            shuffle_buffer=shuffle_buffer)
+            vdata = data_lib.validation_pipeline(member.strategy, validation_data, batch_size)
             targets.append((f"pbt-member-{member.member_id}", member_lib.train,
                             (run, member, data, dict(kwargs, validation_data=vdata), extra)))
         start = time.monotonic()

@@ -1,9 +1,8 @@
 """What a trained `Population` hands back: lineage, histories, the best member
 and its model, evaluation and the closing summary line (a mixin)."""
 
-import tensorflow as tf
-
 from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.population import data as data_lib
 
 
 class PopulationResults:
@@ -76,7 +75,7 @@ class PopulationResults:
         """
         if validation_data is None:
             return self.best_member.model
-        if isinstance(validation_data, tf.data.Dataset):
+        if data_lib.is_dataset(validation_data):
             scores = self.evaluate(validation_data, batch_size=batch_size)
         elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             scores = self.evaluate(*validation_data, batch_size=batch_size)

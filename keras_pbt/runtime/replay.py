@@ -6,7 +6,6 @@ step); `replay` reads the schedule of a member's ancestry from a finished
 run and trains a fresh model with it.
 """
 
-import math
 import numbers
 import os
 
@@ -16,6 +15,7 @@ import numpy as np
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from keras_pbt.core.validation import check_int
+from keras_pbt.population import data as data_lib
 from keras_pbt.storage import events as events_lib
 
 
@@ -162,10 +162,12 @@ class ScheduleCallback(keras.callbacks.Callback):
 
 
 def _steps_per_epoch(x, fit_kwargs):
+    """`model.fit`'s steps per epoch (`keras_pbt.population.data.steps_per_epoch`),
+    or None where `fit` decides them itself (a generator; a validation split)."""
     if fit_kwargs.get("steps_per_epoch"):
         return int(fit_kwargs["steps_per_epoch"])
     if isinstance(x, np.ndarray) and not fit_kwargs.get("validation_split"):
-        return math.ceil(len(x) / (fit_kwargs.get("batch_size") or 32))
+        return data_lib.steps_per_epoch(x, batch_size=fit_kwargs.get("batch_size"))
     return None
 
 
