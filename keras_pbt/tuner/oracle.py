@@ -22,6 +22,7 @@ from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.tuner import convert
 from keras_pbt.tuner import records as records_lib
+from keras_pbt.tuner.oracle_state import OracleState
 from keras_pbt.tuner.results import SegmentResults
 from keras_pbt.tuner.segments import ACTION
 from keras_pbt.tuner.segments import EPOCHS
@@ -33,7 +34,7 @@ from keras_pbt.tuner.segments import PBT_KEYS  # noqa: F401
 from keras_pbt.tuner.segments import SEGMENT
 from keras_pbt.tuner.segments import active_values
 from keras_pbt.tuner.segments import initial_values
-from keras_pbt.tuner.segments import STEP_METRIC
+from keras_pbt.tuner.segments import STEP_METRIC  # noqa: F401 - tuner.py reads it here
 from keras_pbt.tuner.segments import user_values
 from keras_pbt.core.validation import check_int
 from keras_pbt.core.validation import check_seed
@@ -42,7 +43,7 @@ LINEAGE_FILE = records_lib.LINEAGE_FILE
 
 
 
-class PBTOracle(SegmentResults, keras_tuner.Oracle):
+class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
     """Population-Based Training oracle for keras-tuner.
 
     Decides with the pure policy of `keras_pbt.PBTCallback` (`PBTPolicy`)
@@ -164,6 +165,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         # Guards the PBT state (not keras-tuner's); always taken inside
         # keras-tuner's oracle lock, never around it.
         self._pbt_lock = threading.RLock()
+        self._defer_save = False  # inside end_trial: one save, after this oracle's bookkeeping
 
     @property
     def mode(self):
@@ -416,65 +418,3 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
     def create_trial(self, tuner_id):
         self._asking = tuner_id
         return super().create_trial(tuner_id)
-
-    @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        """As keras-tuner's; the member's optimizer step comes in `pbt/step`."""
-        metrics = dict(metrics)
-        if STEP_METRIC in metrics:
-            step = int(metrics.pop(STEP_METRIC))
-        return super().update_trial(trial_id, metrics, step=step)
-
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        super().end_trial(trial)
-        with self._pbt_lock:
-            trial = self._trial(trial.trial_id)
-            values = trial.hyperparameters.values
-            if (trial.status == TrialStatus.COMPLETED
-                    and values.get(SEGMENT) == self.num_segments - 1):
-                # The end rule is the pure core's, as for the callback.
-                report = self._report(trial.trial_id)
-                decision = self.policy().boundary(
-                    report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
-                record = decision.to_record(int(trial.best_step), self.num_segments,
-                                            self.objective.name, self.mode, time.time())
-                record.hparams, record.hparams_before = user_values(values), user_values(values)
-                self._log.add(record)
-                self.save()
-
-    # -------------------------------------------------------- state file
-
-    def get_state(self):
-        state = super().get_state()
-        with self._pbt_lock:
-            state["pbt"] = {
-                "population_size": self.population_size,
-                "max_epochs": self.max_epochs,
-                "interval_epochs": self.interval_epochs,
-                "frozen": list(self.frozen),
-                "inherited": list(self.inherited),
-                "synchronous": self.synchronous,
-                "segments": [list(s) for s in self._segments],
-                "lineage_records": len(self._log.rows),
-            }
-        return state
-
-    def set_state(self, state):
-        super().set_state(state)
-        pbt = state.get("pbt")
-        if pbt is None:
-            return
-        if self.max_epochs is None:
-            self.max_epochs = pbt["max_epochs"]
-        for key in ("population_size", "max_epochs", "interval_epochs"):
-            if pbt[key] is not None and pbt[key] != getattr(self, key):
-                raise ValueError(
-                    f"The project in this directory was run with {key}={pbt[key]!r}, not "
-                    f"{getattr(self, key)!r}. Pass overwrite=True or a new project_name "
-                    "to start a new search."
-                )
-        with self._pbt_lock:
-            self.set_inherited(pbt.get("inherited", ()))
-            self._segments = [list(s) for s in pbt["segments"]]
-            self._log.restore(pbt["lineage_records"])
