@@ -61,10 +61,11 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
         A list of `size` lists of canonical device names.
 
     Raises:
-        ValueError: naming a device that does not exist, or a slice larger
-            than the devices given.
+        ValueError: naming a device that does not exist, a slice larger
+            than the devices given, or `num_cpu_devices` not a positive int.
     """
     check_int("devices_per_member", devices_per_member)
+    check_int("num_cpu_devices", num_cpu_devices, allow_none=True)
     backend = backend_lib.current()
     if devices_per_member > 1 and not backend.supports_device_slices:
         raise ValueError(

@@ -303,15 +303,19 @@ class Population(PopulationResults):
             `self.history`: dict member id -> dict metric -> list.
 
         Raises:
-            ValueError: a bad argument (`Received: batch_size=0`), before
-                any member trains.
+            ValueError: a bad argument (`Received: batch_size=0`), arrays
+                of different lengths, targets the loss needs missing, a
+                `val_` monitor without `validation_data`, an interval longer
+                than `epochs`: before any member trains.
             PopulationError: if a member failed `max_failures` times (or a
                 synchronous boundary timed out with `on_timeout="raise"`).
             ConfigurationError: (a `ValueError`) if the monitored metric is
                 not in the logs; it lists the keys that are.
             CheckpointError: (a `ValueError`) if `checkpoint_dir` holds a
-                checkpoint that is corrupt, truncated, of another population,
-                or not keras-pbt's; it names the file.
+                checkpoint that is corrupt, truncated, of another population
+                (other members, space, optimizers or interval), beyond
+                `epochs`, or not keras-pbt's, or checkpoint files without
+                their manifest; it names the file.
         """
         check_int("epochs", epochs)
         verbose = self.verbose if verbose is None else _check_verbose(verbose)
@@ -319,6 +323,10 @@ class Population(PopulationResults):
             raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
             x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs)
+        population_checks.check_fit_data(self.members[0].model, x, y, validation_data)
+        population_checks.check_monitor_source(self.monitor, validation_data)
+        cb = self.members[0].callback
+        population_checks.check_interval_reached(cb.interval_epochs, cb.interval_steps, epochs, steps)
         self._stop.clear()
         self.store.reopen()
         self._fatal = None
@@ -326,7 +334,8 @@ class Population(PopulationResults):
                                             verbose=verbose)
         self._checkpointer = None
         if checkpoint_dir is not None:
-            self._checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir)
+            self._checkpointer, resumed = member_checkpoint.open_checkpoint(
+                self, checkpoint_dir, epochs)
             if resumed is not None:
                 self.resumed_from = resumed
                 self._progress.message(

@@ -342,6 +342,12 @@ class Checkpointer:
             if self.committed is None or epoch > self.committed:
                 shutil.rmtree(path, ignore_errors=True)
 
+    def epoch_files(self):
+        """Each epoch directory and its number of member files: `[(name, n)]`."""
+        return [(os.path.basename(path),
+                 sum(1 for f in os.listdir(path) if f.startswith("member_") and f.endswith(".npz")))
+                for _, path in self._epoch_dirs()]
+
     def _epoch_dirs(self):
         out = []
         for name in os.listdir(self.directory):

@@ -125,6 +125,8 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
                                     why=" (PBT needs a population)")
         max_epochs = check_int("max_epochs", max_epochs, allow_none=True)
         interval_epochs = check_int("interval_epochs", interval_epochs)
+        if max_epochs is not None:
+            _check_budget(interval_epochs, max_epochs, "max_epochs")
         if seed is not None:
             check_seed(seed)
         # No `max_trials` for keras-tuner: its create_trial would answer
@@ -207,6 +209,7 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
                 already set (by `max_epochs=` or by the search being resumed).
         """
         epochs = check_int(name, epochs)
+        _check_budget(self.interval_epochs, epochs, name)
         if self.max_epochs is not None and epochs != self.max_epochs:
             raise ValueError(
                 f"`{name}` must equal the search's budget, max_epochs={self.max_epochs} "
@@ -418,3 +421,13 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
     def create_trial(self, tuner_id):
         self._asking = tuner_id
         return super().create_trial(tuner_id)
+
+
+def _check_budget(interval_epochs, epochs, name):
+    """At least one decision: a segment longer than the budget never decides."""
+    if interval_epochs > epochs:
+        raise ValueError(
+            f"`interval_epochs`={interval_epochs} is more than `{name}`={epochs}: every member "
+            f"would train its {epochs} epochs in one segment, without a single PBT decision. "
+            f"Train at least {interval_epochs} epochs, or decide more often. "
+            f"Received: {name}={epochs}")
