@@ -1,16 +1,135 @@
 """A keras-tuner chief that stops at any moment resumes: state files, reload, workers.
 
+Across processes: a real chief and two workers on 127.0.0.1
+(tests/tuner_distributed_job.py). The chief kills itself at five points of
+its state writes, one per run (the job's test-only PBT_TEST_KILL_CHIEF),
+including in the middle of a write; after each kill everything is started
+again with overwrite=False, and the last run finishes the search. Then:
+every member reached its last segment, no segment was trained to the end
+twice, the lineage is continuous, and no process is left running.
+
 In one process: keras-tuner's in-place state writes and its save-before-pop
 in `end_trial`, replayed on a real `PBTOracle`; and a real worker whose
 chief is not there.
 """
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
+from tests.test_tuner_distributed import JOB
 from tests.test_tuner_distributed import free_port
 
+POPULATION = 2
+SEGMENTS = 5  # MAX_EPOCHS of the job, one epoch per segment
+
+# One run per kill point, in this order (each leaves segments for the next).
+KILLS = [
+    "trial.json:RUNNING:2:after",    # a trial.json that oracle.json never names
+    "trial.json:COMPLETED:1:during",  # a finished segment whose end is half written
+    "trial.json:COMPLETED:1:after",   # ended in trial.json, ongoing in oracle.json
+    "oracle.json:ended:1:during",     # the end's oracle.json half written
+    "trial.json:last:1:after",        # a last segment ended, its final record not written
+]
+
+
+def _start(role, directory, port, **env):
+    env = dict(os.environ, KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
+               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2",
+               PBT_TEST_POPULATION=str(POPULATION), KERAS_PBT_CHIEF_TIMEOUT="20", **env)
+    log = open(os.path.join(directory, f"{role}.log"), "a")
+    return subprocess.Popen([sys.executable, JOB, directory], env=env, stdout=log,
+                            stderr=subprocess.STDOUT), log
+
+
+def _wait_for_server(chief, port, timeout=300):
+    """Until the chief accepts connections (the workers then find it at once)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if chief.poll() is not None:
+            return
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("the chief never served")
+
+
+def _run(directory, kill=None):
+    """One run: chief, then two workers. Returns the three return codes."""
+    port = free_port()
+    chief = _start("chief", directory, port, **({"PBT_TEST_KILL_CHIEF": kill} if kill else {}))
+    procs = [chief]
+    try:
+        _wait_for_server(chief[0], port)
+        procs += [_start(w, directory, port) for w in ("worker0", "worker1")]
+        chief[0].wait(timeout=400)
+        if kill:
+            # Everything is restarted: the workers of a killed chief go too
+            # (test_tuner_distributed_worker_gives_up covers their own exit).
+            for proc, _ in procs[1:]:
+                proc.kill()
+        for proc, _ in procs[1:]:
+            proc.wait(timeout=400)
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    assert all(proc.poll() is not None for proc, _ in procs)  # none left running
+    return [proc.returncode for proc, _ in procs]
+
+
+def test_a_chief_killed_at_five_state_writes_resumes_and_trains_every_segment_once(tmp_path, monkeypatch):
+    directory = str(tmp_path)
+    for kill in KILLS:
+        codes = _run(directory, kill)
+        assert codes[0] == -9, (kill, codes, open(tmp_path / "chief.log").read()[-3000:])
+    codes = _run(directory)
+    logs = {r: open(tmp_path / f"{r}.log").read()[-3000:] for r in ("chief", "worker0", "worker1")}
+    assert codes == [0, 0, 0], logs
+
+    trained = []
+    for worker in ("worker0", "worker1"):
+        path = tmp_path / f"trained_{worker}.jsonl"
+        if path.exists():
+            trained += [tuple(json.loads(line)[:2]) for line in path.read_text().splitlines()]
+    # A worker killed after its segment's checkpoint but before its log line
+    # leaves a segment that nobody trains again: at most once each.
+    assert len(trained) == len(set(trained)), sorted(trained)
+
+    import keras_pbt
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    tuner = keras_pbt.PBTTuner(lambda hp: None, objective="val_loss", population_size=POPULATION,
+                               max_epochs=SEGMENTS, seed=4, directory=directory,
+                               project_name="dist", policy=keras_pbt.Policy(quantile=0.5))
+    oracle = tuner.oracle
+    trials = oracle.trials
+    assert len(trials) == POPULATION * SEGMENTS
+    assert {t.status for t in trials.values()} == {"COMPLETED"}
+    assert sorted((t.hyperparameters.values["pbt/member"], t.hyperparameters.values["pbt/segment"])
+                  for t in trials.values()) == [(m, s) for m in range(POPULATION)
+                                                 for s in range(SEGMENTS)]
+    for t in trials.values():  # every segment's checkpoint is there
+        assert os.path.exists(os.path.join(tuner.get_trial_dir(t.trial_id), "manifest.json"))
+    lineage = oracle.lineage()
+    for member in range(POPULATION):
+        records = [r for r in lineage if r.member == member]
+        assert [r.interval for r in records] == list(range(SEGMENTS + 1)), records
+        assert records[0].action == "init"
+        steps = [r.step for r in records]
+        assert steps == sorted(steps)
+    for trial in trials.values():
+        parent = trial.hyperparameters.values["pbt/parent_trial"]
+        assert parent == "" or trials[parent].status == "COMPLETED"
 
 # ------------------------------------------------------------ in one process
 
