@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check venv clean wheel-check
+.PHONY: demo test docs bench gpu-check venv clean wheel-check
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,21 @@ demo: $(STAMP) $(if $(filter jax torch,$(KERAS_BACKEND)),$(BACKENDS_STAMP))
 # The whole suite on TensorFlow, then the modules marked `all_backends`
 # (callback, hyperparameters, snapshots, population, backends) on JAX and
 # on PyTorch, both at once (tests/conftest.py, tests/other_backends.sh).
-test: $(STAMP) $(BACKENDS_STAMP)
+test: $(STAMP) $(BACKENDS_STAMP) docs
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q --durations=20 tests
 	PY=$(PY) bash tests/other_backends.sh
+
+# The reference site (MkDocs, API pages from the docstrings) into build/site;
+# any warning (a broken link, a docstring argument the signature lacks) fails.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # Every benchmark at its default size, one after another (about 2.5 hours on
 # 2 cores); results go to benchmarks/RESULTS.md by hand, with the command.

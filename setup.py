@@ -40,7 +40,10 @@ setup(
         # (the pinned release is the CPU wheel; a newer one is a CUDA build).
         "backends": ["jax", "torch==2.13.0"],
         # benchmarks/ray_pbt.py compares against Ray Tune's PBT;
-        # benchmarks/search_quality.py generates MNIST-1D offline with mnist1d.
-        "bench": ["scikit-learn", "ray[tune]", "mnist1d"],
+        # benchmarks/search_quality.py generates MNIST-1D offline with mnist1d,
+        # and runs keras-tuner's BayesianOptimization, which needs scipy.
+        "bench": ["scikit-learn", "ray[tune]", "mnist1d", "scipy"],
+        # `make docs`: the reference site, built from the docstrings.
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     },
 )

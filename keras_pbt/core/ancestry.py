@@ -206,9 +206,11 @@ def ancestry(lineage, member=None, mode=None, step=None):
 
     Example:
 
-    >>> entries = ancestry(pop.lineage)  # the best member
-    >>> [(e.step, e.member, e.action) for e in entries]
-    [(0, 2, 'init'), (90, 7, 'exploit'), (360, 1, 'exploit')]
+    ```python
+    entries = ancestry(pop.lineage)  # the best member
+    [(e.step, e.member, e.action) for e in entries]
+    # [(0, 2, 'init'), (90, 7, 'exploit'), (360, 1, 'exploit')]
+    ```
     """
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
                              or step < 0):

@@ -278,9 +278,10 @@ class Population(PopulationResults):
         """Trains every member concurrently with PBT.
 
         Args:
-            x, y: NumPy arrays (each member shuffles them with its own seed)
-                or a `tf.data.Dataset` in `x` (batches are shuffled with the
+            x: NumPy arrays (each member shuffles them with its own seed)
+                or a `tf.data.Dataset` (batches are shuffled with the
                 member's seed when `shuffle`).
+            y: the targets of NumPy `x`; `None` with a dataset.
             validation_data: as in `keras.Model.fit`, the same for every member.
             epochs: epochs per member.
             batch_size: for arrays. Defaults to 32.

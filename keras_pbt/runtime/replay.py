@@ -179,7 +179,8 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
         lineage: a log directory written with `logdir=` (read with
             `read_lineage`) or a list of `LineageRecord`s (e.g.
             `Population.lineage`).
-        x, y: training data, as for `model.fit`.
+        x: training data, as for `model.fit`.
+        y: training targets, as for `model.fit`.
         member: whose schedule to follow; by default the best member.
         mode: `"min"` or `"max"` for choosing the best member; by default
             the mode written in the records.

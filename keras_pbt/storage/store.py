@@ -186,11 +186,12 @@ class InMemoryStore(PopulationStore):
 
     Example:
 
-    >>> store = InMemoryStore()
-    >>> store.register(0, {"lr": 0.1})
-    >>> store.report(Report(0, step=10, metric=0.5, interval=1))
-    >>> [r.metric for r in store.histories()[0]]
-    [0.5]
+    ```python
+    store = InMemoryStore()
+    store.register(0, {"lr": 0.1})
+    store.report(Report(0, step=10, metric=0.5, interval=1))
+    [r.metric for r in store.histories()[0]]  # [0.5]
+    ```
 
     Reports are indexed by interval as they arrive, so checking a barrier
     costs O(1) however long the histories are, and a member waiting at a
