@@ -168,6 +168,7 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
         # keras-tuner's oracle lock, never around it.
         self._pbt_lock = threading.RLock()
         self._defer_save = False  # inside end_trial: one save, after this oracle's bookkeeping
+        self._defer_trial_save = False  # inside update_trial: trial.json is written at its end
 
     @property
     def mode(self):

@@ -47,7 +47,14 @@ class OracleState:
         metrics = dict(metrics)
         if STEP_METRIC in metrics:
             step = int(metrics.pop(STEP_METRIC))
-        return super().update_trial(trial_id, metrics, step=step)
+        # The worker ends the trial right after: its trial.json is written
+        # then, once (a chief stopped in between retries the segment, whose
+        # checkpoint gives the metric back without training).
+        self._defer_trial_save = True
+        try:
+            return super().update_trial(trial_id, metrics, step=step)
+        finally:
+            self._defer_trial_save = False
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
@@ -113,6 +120,8 @@ class OracleState:
         state_files.write_json(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
+        if self._defer_trial_save:
+            return
         path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
         state_files.write_json(path, trial.get_state())
 
