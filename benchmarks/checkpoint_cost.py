@@ -56,10 +56,10 @@ def population(args):
             directory = tempfile.mkdtemp(prefix="pbt-ck-")
             spent.clear()
             pop = keras_pbt.Population(digits.build, digits.SPACE, population_size=args.members,
-                                       monitor="val_accuracy", num_cpu_devices=4,
-                                       seed=repeat, verbose=0)
+                                       monitor="val_accuracy", devices=keras_pbt.Devices(num_cpu=4),
+                                       seed=repeat)
             start = time.monotonic()
-            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32,
+            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0,
                     checkpoint_dir=directory if arm == "checkpoint" else None)
             wall = time.monotonic() - start
             times[arm].append(wall)

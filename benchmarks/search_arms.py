@@ -58,7 +58,7 @@ class Arm:
             override the harness's, e.g. `synchronous=False`).
         fit: more keyword arguments of `Population.fit` (e.g.
             `validation_freq=1`; by default validation runs every interval).
-        intervals: the `interval_epochs` values this arm runs at (e.g.
+        intervals: the `interval` values this arm runs at (e.g.
             `("auto",)`), or None for `--intervals`.
         configs: how many configurations it is handed as `initial_hparams`
             (the first `configs` of random search's draws: the first 8 are

@@ -122,12 +122,21 @@ def random_search(task, seed, n, data=None, log=print, fresh=False, run=True, wo
         task's monitor after every epoch), `epochs` (trained) and `time`
         (its share of the wall time of the configurations trained with it).
     """
-    import tensorflow as tf
-
     path = random_path(task, seed)
     cached = [] if fresh else (search_tasks.read_json(path) or [])
     if len(cached) >= n or not run:
         return cached[:n]
+    with search_tasks.claim(path) as mine:
+        if not mine:
+            log(f"  random {task.name} seed {seed}: left to the process running it")
+            return cached[:n]
+        cached = [] if fresh else (search_tasks.read_json(path) or [])
+        return _random_search(task, seed, n, data, log, cached, workers, path)
+
+
+def _random_search(task, seed, n, data, log, cached, workers, path):
+    import tensorflow as tf
+
     configs = search_tasks.draw_configs(task.space, n, seed)
     seeds = search_tasks.weight_seeds(n, seed)
     data = data or task.load(seed)
@@ -236,6 +245,15 @@ def keras_tuner_arm(task, seed, kind, data=None, log=print, fresh=False, run=Tru
     cached = None if fresh else search_tasks.read_json(path)
     if cached is not None or not run:
         return cached
+    with search_tasks.claim(path) as mine:
+        if not mine:
+            log(f"  {kind} {task.name} seed {seed}: left to the process running it")
+            return None
+        cached = None if fresh else search_tasks.read_json(path)
+        return cached or _search(task, seed, kind, data, log, path)
+
+
+def _search(task, seed, kind, data, log, path):
     data = data or task.load(seed)
     counter = EpochCounter()
     directory = tempfile.mkdtemp(prefix=f"kt-{kind}-")

@@ -9,6 +9,7 @@ code than the label's cached runs were made with is refused, so a run of
 old code is never mistaken for a new one (choose a new label instead).
 """
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -28,8 +29,11 @@ class StaleLabel(RuntimeError):
     """A label's cached runs were made with other library code than this one."""
 
 
+@functools.lru_cache(maxsize=None)
 def library_fingerprint():
-    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`."""
+    """12 hex digits of the SHA-1 of every `.py` file of the imported `keras_pbt`,
+    read once per process (the code this process runs, even if the files
+    change under it)."""
     root = os.path.dirname(os.path.abspath(keras_pbt.__file__))
     digest = hashlib.sha1()
     for folder, dirs, files in sorted(os.walk(root)):
@@ -43,12 +47,19 @@ def library_fingerprint():
     return digest.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
 def library_commit():
-    """`git describe --always --dirty` of the library's checkout, or None."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(keras_pbt.__file__)))
+    """The last commit that changed the library's folder (`+dirty` when it has
+    uncommitted changes), or None outside a git checkout."""
+    folder = os.path.dirname(os.path.abspath(keras_pbt.__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args, "--", folder], cwd=folder, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
-                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+        commit = git("log", "-1", "--format=%h")
+        return (commit + ("+dirty" if git("status", "--porcelain") else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -99,26 +110,36 @@ def pbt_run(task, seed, name, arm, interval, label, data=None, log=print, fresh=
             f"Received: label={label!r}")
     if cached is not None or not run:
         return cached
+    with search_tasks.claim(path) as mine:
+        if not mine:
+            log(f"  {task.name} seed {seed} {name} i{interval} [{label}]: left to the process "
+                "running it")
+            return None
+        cached = None if fresh else search_tasks.read_json(path)
+        return cached or _run(task, seed, name, arm, interval, label, data, log, path)
+
+
+def _run(task, seed, name, arm, interval, label, data, log, path):
     data = data or task.load(seed)
     configs = search_tasks.draw_configs(task.space, arm.configs, seed)
     counter = search_baselines.EpochCounter()
     keras.utils.set_random_seed(seed)
     kwargs = dict(population_size=arm.size, monitor=task.monitor, mode=task.mode,
-                  interval_epochs=interval, synchronous=True, num_cpu_devices=CPU_DEVICES,
-                  seed=seed, initial_hparams=configs, verbose=0, policy=arm.make_policy())
+                  interval=interval, synchronous=True, devices=keras_pbt.Devices(num_cpu=CPU_DEVICES),
+                  seed=seed, initial_hparams=configs, policy=arm.make_policy())
     kwargs.update(arm.population)
     pop = keras_pbt.Population(task.build, task.space, **kwargs)
     fit = dict(validation_data=data["val"], epochs=task.epochs, batch_size=task.batch_size,
                validation_freq=interval if isinstance(interval, int) else 1)
     fit.update(arm.fit)
     start = time.perf_counter()
-    pop.fit(*data["train"], callbacks=lambda mid: [counter.for_key(mid)], **fit)
+    pop.fit(*data["train"], callbacks=lambda mid: [counter.for_key(mid)], verbose=0, **fit)
     elapsed = time.perf_counter() - start
-    members = {str(m.id): task.scores(m.model, data) for m in pop.members}
+    members = {str(m.member_id): task.scores(m.model, data) for m in pop.members}
     finals = {}
     for choice, fn in arm.finals.items():
         model = fn(pop, data)
-        member = next((m.id for m in pop.members if m.model is model), None)
+        member = next((m.member_id for m in pop.members if m.model is model), None)
         finals[choice] = dict(member=None if member is None else str(member),
                               **(members[str(member)] if member is not None
                                  else task.scores(model, data)))

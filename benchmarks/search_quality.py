@@ -257,10 +257,12 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
-    keras_pbt.population.devices.available_devices(num_cpu_devices=search_pbt.CPU_DEVICES)
+    # Read the library's code as it is now, when this process imports it.
+    library = f"keras_pbt {search_pbt.library_fingerprint()} ({search_pbt.library_commit()})"
+    keras_pbt.population.devices.available_devices(num_cpu=search_pbt.CPU_DEVICES)
     print("command: python " + " ".join(sys.argv if argv is None else ["search_quality.py"] + argv))
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
+    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; {library}")
     print(f"cache: ${search_tasks.CACHE_ENV}" if os.environ.get(search_tasks.CACHE_ENV)
           else "cache: benchmarks/cache")
     start = time.perf_counter()

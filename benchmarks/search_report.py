@@ -55,7 +55,7 @@ def lineage_summary(lineage):
     roots, hparams, replaced, by_interval = {}, {}, {}, {}
     for r in lineage:
         if r.action == "init":
-            m = str(r.member)
+            m = str(r.member_id)
             roots[m], hparams[m], replaced[m] = m, {k: _plain(v) for k, v in r.hparams.items()}, None
         elif r.interval:
             by_interval.setdefault(r.interval, []).append(r)
@@ -64,7 +64,7 @@ def lineage_summary(lineage):
         old = dict(roots)
         present = []
         for r in by_interval[k]:
-            m = str(r.member)
+            m = str(r.member_id)
             present.append(m)
             if r.action in ("exploit", "restart") and r.parent is not None:
                 roots[m] = old.get(str(r.parent), str(r.parent))
@@ -194,19 +194,20 @@ def diagnosis(rows, runs):
              "survives to the end (seeds) | distinct lines alive per boundary (mean) | std "
              "log10 lr, first -> last boundary |", "|---|---|---|---|---|---|"]
     for run in runs:
-        replaced, at, survives, alive, spread, n = 0, [], 0, [], [], 0
+        replaced, at, survives, alive, spread, n, known = 0, [], 0, [], [], 0, 0
         for row in rows:
             info = row["runs"].get(run)
             if info is None or not info["per_interval"]:
                 continue
             n += 1
-            best = row.get("best_alone")
-            k = info["replaced"].get(best) if best is not None else None
-            if k is not None:
-                replaced += 1
-                at.append(k)
-            if best in info["per_interval"][-1]["roots"]:
-                survives += 1
+            best = row.get("best_alone")  # None until random search 1x has run
+            if best is not None:
+                known += 1
+                k = info["replaced"].get(best)
+                if k is not None:
+                    replaced += 1
+                    at.append(k)
+                survives += best in info["per_interval"][-1]["roots"]
             div = diversity(info)
             alive.append([d[0] for d in div])
             spread.append((div[0][1], div[-1][1]))
@@ -216,8 +217,8 @@ def diagnosis(rows, runs):
         alive_mean = " ".join(f"{np.mean([a[i] for a in alive if i < len(a)]):.1f}"
                               for i in range(width))
         s0, s1 = np.nanmean([s[0] for s in spread]), np.nanmean([s[1] for s in spread])
-        lines.append(f"| {run} | {replaced}/{n} | {np.mean(at) if at else float('nan'):.1f} | "
-                     f"{survives}/{n} | {alive_mean} | {s0:.2f} -> {s1:.2f} |")
+        lines.append(f"| {run} | {replaced}/{known} | {np.mean(at) if at else float('nan'):.1f} | "
+                     f"{survives}/{known} | {alive_mean} | {s0:.2f} -> {s1:.2f} |")
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ Tasks:
   gives about 0.04).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -76,6 +77,45 @@ def write_json(path, value):
     with open(tmp, "w") as f:
         json.dump(value, f)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def claim(path):
+    """Claims the cache entry `path` for this process while it is computed.
+
+    Several processes (yours, another session's) may fill one cache: a
+    piece claimed by a live process is left to it. A claim left by a
+    process that died is taken over.
+
+    Yields:
+        True when this process holds the claim, False when another live
+        process does (the caller then skips the piece).
+    """
+    lock = path + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            with open(lock) as f:
+                owner = int(f.read().strip() or 0)
+            os.kill(owner, 0)
+            alive = owner != os.getpid()
+        except (OSError, ValueError):
+            alive = False
+        if alive:
+            yield False
+            return
+        fd = os.open(lock, os.O_CREAT | os.O_TRUNC | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        try:
+            os.remove(lock)
+        except OSError:
+            pass
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,11 +50,11 @@ def main():
         for arm in ("lock", "no lock") if repeat % 2 == 0 else ("no lock", "lock"):
             tensorflow_backend.serial_tracing = arm == "lock"
             pop = keras_pbt.Population(digits.build, digits.SPACE, population_size=args.members,
-                                       monitor="val_accuracy", num_cpu_devices=4, seed=repeat,
-                                       verbose=0)
+                                       monitor="val_accuracy",
+                                       devices=keras_pbt.Devices(num_cpu=4), seed=repeat)
             done = []
             start = time.monotonic()
-            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32,
+            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0,
                     callbacks=lambda member: [FirstEpoch(done)])
             wall = time.monotonic() - start
             first = max(done) - start

@@ -31,8 +31,8 @@ def build(hp, optimizer=keras.optimizers.SGD):
 
 
 def population(build_fn=build, **kwargs):
-    return keras_pbt.Population(build_fn, LR, population_size=2, seed=0, verbose=0,
-                                devices=DEVICES, **kwargs)
+    return keras_pbt.Population(build_fn, LR, population_size=2, seed=0, devices=DEVICES,
+                                **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def copy(trained, tmp_path):
     # Issue 21, 5: silently returned the 2-epoch result for epochs=1.
     (population, 1, "holds a checkpoint of epoch 2, beyond `epochs`=1"),
     # Issue 21, 6: another interval was not in the manifest's header.
-    (lambda: population(interval_epochs=2), 4, "Received: interval_epochs=2"),
+    (lambda: population(interval=2), 4, "Pass interval=1, or use another directory. Received: interval=2"),
 ], ids=["another optimizer", "fewer epochs than the checkpoint", "another interval"])
 def test_resuming_with_something_else_is_refused_before_training(copy, make, epochs, text):
     before = _files(copy)

@@ -148,7 +148,7 @@ def test_the_goal_table_judges_means_and_seeds_below_in_the_task_mode(mode):
 
 def test_lines_alive_per_boundary_follow_exploits():
     def rec(member, action, interval, parent=None):
-        return LineageRecord(member=member, step=0, action=action, hparams={"learning_rate": 0.1},
+        return LineageRecord(member_id=member, step=0, action=action, hparams={"learning_rate": 0.1},
                              parent=parent, interval=interval)
 
     lineage = [rec(m, "init", 0) for m in range(4)]
@@ -162,3 +162,18 @@ def test_lines_alive_per_boundary_follow_exploits():
                                                              ["0", "0", "0", "0"]]
     assert summary["replaced"] == {"0": None, "1": 2, "2": 1, "3": 2}
     assert [d[0] for d in search_report.diversity(summary)] == [3, 1]
+
+
+def test_a_cache_entry_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    path = str(tmp_path / "entry.json")
+    with open(path + ".lock", "w") as f:
+        f.write(str(os.getppid()))  # alive: the process that started this one
+    with search_tasks.claim(path) as mine:
+        assert mine is False
+    with open(path + ".lock", "w") as f:
+        f.write(str(2**22 + 4321))  # above Linux's largest pid: a process that died
+    with search_tasks.claim(path) as mine:
+        assert mine is True
+        with open(path + ".lock") as f:
+            assert f.read() == str(os.getpid())
+    assert not os.path.exists(path + ".lock")

@@ -109,7 +109,7 @@ def test_a_chief_killed_at_five_state_writes_resumes_and_trains_every_segment_on
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     tuner = keras_pbt.PBTTuner(lambda hp: None, objective="val_loss", population_size=POPULATION,
-                               max_epochs=SEGMENTS, seed=4, directory=directory,
+                               seed=4, directory=directory,
                                project_name="dist", policy=keras_pbt.Policy(quantile=0.5))
     oracle = tuner.oracle
     trials = oracle.trials
@@ -203,7 +203,7 @@ def test_an_unreadable_state_file_is_refused_naming_it(tmp_path, name, content):
 
     def tuner():
         return keras_pbt.PBTTuner(lambda hp: None, objective="val_loss", population_size=2,
-                                  max_epochs=2, directory=str(tmp_path), project_name="p")
+                                  directory=str(tmp_path), project_name="p")
 
     first = tuner()
     first.oracle.hyperparameters.Float("lr", 1e-3, 1e-1)
@@ -248,14 +248,14 @@ def test_a_worker_whose_chief_is_gone_stops_with_a_clear_error(tmp_path, monkeyp
         model.compile(keras.optimizers.SGD(hp.Float("lr", 1e-3, 1e-1, sampling="log")), "mse")
         return model
 
-    tuner = keras_pbt.PBTTuner(build, objective="val_loss", population_size=2, max_epochs=2,
+    tuner = keras_pbt.PBTTuner(build, objective="val_loss", population_size=2,
                                directory=str(tmp_path), project_name="p")
     x = np.zeros((8, 4), "float32")
     errors = []
 
     def search():
         try:
-            tuner.search(x, x[:, :2], validation_data=(x, x[:, :2]), verbose=0)
+            tuner.search(x, x[:, :2], validation_data=(x, x[:, :2]), epochs=2, verbose=0)
         except Exception as e:  # noqa: BLE001 - checked below
             errors.append(e)
 

@@ -1,17 +1,15 @@
-"""Checks a population makes before any training: its size, initial values
-inside the space, one weight and optimizer layout for every member, and
-what `fit` is given (arrays of matching lengths, targets the loss needs, the
-validation data a `val_` metric needs, an interval the training reaches)."""
+"""Checks a population makes before any training: initial values inside the
+space, one weight and optimizer layout for every member, and what `fit` is
+given (arrays of matching lengths, targets the loss needs, the validation
+data a `val_` metric needs, an interval the training reaches)."""
 
 import math
 import numbers
-import warnings
 
 import keras
 
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.core import space as space_lib
-from keras_pbt.core.validation import check_int
 
 
 def check_initial(index, hp, space):
@@ -48,46 +46,14 @@ def check_same_layout(first, member):
     why = snapshot_lib.layout_mismatch(mine, theirs) or snapshot_lib.layout_mismatch(theirs, mine)
     if why is not None:
         raise ValueError(
-            f"`build` returned another model for member {member.id!r} than for member "
-            f"{first.id!r}: PBT copies weights and optimizer state between members, so every "
+            f"`build` returned another model for member {member.member_id!r} than for member "
+            f"{first.member_id!r}: PBT copies weights and optimizer state between members, so every "
             "member needs the same layers, weight shapes and dtypes and optimizer class. "
-            f"Tune only values that keep the layout. Comparing member {member.id!r} (the model) "
-            f"with member {first.id!r} (the snapshot): {why}. Received: hp="
-            f"{member.callback.hparams!r} for member {member.id!r}, hp={first.callback.hparams!r} "
-            f"for member {first.id!r}"
+            f"Tune only values that keep the layout. Comparing member {member.member_id!r} (the model) "
+            f"with member {first.member_id!r} (the snapshot): {why}. Received: hp="
+            f"{member.callback.hparams!r} for member {member.member_id!r}, hp={first.callback.hparams!r} "
+            f"for member {first.member_id!r}"
         )
-
-
-def population_size(population_size, size):
-    """`Population`'s number of members from `population_size=` or the
-    deprecated `size=` (which warns).
-
-    Args:
-        population_size: the documented spelling, or `None`.
-        size: the deprecated spelling, or `None`.
-
-    Returns:
-        The number of members, an int >= 2 (`8` when neither is given).
-
-    Raises:
-        ValueError: both given with different values, or not an int >= 2.
-
-    Example:
-
-    >>> population_size(None, None)
-    8
-    """
-    if size is not None:
-        warnings.warn("`Population(size=)` is deprecated: use `population_size=` (as "
-                      "`PBTTuner` and `PBTOracle` do).", DeprecationWarning, stacklevel=3)
-        if population_size is not None and population_size != size:
-            raise ValueError("Give `population_size` only (`size` is its deprecated spelling). "
-                             f"Received: population_size={population_size!r}, size={size!r}")
-        population_size = size
-    if population_size is None:
-        population_size = 8
-    return check_int("population_size", population_size, minimum=2,
-                     why=" (PBT needs a population)")
 
 
 # ---------------------------------------------------------- Population.fit
@@ -133,26 +99,40 @@ def check_monitor_source(monitor, validation_data):
             f"training metric such as {monitor[4:]!r}. Received: validation_data=None")
 
 
-def check_interval_reached(interval_epochs, interval_steps, epochs, steps_per_epoch):
+def check_interval_reached(interval, epochs, steps_per_epoch):
     """At least one PBT decision happens before `epochs`: an interval longer than
     the training would train every member alone, without a word.
+
+    Args:
+        interval: the population's `keras_pbt.Interval`.
+        epochs: the epochs `fit` trains.
+        steps_per_epoch: the optimizer steps of one epoch.
 
     Raises:
         ValueError: naming the interval and `epochs`.
     """
-    if interval_epochs is not None and interval_epochs > epochs:
+    # The first boundary past the burn-in (boundaries are multiples of the length).
+    first = (interval.burn_in // interval.length + 1) * interval.length
+    if interval.steps is None and first > epochs:
         raise ValueError(
-            f"`interval_epochs`={interval_epochs} is more than `epochs`={epochs}: members would "
-            f"train to the end without a single PBT decision (the first is at epoch "
-            f"{interval_epochs}). Train at least {interval_epochs} epochs, or decide more often. "
-            f"Received: epochs={epochs}")
-    total = epochs * steps_per_epoch
-    if interval_steps is not None and interval_steps > total:
+            f"`interval`={interval_text(interval)} decides first at epoch {first}, after the "
+            f"{epochs} epochs of this fit: members would train to the end without a single PBT "
+            f"decision. Train at least {first} epochs, or decide more often. "
+            f"Received: interval={interval_text(interval)}, epochs={epochs}")
+    total = None if steps_per_epoch is None else epochs * steps_per_epoch
+    if interval.steps is not None and total is not None and first > total:
         raise ValueError(
-            f"`interval_steps`={interval_steps} is more than the {total} steps of this fit "
-            f"({epochs} epochs of {steps_per_epoch} steps): members would train to the end "
-            f"without a single PBT decision. Train longer, or decide more often. "
-            f"Received: epochs={epochs}")
+            f"`interval`={interval_text(interval)} decides first at step {first}, after the "
+            f"{total} steps of this fit ({epochs} epochs of {steps_per_epoch} steps): members "
+            f"would train to the end without a single PBT decision. Train longer, or decide "
+            f"more often. Received: interval={interval_text(interval)}, epochs={epochs}")
+
+
+def interval_text(interval):
+    """How the user spells `interval`: `2`, or `Interval(epochs=None, steps=100, burn_in=0)`."""
+    if interval.steps is None and not interval.burn_in:
+        return str(interval.epochs)
+    return repr(interval)
 
 
 def _needs_targets(model):

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from keras_pbt import backend as backend_lib
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 
 def optimizers(model):
@@ -77,6 +77,15 @@ def _optimizer_variables(model):
     return [v for _, opt in optimizers(model) for v in _own_variables(opt)]
 
 
+def other_variables(model):
+    """Model variables that are neither weights nor optimizer variables:
+    the state of Keras' seed generators (dropout and other random layers),
+    which a checkpoint saves beside the snapshot."""
+    known = {id(v) for v in model.weights}
+    known |= {id(v) for v in _optimizer_variables(model)}
+    return [v for v in model.variables if id(v) not in known]
+
+
 def _learning_rate_variables(model):
     out = set()
     for _, opt in optimizers(model):
@@ -113,12 +122,12 @@ def _copy(backend, variable, on_device):
     return backend.host_copy(variable)
 
 
-def capture(model, member, step, hparams=None, metric=None, on_device=None):
+def capture(model, member_id, step, hparams=None, metric=None, on_device=None):
     """Copies `model`'s weights and optimizer variables into a `Snapshot`.
 
     Args:
         model: a compiled, built `keras.Model`.
-        member: the member id.
+        member_id: the member id.
         step: the member's step.
         hparams: its hyperparameters now.
         metric: its metric now.
@@ -142,7 +151,7 @@ def capture(model, member, step, hparams=None, metric=None, on_device=None):
     backend = backend_lib.current()  # resolved once, not per variable
     backend.sync_state(model)
     return Snapshot(
-        member=member,
+        member_id=member_id,
         step=int(step),
         weights=tuple(_copy(backend, v, on_device) for v in _model_variables(model)),
         optimizer=tuple(_copy(backend, v, on_device) for v in _optimizer_variables(model)),
@@ -242,7 +251,7 @@ def restore(model, snapshot, copy_optimizer_state=True):
     pairs = _align(model_layout, snapshot.layout)
     if isinstance(pairs, str):
         raise ValueError(
-            f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
+            f"Cannot copy member {snapshot.member_id!r}'s state: {pairs}. Members of a "
             "population must share the architecture and the optimizer classes."
         )
     # One assign per variable, straight from the snapshot's array, with one

@@ -102,7 +102,7 @@ class OracleState:
             return
         # The end rule is the pure core's, as for the callback.
         report = self._report(trial.trial_id)
-        decision = self.policy().boundary(
+        decision = self.engine.boundary(
             report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
         record = decision.to_record(int(trial.best_step), self.num_segments,
                                     self.objective.name, self.mode, time.time())
@@ -157,7 +157,8 @@ class OracleState:
             state["pbt"] = {
                 "population_size": self.population_size,
                 "max_epochs": self.max_epochs,
-                "interval_epochs": self.interval_epochs,
+                "interval_epochs": self.interval.epochs,
+                "burn_in": self.interval.burn_in,
                 "frozen": list(self.frozen),
                 "inherited": list(self.inherited),
                 "synchronous": self.synchronous,
@@ -173,12 +174,14 @@ class OracleState:
             return
         if self.max_epochs is None:
             self.max_epochs = pbt["max_epochs"]
-        for key in ("population_size", "max_epochs", "interval_epochs"):
-            if pbt[key] is not None and pbt[key] != getattr(self, key):
+        mine = {"population_size": self.population_size, "max_epochs": self.max_epochs,
+                "interval_epochs": self.interval.epochs, "burn_in": self.interval.burn_in}
+        for key, value in mine.items():
+            if pbt.get(key) is not None and pbt[key] != value:
                 raise ValueError(
                     f"The project in this directory was run with {key}={pbt[key]!r}, not "
-                    f"{getattr(self, key)!r}. Pass overwrite=True or a new project_name "
-                    "to start a new search."
+                    f"{value!r}. Pass overwrite=True or a new project_name to start a new "
+                    "search."
                 )
         with self._pbt_lock:
             self.set_inherited(pbt.get("inherited", ()))
