@@ -3,8 +3,8 @@
 Two measurements, for issue 21 (should a population checkpoint by default?
 what does writing the tuner's state atomically cost per segment?):
 
-1. `population`: the digits demo's population (8 members, one logical CPU
-   device each, SGD learning rate and momentum, a decision every epoch)
+1. `population`: the digits demo's population (8 members over 4 logical CPU
+   devices, SGD learning rate and momentum, a decision every epoch)
    trained with and without `checkpoint_dir`, alternating in this one
    process. Also, inside the checkpointed runs, the seconds each member
    spent writing its files (`member_checkpoint.save_member`: capture,

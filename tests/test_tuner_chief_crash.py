@@ -68,7 +68,11 @@ def _run(directory, kill=None):
     procs = [chief]
     try:
         _wait_for_server(chief[0], port)
-        procs += [_start(w, directory, port) for w in ("worker0", "worker1")]
+        # Both workers start asking together (a worker still importing when the
+        # other finished the search would find the chief gone, and stop with
+        # ChiefUnavailableError: what a worker started after the search does).
+        procs += [_start(w, directory, port, PBT_TEST_READY=f"{port}:worker0,worker1")
+                  for w in ("worker0", "worker1")]
         chief[0].wait(timeout=400)
         if kill:
             # Everything is restarted: the workers of a killed chief go too
@@ -206,6 +210,7 @@ def test_an_unreadable_state_file_is_refused_naming_it(tmp_path, name, content):
                                   directory=str(tmp_path), project_name="p")
 
     first = tuner()
+    first.oracle.set_max_epochs(2)  # as search(epochs=2) does
     first.oracle.hyperparameters.Float("lr", 1e-3, 1e-1)
     trial = first.oracle.create_trial("tuner0")
     first.save()

@@ -146,10 +146,25 @@ def kill_at_state_write(spec):
     state_files.write_json = killing_write
 
 
+def wait_for_workers(directory, spec):
+    """PBT_TEST_READY="<run>:<id>,<id>": waits until every named worker of this run
+    has started, so none asks the chief for its first trial after the others
+    finished the search (the chief would have stopped serving)."""
+    run, names = spec.split(":")
+
+    def path(name):
+        return os.path.join(directory, f"ready_{run}_{name}")
+    open(path(os.environ["KERASTUNER_TUNER_ID"]), "w").close()
+    while not all(os.path.exists(path(name)) for name in names.split(",")):
+        time.sleep(0.2)
+
+
 def main(directory):
     tuner_id = os.environ["KERASTUNER_TUNER_ID"]
     if os.environ.get("PBT_TEST_KILL_CHIEF") and "chief" in tuner_id:
         kill_at_state_write(os.environ["PBT_TEST_KILL_CHIEF"])
+    if os.environ.get("PBT_TEST_READY"):
+        wait_for_workers(directory, os.environ["PBT_TEST_READY"])
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
     hypermodel = HyperModel(os.path.join(directory, f"ran_{tuner_id}.jsonl"))
