@@ -126,7 +126,7 @@ def test_a_chief_killed_at_five_state_writes_resumes_and_trains_every_segment_on
         assert os.path.exists(os.path.join(tuner.get_trial_dir(t.trial_id), "manifest.json"))
     lineage = oracle.lineage()
     for member in range(POPULATION):
-        records = [r for r in lineage if r.member == member]
+        records = [r for r in lineage if r.member_id == member]
         assert [r.interval for r in records] == list(range(SEGMENTS + 1)), records
         assert records[0].action == "init"
         steps = [r.step for r in records]
