@@ -167,3 +167,34 @@ def test_capture_copies_a_view_it_is_given():
     assert got.flags.owndata
     scalar = tensorflow_backend.host_copy(type("S", (), {"numpy": lambda self: np.float32(2.5)})())
     assert isinstance(scalar, np.ndarray) and scalar.shape == () and scalar == 2.5
+
+
+@pytest.mark.tensorflow_only(reason="MirroredStrategy replicas")
+def test_restore_and_hyperparameters_reach_every_replica():
+    # Copies read one replica and assigns write each replica directly
+    # (not through tf.distribute's update path): every replica must hold
+    # the snapshot, and the learning rate and momentum PBT applies.
+    from keras_pbt.runtime.hyperparameters import HyperparameterApplier
+
+    parent = _mirrored(seed=0, optimizer=lambda: keras.optimizers.SGD(0.05, momentum=0.5))
+    child = _mirrored(seed=1, optimizer=lambda: keras.optimizers.SGD(0.05, momentum=0.5))
+    _train(parent)
+    _train(child)
+    snap = snapshot_lib.capture(parent, "parent", 3)
+    snapshot_lib.restore(child, snap)
+    arrays = _arrays(snap)
+    variables = _variables(child)
+    assert len(arrays) == len(variables)
+    for array, variable in zip(arrays, variables):
+        replicas = variable.value.values
+        assert len(replicas) == 4
+        for replica in replicas:
+            np.testing.assert_array_equal(replica.numpy(), array)
+    applier = HyperparameterApplier(child, ["learning_rate", "momentum"])
+    applier.apply({"learning_rate": 0.125, "momentum": 0.25})
+    optimizer = child.optimizer
+    for replica in optimizer.learning_rate.value.values:
+        assert replica.numpy() == np.float32(0.125)
+    momentum = optimizer.momentum.variable  # backed by a variable while PBT trains
+    assert [float(r.numpy()) for r in momentum.values] == [0.25] * 4
+    applier.release()

@@ -53,7 +53,8 @@ def iterations(model):
     `d_optimizer` and `g_optimizer` do. Where one optimizer is applied
     several times per batch (a WGAN's critic), the count follows it.
     """
-    counts = [int(keras.ops.convert_to_numpy(opt.iterations)) for _, opt in optimizers(model)]
+    backend = backend_lib.current()
+    counts = [int(backend.host_copy(opt.iterations)) for _, opt in optimizers(model)]
     return max(counts) if counts else 0
 
 
