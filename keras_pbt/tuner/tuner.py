@@ -12,6 +12,7 @@ from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import snapshots as snapshots_lib
+from keras_pbt.tuner.worker import FirstBuilds
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
@@ -166,6 +167,7 @@ class PBTTuner(keras_tuner.Tuner):
         self.workers = []
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
+        self._first_builds = FirstBuilds(())  # search() makes the one of its workers
         self._trial_ended = threading.Condition()
 
     # ------------------------------------------- per-thread worker state
@@ -241,6 +243,7 @@ class PBTTuner(keras_tuner.Tuner):
         self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
         self.workers = [Worker(self.tuner_id, None)] if _is_chief() else self._make_workers()
+        self._first_builds = FirstBuilds(self.workers)
         self.roles = self._find_roles(self.workers[0].strategy)
         self.pbt_oracle.set_inherited(self.roles.layout)
         if len(self.workers) == 1:  # also the chief, which serves the oracle
@@ -279,6 +282,7 @@ class PBTTuner(keras_tuner.Tuner):
                 errors.append(e)
                 self._stop.set()
             finally:
+                self._first_builds.done(worker)
                 worker.drop()
 
         # The population's run / join / Ctrl-C helper (keras_pbt.population.threads).
@@ -312,6 +316,8 @@ class PBTTuner(keras_tuner.Tuner):
             worker.next_sleep = _FIRST_IDLE_SLEEP
         local = isinstance(self.oracle, oracle_lib.PBTOracle)
         waiting = worker.asked  # the last answer was IDLE (no on_trial_begin since)
+        if waiting:
+            self._first_builds.done(worker)  # nothing to build now: others may train
         while waiting or (local and not self.oracle.can_hand_out()):
             self._idle_wait(worker)
             waiting = False
@@ -404,7 +410,8 @@ class PBTTuner(keras_tuner.Tuner):
             if parent != kept.trial_id:
                 self._restore(kept.model, parent)
         else:
-            model, applier = self._try_build(trial.hyperparameters)
+            with self._first_builds.building(worker):
+                model, applier = self._try_build(trial.hyperparameters)
             kept = worker.keep(key, model, applier)
             worker.builds += 1
             worker.install_pipeline(model)
@@ -449,6 +456,7 @@ class PBTTuner(keras_tuner.Tuner):
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         try:
             kept = self._member_model(worker, trial)
+            self._first_builds.wait(self._stop)  # see FirstBuilds
             model = kept.model
             start = snapshot_lib.iterations(model)
             logs = last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
