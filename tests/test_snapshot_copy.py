@@ -1,7 +1,8 @@
 """A snapshot's arrays are the snapshot's own: training never changes them.
 
-`snapshot.capture` copies each variable once (`variable.numpy()`, which for
-TensorFlow reads the variable and copies the tensor into a new NumPy array)
+`snapshot.capture` copies each variable once (on TensorFlow
+`variable.value().numpy()`, which reads it and copies the tensor into a new
+NumPy array)
 and keeps that array. These tests are the evidence that this single copy is
 enough: after a capture, training steps and in-place updates of the
 variables (`assign_add`, the optimizer's own updates) leave the snapshot as
@@ -147,7 +148,7 @@ def test_two_captures_share_no_memory(kind):
     assert scalars and all(isinstance(x, np.ndarray) for x in scalars)
 
 
-@pytest.mark.tensorflow_only(reason="TensorFlow's host copy goes through variable.numpy()")
+@pytest.mark.tensorflow_only(reason="TensorFlow's host copy goes through variable.value().numpy()")
 def test_capture_copies_a_view_it_is_given():
     # Where a variable's `numpy()` returned a view of memory it does not own
     # (another backend, or a later TensorFlow), capture still copies.
@@ -155,7 +156,10 @@ def test_capture_copies_a_view_it_is_given():
 
     backing = np.arange(6, dtype=np.float32)
 
-    class ViewVariable:
+    class ViewVariable:  # its value() is a tensor whose numpy() is a view
+        def value(self):
+            return self
+
         def numpy(self):
             view = backing[:]
             assert not view.flags.owndata
@@ -165,7 +169,8 @@ def test_capture_copies_a_view_it_is_given():
     backing[:] = -1
     np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32))
     assert got.flags.owndata
-    scalar = tensorflow_backend.host_copy(type("S", (), {"numpy": lambda self: np.float32(2.5)})())
+    scalar = tensorflow_backend.host_copy(type("S", (), {"value": lambda self: self,
+                                                         "numpy": lambda self: np.float32(2.5)})())
     assert isinstance(scalar, np.ndarray) and scalar.shape == () and scalar == 2.5
 
 
