@@ -78,3 +78,18 @@ def test_a_failed_first_build_does_not_hold_the_other_workers(tmp_path):
     assert not thread.is_alive(), "the search hung behind a failed build"
     assert errors == []
     assert sum(kind == "fit" for kind, _, _ in log) >= 5  # the others trained on
+
+
+def test_an_idle_worker_does_not_sleep_when_a_segment_is_ready():
+    # The oracle of this process is asked under the wake-up's lock: a trial
+    # that ended between the IDLE answer and the wait is not missed.
+    from keras_pbt.tuner.worker import Worker
+
+    worker = Worker("t", None)
+    worker.next_sleep = 0.05
+    ended = threading.Condition()
+    assert worker.idle_wait(ended, lambda: True, 0.25) is False
+    assert worker.idle_sleeps == [] and worker.next_sleep == 0.05
+    assert worker.idle_wait(ended, lambda: False, 0.25) is True
+    assert worker.idle_wait(ended, None, 0.25) is True  # a remote oracle: no way to ask
+    assert worker.idle_sleeps == [0.05, 0.1] and worker.next_sleep == 0.2

@@ -314,23 +314,20 @@ class PBTTuner(keras_tuner.Tuner):
             return
         if not worker.asked:  # it trained since it last asked: no backoff yet
             worker.next_sleep = _FIRST_IDLE_SLEEP
-        local = isinstance(self.oracle, oracle_lib.PBTOracle)
+        # In this process the oracle says whether it has a segment: asked under
+        # the wake-up's lock, so that a trial ending just before is not missed.
+        ready = self.oracle.can_hand_out if isinstance(self.oracle, oracle_lib.PBTOracle) else None
         waiting = worker.asked  # the last answer was IDLE (no on_trial_begin since)
         if waiting:
             self._first_builds.done(worker)  # nothing to build now: others may train
-        while waiting or (local and not self.oracle.can_hand_out()):
-            self._idle_wait(worker)
+        while (waiting or ready is not None) and self._idle_wait(worker, ready):
             waiting = False
             if self._stop.is_set():
                 raise _Stop()
         worker.asked = True
 
-    def _idle_wait(self, worker):
-        sleep = worker.next_sleep
-        worker.idle_sleeps.append(sleep)
-        with self._trial_ended:
-            self._trial_ended.wait(sleep)
-        worker.next_sleep = min(sleep * 2, self.max_idle_sleep)
+    def _idle_wait(self, worker, ready=None):
+        return worker.idle_wait(self._trial_ended, ready, self.max_idle_sleep)
 
     def on_trial_begin(self, trial):
         if self._worker is not None:

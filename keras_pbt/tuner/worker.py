@@ -75,6 +75,20 @@ class Worker:
         self.shuffle_seed = None  # the seed of the member it trains now
         self._validation = {}
 
+    def idle_wait(self, condition, ready, longest):
+        """Waits `next_sleep` s on `condition` (a trial ending in this process
+        notifies it), then doubles `next_sleep` up to `longest`; returns at
+        once if `ready()` (asked under the condition's lock, so that a trial
+        ending just before is not missed). Returns whether it waited."""
+        with condition:
+            if ready is not None and ready():
+                return False
+            sleep = self.next_sleep
+            self.idle_sleeps.append(sleep)
+            condition.wait(sleep)
+        self.next_sleep = min(sleep * 2, longest)
+        return True
+
     def get(self, key):
         """The kept model of `key` (now the most recently used), or None."""
         kept = self.models.get(key)
