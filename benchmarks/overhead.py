@@ -12,7 +12,9 @@ printed: on a machine other jobs load, it moves far less than the wall time.
 The PBT arm's time is broken down by wrapping the library's own functions
 with timers (`timers.py`; wall and thread CPU seconds): ranking, decisions,
 snapshot copies, applying hyperparameters (and retraces), summaries, and
-waiting at the barrier.
+waiting at the barrier, and Python's garbage collections (every arm). Each arm
+starts after a full collection, so that none pays for the garbage of the arm
+before it.
 
     python benchmarks/overhead.py [--size 8] [--epochs 20] [--repeats 3]
     KERAS_BACKEND=jax python benchmarks/overhead.py ...   (or torch)
@@ -20,6 +22,7 @@ waiting at the barrier.
 
 import argparse
 import collections
+import gc
 import os
 import platform
 import sys
@@ -66,6 +69,7 @@ def instrument():
     counting_apply.__wrapped__ = original
     hyperparameters.HyperparameterApplier.apply = counting_apply
     timers.wrap(callback.PBTCallback, "_boundary", "boundary total")
+    timers.watch_gc()
 
 
 def main():
@@ -130,11 +134,12 @@ def main():
     arms = ["plain"] + modes
     wall, cpu = {a: [] for a in arms}, {a: [] for a in arms}
     pipelines, exploits = [], {m: [] for m in modes}
-    breakdown = {m: [collections.Counter(), collections.Counter(), collections.Counter()]
-                 for m in modes}
+    breakdown = {a: [collections.Counter(), collections.Counter(), collections.Counter()]
+                 for a in arms}
     for r in range(args.repeats):
         # Rotate the order so that no arm always runs first.
         for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+            gc.collect()  # the garbage of the arm before is not this arm's cost
             timers.take()
             c = time.process_time()
             if arm == "plain":
@@ -143,8 +148,8 @@ def main():
             else:
                 elapsed, n = pbt_arm(r, arm)
                 exploits[arm].append(n)
-                for total, part in zip(breakdown[arm], timers.take()):
-                    total.update(part)
+            for total, part in zip(breakdown[arm], timers.take()):
+                total.update(part)
             cpu[arm].append(time.process_time() - c)
             wall[arm].append(elapsed)
             print(f"repeat {r}: {arm:5s} {elapsed:7.2f} s wall, {cpu[arm][-1]:7.2f} s CPU", flush=True)
@@ -171,13 +176,15 @@ def main():
               f"PBT {[round(v, 2) for v in cpu[mode]]})")
         print(f"  ratio with the plain arm's pipelines left out of its time (as before): "
               f"{med[mode] / float(np.median(plain_without)):.3f}")
-    for mode in modes:
-        w, c, n = breakdown[mode]
-        print(f"breakdown of the {mode} PBT arm, per run (seconds summed over members' threads):")
+    for arm in arms:
+        w, c, n = breakdown[arm]
+        name = "plain arm" if arm == "plain" else f"{arm} PBT arm"
+        print(f"breakdown of the {name}, per run (seconds summed over threads):")
         for line in timers.report(w, c, n, args.repeats):
             print(line)
-        print(f"  per member: boundary {w['boundary total'] / args.repeats / args.size:.3f} s, "
-              f"barrier {w['barrier wait'] / args.repeats / args.size:.3f} s per run")
+        if arm != "plain":
+            print(f"  per member: boundary {w['boundary total'] / args.repeats / args.size:.3f} s, "
+                  f"barrier {w['barrier wait'] / args.repeats / args.size:.3f} s per run")
 
 
 if __name__ == "__main__":

@@ -71,3 +71,27 @@ def report(wall, cpu, counts, runs, indent="  "):
         per = f"{1e3 * w / n:7.2f}, {1e3 * c / n:6.2f}" if n else ""
         lines.append(f"{indent}{label:44s} {w:8.3f} {c:8.3f} {n:6g} {per:>18s}")
     return lines
+
+
+def watch_gc():
+    """Adds Python's garbage collections (any thread) to the label
+    `"garbage collection (gen 2)"` (full ones) or `"garbage collection (gen 0-1)"`."""
+    import gc
+
+    started = {}
+
+    def callback(phase, info):
+        if phase == "start":
+            started[threading.get_ident()] = (time.perf_counter(), time.thread_time())
+            return
+        begin = started.pop(threading.get_ident(), None)
+        if begin is None:
+            return
+        label = ("garbage collection (gen 2)" if info.get("generation") == 2
+                 else "garbage collection (gen 0-1)")
+        with _LOCK:
+            WALL[label] += time.perf_counter() - begin[0]
+            CPU[label] += time.thread_time() - begin[1]
+            COUNTS[label] += 1
+
+    gc.callbacks.append(callback)

@@ -18,7 +18,8 @@ summed over the worker or member threads, calls, and the cost per call) of
 what the tuner does around its segments: builds, restores of a parent's
 checkpoint, the `fit` of each segment, captures, checkpoint writes and
 their fsyncs, keras-tuner's trial and oracle files, lineage and TensorBoard
-writes, waiting for a segment.
+writes, waiting for a segment, Python's garbage collections. Each arm starts
+after a full collection, so that none pays for the garbage of the other.
 
     python benchmarks/tuner_speed.py [--repeats 3] [--members 8] [--epochs 12]
                                      [--no-population-logdir] [--no-breakdown]
@@ -26,6 +27,7 @@ writes, waiting for a segment.
 
 import argparse
 import collections
+import gc
 import os
 import platform
 import shutil
@@ -77,6 +79,7 @@ def instrument():
     timers.wrap(summary.MemberSummaryWriter, "flush", "TensorBoard flush")
     timers.wrap(callback.PBTCallback, "_boundary", "population: boundary total")
     timers.wrap(store.InMemoryStore, "wait_for_interval", "population:   barrier wait")
+    timers.watch_gc()
 
 
 def main():
@@ -156,6 +159,7 @@ def main():
     breakdown = {arm: [collections.Counter() for _ in range(3)] for arm in wall}
     for r in range(args.repeats):
         for arm in ("Population", "PBTTuner"):
+            gc.collect()  # the garbage of the arm before is not this arm's cost
             timers.take()
             c = time.process_time()
             if arm == "Population":
