@@ -4,35 +4,50 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test docs bench gpu-check venv clean wheel-check
+.PHONY: demo test docs bench gpu-check gpu-wheels venv clean wheel-check
 
+# TensorFlow (an extra: `pip install keras-pbt` installs none), the tests,
+# the browser test's driver and the examples' data.
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,examples]"
+	$(PY) -m pip install -q -e ".[tensorflow,test,browser,examples]"
 	touch $(STAMP)
 
-# JAX's CPU wheel and PyTorch's CPU build (torch==2.13.0 is the CPU wheel
-# these machines keep on disk; a looser pin would download a CUDA build).
-BACKENDS_STAMP := $(VENV)/.backends-installed
-$(BACKENDS_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[backends]"
-	touch $(BACKENDS_STAMP)
+# A second virtualenv WITHOUT TensorFlow, for Keras' JAX and PyTorch
+# backends: JAX's CPU wheel and PyTorch's CPU build (torch==2.13.0 is the
+# CPU wheel these machines keep on disk; a looser pin would download a CUDA
+# build). Installing it fails if anything pulled TensorFlow in.
+NOTF_VENV  := .venv-notf
+NOTF_PY    := $(NOTF_VENV)/bin/python
+NOTF_STAMP := $(NOTF_VENV)/.installed
+$(NOTF_STAMP): setup.py
+	test -x $(NOTF_PY) || $(PYTHON) -m venv $(NOTF_VENV)
+	$(NOTF_PY) -m pip install -q --upgrade pip
+	$(NOTF_PY) -m pip install -q -e ".[test,examples,backends]"
+	$(NOTF_PY) -c "import importlib.util as u, sys; sys.exit('TensorFlow was installed' if u.find_spec('tensorflow') else 0)"
+	touch $(NOTF_STAMP)
 
 venv: $(STAMP)
 
-# KERAS_BACKEND=jax make demo (or torch) installs that backend first.
-demo: $(STAMP) $(if $(filter jax torch,$(KERAS_BACKEND)),$(BACKENDS_STAMP))
+# KERAS_BACKEND=jax make demo (or torch) runs in the TensorFlow-free venv.
+ifneq ($(filter jax torch,$(KERAS_BACKEND)),)
+demo: $(NOTF_STAMP)
+	$(NOTF_PY) examples/digits.py
+else
+demo: $(STAMP)
 	$(PY) examples/digits.py
+endif
 
-# The whole suite on TensorFlow, then the modules marked `all_backends`
-# (callback, hyperparameters, snapshots, population, backends) on JAX and
-# on PyTorch, both at once (tests/conftest.py, tests/other_backends.sh).
-test: $(STAMP) $(BACKENDS_STAMP) docs
+# The docs site, the whole suite on TensorFlow; then, in the TensorFlow-free
+# venv, the modules marked `all_backends` on JAX and on PyTorch side by side,
+# and the demo on JAX with TensorBoard serving its lineage tab
+# (tests/conftest.py, tests/other_backends.sh, tests/notf_demo.sh).
+test: $(STAMP) $(NOTF_STAMP) docs
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q --durations=20 tests
-	PY=$(PY) bash tests/other_backends.sh
+	PY=$(NOTF_PY) bash tests/other_backends.sh
 
 # The reference site (MkDocs, API pages from the docstrings) into build/site;
 # any warning (a broken link, a docstring argument the signature lacks) fails.
@@ -65,10 +80,41 @@ bench: $(BENCH_STAMP)
 # GPU it runs the same phases at tiny size on logical CPU devices.
 # GPU_CHECK_OUT=path also writes the results as JSON, GPU_CHECK_LOG=path
 # keeps TensorFlow's log of every phase.
+# KERAS_BACKEND=jax runs it on JAX, without TensorFlow (.venv-notf). On a
+# GPU machine that has JAX and CUDA but neither TensorFlow nor a network:
+#   make gpu-wheels                                     # here: wheelhouse/, about 37 MiB
+#   KERAS_BACKEND=jax make gpu-check GPU_PYTHON=python3 # there: the one command
+# installs keras-pbt and the small wheels it lacks (Keras, keras-tuner,
+# TensorBoard and theirs; JAX brings NumPy) from wheelhouse/ into GPU_PYTHON
+# and runs the check with it.
 GPU_CHECK_OUT ?=
 GPU_CHECK_LOG ?=
+GPU_PYTHON ?=
+GPU_CHECK_ARGS = $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
+ifneq ($(GPU_PYTHON),)
+gpu-check:
+	$(GPU_PYTHON) -m pip install -q --no-index --find-links wheelhouse -e .
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+else ifneq ($(filter jax,$(KERAS_BACKEND)),)
+gpu-check: $(NOTF_STAMP)
+	$(NOTF_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+else
 gpu-check: $(STAMP)
-	$(PY) benchmarks/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT)) $(if $(GPU_CHECK_LOG),--log $(GPU_CHECK_LOG))
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+endif
+
+# The wheels a JAX + CUDA machine lacks to run keras-pbt (for Python
+# GPU_PYTHON_VERSION, Linux x86-64), without their dependencies on NumPy
+# and ml_dtypes, which JAX has.
+GPU_PYTHON_VERSION ?= 3.11
+GPU_WHEELS = keras keras-tuner tensorboard six namex kt-legacy absl-py rich markdown-it-py mdurl \
+	pygments h5py optree packaging requests idna urllib3 certifi charset-normalizer grpcio \
+	markdown pillow protobuf tensorboard-data-server werkzeug markupsafe setuptools wheel typing-extensions
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheelhouse $(GPU_WHEELS)
+	du -sh wheelhouse
 
 # Builds the wheel, installs it into a fresh venv outside the repository,
 # runs the demo from there and checks that TensorBoard serves the lineage
@@ -77,4 +123,4 @@ wheel-check: $(STAMP)
 	PYTHON=$(PY) bash benchmarks/wheel_check.sh
 
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) $(NOTF_VENV) runs *.egg-info

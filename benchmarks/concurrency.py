@@ -23,7 +23,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    devices = keras_pbt.population.devices.available_devices(num_cpu_devices=2)[:2]
+    devices = keras_pbt.population.devices.available_devices(num_cpu=2)[:2]
     import keras
     import numpy as np
     from sklearn.datasets import load_digits

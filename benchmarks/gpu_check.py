@@ -6,11 +6,13 @@ failed, hung, crashed or did not run.
 
 * `devices`: one physical GPU is split into logical GPUs with memory limits
   (several GPUs are used as they are); an op runs on each device.
-* `population_reduce`: 4 Mirrored members, `devices_per_member=2`, trained
+* `population_reduce`: 4 Mirrored members, `Devices(per_member=2)`, trained
   concurrently with `ReductionToOneDevice` (the library's choice); step
   rate of each member.
 * `population_nccl`: the same with `NcclAllReduce` per member: does it crash
   or hang? A measurement of the alternative: it never fails the check.
+* `population_shared`: 4 one-device members all on the first device (several
+  members sharing one GPU).
 * `next_step`: mixed precision (`mixed_float16`, `LossScaleOptimizer`) and
   `jit_compile=True`: after a learning-rate or momentum change the next
   weight equals the hand-computed update (`gpu_check_phases.sgd_reference`).
@@ -21,6 +23,10 @@ failed, hung, crashed or did not run.
   multiple of the members' own state; published snapshots alive per member.
 * `overhead`: wall time with / without PBT, same members and devices, small
   ResNet on synthetic images. Goal: <= 1.05x.
+
+`KERAS_BACKEND=jax` runs the check on JAX, where TensorFlow need not be
+installed: members have one device each and share the GPU(s); the two
+MirroredStrategy phases are skipped (TensorFlow only).
 
 Without a GPU it says so and runs every phase at tiny size on 4 logical CPU
 devices (NCCL is skipped), all in one process, each phase in a thread with a
@@ -52,18 +58,34 @@ PHASES = {
     "memory": (90, 90, 4, 0.9),  # early: in the one CPU process, little else has run yet
     "population_reduce": (100, 90, 4, 0.9),
     "population_nccl": (60, 30, 4, 0.9),
+    "population_shared": (100, 90, 4, 0.9),
     "next_step": (90, 90, 1, 0.5),
     "exploit_copy": (150, 60, 2, 0.9),
     "overhead": (150, 120, 4, 0.9),
 }
-MEASUREMENT_ONLY = {"population_nccl"}  # its outcome is reported, never a failure
+MEASUREMENT_ONLY = {"population_nccl"}
+# KERAS_BACKEND=jax runs the check on JAX, with no TensorFlow needed.
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+JAX_TIMEOUT_SCALE = 2.0  # its outcome is reported, never a failure
 STARTUP = 180  # seconds a child may take to import TensorFlow and set up devices (a busy CI machine)
 
 
 # ---------------------------------------------------------------- child side
 
 def configure(mode, n_logical, gpu_mem_mb):
-    """Logical devices for one child: GPUs (split if there is one) or 4 CPUs."""
+    """Devices for one child: GPUs (on TensorFlow one is split into logical
+    GPUs; on JAX members share it) or 4 CPU devices."""
+    if BACKEND == "jax":
+        import jax
+
+        from keras_pbt.population import devices
+
+        if mode == "cpu":
+            return devices.configure_cpu_devices(4)
+        if jax.default_backend() != "gpu":
+            raise RuntimeError(f"a GPU is present but JAX {jax.__version__} sees none "
+                               f"(devices: {jax.devices()}): install a CUDA build of jaxlib")
+        return [f"{d.platform}:{d.id}" for d in jax.devices("gpu")]
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -208,6 +230,10 @@ def main():
         parser.error(f"unknown phases {unknown}; known: {list(PHASES)}. Received: --phases={args.phases}")
     if args.child:
         return child(args)
+    if BACKEND == "jax":
+        # JAX compiles every member's steps (Keras jits per model): the
+        # phases take longer on a CPU than TensorFlow's traces.
+        args.timeout_scale *= JAX_TIMEOUT_SCALE
     phases = args.phases.split(",")
     gpu = gpu_info()
     mode = "gpu" if gpu else "cpu"
@@ -218,10 +244,14 @@ def main():
           + (f"GPU: {gpu[1]}, {gpu[0]:.0f} MiB" if gpu else
              "no GPU found (nvidia-smi): every phase runs at tiny size on 4 logical CPU devices"), flush=True)
     results = {}
-    if importlib.util.find_spec("tensorflow") is None:
+    print(f"Keras backend: {BACKEND}", flush=True)
+    if BACKEND not in ("tensorflow", "jax"):
+        parser.error(f"the GPU check runs on Keras' TensorFlow or JAX backend. "
+                     f"Received: KERAS_BACKEND={BACKEND}")
+    if importlib.util.find_spec(BACKEND) is None:
         for p in phases:
             results[p] = {"phase": p, "status": "NOT RUN", "seconds": 0,
-                          "detail": f"TensorFlow is not installed for {sys.executable}"}
+                          "detail": f"{BACKEND} is not installed for {sys.executable}"}
         phases = []
     remaining = list(phases)
     while remaining:

@@ -1,7 +1,9 @@
 """The phases of benchmarks/gpu_check.py: each `phase_<name>(ctx)` returns a dict.
 
 `ctx` holds `mode` (`"gpu"` or `"cpu"`) and `devices` (the logical device
-names the phase may use). A phase returns `ok` (False: FAIL), `detail` (one
+names the phase may use). Phases run on Keras' TensorFlow backend, or on JAX
+without TensorFlow (`KERAS_BACKEND=jax`): there a member has one device, so
+the MirroredStrategy phases are skipped, and several members share each GPU. A phase returns `ok` (False: FAIL), `detail` (one
 line for the table), optionally `status` (e.g. `"SKIP"`), `goal` (`"met"`,
 `"NOT MET"` or `"n/a"`) and `data` (numbers for the JSON file). Sizes are a
 GPU's where `mode` is `"gpu"` and tiny on CPU.
@@ -12,19 +14,57 @@ import statistics
 import threading
 import time
 
+# Keras' backend: TensorFlow (the default), or JAX on a machine without
+# TensorFlow (`KERAS_BACKEND=jax make gpu-check`).
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+TF_ONLY = "TensorFlow only (MirroredStrategy): KERAS_BACKEND=" + BACKEND
 
 
-def sync():
+def sync(*trees):
+    """Waits for the device work behind `trees` (JAX), or for every device (TF)."""
+    if BACKEND == "jax":
+        import jax
+
+        jax.block_until_ready(trees)
+        return
     import tensorflow as tf
 
     tf.test.experimental.sync_devices()
 
 
+def placed_on(name):
+    """A context that places what is built or computed in it on device `name`."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.device(name)
+    import keras
+
+    return keras.device(name)
+
+
+def _jax_device(name):
+    import jax
+
+    return next(d for d in jax.devices(name.split(":")[0]) if f"{d.platform}:{d.id}" == name)
+
+
 def phase_devices(ctx):
     import numpy as np
-    import tensorflow as tf
 
     a = np.arange(64, dtype=np.float32).reshape(8, 8)
+    if BACKEND == "jax":
+        import jax
+
+        for d in ctx["devices"]:
+            got = np.asarray(jax.device_put(a, _jax_device(d)) @ jax.device_put(a, _jax_device(d)))
+            np.testing.assert_allclose(got, a @ a, rtol=1e-3)
+        gpus = jax.devices("gpu") if jax.default_backend() == "gpu" else []
+        text = (f"{len(gpus)} GPU(s) {[g.device_kind for g in gpus]}, members on {ctx['devices']}"
+                if gpus else f"no GPU: {len(ctx['devices'])} CPU devices")
+        return {"detail": text + f"; JAX {jax.__version__}, no TensorFlow"}
+    import tensorflow as tf
+
     for d in ctx["devices"]:
         with tf.device(d):
             got = tf.matmul(tf.constant(a), tf.constant(a)).numpy()
@@ -59,10 +99,9 @@ def _rate_callback(rates, member_id, steps):
     return [Rate()]
 
 
-def _population(ctx, cross):
+def _population(ctx, cross, devices=None, per_member=2):
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import keras_pbt
     from keras_pbt.population import devices as devices_lib
@@ -81,18 +120,22 @@ def _population(ctx, cross):
 
     original = devices_lib.member_strategy
     if cross == "nccl":
+        import tensorflow as tf
+
         devices_lib.member_strategy = lambda devs: tf.distribute.MirroredStrategy(
             devices=list(devs), cross_device_ops=tf.distribute.NcclAllReduce())
     try:
-        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=4,
-                                   devices=ctx["devices"], devices_per_member=2, seed=0, verbose=0,
-                                   sync_timeout=60)
+        pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)},
+                                   population_size=4, seed=0,
+                                   devices=keras_pbt.Devices(names=devices or ctx["devices"],
+                                                             per_member=per_member))
+        pop.store.timeout = 60
         rates = {}
         pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch,
-                callbacks=lambda mid: _rate_callback(rates, mid, steps))
+                callbacks=lambda mid: _rate_callback(rates, mid, steps), verbose=0)
     finally:
         devices_lib.member_strategy = original
-    failures = {m.id: [str(e) for e in m.failures] for m in pop.members if m.failures}
+    failures = {m.member_id: [str(e) for e in m.failures] for m in pop.members if m.failures}
     losses = [v for m in pop.members for v in m.history.get("loss", [])]
     ok = not failures and len(losses) == 4 * epochs and np.all(np.isfinite(losses))
     slices = sorted({tuple(m.devices) for m in pop.members})
@@ -104,13 +147,22 @@ def _population(ctx, cross):
 
 
 def phase_population_reduce(ctx):
+    if BACKEND != "tensorflow":
+        return {"status": "SKIP", "detail": TF_ONLY}
     return _population(ctx, "reduce")
 
 
 def phase_population_nccl(ctx):
+    if BACKEND != "tensorflow":
+        return {"status": "SKIP", "detail": TF_ONLY}
     if ctx["mode"] != "gpu":
         return {"status": "SKIP", "detail": "no GPU: NCCL needs GPUs"}
     return _population(ctx, "nccl")
+
+
+def phase_population_shared(ctx):
+    """4 members of one device each, all on the first device (one GPU shared)."""
+    return _population(ctx, "none", devices=ctx["devices"][:1], per_member=1)
 
 
 # The next-step check's reference: one weight `y = w * x`, MSE, SGD, batch 1,
@@ -178,11 +230,17 @@ def phase_next_step(ctx):
     update."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     # The reference is float64: no TF32 rounding of float32 matmuls on GPUs
     # (the tolerance still allows for it where XLA does not follow the flag).
-    tf.config.experimental.enable_tensor_float_32_execution(False)
+    if BACKEND == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
     base = {"learning_rate": 0.2, "momentum": 0.1}
     rows, ok = [], True
     for policy, jit in (("mixed_float16", False), ("float32", True), ("mixed_float16", True)):
@@ -219,21 +277,53 @@ def _wide_model(params_millions):
     return model
 
 
-def _timed(fn, repeats):
+def _timed(fn, repeats, wait=None):
+    """Median seconds of `fn()` and its device work (`wait()` returns what to
+    wait for; by default what `fn` returned)."""
     times, out = [], None
     for _ in range(repeats):
         out = None
         t = time.perf_counter()
         out = fn()
-        sync()
+        sync(_arrays(wait() if wait else out))
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
 
 
+def _arrays(x):
+    """What to wait for: a snapshot's arrays, a model's variable values, or `x`."""
+    if hasattr(x, "optimizer") and hasattr(x, "weights") and not hasattr(x, "layers"):
+        return list(x.weights) + list(x.optimizer)
+    if hasattr(x, "layers"):
+        return [v.value for v in x.weights + x.optimizer.variables]
+    return x
+
+
+def _device_copy_reference(device, nbytes, repeats):
+    """The device's own copy bandwidth over the same bytes, in buffers of at
+    most 256 MB, and the time of an alias (no copy) of them."""
+    chunk = min(nbytes // 4, 64 * 2**20)
+    count = max(1, nbytes // 4 // chunk)
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        with jax.default_device(_jax_device(device)):
+            bufs = [jnp.ones([chunk], jnp.float32) for _ in range(count)]
+            copy, _ = _timed(lambda: [jnp.array(x, copy=True) for x in bufs], repeats)
+            alias, _ = _timed(lambda: [x for x in bufs], repeats)
+    else:
+        import tensorflow as tf
+
+        with tf.device(device):
+            bufs = [tf.ones([chunk], tf.float32) for _ in range(count)]
+            copy, _ = _timed(lambda: [tf.raw_ops.Snapshot(input=x) for x in bufs], repeats)
+            alias, _ = _timed(lambda: [tf.identity(x) for x in bufs], repeats)
+    return 4 * chunk * count / copy, alias
+
+
 def phase_exploit_copy(ctx):
     import gc
-
-    import tensorflow as tf
 
     from keras_pbt.runtime import snapshot
 
@@ -242,9 +332,9 @@ def phase_exploit_copy(ctx):
     devs = ctx["devices"]
     rows, ok, goal = [], True, None
     for size in sizes:
-        with tf.device(devs[0]):
+        with placed_on(devs[0]):
             a = _wide_model(size)
-        with tf.device(devs[1 % len(devs)]):
+        with placed_on(devs[1 % len(devs)]):
             b = _wide_model(size)
         want = snapshot.capture(a, "a", 0, on_device=False).checksum()
         own = snapshot.capture(b, "b", 0, on_device=False)  # b's own weights, to start each path from
@@ -254,29 +344,22 @@ def phase_exploit_copy(ctx):
             ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() != want
             n = repeats if on_device or size < 1000 else 1  # 12 GB through the host once is enough
             cap, snap = _timed(lambda: snapshot.capture(a, "a", 0, on_device=on_device), n)
-            res, _ = _timed(lambda: snapshot.restore(b, snap), n)
+            res, _ = _timed(lambda: snapshot.restore(b, snap), n, wait=lambda: _arrays(b))
             nbytes = snap.nbytes
             ok = ok and snapshot.capture(b, "b", 0, on_device=False).checksum() == want
             del snap
             fractions[path] = 2 * nbytes / (cap + res)
         del own
-        # The device's own copy bandwidth: the same bytes in buffers of at most
-        # 256 MB (one Snapshot op each: a device memcpy), on the last device.
-        chunk = min(nbytes // 4, 64 * 2**20)
-        with tf.device(devs[-1]):
-            bufs = [tf.ones([chunk], tf.float32) for _ in range(max(1, nbytes // 4 // chunk))]
-            copy, _ = _timed(lambda: [tf.raw_ops.Snapshot(input=x) for x in bufs], repeats)
-            alias, _ = _timed(lambda: [tf.identity(x) for x in bufs], repeats)
-        copied = 4 * chunk * len(bufs)
-        del bufs, a, b
+        # The device's own copy bandwidth, on the last device.
+        ref, alias = _device_copy_reference(devs[-1], nbytes, repeats)
+        del a, b
         gc.collect()
-        ref = copied / copy
         frac = fractions["device"] / ref
         if gpu and size == 100:
             goal = "met" if frac >= 0.5 else "NOT MET"
         rows.append(f"{size:g}M ({nbytes / 1e9:.2f} GB): device {fractions['device'] / 1e9:.1f} GB/s "
                     f"= {frac:.0%} of copy {ref / 1e9:.1f} GB/s, host {fractions['host'] / 1e9:.1f} GB/s "
-                    f"= {fractions['host'] / ref:.0%} (tf.identity {alias * 1e3:.2f} ms: no copy)")
+                    f"= {fractions['host'] / ref:.0%} (alias {alias * 1e3:.2f} ms: no copy)")
     return {"ok": ok, "detail": "; ".join(rows), "goal": goal or "n/a"}
 
 
@@ -291,7 +374,6 @@ def phase_memory(ctx):
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import keras_pbt
 
@@ -308,12 +390,11 @@ def phase_memory(ctx):
         return model
 
     gc.collect()
-    if gpu:
-        for d in ctx["devices"]:
-            tf.config.experimental.reset_memory_stats(d)
+    device_base = _device_memory(ctx, reset=True) if gpu else 0
     base = _rss()
-    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)}, population_size=8,
-                               devices=ctx["devices"], seed=0, verbose=0, quantile=0.25)
+    pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)},
+                               population_size=8, policy=keras_pbt.Policy(quantile=0.25),
+                               devices=ctx["devices"], seed=0)
     state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                 for m in pop.members for v in m.model.weights + m.model.optimizer.variables)
     published, most = [], {}
@@ -322,8 +403,8 @@ def phase_memory(ctx):
     def counting_publish(snap):
         publish(snap)
         published.append(weakref.ref(snap))
-        alive = sum(1 for r in published if r() is not None and r().member == snap.member)
-        most[snap.member] = max(most.get(snap.member, 0), alive)
+        alive = sum(1 for r in published if r() is not None and r().member_id == snap.member_id)
+        most[snap.member_id] = max(most.get(snap.member_id, 0), alive)
 
     pop.store.publish = counting_publish
     peak, done = [base], threading.Event()
@@ -335,14 +416,14 @@ def phase_memory(ctx):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch)
+        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch, verbose=0)
     finally:
         done.set()
         sampler.join(5)
     gc.collect()
     alive = [r() for r in published if r() is not None]
     in_store = {m: pop.store.snapshot(m) for m in pop.store.snapshot_members()}
-    leftover = [s for s in alive if in_store.get(s.member) is not s]
+    leftover = [s for s in alive if in_store.get(s.member_id) is not s]
     ok = bool(published) and not leftover and not sampler.is_alive()
     detail = (f"8 members, state {state / 1e6:.1f} MB; host peak +{(peak[0] - base) / 1e6:.1f} MB "
               f"= {(peak[0] - base) / state:.2f}x state; published {len(published)}, most alive per "
@@ -350,10 +431,27 @@ def phase_memory(ctx):
               f"{len(in_store)}), stale {len(leftover)}")
     data = {"state_bytes": state, "host_peak_bytes": peak[0] - base, "most_alive": max(most.values(), default=0)}
     if gpu:
-        dev_peak = sum(tf.config.experimental.get_memory_info(d)["peak"] for d in ctx["devices"])
-        detail += f"; device peak {dev_peak / 1e6:.1f} MB = {dev_peak / state:.2f}x state"
+        dev_peak = _device_memory(ctx) - device_base
+        detail += (f"; device peak {dev_peak / 1e6:.1f} MB = {dev_peak / state:.2f}x state, "
+                   f"{dev_peak / 8 / 1e6:.1f} MB per member")
         data["device_peak_bytes"] = dev_peak
     return {"ok": ok, "detail": detail, "data": data}
+
+
+def _device_memory(ctx, reset=False):
+    """Peak device bytes over the phase's devices (TF resets the peak; JAX
+    cannot: its peak since start, the memory phase runs first)."""
+    if BACKEND == "jax":
+        stats = [_jax_device(d).memory_stats() or {} for d in ctx["devices"]]
+        key = "bytes_in_use" if reset else "peak_bytes_in_use"
+        return sum(s.get(key, 0) for s in stats)
+    import tensorflow as tf
+
+    if reset:
+        for d in ctx["devices"]:
+            tf.config.experimental.reset_memory_stats(d)
+        return 0
+    return sum(tf.config.experimental.get_memory_info(d)["peak"] for d in ctx["devices"])
 
 
 def _resnet(hp, size, filters):
@@ -379,6 +477,7 @@ def phase_overhead(ctx):
 
     import keras_pbt
     from keras_pbt.population import data as data_lib
+    from keras_pbt.population import devices as devices_lib
 
     gpu = ctx["mode"] == "gpu"
     members, size, filters, batch, steps, epochs, repeats = (
@@ -390,18 +489,21 @@ def phase_overhead(ctx):
 
     def population(seed):
         return keras_pbt.Population(lambda hp: _resnet(hp, size, filters),
-                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)}, population_size=members,
-                                    devices=ctx["devices"], seed=seed, verbose=0)
+                                    {"learning_rate": keras_pbt.LogUniform(1e-3, 1e-1)},
+                                    population_size=members, devices=ctx["devices"], seed=seed)
 
     def plain(seed):  # the same members, data pipelines and devices, no PBT
         pop = population(seed)
         n_steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), batch, True, 1024, {})
-        inputs = [(data_lib.member_data(m.strategy, x, y, batch, m.seed, 1024), n_steps,
-                   data_lib.member_validation(m.strategy, (xv, yv), batch), vsteps)
+        inputs = [(data_lib.member_pipeline(m.strategy, x, y, batch_size=batch, seed=m.seed),
+                   n_steps, data_lib.validation_pipeline(m.strategy, (xv, yv), batch), vsteps)
                   for m in pop.members]
-        threads = [threading.Thread(target=lambda m=m, i=i: m.model.fit(
-            i[0], steps_per_epoch=i[1], validation_data=i[2], validation_steps=i[3], epochs=epochs,
-            verbose=0, shuffle=False)) for m, i in zip(pop.members, inputs)]
+        def fit(m, i):
+            with devices_lib.fit_scope(m.strategy):  # the member's device (JAX, PyTorch)
+                m.model.fit(i[0], steps_per_epoch=i[1], validation_data=i[2], validation_steps=i[3],
+                            epochs=epochs, verbose=0, shuffle=False)
+
+        threads = [threading.Thread(target=fit, args=(m, i)) for m, i in zip(pop.members, inputs)]
         t = time.perf_counter()
         for th in threads:
             th.start()
@@ -412,7 +514,7 @@ def phase_overhead(ctx):
     def pbt(seed):
         pop = population(seed)
         t = time.perf_counter()
-        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch)
+        pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=batch, verbose=0)
         return time.perf_counter() - t
 
     if gpu:

@@ -84,7 +84,7 @@ def main():
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"sync", "async"}:
         parser.error(f"--modes must list sync and/or async. Received: {args.modes!r}")
-    keras_pbt.population.devices.available_devices(num_cpu_devices=args.cpu_devices)
+    keras_pbt.population.devices.available_devices(num_cpu=args.cpu_devices)
     import digits
     import numpy as np
 
@@ -96,7 +96,7 @@ def main():
     def population(seed, synchronous=True):
         return keras_pbt.Population(digits.build, digits.SPACE, population_size=args.size, seed=seed,
                                     synchronous=synchronous,
-                                    num_cpu_devices=args.cpu_devices, verbose=0)
+                                    devices=keras_pbt.Devices(num_cpu=args.cpu_devices))
 
     def plain_arm(seed):
         pop = population(seed)  # same members, strategies and data; PBT is not used
@@ -104,8 +104,8 @@ def main():
         # a user training without PBT makes them too.
         t = time.perf_counter()
         steps, vsteps, _ = data_lib.check_fit_arguments(x, y, (xv, yv), 32, True, 1024, {})
-        inputs = [(data_lib.member_data(m.strategy, x, y, 32, m.seed, 1024), steps,
-                   data_lib.member_validation(m.strategy, (xv, yv), 32), vsteps)
+        inputs = [(data_lib.member_pipeline(m.strategy, x, y, batch_size=32, seed=m.seed), steps,
+                   data_lib.validation_pipeline(m.strategy, (xv, yv), 32), vsteps)
                   for m in pop.members]
         pipelines = time.perf_counter() - t
 
@@ -124,7 +124,7 @@ def main():
     def pbt_arm(seed, mode):
         pop = population(seed, synchronous=mode == "sync")
         t = time.perf_counter()
-        pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
+        pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0)
         elapsed = time.perf_counter() - t
         exploits = sum(r.action == "exploit" for r in pop.lineage)
         return elapsed, exploits

@@ -123,12 +123,13 @@ def run_keras_pbt(digits, data, hps, seed, epochs, synchronous):
     (x, y), (xv, yv) = data
     start = time.perf_counter()
     pop = keras_pbt.Population(
-        digits.build, digits.SPACE, population_size=len(hps), monitor="val_accuracy", interval_epochs=1,
-        synchronous=synchronous, quantile=QUANTILE, factors=FACTORS,
-        resample_probability=RESAMPLE_PROBABILITY, num_cpu_devices=CPU_DEVICES, seed=seed,
-        initial_hparams=hps, verbose=0,
+        digits.build, digits.SPACE, population_size=len(hps), monitor="val_accuracy", interval=1,
+        synchronous=synchronous,
+        policy=keras_pbt.Policy(quantile=QUANTILE, factors=FACTORS,
+                                resample_probability=RESAMPLE_PROBABILITY),
+        devices=keras_pbt.Devices(num_cpu=CPU_DEVICES), seed=seed, initial_hparams=hps,
     )
-    pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=BATCH_SIZE)
+    pop.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
     elapsed = time.perf_counter() - start
     exploits = sum(r.action == "exploit" for r in pop.lineage)
     return elapsed, [h["val_accuracy"][-1] for h in pop.history.values()], exploits
@@ -327,7 +328,7 @@ def row(seed, kpbt, ray_):
 def main(argv=None):
     args = parse_args(argv)
     ray, tune = import_ray()
-    keras_pbt.population.devices.available_devices(num_cpu_devices=CPU_DEVICES)
+    keras_pbt.population.devices.available_devices(num_cpu=CPU_DEVICES)
     import digits
 
     synchronous = not args.ray_async

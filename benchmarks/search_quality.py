@@ -1,43 +1,39 @@
-"""Search quality: does PBT hand the user a better model than random search?
+"""Search quality: does PBT hand the user a better model than the tuners a
+Keras user would try instead, at what compute? (issues 12 and 19)
 
-For each task of `search_tasks.py` (MNIST-1D's CNN first, then digits' MLP
-and CNN) and each seed, every arm gets the same training compute, splits,
-space, epochs and batch size:
+For each task of `search_tasks.py` and each seed, every arm gets the same
+splits, space, epochs and batch size, and reports the task's metric of the
+model it hands back on val / select / test and its compute in trained
+epochs (1x = 8 configurations x the task's epochs):
 
-* random search 1x: the first 8 configurations of the seed, each trained
-  alone with plain `fit` (PBT starts from the same 8 values and the same
-  initial weights);
-* random search 4x: 32 configurations (4x the compute);
-* PBT runs of 8 members (1x), deciding every `task.interval` epochs,
-  synchronous, ranked on `val`:
-  * `pbt`: the defaults (truncation, latest value, perturb/resample);
-  * `pbt-mean`: ranked by the mean of the latest 3 evaluations (`ranking="mean"`);
-  * `pbt-fire`: half the population ranked by improvement rate (`selection="fire"`);
-  * `pb2`: explore by PB2's GP bandit (`explore="pb2"`).
+* `random 1x`: the first 8 configurations of the seed, each trained alone
+  with plain `fit` (PBT starts from the same 8 values and the same initial
+  weights); `random 4x`: 32 configurations. Random search chooses on val
+  and select together.
+* `hyperband`: keras-tuner's `Hyperband(max_epochs=epochs, factor=3)`;
+  `bayesopt`: `BayesianOptimization(max_trials=8)`; each hands back
+  `get_best_models(1)[0]`, and `+select` the best on select of its 8 best
+  (`search_baselines.py`).
+* the PBT arms of `search_arms.ARMS` (default `pbt`, the defaults), 8
+  members, synchronous, ranked on `val`, at every interval of `--intervals`
+  (epochs between decisions); each hands back `pop.best_model()` (arm
+  `<arm> i<interval>`) and `pop.best_model(validation_data=select)`
+  (`<arm> i<interval> +select`), see `search_pbt.py`.
 
-Each PBT run hands back two models: its best member by the last ranked
-report (`pop.best_model()`, arm `<run>`), and the best member on the
-held-out `select` split (`pop.best_model(validation_data=select)`, arm
-`<run> +select`). Random search chooses on `val` and `select` together. The
-model each arm hands back is scored once on `test`.
+Everything is cached in `$KERAS_PBT_BENCH_CACHE` (default
+`benchmarks/cache/`): baselines by task and seed, PBT runs by task, seed,
+interval, arm description and `--label` (the library code they measure).
+Seeds and arms can be filled by several invocations, then `--report-only`
+prints the tables from the cache without training anything.
 
-The diagnosis reads each PBT run's lineage: whether the configuration that
-ends best when trained alone (by test accuracy) was replaced, and how many
-distinct initial configurations survive at each boundary.
-
-Random-search trainings and PBT runs are cached in `benchmarks/cache/`
-(keyed by task, seed, epochs and run), so seeds can be filled in several
-invocations; `--fresh` ignores the cache.
-
-The paper's toy example (Jaderberg et al. 2017, Fig. 2) is run too.
-
-    python benchmarks/search_quality.py [--tasks mnist1d-cnn,digits-mlp,digits-cnn]
-        [--seeds 0,1,2,3,4] [--runs pbt,pbt-mean,pbt-fire,pb2] [--skip-toy] [--fresh]
+    python benchmarks/search_quality.py [--tasks mnist1d-cnn,friedman1-mlp,digits-mlp,digits-cnn]
+        [--seeds 0,1,2,3,4] [--arms pbt] [--intervals 1,2,4] [--label dev]
+        [--baselines random,hyperband,bayesopt] [--baselines-only | --pbt-only | --report-only]
+        [--fresh] [--toy]
 """
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -50,18 +46,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_pbt  # noqa: E402
+import search_arms  # noqa: E402
+import search_baselines  # noqa: E402
+import search_pbt  # noqa: E402
 import search_report  # noqa: E402
 import search_tasks  # noqa: E402
 
-SIZE = 8  # PBT members = random-search configurations at 1x compute
+SIZE = search_tasks.SIZE
 FACTOR = 4  # random search's larger budget, in multiples of PBT's compute
-CPU_DEVICES = 4
-RUNS = {
-    "pbt": {},
-    "pbt-mean": {"ranking": "mean"},
-    "pbt-fire": {"selection": "fire"},
-    "pb2": {"explore": "pb2"},
-}
+BASELINES = ("random",) + search_baselines.KERAS_TUNER_ARMS
+GOALS_AGAINST = {"mnist1d-cnn": ["random 4x", "hyperband", "bayesopt"]}
 
 TARGET_Q = 1.19
 TOY_INTERVAL = 4  # steps between PBT boundaries (the paper's)
@@ -73,85 +67,97 @@ TOY_NOISE = 0.1  # standard deviation of explore's Gaussian noise on h
 # so PBT would never exploit.
 
 
-# --------------------------------------------------------------------- PBT
+def _interval(text):
+    return int(text) if text.isdigit() else text
 
 
-def _run_path(task, seed, run):
-    return os.path.join(search_tasks.CACHE_DIR,
-                        f"pbt_{task.name}_seed{seed}_e{task.epochs}_{run}.json")
+def run_name(name, interval, label, labels):
+    return f"{name} i{interval}" + (f" [{label}]" if len(labels) > 1 else "")
 
 
-def pbt_run(task, seed, run, data, fresh=False):
-    """One PBT run: every final member's scores, both choices, lineage summary."""
-    import keras
-
-    path = _run_path(task, seed, run)
-    if os.path.exists(path) and not fresh:
-        with open(path) as f:
-            return json.load(f)
-    configs = search_tasks.draw_configs(task.space, SIZE, seed)
-    keras.utils.set_random_seed(seed)
-    pop = keras_pbt.Population(
-        task.build, task.space, population_size=SIZE, monitor="val_accuracy",
-        interval_epochs=task.interval, synchronous=True, num_cpu_devices=CPU_DEVICES,
-        seed=seed, initial_hparams=configs, verbose=0, **RUNS[run],
-    )
-    start = time.perf_counter()
-    pop.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
-            batch_size=task.batch_size, validation_freq=task.interval)
-    elapsed = time.perf_counter() - start
-    members = {m.id: search_tasks.scores(m.model, data) for m in pop.members}
-    chosen = pop.best_model(validation_data=data["select"], batch_size=500)
-    out = {
-        "members": {str(k): v for k, v in members.items()},
-        "last": str(pop.best_member.id),
-        "select": str(next(m.id for m in pop.members if m.model is chosen)),
-        "exploits": sum(r.action == "exploit" for r in pop.lineage),
-        "time": elapsed,
-        **search_report.lineage_summary(pop.lineage, SIZE, task.epochs // task.interval),
-    }
-    out["replaced"] = {str(k): v for k, v in out["replaced"].items()}
-    os.makedirs(search_tasks.CACHE_DIR, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(out, f)
-    return out
-
-
-def run_seed(task, seed, runs, fresh=False, log=print):
-    """One seed of one task: dict with each arm's chosen scores and each run's lineage."""
-    data = task.load(seed)
-    trials = search_tasks.random_search(task, seed, SIZE * FACTOR, data, log=log)
-    alone = trials[:SIZE]
-    arms = {"random 1x": search_report.choose_random(alone),
-            f"random {FACTOR}x": search_report.choose_random(trials)}
-    row = {"seed": seed, "arms": arms, "runs": {},
-           "best_alone": int(np.argmax([t["test"] for t in alone]))}
-    for run in runs:
-        info = pbt_run(task, seed, run, data, fresh)
-        row["runs"][run] = info
-        arms[run] = info["members"][info["last"]]
-        arms[f"{run} +select"] = info["members"][info["select"]]
-        log(f"  {task.name} seed {seed} {run}: test {arms[run]['test']:.4f}, +select "
-            f"{arms[f'{run} +select']['test']:.4f} ({info['exploits']} exploits, "
-            f"{info['time']:.0f} s)")
+def seed_row(task, seed, opts, log, run=True):
+    """One seed of one task: each arm's chosen metrics and compute, each PBT
+    run's cache entry, the time of each piece; runs what is missing when `run`."""
+    data = task.load(seed) if run else None
+    row = {"seed": seed, "arms": {}, "runs": {}, "times": {}}
+    arms, times, mode = row["arms"], row["times"], task.mode
+    if "random" in opts.baselines:
+        trials = search_baselines.random_search(task, seed, SIZE * FACTOR, data, log, opts.fresh,
+                                                run=run and opts.do_baselines)
+        for n, arm in ((SIZE, "random 1x"), (SIZE * FACTOR, f"random {FACTOR}x")):
+            if len(trials) >= n:
+                arms[arm] = dict(search_report.choose_random(trials[:n], mode),
+                                 compute=sum(t["epochs"] for t in trials[:n]))
+                times[arm] = sum(t["time"] for t in trials[:n])
+        if len(trials) >= SIZE:
+            row["best_alone"] = search_report.best_alone(trials[:SIZE], mode)
+    for kind in search_baselines.KERAS_TUNER_ARMS:
+        if kind not in opts.baselines:
+            continue
+        out = search_baselines.keras_tuner_arm(task, seed, kind, data, log, opts.fresh,
+                                               run=run and opts.do_baselines)
+        if out is not None:
+            arms[kind] = dict(out["chosen"], compute=out["compute"])
+            arms[f"{kind} +select"] = dict(out["select"], compute=out["compute"])
+            times[kind] = out["time"]
+    for name in opts.arms:
+        arm = search_arms.ARMS[name]
+        for interval in arm.intervals or opts.intervals:
+            for label in opts.labels:
+                info = search_pbt.pbt_run(task, seed, name, arm, interval, label, data, log,
+                                          opts.fresh, run=run and opts.do_pbt)
+                if info is None:
+                    continue
+                run_id = run_name(name, interval, label, opts.labels)
+                row["runs"][run_id] = info
+                times[run_id] = info["time"]
+                for choice, got in info["finals"].items():
+                    arms[f"{run_id} {choice}".strip()] = dict(got, compute=info["compute"])
     return row
 
 
-def report(task, rows, runs):
-    arms = ["random 1x", f"random {FACTOR}x"] + [a for r in runs for a in (r, f"{r} +select")]
-    print(f"\n### {task.name}: {task.description}\n")
-    print(f"{task.epochs} epochs, batch {task.batch_size}, PBT decisions every {task.interval} "
-          f"epochs; PBT {SIZE} members (1x), random search {SIZE} (1x) and {SIZE * FACTOR} "
-          f"({FACTOR}x); seeds {[row['seed'] for row in rows]}. Accuracy of the model each arm "
-          "hands back; `val` is the split PBT ranks on.\n")
-    print(search_report.arm_table(rows, arms, "random 1x", f"random {FACTOR}x"))
-    print("\nTest accuracy per seed:\n")
-    print(search_report.per_seed_table(rows, arms))
-    print("\nDiagnosis (lineage of each PBT run):\n")
-    print(search_report.diagnosis(rows, runs))
-    best = max(max(m["test"] for m in row["runs"][r]["members"].values())
-               for row in rows for r in runs)
-    print(f"\nBest test accuracy of any final PBT member: {best:.4f}.")
+def arm_order(rows):
+    first = ["random 1x", f"random {FACTOR}x"] + [
+        f"{k}{s}" for k in search_baselines.KERAS_TUNER_ARMS for s in ("", " +select")]
+    rest = []
+    for row in rows:
+        rest += [a for a in row["arms"] if a not in first and a not in rest]
+    return first, rest
+
+
+def report(task, rows):
+    """Prints the markdown of one task: arms, goals, per seed, diagnosis, times."""
+    base, pbt = arm_order(rows)
+    runs = []
+    for row in rows:
+        runs += [r for r in row["runs"] if r not in runs]
+    print(f"\n#### {task.name}: {task.description}\n")
+    print(f"{task.epochs} epochs, batch {task.batch_size}, monitor `{task.monitor}` (mode "
+          f"{task.mode}), metric {task.metric}; 1x = {SIZE} x {task.epochs} = "
+          f"{SIZE * task.epochs} epochs; seeds {[row['seed'] for row in rows]}. The "
+          f"{task.metric} of the model each arm hands back; `val` is the split PBT ranks on.\n")
+    print(search_report.arm_table(rows, base + pbt, task.mode, SIZE * task.epochs))
+    if pbt:
+        against = GOALS_AGAINST.get(task.name, ["random 1x"])
+        print(f"\nGoals of issue 19 ({task.metric}, mean over seeds):\n")
+        print(search_report.goal_table(rows, pbt, task.mode, against))
+    print(f"\nTest {task.metric} per seed:\n")
+    print(search_report.per_seed_table(rows, base + pbt))
+    if runs:
+        print("\nDiagnosis (lineage of each PBT run):\n")
+        print(search_report.diagnosis(rows, runs))
+    times = {}
+    for row in rows:
+        for piece, seconds in row["times"].items():
+            times.setdefault(piece, []).append(seconds)
+    print("\nWall time of each piece (seconds):\n")
+    print(search_report.time_table(times))
+    labels = {}
+    for row in rows:
+        for info in row["runs"].values():
+            labels.setdefault(info["label"], set()).add((info["fingerprint"], info["commit"]))
+    for label, made in labels.items():
+        print(f"\nLabel `{label}`: keras_pbt " + ", ".join(f"{f} ({c})" for f, c in sorted(made)))
 
 
 # ------------------------------------------------------------- toy example
@@ -207,46 +213,69 @@ def machine():
             f"{f'{len(gpus)} GPU(s)' if gpus else 'no GPU'}; TensorFlow {tf.__version__}")
 
 
-def main(argv=None):
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="mnist1d-cnn,digits-mlp,digits-cnn")
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--runs", default=",".join(RUNS))
-    parser.add_argument("--skip-toy", action="store_true")
-    parser.add_argument("--fresh", action="store_true")
-    parser.add_argument("--pbt-only", action="store_true",
-                        help="only fill the cache with the PBT runs (no random search, no report)")
-    args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     available = search_tasks.tasks()
-    names = [t for t in args.tasks.split(",") if t]
-    runs = [r for r in args.runs.split(",") if r]
-    if not seeds or set(names) - set(available) or set(runs) - set(RUNS):
-        parser.error(f"--seeds needs ints, --tasks names from {sorted(available)}, --runs from "
-                     f"{sorted(RUNS)}. Received: --seeds {args.seeds!r} --tasks {args.tasks!r} "
-                     f"--runs {args.runs!r}")
-    keras_pbt.population.devices.available_devices(num_cpu_devices=CPU_DEVICES)
+    parser.add_argument("--tasks", default=",".join(available))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--arms", default="pbt", help=f"PBT arms, from {sorted(search_arms.ARMS)}")
+    parser.add_argument("--intervals", default="1,2,4", help="epochs between PBT decisions")
+    parser.add_argument("--baselines", default=",".join(BASELINES))
+    parser.add_argument("--label", default="dev",
+                        help="the library code the PBT runs measure; several (a,b) to report")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--baselines-only", action="store_true", help="run no PBT arm")
+    group.add_argument("--pbt-only", action="store_true", help="run no baseline")
+    group.add_argument("--report-only", action="store_true", help="train nothing: the cache")
+    parser.add_argument("--fresh", action="store_true", help="retrain what runs, ignoring the cache")
+    parser.add_argument("--toy", action="store_true", help="also the paper's toy example")
+    args = parser.parse_args(argv)
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds takes integers. Received: --seeds {args.seeds!r}")
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.arms = [a for a in args.arms.split(",") if a]
+    args.intervals = [_interval(i) for i in args.intervals.split(",") if i]
+    args.baselines = [b for b in args.baselines.split(",") if b]
+    args.labels = [x for x in args.label.split(",") if x]
+    bad = {"--tasks": set(args.tasks) - set(available), "--arms": set(args.arms) - set(search_arms.ARMS),
+           "--baselines": set(args.baselines) - set(BASELINES)}
+    for flag, unknown in bad.items():
+        if unknown:
+            parser.error(f"{flag} names {sorted(unknown)}, unknown. Received: {flag} "
+                         f"{getattr(args, flag[2:])!r}")
+    if not args.seeds or not args.labels:
+        parser.error(f"--seeds and --label must not be empty. Received: --seeds {args.seeds!r}, "
+                     f"--label {args.label!r}")
+    if len(args.labels) > 1 and not args.report_only:
+        parser.error(f"Several labels only with --report-only. Received: --label {args.label!r}")
+    args.do_baselines = not args.pbt_only
+    args.do_pbt = not args.baselines_only
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    # Read the library's code as it is now, when this process imports it.
+    library = f"keras_pbt {search_pbt.library_fingerprint()} ({search_pbt.library_commit()})"
+    keras_pbt.population.devices.available_devices(num_cpu=search_pbt.CPU_DEVICES)
     print("command: python " + " ".join(sys.argv if argv is None else ["search_quality.py"] + argv))
-    print(f"machine: {machine()}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
+    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; {library}")
+    print(f"cache: ${search_tasks.CACHE_ENV}" if os.environ.get(search_tasks.CACHE_ENV)
+          else "cache: benchmarks/cache")
     start = time.perf_counter()
-    if args.pbt_only:
-        for name in names:
-            for seed in seeds:
-                data = available[name].load(seed)
-                for run in runs:
-                    info = pbt_run(available[name], seed, run, data, args.fresh)
-                    print(f"{name} seed {seed} {run}: {info['exploits']} exploits, "
-                          f"{info['time']:.0f} s", flush=True)
-        return
-    for name in names:
-        task = available[name]
-        rows = [run_seed(task, seed, runs, args.fresh, log=lambda s: print(s, file=sys.stderr))
-                for seed in seeds]
-        report(task, rows, runs)
-    if not args.skip_toy:
-        toy(seeds)
-    print(f"\nTotal {time.perf_counter() - start:.0f} s.")
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    every = search_tasks.tasks()
+    for name in args.tasks:
+        rows = [seed_row(every[name], seed, args, log, run=not args.report_only)
+                for seed in args.seeds]
+        report(every[name], rows)
+    if args.toy:
+        toy(args.seeds)
+    print(f"\nTotal {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} "
+          "at the end.")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,18 @@
-"""The tasks of the search-quality benchmark, and random search on them.
+"""The tasks of the search-quality benchmark: data, splits, model, space.
 
 A task fixes everything every arm shares: the data and its splits, the
-model, the search space, the epochs, the batch size and the interval at
-which PBT decides (and at which learning curves are recorded). No arm may
-change any of it.
+model, the search space, the epochs, the batch size, the monitored metric
+and its mode. No arm may change any of it. The tasks were fixed before any
+run of issue 19 and are not changed after a result is seen.
 
 Splits (per seed, the same for every arm):
 
 * `train`: what every arm trains on;
-* `val`: what PBT ranks on at every boundary (random search records its
-  learning curve on it);
+* `val`: what PBT ranks on at every boundary and keras-tuner's objective
+  reads (random search records its learning curve on it);
 * `select`: held out from training and ranking; the unbiased final choice
   (`Population.best_model(validation_data=...)`) uses it;
 * `test`: scored once, on the model each arm hands back.
-
-Random search trains each configuration alone with a plain `model.fit` and
-records its accuracy on every split. Results are cached on disk per task,
-seed, epochs and configuration (`benchmarks/cache/`), since the same 32
-trainings serve every PBT arm.
 
 Tasks:
 
@@ -26,14 +21,25 @@ Tasks:
   sequences of length 40 (split per seed into 3,000 train, 500 val, 500
   select) and the official 1,000 test sequences. The paper's CNN (three
   Conv1D of 25 channels, kernels 5/3/3, stride 2, then a Dense 10), AdamW
-  with `learning_rate`, `weight_decay` and `beta_1` tuned; batch 100 (the
-  paper's). The paper reports 94 +- 2 % test accuracy after 6,000 steps.
+  with `learning_rate`, `weight_decay` and `beta_1` tuned; 30 epochs of
+  batch 100 (issue 19's held-out configuration; issue 12 used 40).
 * `digits-mlp`, `digits-cnn`: sklearn's digits (1,797 8x8 images), split per
   seed 55/15/10/20 % into train/val/select/test; the demo's 64-64-10 MLP
-  and a small CNN, SGD with `learning_rate` and `momentum` tuned.
+  and a small CNN, SGD with `learning_rate` and `momentum` tuned; 20 epochs
+  of batch 32.
+* `friedman1-mlp`: regression, `sklearn.datasets.make_friedman1(n_samples=
+  2000, n_features=10, noise=1.0, random_state=seed)` split 1,000 train /
+  250 val / 250 select / 500 test, inputs and target standardised with the
+  train split's mean and deviation; a 64-64-1 MLP, AdamW with
+  `learning_rate` and `weight_decay` tuned, mean squared error;
+  `monitor="val_loss"` (mode min); 30 epochs of batch 32. The test metric
+  is the MSE on the standardised target (lower is better; the noise alone
+  gives about 0.04).
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -45,8 +51,71 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras_pbt  # noqa: E402
 
-CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cache")
+CACHE_ENV = "KERAS_PBT_BENCH_CACHE"
 SPLITS = ("train", "val", "select", "test")
+SIZE = 8  # PBT members = random-search configurations at 1x compute
+
+
+def cache_dir():
+    """The cache directory: `$KERAS_PBT_BENCH_CACHE`, else `benchmarks/cache`."""
+    return os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "cache")
+
+
+def read_json(path):
+    """The JSON at `path`, or None if there is none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, value):
+    """Writes atomically (temp file + rename): readers never see half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def claim(path):
+    """Claims the cache entry `path` for this process while it is computed.
+
+    Several processes (yours, another session's) may fill one cache: a
+    piece claimed by a live process is left to it. A claim left by a
+    process that died is taken over.
+
+    Yields:
+        True when this process holds the claim, False when another live
+        process does (the caller then skips the piece).
+    """
+    lock = path + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            with open(lock) as f:
+                owner = int(f.read().strip() or 0)
+            os.kill(owner, 0)
+            alive = owner != os.getpid()
+        except (OSError, ValueError):
+            alive = False
+        if alive:
+            yield False
+            return
+        fd = os.open(lock, os.O_CREAT | os.O_TRUNC | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        try:
+            os.remove(lock)
+        except OSError:
+            pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +130,11 @@ class Task:
         space: the search space, dict name -> spec.
         epochs: epochs per configuration / member.
         batch_size: batch size of every arm.
-        interval: epochs between PBT decisions (and learning-curve points).
+        data: how the data is made (part of the cache key).
+        monitor: what PBT ranks on and keras-tuner's objective reads.
+        mode: `"max"` or `"min"`.
+        metric: the name of the metric the tables show (`"accuracy"`,
+            `"mse"`), computed by `score`.
     """
 
     name: str
@@ -71,7 +144,34 @@ class Task:
     space: Dict
     epochs: int
     batch_size: int
-    interval: int
+    data: str
+    monitor: str = "val_accuracy"
+    mode: str = "max"
+    metric: str = "accuracy"
+
+    @property
+    def key(self):
+        """8 hex digits that change whenever the task's definition does."""
+        text = json.dumps([self.name, self.epochs, self.batch_size, self.data, self.monitor,
+                           self.mode, self.metric, {k: repr(v) for k, v in self.space.items()}])
+        return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+    def score(self, model, x, y, batch_size=500):
+        """`metric` of an eager forward pass (no traced predict function per model)."""
+        out = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
+                              for i in range(0, len(x), batch_size)])
+        if self.metric == "accuracy":
+            return float(np.mean(np.argmax(out, axis=-1) == y))
+        return float(np.mean((out.reshape(len(y)) - y) ** 2))
+
+    def scores(self, model, data):
+        """dict split -> `metric` of a trained model, for val, select and test."""
+        return {k: self.score(model, *data[k]) for k in ("val", "select", "test")}
+
+
+def better(a, b, mode):
+    """True when score `a` is at least as good as `b`."""
+    return a >= b if mode == "max" else a <= b
 
 
 # ---------------------------------------------------------------- MNIST-1D
@@ -141,10 +241,8 @@ def load_digits_splits(seed):
     return {name: (x[idx], y[idx]) for name, idx in zip(SPLITS, parts)}
 
 
-def _images(load):
-    def load_images(seed):
-        return {k: (x.reshape((-1, 8, 8, 1)), y) for k, (x, y) in load(seed).items()}
-    return load_images
+def load_digits_images(seed):
+    return {k: (x.reshape((-1, 8, 8, 1)), y) for k, (x, y) in load_digits_splits(seed).items()}
 
 
 def build_digits_cnn(hp):
@@ -162,21 +260,69 @@ def build_digits_cnn(hp):
     return digits.compile_sgd(model, hp)
 
 
+# --------------------------------------------------------------- Friedman 1
+
+FRIEDMAN_SIZES = (1000, 250, 250, 500)  # train, val, select, test
+
+
+def load_friedman1(seed):
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(n_samples=sum(FRIEDMAN_SIZES), n_features=10, noise=1.0,
+                          random_state=seed)
+    n = FRIEDMAN_SIZES[0]
+    x = (x - x[:n].mean(axis=0)) / x[:n].std(axis=0)
+    y = (y - y[:n].mean()) / y[:n].std()
+    parts = np.split(np.arange(len(x)), np.cumsum(FRIEDMAN_SIZES)[:-1])
+    return {name: (x[idx].astype("float32"), y[idx].astype("float32"))
+            for name, idx in zip(SPLITS, parts)}
+
+
+def build_friedman1_mlp(hp):
+    """Dense 64 relu -> Dense 64 relu -> Dense 1, AdamW, mean squared error."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((10,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(1),
+    ])
+    model.compile(keras.optimizers.AdamW(hp["learning_rate"], weight_decay=hp["weight_decay"]),
+                  "mse")
+    return model
+
+
+FRIEDMAN1_SPACE = {
+    "learning_rate": keras_pbt.LogUniform(1e-4, 1e-1),
+    "weight_decay": keras_pbt.LogUniform(1e-5, 1e-1),
+}
+
+
 def tasks():
-    """name -> `Task`."""
+    """name -> `Task`, in the order the benchmark runs them."""
     import digits
 
     return {
         "mnist1d-cnn": Task(
             "mnist1d-cnn", "MNIST-1D, the paper's CNN, AdamW (learning_rate, weight_decay, beta_1)",
-            load_mnist1d, build_mnist1d_cnn, MNIST1D_SPACE, epochs=40, batch_size=100, interval=4),
+            load_mnist1d, build_mnist1d_cnn, MNIST1D_SPACE, epochs=30, batch_size=100,
+            data="mnist1d make_dataset(get_dataset_args()), 3000/500/500 + official 1000 test"),
+        "friedman1-mlp": Task(
+            "friedman1-mlp", "make_friedman1 regression, 64-64-1 MLP, AdamW (learning_rate, "
+            "weight_decay), val_loss (min)",
+            load_friedman1, build_friedman1_mlp, FRIEDMAN1_SPACE, epochs=30, batch_size=32,
+            data=f"make_friedman1(n_samples=2000, noise=1.0, random_state=seed) {FRIEDMAN_SIZES}"
+                 " standardised on train",
+            monitor="val_loss", mode="min", metric="mse"),
         "digits-mlp": Task(
             "digits-mlp", "digits, 64-64-10 MLP (examples/digits.py), SGD (learning_rate, momentum)",
-            load_digits_splits, digits.build, digits.SPACE, epochs=20, batch_size=32, interval=2),
+            load_digits_splits, digits.build, digits.SPACE, epochs=20, batch_size=32,
+            data="load_digits / 16, 55/15/10/20 %"),
         "digits-cnn": Task(
             "digits-cnn", "digits, CNN Conv16-Conv32-Dense10, SGD (learning_rate, momentum)",
-            _images(load_digits_splits), build_digits_cnn, digits.SPACE, epochs=20,
-            batch_size=32, interval=2),
+            load_digits_images, build_digits_cnn, digits.SPACE, epochs=20, batch_size=32,
+            data="load_digits / 16 as 8x8x1, 55/15/10/20 %"),
     }
 
 
@@ -195,80 +341,3 @@ def weight_seeds(n, seed):
     search 1x start from the same weights as well as the same values."""
     rng = np.random.default_rng([seed, 0])
     return [int(rng.integers(2**31)) for _ in range(n)]
-
-
-def accuracy(model, x, y, batch_size=500):
-    """Accuracy of an eager forward pass (no traced predict function per model)."""
-    logits = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
-                             for i in range(0, len(x), batch_size)])
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
-def scores(model, data):
-    """dict split -> accuracy of a trained model, for val, select and test."""
-    return {k: accuracy(model, *data[k]) for k in ("val", "select", "test")}
-
-
-# ------------------------------------------------------------ random search
-
-
-def _cache_path(task, seed):
-    return os.path.join(CACHE_DIR, f"random_{task.name}_seed{seed}_e{task.epochs}.json")
-
-
-def random_search(task, seed, n, data=None, log=print):
-    """Trains the first `n` configurations of `seed` alone, each with plain `fit`.
-
-    Returns:
-        A list of dicts, one per configuration in draw order: `hparams`,
-        `val`, `select`, `test` (final accuracies) and `curve` (validation
-        accuracy every `task.interval` epochs).
-    """
-    import keras
-
-    path = _cache_path(task, seed)
-    cached = []
-    if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
-    configs = draw_configs(task.space, n, seed)
-    seeds = weight_seeds(n, seed)
-    if len(cached) >= n:
-        return cached[:n]
-    data = data or task.load(seed)
-    results = list(cached)
-    for i in range(len(cached), n):
-        keras.utils.set_random_seed(seeds[i])
-        model = task.build(dict(configs[i]))
-        history = model.fit(*data["train"], validation_data=data["val"], epochs=task.epochs,
-                            batch_size=task.batch_size, validation_freq=task.interval, verbose=0)
-        row = dict(hparams=configs[i], curve=[float(v) for v in history.history["val_accuracy"]],
-                   **scores(model, data))
-        results.append(row)
-        log(f"  random {task.name} seed {seed} config {i}: val {row['val']:.4f} "
-            f"test {row['test']:.4f}")
-        os.makedirs(CACHE_DIR, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f)
-        os.replace(path + ".tmp", path)
-    return results
-
-
-def main(argv=None):
-    """Fills the random-search cache: `python benchmarks/search_tasks.py TASK SEEDS N`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("task")
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--configs", type=int, default=32)
-    args = parser.parse_args(argv)
-    keras_pbt.population.devices.available_devices(num_cpu_devices=4)
-    task = tasks()[args.task]
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        random_search(task, seed, args.configs, log=lambda s: print(s, flush=True))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    main()

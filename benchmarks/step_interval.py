@@ -49,7 +49,7 @@ def main():
         if with_callback:
             store = keras_pbt.InMemoryStore(seed=0)
             callbacks = [keras_pbt.PBTCallback(store, f"m{i}", digits.SPACE, monitor="loss",
-                                               interval_steps=args.interval)]
+                                               interval=keras_pbt.Interval(steps=args.interval))]
         t = time.perf_counter()
         model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0, callbacks=callbacks)
         return time.perf_counter() - t
@@ -76,7 +76,7 @@ def main():
     steps = args.epochs * int(np.ceil(len(x) / 32))
     per_step = p / steps
     cb = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(seed=0), "probe", digits.SPACE,
-                               monitor="loss", interval_steps=args.interval)
+                               monitor="loss", interval=keras_pbt.Interval(steps=args.interval))
     cb._epoch_base, cb._next_step_boundary = 0, float("inf")
     logs = {"loss": 0.5, "accuracy": 0.9}
     n = 200_000

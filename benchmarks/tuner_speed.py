@@ -96,7 +96,7 @@ def main():
     args = parser.parse_args()
     if not args.no_breakdown:
         instrument()
-    devices = keras_pbt.population.devices.available_devices(num_cpu_devices=args.members)[:args.members]
+    devices = keras_pbt.population.devices.available_devices(num_cpu=args.members)[:args.members]
 
     import keras
     import numpy as np
@@ -125,9 +125,9 @@ def main():
             start = time.monotonic()
             pop = keras_pbt.Population(
                 lambda hp: model(hp["learning_rate"], hp["momentum"]), space,
-                population_size=args.members, interval_epochs=args.interval, devices=devices, seed=seed,
-                logdir=None if args.no_population_logdir else logdir, verbose=0)
-            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
+                population_size=args.members, interval=args.interval, devices=devices,
+                logdir=None if args.no_population_logdir else logdir, seed=seed)
+            pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=0)
             return time.monotonic() - start, sum(r.action == "exploit" for r in pop.lineage)
         finally:
             shutil.rmtree(logdir, ignore_errors=True)
@@ -141,7 +141,7 @@ def main():
         try:
             start = time.monotonic()
             t = keras_pbt.PBTTuner(build, objective="val_accuracy", population_size=args.members,
-                                   interval_epochs=args.interval, devices=devices, seed=seed,
+                                   interval=args.interval, devices=devices, seed=seed,
                                    directory=directory, project_name="speed")
             t.search(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32,
                      verbose=0)

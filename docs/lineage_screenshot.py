@@ -29,7 +29,7 @@ def train(logdir, members=8, epochs=10, seed=0):
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
     xt, yt, xv, yv = x[:1400], y[:1400], x[1400:], y[1400:]
-    store = keras_pbt.InMemoryStore(seed=seed)
+    store = keras_pbt.InMemoryStore(seed=seed, synchronous=True)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5),
              "momentum": keras_pbt.Uniform(0.0, 0.9)}
     rng = np.random.default_rng(seed)
@@ -41,8 +41,8 @@ def train(logdir, members=8, epochs=10, seed=0):
         model.compile(keras.optimizers.SGD(float(hp["learning_rate"]), momentum=float(hp["momentum"])),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-        cb = keras_pbt.PBTCallback(store, member, space, hparams=hp, synchronous=True,
-                                   quantile=0.25, logdir=logdir, seed=seed)
+        cb = keras_pbt.PBTCallback(store, member, space, policy=keras_pbt.Policy(quantile=0.25),
+                                   initial_hparams=hp, logdir=logdir)
         threads.append(threading.Thread(target=model.fit, args=(xt, yt), kwargs=dict(
             validation_data=(xv, yv), epochs=epochs, batch_size=64, verbose=0, callbacks=[cb])))
     for t in threads:

@@ -4,6 +4,9 @@ Run with `make demo`, or:
 
     python examples/digits.py --epochs 20 --size 8 --logdir runs/digits
 
+CI runs it smaller, under JAX without TensorFlow: `--size 4 --epochs 6`
+(tests/notf_demo.sh).
+
 Prints the population's progress, the best member, the hyperparameter
 schedule PBT found for it, and the command to open TensorBoard.
 """
@@ -71,22 +74,22 @@ def main(argv=None):
 
     (x, y), (xv, yv) = load_data(args.seed)
     pop = keras_pbt.Population(
-        build, SPACE, population_size=args.size, monitor="val_accuracy", interval_epochs=1,
-        synchronous=not args.asynchronous, num_cpu_devices=args.cpu_devices,
-        logdir=args.logdir, seed=args.seed, verbose=args.verbose,
+        build, SPACE, population_size=args.size, monitor="val_accuracy", interval=1,
+        synchronous=not args.asynchronous, devices=keras_pbt.Devices(num_cpu=args.cpu_devices),
+        logdir=args.logdir, seed=args.seed,
     )
     print(f"{args.size} members on {sorted({d for m in pop.members for d in m.devices})}")
     start = time.monotonic()
-    pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32)
+    pop.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=32, verbose=args.verbose)
     elapsed = time.monotonic() - start
     best = pop.best_member
-    print(f"\nBest member: {best.id} with val_accuracy={best.last_metric:.4f} "
+    print(f"\nBest member: {best.member_id} with val_accuracy={best.last_metric:.4f} "
           f"after {args.epochs} epochs ({elapsed:.1f} s)")
     print("Its hyperparameter schedule (step: learning_rate, momentum; taken from):")
-    for entry in keras_pbt.ancestry(pop.lineage, best.id):
+    for entry in keras_pbt.ancestry(pop.lineage, best.member_id):
         hp = entry.hparams
         print(f"  step {entry.step:>5}: learning_rate={hp['learning_rate']:.4g} "
-              f"momentum={hp['momentum']:.3f}   ({entry.action} in member {entry.member})")
+              f"momentum={hp['momentum']:.3f}   ({entry.action} in member {entry.member_id})")
     print(f"\nOpen TensorBoard: tensorboard --logdir {args.logdir} --host 127.0.0.1")
     return pop
 

@@ -258,20 +258,22 @@ def run(args, pbt, initial_hparams, data, val):
     counter = iter(range(args.size))
     pop = keras_pbt.Population(
         lambda hp: build(hp, seed=args.seed * 100 + next(counter)), SPACE, population_size=args.size,
-        monitor="val_mmd", mode="min", interval_epochs=1, burn_in=args.burn_in,
-        selection=args.selection if pbt else FixedHyperparameters(), quantile=0.25,
-        num_cpu_devices=args.cpu_devices, seed=args.seed, initial_hparams=initial_hparams,
+        monitor="val_mmd", mode="min", interval=keras_pbt.Interval(epochs=1, burn_in=args.burn_in),
+        policy=keras_pbt.Policy(selection=args.selection if pbt else FixedHyperparameters(),
+                                quantile=0.25),
+        devices=keras_pbt.Devices(num_cpu=args.cpu_devices), seed=args.seed,
+        initial_hparams=initial_hparams,
         logdir=os.path.join(args.logdir, "pbt" if pbt else "fixed") if args.logdir else None,
-        verbose=args.verbose,
     )
     start = time.monotonic()
-    pop.fit(data, validation_data=val, epochs=args.epochs, batch_size=args.batch_size)
+    pop.fit(data, validation_data=val, epochs=args.epochs, batch_size=args.batch_size,
+            verbose=args.verbose)
     elapsed = time.monotonic() - start
     target = sample_mixture(2500, seed=args.seed + 2)
     scores = {}
     for member in pop.members:
         samples = keras.ops.convert_to_numpy(member.model.generate(2500))
-        scores[member.id] = (quality(samples, target), samples)
+        scores[member.member_id] = (quality(samples, target), samples)
     return pop, scores, elapsed
 
 
@@ -351,7 +353,7 @@ def main(argv=None):
     print(f"\nSchedule of PBT's best member {best} (step: hyperparameters; from member):")
     for entry in keras_pbt.ancestry(pop.lineage, best):
         hp = ", ".join(f"{k}={v:.3g}" for k, v in entry.hparams.items())
-        print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member})")
+        print(f"  step {entry.step:>5}: {hp}   ({entry.action} in member {entry.member_id})")
     if args.png:
         write_png(args.png, [
             (f"PBT best: MMD {results['PBT'][1]['mmd']:.3f}, {results['PBT'][1]['modes']}/8 modes, "

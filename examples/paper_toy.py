@@ -89,7 +89,7 @@ def run(with_pbt, steps=200, interval=4, noise=0.1, seed=0):
     """
     import keras
 
-    store = keras_pbt.InMemoryStore(seed=seed)
+    store = keras_pbt.InMemoryStore(seed=seed, synchronous=True, timeout=60)
     q = [[] for _ in H]
     jobs = []
     for i, (h, lr) in enumerate(zip(H, LEARNING_RATES)):
@@ -99,9 +99,9 @@ def run(with_pbt, steps=200, interval=4, noise=0.1, seed=0):
             on_epoch_end=lambda epoch, logs, q=q[i]: q.append(float(logs["Q"])))]
         if with_pbt:
             callbacks.insert(0, keras_pbt.PBTCallback(
-                store, i, SPACE, monitor="Q", mode="max", synchronous=True, quantile=0.5,
-                explore_fn=gaussian_explore(noise), setters={"h0": model.h0, "h1": model.h1},
-                sync_timeout=60))
+                store, i, SPACE, monitor="Q", mode="max",
+                policy=keras_pbt.Policy(quantile=0.5, explore_fn=gaussian_explore(noise)),
+                setters={"h0": model.h0, "h1": model.h1}))
         x = np.zeros((interval, 1), "float32")  # one epoch = one interval of steps
         jobs.append((model, dict(x=x, epochs=steps // interval, batch_size=1, verbose=0,
                                  callbacks=callbacks)))

@@ -85,7 +85,7 @@ def main(argv=None):
         build_model,
         objective="val_accuracy",
         population_size=args.population,
-        interval_epochs=args.interval,
+        interval=args.interval,
         seed=args.seed,
         devices=devices,
         directory=args.directory,
@@ -113,7 +113,7 @@ def main(argv=None):
     for entry in tuner.oracle.schedule(best_trial.hyperparameters["pbt/member"]):
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in entry.hparams.items())
-        print(f"  step {entry.step:5d}: {shown}   (member {entry.member}, {entry.action}, "
+        print(f"  step {entry.step:5d}: {shown}   (member {entry.member_id}, {entry.action}, "
               f"trial {tuner.oracle.trial_of(entry)})")
     print(f"\nOpen TensorBoard: tensorboard --logdir {tuner.logdir} --host 127.0.0.1")
 

@@ -1,12 +1,15 @@
-"""keras-pbt: Population-Based Training for Keras 3 on TensorFlow.
+"""keras-pbt: Population-Based Training for Keras 3 on TensorFlow, JAX and PyTorch.
 
 The pure policy (search space, selection, explore, lineage, stores) imports
-no TensorFlow; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
+no TensorFlow or Keras; the Keras glue (`PBTCallback`, `HyperparameterApplier`,
 `ScaledSchedule`, summaries) is imported on first use, so
 `import keras_pbt.core.lineage` stays light (the TensorBoard plugin uses it).
+On JAX and PyTorch nothing imports TensorFlow (`pip install keras-pbt`
+installs none; `pip install keras-pbt[tensorflow]` adds it).
 """
 
 import importlib
+import os
 
 from keras_pbt.storage.checkpoint import CheckpointError
 from keras_pbt.core.explore import Explorer
@@ -16,6 +19,7 @@ from keras_pbt.core.policy import Decision
 from keras_pbt.core.pb2 import PB2Explorer
 from keras_pbt.core.policy import BoundaryPlan
 from keras_pbt.core.policy import PBTPolicy
+from keras_pbt.core.config import Interval
 from keras_pbt.core.config import Policy
 from keras_pbt.core.ranking import ImprovementRate
 from keras_pbt.core.ranking import LastValue
@@ -41,7 +45,7 @@ from keras_pbt.storage.store import ConfigurationError
 from keras_pbt.storage.store import InMemoryStore
 from keras_pbt.storage.store import PopulationStopped
 from keras_pbt.storage.store import PopulationStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 __version__ = "0.1.0"
 
@@ -60,6 +64,7 @@ _LAZY = {
     "PopulationProgress": "keras_pbt.population.progress",
     "configure_cpu_devices": "keras_pbt.population.devices",
     "assign_devices": "keras_pbt.population.devices",
+    "Devices": "keras_pbt.population.devices",
     "PBTOracle": "keras_pbt.tuner.oracle",
     "PBTTuner": "keras_pbt.tuner.tuner",
 }
@@ -74,21 +79,38 @@ _SUBMODULES = {
     "population": ("checks", "data", "devices", "member", "member_checkpoint", "population",
                    "progress", "results", "threads"),
     "runtime": ("callback", "callback_state", "hyperparameters", "replay", "snapshot", "tunable"),
-    "storage": ("checkpoint", "events", "store", "summary"),
+    "storage": ("checkpoint", "events", "payload", "store", "summary"),
     "tuner": ("convert",),
 }
 
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_import(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
         for sub in _SUBMODULES[name]:
-            importlib.import_module(f"keras_pbt.{name}.{sub}")
-        return importlib.import_module(f"keras_pbt.{name}")
+            _import(f"keras_pbt.{name}.{sub}")
+        return _import(f"keras_pbt.{name}")
     raise AttributeError(f"module 'keras_pbt' has no attribute {name!r}")
+
+
+def _import(module):
+    """Imports a glue module; Keras on its default backend without
+    TensorFlow installed gets an error that says what to do."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            "Keras runs on its TensorFlow backend here (its default, or KERAS_BACKEND / "
+            "~/.keras/keras.json), and TensorFlow is not installed: pip install "
+            "'keras-pbt[tensorflow]', or set KERAS_BACKEND=jax or KERAS_BACKEND=torch. "
+            f"Received: KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}",
+            name="tensorflow",
+        ) from error
 
 
 def __dir__():
@@ -112,6 +134,7 @@ __all__ = [
     "Hyperparameter",
     "InMemoryStore",
     "IntUniform",
+    "Interval",
     "LineageRecord",
     "LogUniform",
     "PBTPolicy",

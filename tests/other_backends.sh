@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Runs the modules marked `all_backends` under JAX and under PyTorch at the
-# same time (two processes; each spends much of its time compiling or
-# waiting at barriers), prints both logs, and fails if either failed.
-# Called by `make test` after the TensorFlow suite: PY=.venv/bin/python.
+# The TensorFlow-free pass of `make test`, in a virtualenv without
+# TensorFlow (.venv-notf: PY=.venv-notf/bin/python):
+#   1. the modules marked `all_backends` under JAX and under PyTorch at the
+#      same time (two processes; each spends much of its time compiling or
+#      waiting at barriers);
+#   2. the demo (examples/digits.py) under JAX, then TensorBoard on its logs
+#      with the lineage tab's routes answering (tests/notf_demo.sh).
+# Prints the logs and fails if any part failed.
 set -u
-PY=${PY:-.venv/bin/python}
+PY=${PY:-.venv-notf/bin/python}
+if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is None)"; then
+  echo "$PY has TensorFlow installed: this pass proves keras-pbt runs without it." >&2
+  exit 1
+fi
 logs=$(mktemp -d)
 KERAS_BACKEND=jax "$PY" -m pytest -q -p no:cacheprovider --disable-warnings tests >"$logs/jax.log" 2>&1 &
 jax=$!
 KERAS_BACKEND=torch "$PY" -m pytest -q -p no:cacheprovider --disable-warnings tests >"$logs/torch.log" 2>&1 &
 torch=$!
 wait "$jax"; jax_rc=$?
+PY="$PY" bash tests/notf_demo.sh >"$logs/demo.log" 2>&1; demo_rc=$?
 wait "$torch"; torch_rc=$?
-for name in jax torch; do
-  echo "=== KERAS_BACKEND=$name"
+for name in jax torch demo; do
+  echo "=== $name, without TensorFlow"
   grep -v -E "^(WARNING: All log messages|I0000|E0000|W0000)" "$logs/$name.log" | tail -n 60
 done
 rm -rf "$logs"
-[ "$jax_rc" -eq 0 ] && [ "$torch_rc" -eq 0 ]
+[ "$jax_rc" -eq 0 ] && [ "$torch_rc" -eq 0 ] && [ "$demo_rc" -eq 0 ]

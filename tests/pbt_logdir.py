@@ -41,13 +41,12 @@ def train_population(logdir, member_ids=(0, 1, 2, HOSTILE_MEMBER), epochs=4, see
         return model
 
     pop = keras_pbt.Population(
-        build, space, population_size=len(member_ids), member_ids=list(member_ids), quantile=0.25,
-        sync_timeout=120, logdir=logdir, seed=seed, verbose=0,
-    )
+        build, space, population_size=len(member_ids), member_ids=list(member_ids),
+        logdir=logdir, seed=seed, policy=keras_pbt.Policy(quantile=0.25))
+    pop.store.timeout = 120
     pop.fit(xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=32)
     for member in pop.members:
-        if member.callback._writer is not None:
-            member.callback._writer.close()
+        member.callback.close()
     return pop.lineage
 
 
@@ -118,11 +117,18 @@ def write_malformed_population(logdir):
     """
     import json
 
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
+    import numpy as np
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.util import tensor_util
 
     from keras_pbt.core import lineage as lineage_lib
-    from keras_pbt.storage.summary import MemberSummaryWriter, lineage_metadata
+    from keras_pbt.storage.summary import EventFile, MemberSummaryWriter, lineage_metadata
+
+    def tensor(f, value, step, metadata):
+        summary = summary_pb2.Summary()
+        summary.value.add(tag=lineage_lib.LINEAGE_TAG, metadata=metadata,
+                          tensor=tensor_util.make_tensor_proto(value))
+        f.add(summary, step)
 
     good = MemberSummaryWriter(logdir, 0)
     good.write(0, hparams={"lr": 0.1}, records=[
@@ -133,26 +139,20 @@ def write_malformed_population(logdir):
     good.close()
     bad_record = lineage_lib.LineageRecord(0, 40, "keep", {"lr": 0.1}).to_dict()
     bad_record["hparams"] = "<b>not an object</b>"
-    writer = tf.summary.create_file_writer(f"{logdir}/member_0")
-    with writer.as_default():
-        md = lineage_metadata()
-        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(TRUNCATED_PAYLOAD), step=20, metadata=md)
-        tf.summary.write(lineage_lib.LINEAGE_TAG,
-                         tf.constant('{"version": 7, "records": []}'), step=30, metadata=md)
-        tf.summary.write(lineage_lib.LINEAGE_TAG,
-                         tf.constant(json.dumps({"version": 1, "records": [bad_record]})),
-                         step=40, metadata=md)
-        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(3.5), step=50, metadata=md)
-    writer.close()
+    f = EventFile(f"{logdir}/member_0")
+    md = lineage_metadata()
+    tensor(f, TRUNCATED_PAYLOAD, 20, md)
+    tensor(f, '{"version": 7, "records": []}', 30, md)
+    tensor(f, json.dumps({"version": 1, "records": [bad_record]}), 40, md)
+    tensor(f, np.float32(3.5), 50, md)
+    f.close()
     future = summary_pb2.SummaryMetadata()
     future.CopyFrom(lineage_metadata())
     future.plugin_data.content = b'{"version": 99}'
-    writer = tf.summary.create_file_writer(f"{logdir}/member_1")
-    with writer.as_default():
-        record = lineage_lib.LineageRecord(1, 0, "init", {"lr": 0.2})
-        tf.summary.write(lineage_lib.LINEAGE_TAG, tf.constant(lineage_lib.dumps([record])),
-                         step=0, metadata=future)
-    writer.close()
+    f = EventFile(f"{logdir}/member_1")
+    record = lineage_lib.LineageRecord(1, 0, "init", {"lr": 0.2})
+    tensor(f, lineage_lib.dumps([record]), 0, future)
+    f.close()
     return 4
 
 

@@ -53,16 +53,16 @@ def test_readme_callback_example_runs_unchanged(tmp_path, monkeypatch, capsys):
 @other_backends
 def test_several_devices_per_member_is_a_clear_error_at_construction():
     with pytest.raises(ValueError, match=rf"{BACKEND} backend.*MirroredStrategy.*"
-                                         r"Received: devices_per_member=2"):
-        keras_pbt.Population(build, SPACE, population_size=2, devices_per_member=2, verbose=0)
+                                         r"Received: per_member=2"):
+        keras_pbt.Population(build, SPACE, population_size=2, devices=keras_pbt.Devices(per_member=2))
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's host devices (conftest.py)")
 def test_jax_members_train_on_their_own_devices_and_exploit_across_them():
-    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:1", "cpu:2"],
-                               seed=0, verbose=0, synchronous=True, quantile=0.5,
+    pop = keras_pbt.Population(build, SPACE, population_size=2,
+                               seed=0, synchronous=True,
                                initial_hparams=[{"learning_rate": 0.3, "momentum": 0.9},
-                                                {"learning_rate": 0.001, "momentum": 0.0}])
+                                                {"learning_rate": 0.001, "momentum": 0.0}], policy=keras_pbt.Policy(quantile=0.5), devices=["cpu:1", "cpu:2"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32)
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert exploits, "the slow member must copy the fast one"
@@ -80,16 +80,15 @@ def test_jax_members_train_on_their_own_devices_and_exploit_across_them():
 def test_jax_step_interval_exploit_lands_in_the_middle_of_an_epoch():
     # A step boundary inside an epoch: the JAX state is written back before
     # the copy, and the next step trains from the copied weights.
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True)
     good, bad = build({"learning_rate": 0.3, "momentum": 0.9}), build({"learning_rate": 1e-3, "momentum": 0.0})
     good.fit(X, Y, epochs=3, batch_size=32, verbose=0)
-    cbs = [keras_pbt.PBTCallback(store, i, SPACE, monitor="accuracy", interval_steps=2,
-                                 synchronous=True, quantile=0.5, seed=0) for i in range(2)]
+    cbs = [keras_pbt.PBTCallback(store, i, SPACE, monitor="accuracy", policy=keras_pbt.Policy(quantile=0.5), interval=keras_pbt.Interval(steps=2)) for i in range(2)]
     from tests.pbt_helpers import fit_in_threads
 
     fit_in_threads([(m, dict(x=X, y=Y, epochs=1, batch_size=32, verbose=0, callbacks=[cb]))
                     for m, cb in zip((good, bad), cbs)])
-    copied = [r for r in store.lineage() if r.action == "exploit" and r.member == 1]
+    copied = [r for r in store.lineage() if r.action == "exploit" and r.member_id == 1]
     assert copied and all(r.step % 5 for r in copied)  # 5 steps per epoch: mid-epoch boundaries
     assert cbs[1].steps == 5
     snap = snapshot_lib.capture(bad, 1, cbs[1].steps)
@@ -101,14 +100,17 @@ BACKEND_API = {
     "host_copy", "device_copy", "has_gpu", "on_gpu", "assign", "is_hparam_variable",
     "tunable_variable", "read_tunable", "release_tunable", "carry_variable", "drop_variable",
     "register_tunable_type", "configure_cpu_devices", "available_devices", "known_devices",
-    "canonical_device", "member_strategy", "fit_scope",
+    "canonical_device", "member_strategy", "fit_scope", "share_compilations",
 }
 
 
 @pytest.mark.parametrize("name", ["tensorflow", "jax", "torch"])
 def test_every_backend_module_answers_the_same_questions(name):
     import importlib
+    import importlib.util
 
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed")
     module = importlib.import_module(f"keras_pbt.backend.{name}_backend")
     missing = sorted(a for a in BACKEND_API if not hasattr(module, a))
     assert missing == []
@@ -131,15 +133,36 @@ def test_device_names_are_understood_as_a_tensorflow_user_writes_them(name, know
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's CPU devices")
 def test_jax_population_asks_for_its_cpu_devices_before_jax_starts():
-    # A fresh process without XLA_FLAGS: the population's num_cpu_devices
+    # A fresh process without XLA_FLAGS: Devices(num_cpu=...)
     # must reach JAX before its first device query starts it.
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="")
-    code = "import keras_pbt; print(keras_pbt.population.devices.assign_devices(3, num_cpu_devices=3))"
+    code = "import keras_pbt; print(keras_pbt.population.devices.assign_devices(3, keras_pbt.Devices(num_cpu=3)))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[['cpu:0'], ['cpu:1'], ['cpu:2']]"
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="Keras jits each JAX model's steps itself")
+def test_jax_steps_of_one_architecture_are_compiled_once_per_device():
+    import jax
+
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda event, **_: hits.append(event) if event.endswith("/cache_hits") else None)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:0"], seed=0,
+                               verbose=0)
+    assert jax.config.jax_compilation_cache_dir is not None
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
+    # One more model of the architecture on that device (a restarted or a
+    # rebuilt member) takes its train step and both test steps (full and
+    # short last batch) from what the members compiled: nothing is compiled.
+    before = len(hits)
+    with keras.device("cpu:0"):
+        model = build({"learning_rate": 0.1, "momentum": 0.5})
+        model.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32, verbose=0)
+    assert len(hits) - before >= 3

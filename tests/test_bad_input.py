@@ -1,6 +1,7 @@
 """Bad configurations fail before any training, naming the argument and the value."""
 
 import math
+import re
 import time
 
 import keras
@@ -31,11 +32,17 @@ LR = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5)}
 
 # (id, thunk building the bad thing, exception type, text the message must hold)
 CASES = [
-    ("quantile above 0.5", lambda: dict(quantile=0.7), ValueError, "quantile=0.7"),
-    ("quantile zero", lambda: dict(quantile=0), ValueError, "quantile=0"),
-    ("negative factor", lambda: dict(factors=(0.8, -1.2)), ValueError, "factors=(0.8, -1.2)"),
-    ("zero factor", lambda: dict(factors=(0.0, 1.2)), ValueError, "factors=(0.0, 1.2)"),
-    ("infinite factor", lambda: dict(factors=(0.8, math.inf)), ValueError, "factors=(0.8, inf)"),
+    ("quantile above 0.5", lambda: dict(policy=keras_pbt.Policy(quantile=0.7)), ValueError,
+     "quantile=0.7"),
+    ("quantile zero", lambda: dict(policy=keras_pbt.Policy(quantile=0)), ValueError, "quantile=0"),
+    ("negative factor", lambda: dict(policy=keras_pbt.Policy(factors=(0.8, -1.2))), ValueError,
+     "factors=(0.8, -1.2)"),
+    ("zero factor", lambda: dict(policy=keras_pbt.Policy(factors=(0.0, 1.2))), ValueError,
+     "factors=(0.0, 1.2)"),
+    ("infinite factor", lambda: dict(policy=keras_pbt.Policy(factors=(0.8, math.inf))), ValueError,
+     "factors=(0.8, inf)"),
+    ("policy not a Policy", lambda: dict(policy={"quantile": 0.25}), TypeError,
+     "policy={'quantile': 0.25}"),
     ("empty space", lambda: dict(space={}), ValueError, "space={}"),
     ("space not a dict", lambda: dict(space=["learning_rate"]), TypeError, "space=['learning_rate']"),
     ("reversed bounds", lambda: dict(space={"momentum": keras_pbt.Uniform(0.9, 0.1)}), ValueError,
@@ -51,11 +58,15 @@ CASES = [
     ("empty choice", lambda: dict(space={"momentum": keras_pbt.Choice([])}), ValueError, "values=[]"),
     ("population of one", lambda: dict(population_size=1), ValueError, "size=1"),
     ("population size not an int", lambda: dict(population_size=2.5), ValueError, "size=2.5"),
-    ("interval zero", lambda: dict(interval_epochs=0), ValueError, "interval_epochs=0"),
-    ("negative step interval", lambda: dict(interval_steps=-5), ValueError, "interval_steps=-5"),
-    ("both intervals", lambda: dict(interval_epochs=1, interval_steps=5), ValueError,
-     "interval_epochs=1, interval_steps=5"),
-    ("negative burn-in", lambda: dict(burn_in=-1), ValueError, "burn_in=-1"),
+    ("interval zero", lambda: dict(interval=0), ValueError, "interval=0"),
+    ("interval a string", lambda: dict(interval="auto"), ValueError,
+     "a positive int (decide every that many epochs) or keras_pbt.Interval"),
+    ("negative step interval", lambda: dict(interval=keras_pbt.Interval(steps=-5)), ValueError,
+     "steps=-5"),
+    ("both intervals", lambda: dict(interval=keras_pbt.Interval(epochs=1, steps=5)), ValueError,
+     "epochs=1, steps=5"),
+    ("negative burn-in", lambda: dict(interval=keras_pbt.Interval(burn_in=-1)), ValueError,
+     "burn_in=-1"),
     ("duplicate member ids", lambda: dict(member_ids=["a", "a"]), ValueError, "member_ids=['a', 'a']"),
     ("member ids of the wrong count", lambda: dict(member_ids=[0, 1, 2]), ValueError,
      "member_ids=[0, 1, 2]"),
@@ -71,19 +82,19 @@ CASES = [
     ("unknown mode", lambda: dict(mode="maximum"), ValueError, "mode='maximum'"),
     ("mode auto cannot tell", lambda: dict(monitor="val_foo"), ValueError, "val_foo"),
     ("empty monitor", lambda: dict(monitor=""), TypeError, "monitor=''"),
-    ("unknown selection", lambda: dict(selection="best"), ValueError, "selection='best'"),
-    ("resample probability above 1", lambda: dict(resample_probability=1.5), ValueError,
-     "resample_probability=1.5"),
+    ("unknown selection", lambda: dict(policy=keras_pbt.Policy(selection="best")), ValueError,
+     "selection='best'"),
+    ("resample probability above 1", lambda: dict(policy=keras_pbt.Policy(resample_probability=1.5)),
+     ValueError, "resample_probability=1.5"),
     ("device that does not exist", lambda: dict(devices=["/gpu:7"]), ValueError, "'/gpu:7'"),
     ("devices not a list", lambda: dict(devices="/cpu:0"), TypeError, "devices='/cpu:0'"),
-    ("zero devices per member", lambda: dict(devices_per_member=0), ValueError, "devices_per_member=0"),
-    ("zero sync timeout", lambda: dict(sync_timeout=0), ValueError, "sync_timeout=0"),
-    ("infinite sync timeout", lambda: dict(sync_timeout=math.inf), ValueError, "sync_timeout=inf"),
-    ("unknown on_timeout", lambda: dict(on_timeout="ignore"), ValueError, "on_timeout='ignore'"),
+    ("no devices", lambda: dict(devices=[]), ValueError, "devices=[]"),
+    ("zero devices per member", lambda: dict(devices=keras_pbt.Devices(per_member=0)), ValueError,
+     "per_member=0"),
     ("negative max_failures", lambda: dict(max_failures=-1), ValueError, "max_failures=-1"),
     ("zero max_failures", lambda: dict(max_failures=0), ValueError, "max_failures=0"),
     ("negative seed", lambda: dict(seed=-1), ValueError, "seed=-1"),
-    ("bad verbose", lambda: dict(verbose=3), ValueError, "verbose=3"),
+    ("synchronous not a bool", lambda: dict(synchronous="yes"), TypeError, "synchronous='yes'"),
     ("build not callable", lambda: dict(build=None), TypeError, "build=None"),
     ("build returns an uncompiled model", lambda: dict(build=uncompiled_build), TypeError,
      "compiled keras.Model"),
@@ -107,13 +118,29 @@ CASES = [
 
 @pytest.mark.parametrize("make, error, text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_configuration_fails_at_construction(make, error, text):
-    kwargs = dict(population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    kwargs = dict(population_size=2, seed=0, devices=["/cpu:0", "/cpu:1"])
     with pytest.raises(error) as info:
         kwargs.update(make())  # a bad space spec already fails here
         space = kwargs.pop("space", SPACE)
         fn = kwargs.pop("build", build)
         keras_pbt.Population(fn, space, **kwargs)
     assert text in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, error, text", [
+    (dict(timeout=0), ValueError, "Received: timeout=0"),
+    (dict(timeout=math.inf), ValueError, "Received: timeout=inf"),
+    (dict(on_timeout="ignore"), ValueError, "Received: on_timeout='ignore'"),
+    (dict(synchronous=1), TypeError, "Received: synchronous=1"),
+])
+def test_bad_barrier_settings_fail_where_the_barrier_is(kwargs, error, text):
+    # The store implements the synchronous barrier, so it holds its settings.
+    with pytest.raises(error, match=re.escape(text)):
+        keras_pbt.InMemoryStore(**kwargs)
+    store = keras_pbt.InMemoryStore()
+    if "timeout" in kwargs or "on_timeout" in kwargs:
+        with pytest.raises(error, match=re.escape(text)):
+            setattr(store, *next(iter(kwargs.items())))
 
 
 FIT_CASES = [
@@ -141,7 +168,7 @@ FIT_CASES = [
 
 @pytest.fixture(scope="module")
 def population():
-    return keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    return keras_pbt.Population(build, SPACE, population_size=2, seed=0, devices=["/cpu:0", "/cpu:1"])
 
 
 @pytest.mark.parametrize("kwargs, error, text", [c[1:] for c in FIT_CASES], ids=[c[0] for c in FIT_CASES])
@@ -159,7 +186,7 @@ def test_bad_fit_arguments_fail_before_training(population, kwargs, error, text)
 
 
 def test_missing_monitor_stops_the_population_listing_the_keys():
-    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, monitor="val_accuracy",
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, monitor="val_accuracy",
                                devices=["/cpu:0", "/cpu:1"])
     start = time.monotonic()
     with pytest.raises(ConfigurationError, match=r"`val_accuracy`.*Available keys: \['accuracy', 'loss'\]"
@@ -173,9 +200,9 @@ def test_missing_monitor_stops_the_population_listing_the_keys():
 
 
 def test_missing_monitor_with_step_intervals_fails_at_the_first_step():
-    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, monitor="val_loss",
-                               interval_steps=4, devices=["/cpu:0", "/cpu:1"])
-    with pytest.raises(ConfigurationError, match=r"`val_loss`.*Available keys.*interval_epochs"):
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, monitor="val_loss",
+                               interval=keras_pbt.Interval(steps=4), devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(ConfigurationError, match=r"`val_loss`.*Available keys.*epoch interval"):
         pop.fit(X, Y, validation_data=(XV, YV), epochs=2, batch_size=32)
     assert all(m.callback.steps <= 1 for m in pop.members)
     assert all(not m.failures for m in pop.members)
@@ -183,6 +210,6 @@ def test_missing_monitor_with_step_intervals_fails_at_the_first_step():
 
 def test_a_good_configuration_still_trains():
     # The checks above must not reject the ordinary case.
-    pop = keras_pbt.Population(sgd_build, LR, population_size=2, seed=0, verbose=0, devices=["/cpu:0", "/cpu:1"])
+    pop = keras_pbt.Population(sgd_build, LR, population_size=2, seed=0, devices=["/cpu:0", "/cpu:1"])
     pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
     assert all(np.isfinite(m.last_metric) for m in pop.members)

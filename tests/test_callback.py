@@ -6,10 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from tensorboard.util import tensor_util
 
 import keras_pbt
 from keras_pbt.core.lineage import LINEAGE_TAG, PLUGIN_NAME, loads
+from keras_pbt.storage.events import read_events
 from tests.pbt_helpers import X1, Y1, blobs, fit_in_threads, load_example, mlp, one_weight_model
 
 paper_toy = load_example("paper_toy")
@@ -51,14 +52,13 @@ def _sgd_reference(w, m, lr, momentum, xs, ys):
 
 
 def test_exploit_copies_snapshot_and_next_step_uses_new_hparams():
-    store = keras_pbt.InMemoryStore(seed=1)
+    store = keras_pbt.InMemoryStore(seed=1, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0), "momentum": keras_pbt.Uniform(0.0, 0.99)}
     new = {"learning_rate": 0.03, "momentum": 0.8}
     winner = one_weight_model(keras.optimizers.SGD(0.05, momentum=0.5))
     loser = one_weight_model(keras.optimizers.SGD(1e-3, momentum=0.0))
     cbs = [
-        keras_pbt.PBTCallback(store, name, space, monitor="loss", synchronous=True,
-                              explore_fn=lambda hp, rng: dict(new), sync_timeout=60)
+        keras_pbt.PBTCallback(store, name, space, monitor="loss", policy=keras_pbt.Policy(explore_fn=lambda hp, rng: dict(new)))
         for name in ("winner", "loser")
     ]
     recorders = [_Recorder(cb) for cb in cbs]
@@ -102,15 +102,14 @@ def test_exploit_copies_snapshot_and_next_step_uses_new_hparams():
 
 
 def test_reset_optimizer_state_instead_of_copying():
-    store = keras_pbt.InMemoryStore(seed=1)
+    store = keras_pbt.InMemoryStore(seed=1, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
     models = [
         one_weight_model(keras.optimizers.Adam(0.05)),
         one_weight_model(keras.optimizers.Adam(1e-3)),
     ]
     cbs = [
-        keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True,
-                              copy_optimizer_state=False, sync_timeout=60)
+        keras_pbt.PBTCallback(store, i, space, monitor="loss", policy=keras_pbt.Policy(copy_optimizer_state=False))
         for i in range(2)
     ]
     recorder = _Recorder(cbs[1])
@@ -131,8 +130,8 @@ def test_reset_optimizer_state_instead_of_copying():
 def test_only_step_intervals_hook_batches():
     store = keras_pbt.InMemoryStore(seed=0)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
-    by_epoch = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_epochs=2)
-    by_step = keras_pbt.PBTCallback(store, 1, space, monitor="loss", interval_steps=3)
+    by_epoch = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval=2)
+    by_step = keras_pbt.PBTCallback(store, 1, space, monitor="loss", interval=keras_pbt.Interval(steps=3))
     default = keras.callbacks.Callback.on_train_batch_end
     assert by_epoch.on_train_batch_end.__func__ is default
     assert by_step.on_train_batch_end.__func__ is not default
@@ -143,7 +142,7 @@ def test_only_step_intervals_hook_batches():
 def test_step_interval_and_burn_in_boundaries():
     store = keras_pbt.InMemoryStore(seed=0)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
-    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_steps=3, burn_in=6)
+    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval=keras_pbt.Interval(steps=3, burn_in=6))
     model = one_weight_model(keras.optimizers.SGD(0.01))
     model.fit(X1, Y1, batch_size=1, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
     steps = [r.step for r in store.histories()[0]]
@@ -157,7 +156,7 @@ def test_step_interval_and_burn_in_boundaries():
 def test_epoch_interval_counts_epochs_across_fit_calls():
     store = keras_pbt.InMemoryStore(seed=0)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
-    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval_epochs=2)
+    cb = keras_pbt.PBTCallback(store, 0, space, monitor="loss", interval=2)
     model = one_weight_model(keras.optimizers.SGD(0.01))
     model.fit(X1, Y1, batch_size=4, epochs=3, verbose=0, callbacks=[cb])
     model.fit(X1, Y1, batch_size=4, epochs=3, verbose=0, callbacks=[cb])
@@ -176,10 +175,10 @@ def test_missing_monitor_lists_available_keys():
 
 
 def test_synchronous_barrier_timeout_names_missing_member():
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True, timeout=0.5)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
-    cb = keras_pbt.PBTCallback(store, "a", space, monitor="loss", synchronous=True, sync_timeout=0.5)
-    keras_pbt.PBTCallback(store, "never-trains", space, monitor="loss", hparams={"learning_rate": 0.1})
+    cb = keras_pbt.PBTCallback(store, "a", space, monitor="loss")
+    keras_pbt.PBTCallback(store, "never-trains", space, monitor="loss", initial_hparams={"learning_rate": 0.1})
     model = one_weight_model(keras.optimizers.SGD(0.01))
     with pytest.raises(keras_pbt.BarrierTimeoutError, match="never-trains"):
         model.fit(X1, Y1, epochs=2, verbose=0, callbacks=[cb])
@@ -189,19 +188,22 @@ def test_constructor_rejects_bad_arguments():
     store = keras_pbt.InMemoryStore(seed=0)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
     bad = [
-        (dict(interval_epochs=0), "interval_epochs=0"),
-        (dict(interval_steps=-3), "interval_steps=-3"),
-        (dict(interval_epochs=1, interval_steps=5), "interval_steps=5"),
-        (dict(mode="maximum"), "mode='maximum'"),
-        (dict(quantile=0.7), "quantile=0.7"),
-        (dict(factors=(0.8, -1.2)), "factors="),
-        (dict(burn_in=-1), "burn_in=-1"),
-        (dict(sync_timeout=0), "sync_timeout=0"),
-        (dict(hparams={"lr": 0.1}), "unknown: \\['lr'\\]"),
+        (lambda: dict(interval=0), "interval=0"),
+        (lambda: dict(interval="auto"), "interval='auto'"),
+        (lambda: dict(interval=keras_pbt.Interval(steps=-3)), "steps=-3"),
+        (lambda: dict(interval=keras_pbt.Interval(epochs=1, steps=5)), "steps=5"),
+        (lambda: dict(mode="maximum"), "mode='maximum'"),
+        (lambda: dict(policy=keras_pbt.Policy(quantile=0.7)), "quantile=0.7"),
+        (lambda: dict(policy="truncation"), "policy='truncation'"),
+        (lambda: dict(interval=keras_pbt.Interval(burn_in=-1)), "burn_in=-1"),
+        (lambda: dict(initial_hparams={"lr": 0.1}), "unknown: \\['lr'\\]"),
     ]
-    for i, (kwargs, message) in enumerate(bad):
+    for i, (make, message) in enumerate(bad):
         with pytest.raises((ValueError, TypeError), match=message):
-            keras_pbt.PBTCallback(store, f"m{i}", space, monitor="loss", **kwargs)
+            keras_pbt.PBTCallback(store, f"m{i}", space, monitor="loss", **make())
+    for old in ("quantile", "synchronous", "interval_epochs", "hparams", "seed"):
+        with pytest.raises(TypeError, match=old):  # one way to give each setting
+            keras_pbt.PBTCallback(store, f"old-{old}", space, monitor="loss", **{old: 1})
     with pytest.raises(TypeError, match="store"):
         keras_pbt.PBTCallback({}, 0, space)
     keras_pbt.PBTCallback(store, "dup", space, monitor="loss")
@@ -210,11 +212,11 @@ def test_constructor_rejects_bad_arguments():
 
 
 def test_members_with_different_architectures_fail_clearly():
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0)}
     x, y = blobs(64)
     good, other = mlp(0, keras.optimizers.SGD(0.1)), mlp(1, keras.optimizers.SGD(1e-3), units=4)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, sync_timeout=60)
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss")
            for i in range(2)]
     kw = dict(x=x, y=y, epochs=2, batch_size=16, verbose=0)
     errors = fit_in_threads([(good, dict(kw, callbacks=[cbs[0]])), (other, dict(kw, callbacks=[cbs[1]]))])
@@ -223,13 +225,13 @@ def test_members_with_different_architectures_fail_clearly():
 
 
 def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
-    store = keras_pbt.InMemoryStore(seed=3)
+    store = keras_pbt.InMemoryStore(seed=3, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 1.0), "momentum": keras_pbt.Uniform(0.0, 0.9)}
     x, y = blobs(120)
     jobs, cbs = [], []
     for i, lr in enumerate([0.2, 0.05, 1e-3]):
-        cb = keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True,
-                                   logdir=str(tmp_path), quantile=0.34, sync_timeout=60)
+        cb = keras_pbt.PBTCallback(store, i, space, monitor="loss",
+                                   logdir=str(tmp_path), policy=keras_pbt.Policy(quantile=0.34))
         cbs.append(cb)
         jobs.append((mlp(i, keras.optimizers.SGD(lr, momentum=0.5)),
                      dict(x=x, y=y, epochs=4, batch_size=30, verbose=0, callbacks=[cb])))
@@ -239,12 +241,12 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
     for i in range(3):
         scalars, plugin_records = {}, []
         for path in glob.glob(str(tmp_path / f"member_{i}" / "events.out.tfevents.*")):
-            for event in tf.compat.v1.train.summary_iterator(path):
+            for event in read_events(path):
                 for value in event.summary.value:
                     if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
                         assert value.tag == LINEAGE_TAG
                         assert value.metadata.data_class == 2  # DATA_CLASS_TENSOR
-                        text = tf.make_ndarray(value.tensor).item()
+                        text = tensor_util.make_ndarray(value.tensor).item()
                         plugin_records += loads(text)
                     else:
                         scalars.setdefault(value.tag, []).append(event.step)
@@ -253,7 +255,7 @@ def test_summaries_per_member_with_lineage_plugin_data(tmp_path):
         assert scalars["pbt/hparams/momentum"] == [0, 4, 8, 12, 16]
         assert [r.action for r in plugin_records][0] == "init"
         written += plugin_records
-    key = lambda r: (str(r.member), r.step, r.action)  # noqa: E731
+    key = lambda r: (str(r.member_id), r.step, r.action)  # noqa: E731
     assert sorted(map(key, written)) == sorted(map(key, store.lineage()))
     assert sum(r.action == "exploit" for r in written) == sum(cb.exploits for cb in cbs) > 0
 
@@ -270,19 +272,19 @@ def test_paper_toy_example():
 def test_second_write_at_one_step_carries_the_steps_earlier_records(tmp_path):
     # TensorBoard's default data server keeps one tensor per step and tag.
     writer = keras_pbt.MemberSummaryWriter(str(tmp_path), 0)
-    keep = keras_pbt.LineageRecord(member=0, step=8, action="keep", hparams={"lr": 0.1}, interval=1)
-    restart = keras_pbt.LineageRecord(member=0, step=8, action="restart", hparams={"lr": 0.2}, parent=1)
-    later = keras_pbt.LineageRecord(member=0, step=16, action="keep", hparams={"lr": 0.2}, interval=2)
+    keep = keras_pbt.LineageRecord(member_id=0, step=8, action="keep", hparams={"lr": 0.1}, interval=1)
+    restart = keras_pbt.LineageRecord(member_id=0, step=8, action="restart", hparams={"lr": 0.2}, parent=1)
+    later = keras_pbt.LineageRecord(member_id=0, step=16, action="keep", hparams={"lr": 0.2}, interval=2)
     writer.write(8, records=[keep])
     writer.write(8, records=[restart])
     writer.write(16, records=[later])
     writer.close()
     tensors = []
     for path in glob.glob(str(tmp_path / "member_0" / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
+        for event in read_events(path):
             for value in event.summary.value:
                 if value.tag == LINEAGE_TAG:
-                    tensors.append((event.step, [r.action for r in loads(tf.make_ndarray(value.tensor).item())]))
+                    tensors.append((event.step, [r.action for r in loads(tensor_util.make_ndarray(value.tensor).item())]))
     assert tensors == [(8, ["keep"]), (8, ["keep", "restart"]), (16, ["keep"])]
 
 
@@ -309,26 +311,33 @@ def test_fit_in_threads_fails_on_a_member_that_hangs():
 def test_callback_state_round_trips_through_get_state_and_set_state():
     import json
 
-    store = keras_pbt.InMemoryStore(seed=3)
+    store = keras_pbt.InMemoryStore(seed=3, synchronous=True)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5)}
     x, y = blobs(64)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", interval_epochs=1,
-                                 hparams={"learning_rate": lr}, synchronous=True, quantile=0.5)
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss",
+                                 initial_hparams={"learning_rate": lr},
+                                 policy=keras_pbt.Policy(quantile=0.5), interval=1)
            for i, lr in enumerate((0.05, 0.001))]
     jobs = [(mlp(i), dict(x=x, y=y, epochs=3, batch_size=16, verbose=0, callbacks=[cb]))
             for i, cb in enumerate(cbs)]
     assert fit_in_threads(jobs) == [None, None]
     state = cbs[1].get_state()
     assert json.loads(json.dumps(state)) == state  # plain JSON values
-    assert (state["member_id"], state["steps"], state["epochs"], state["interval"]) == (1, 12, 3, 3)
+    assert (state["member_id"], state["steps"], state["epochs"], state["boundaries"]) == (1, 12, 3, 3)
     assert state["hparams"] == cbs[1].hparams and state["seed"] == 3 and state["initialised"]
-    assert state["exploits"] == cbs[1].exploits
+    # The counters are the lineage's: every exploit the store recorded for member 1.
+    exploits = [r for r in store.lineage() if r.member_id == 1 and r.action == "exploit"]
+    assert state["exploits"] == len(exploits) >= 1, "the slow member must copy the fast one"
+    assert state["hparams"] == [r for r in store.lineage() if r.member_id == 1][-1].hparams
     fresh = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(seed=99), 1, space, monitor="loss")
     before = fresh.get_state()
-    assert before["steps"] == 0 and before["rng"] != state["rng"]
+    assert before["steps"] == 0 and before["exploits"] == 0 and before["rng"] != state["rng"]
     fresh.set_state(json.loads(json.dumps(state)))
     assert fresh.get_state() == state
-    assert (fresh.steps, fresh.epochs, fresh.interval, fresh.hparams) == (12, 3, 3, cbs[1].hparams)
+    assert (fresh.steps, fresh.epochs, fresh.boundaries, fresh.hparams) == (12, 3, 3, cbs[1].hparams)
+    # The generator goes on where the member's left off, and the engine's seed is the population's.
+    assert fresh.state.rng.random() == cbs[1].state.rng.random()
+    assert fresh.engine.seed == 3
     with pytest.raises(ValueError, match=r"member 0's"):
         cbs[0].set_state(state)
     with pytest.raises(ValueError, match=r"lacks \['rng'\]"):

@@ -18,12 +18,12 @@ DEVICES = "auto"  # 4 logical CPU devices: one per member (see conftest.py)
 
 def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkpointed(tmp_path):
     failing = FailAt(epoch=2, times=1, error=RuntimeError("injected fault"))
-    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=2, verbose=0, devices=DEVICES,
-                               sync_timeout=60)
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=2, devices=DEVICES)
+    pop.store.timeout = 60
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32, checkpoint_dir=str(tmp_path),
             callbacks=lambda mid: [failing] if mid == 1 else [])
     restarts = [r for r in pop.lineage if r.action == "restart"]
-    assert [(r.member, r.reason) for r in restarts] == [(1, "RuntimeError: injected fault")]
+    assert [(r.member_id, r.reason) for r in restarts] == [(1, "RuntimeError: injected fault")]
     assert all(m.callback.epochs == 4 for m in pop.members)
     # One history entry per epoch, even for the epoch that was interrupted.
     assert all(len(m.history["val_accuracy"]) == 4 for m in pop.members)
@@ -33,7 +33,7 @@ def test_member_raising_while_others_wait_at_the_barrier_is_restarted_and_checkp
     assert body["epoch"] == 4 and meta["failures"] == ["RuntimeError: injected fault"]
     assert [r["action"] for r in meta["lineage"]].count("restart") == 1
     # A resumed population keeps counting the failures towards max_failures.
-    resumed = keras_pbt.Population(build, SPACE, population_size=3, seed=2, verbose=0, devices=DEVICES)
+    resumed = keras_pbt.Population(build, SPACE, population_size=3, seed=2, devices=DEVICES)
     resumed.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32, checkpoint_dir=str(tmp_path))
     assert [str(e) for e in resumed.members[1].failures] == ["RuntimeError: injected fault"]
     _, meta = ck.read_file(str(tmp_path), ck.read_manifest(str(tmp_path))["files"][1])
@@ -57,11 +57,10 @@ class _Poison(keras.callbacks.Callback):
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_loss_ranks_last_and_the_member_copies_a_finite_one(value):
     poison = _Poison(epoch=1, value=value)
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=4, verbose=0, monitor="val_loss",
-                               quantile=0.25, devices=DEVICES)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=4, monitor="val_loss", policy=keras_pbt.Policy(quantile=0.25), devices=DEVICES)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32,
             callbacks=lambda mid: [poison] if mid == 2 else [])
-    at_2 = [r for r in pop.lineage if r.member == 2 and r.interval == 2]
+    at_2 = [r for r in pop.lineage if r.member_id == 2 and r.interval == 2]
     assert len(at_2) == 1
     record = at_2[0]
     assert not math.isfinite(record.metric)
@@ -86,32 +85,34 @@ class _Straggle(keras.callbacks.Callback):
 
 def test_straggler_with_on_timeout_raise_stops_with_a_clear_error():
     straggle = _Straggle(epoch=0, seconds=6.0)
-    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, devices=DEVICES,
-                               sync_timeout=1.5, on_timeout="raise", member_ids=["a", "b", "slow"])
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0,
+                               member_ids=["a", "b", "slow"], devices=DEVICES)
+    pop.store.timeout, pop.store.on_timeout = 1.5, "raise"  # the store implements the barrier
     start = time.monotonic()
     with pytest.raises(keras_pbt.PopulationError,
                        match=r"boundary 2 timed out: member\(s\) \[.*'slow'\] did not arrive within "
-                             r"sync_timeout=1.5 s") as info:
+                             r"the store's timeout=1.5 s") as info:
         pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
                 callbacks=lambda mid: [straggle] if mid == "slow" else [])
     assert time.monotonic() - start < 60
     assert isinstance(info.value.cause, keras_pbt.BarrierTimeoutError)
-    assert "slow" in info.value.cause.missing and info.value.member in info.value.cause.missing
+    assert "slow" in info.value.cause.missing and info.value.member_id in info.value.cause.missing
     assert max(m.callback.epochs for m in pop.members) <= 2
 
 
 def test_straggler_with_on_timeout_continue_is_left_behind_and_catches_up():
     straggle = _Straggle(epoch=0, seconds=4.0)
-    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0, verbose=0, devices=DEVICES,
-                               sync_timeout=1.0, on_timeout="continue", member_ids=["a", "b", "slow"])
+    pop = keras_pbt.Population(build, SPACE, population_size=3, seed=0,
+                               member_ids=["a", "b", "slow"], devices=DEVICES)
+    pop.store.timeout, pop.store.on_timeout = 1.0, "continue"
     pop.fit(X, Y, validation_data=(XV, YV), epochs=4, batch_size=32,
             callbacks=lambda mid: [straggle] if mid == "slow" else [])
     assert all(m.callback.epochs == 4 for m in pop.members)
     late = next(r for r in pop.store.histories()["slow"] if r.interval == 2)
-    decided = [r for r in pop.lineage if r.interval == 2 and r.member in ("a", "b")]
+    decided = [r for r in pop.lineage if r.interval == 2 and r.member_id in ("a", "b")]
     # The others decided at boundary 2 without waiting for the straggler's report.
     assert len(decided) == 2 and all(r.time < late.time for r in decided)
-    assert [r.interval for r in pop.lineage if r.member == "slow"] == [0, 1, 2, 3, 4]
+    assert [r.interval for r in pop.lineage if r.member_id == "slow"] == [0, 1, 2, 3, 4]
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_population(tmp_path, monkeypatch):
@@ -119,7 +120,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_population(tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ck, "atomic_write", full_disk)
-    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, devices=DEVICES)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, devices=DEVICES)
     with pytest.raises(ck.CheckpointError, match="No space left on device"):
         pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32, checkpoint_dir=str(tmp_path))
     assert all(not m.failures for m in pop.members), "not a member fault: no restart"

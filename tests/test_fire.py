@@ -52,7 +52,7 @@ def test_fitness_loser_copies_the_top_of_the_whole_population():
     parents = set()
     for seed in range(20):
         p = sel.choose_parent(3, ranked(population()), "max", np.random.default_rng(seed))
-        parents.add(p.member)
+        parents.add(p.member_id)
     assert parents == {4, 0}  # the top quantile of all 8 by metric, member 4 included
     for member in (0, 1, 2):
         assert sel.choose_parent(member, ranked(population()), "max", np.random.default_rng(0)) is None
@@ -66,7 +66,7 @@ def test_slow_starter_is_protected_and_flat_member_copies_the_steepest():
     # Member 7 has no slope yet: neither a loser nor a parent.
     assert sel.choose_parent(7, ranked(population()), "max", rng) is None
     # Member 6 has the flattest slope among those with one: it copies the steepest.
-    assert sel.choose_parent(6, ranked(population()), "max", rng).member == 5
+    assert sel.choose_parent(6, ranked(population()), "max", rng).member_id == 5
     assert 5 in sel.parent_candidates(ranked(population()), "max")
     assert 7 not in sel.parent_candidates(ranked(population()), "max")
 
@@ -76,7 +76,7 @@ def test_diverged_member_copies_wherever_it_is():
     reports[5] = report(5, math.nan, (0.3, math.nan))
     sel = FireSelection(fraction=0.5, quantile=0.25)
     p = sel.choose_parent(5, ranked(reports), "max", np.random.default_rng(1))
-    assert p is not None and p.member in (0, 4)
+    assert p is not None and p.member_id in (0, 4)
 
 
 def test_min_mode_slope_sign():
@@ -86,7 +86,7 @@ def test_min_mode_slope_sign():
     r = rank(reports, "min", np.random.default_rng(0))
     sel = FireSelection(fraction=0.5, quantile=0.5)
     assert sel.choose_parent(2, r, "min", np.random.default_rng(0)) is None
-    assert sel.choose_parent(3, r, "min", np.random.default_rng(0)).member == 2
+    assert sel.choose_parent(3, r, "min", np.random.default_rng(0)).member_id == 2
 
 
 def test_policy_accepts_fire_by_name_and_the_callback_keeps_history():

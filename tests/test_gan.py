@@ -9,7 +9,6 @@ loss_fn)` and its own `train_step`, as in keras.io's GAN examples; its
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.runtime import snapshot as snapshot_lib
@@ -82,7 +81,7 @@ class _AfterBoundary(keras.callbacks.Callback):
         self.member_id, self.population, self.seen = member_id, population, seen
 
     def on_epoch_end(self, epoch, logs=None):
-        member = next(m for m in self.population.members if m.id == self.member_id)
+        member = next(m for m in self.population.members if m.member_id == self.member_id)
         self.seen.setdefault(self.member_id, []).append((
             member.callback.last_decision,
             [v.numpy().copy() for v in self.model.weights],
@@ -91,22 +90,22 @@ class _AfterBoundary(keras.callbacks.Callback):
 
 
 def test_tiny_gan_population_exploit_copies_both_optimizers():
+    import tensorflow as tf
+
     new = {"d_optimizer.learning_rate": 3e-3, "g_optimizer.learning_rate": 4e-4, "d_optimizer.beta_1": 0.2}
     keras.utils.set_random_seed(0)
     counter = iter(range(2))
     pop = keras_pbt.Population(
         lambda hp: gan_mixture.build(hp, seed=next(counter)), gan_mixture.SPACE, population_size=2,
-        monitor="val_energy", mode="min", interval_epochs=1, quantile=0.5, seed=0, verbose=0,
-        initial_hparams=[HP, dict(HP, **{"g_optimizer.learning_rate": 1e-4})],
-        explore_fn=lambda hp, rng: dict(new),
-    )
+        monitor="val_energy", mode="min", seed=0,
+        initial_hparams=[HP, dict(HP, **{"g_optimizer.learning_rate": 1e-4})], policy=keras_pbt.Policy(quantile=0.5, explore_fn=lambda hp, rng: dict(new)), interval=1)
     seen = {}
     val = tf.data.Dataset.from_tensor_slices(gan_mixture.sample_mixture(128, seed=1)).batch(64)
     pop.fit(DATA, validation_data=val, epochs=2, batch_size=16,
             callbacks=lambda mid: [_AfterBoundary(mid, pop, seen)])
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert len(exploits) == 1 and exploits[0].step == 4 and exploits[0].parent_step == 4
-    loser, parent = exploits[0].member, exploits[0].parent
+    loser, parent = exploits[0].member_id, exploits[0].parent
     decision, weights, opt_values = seen[loser][0]
     assert decision.is_exploit and decision.hparams == new
     snap = pop.store.snapshot(parent)
@@ -117,7 +116,7 @@ def test_tiny_gan_population_exploit_copies_both_optimizers():
     # snapshot; their learning rates are the explored ones.
     flat = [(name, i, value) for name, values in opt_values.items() for i, value in enumerate(values)]
     assert len(flat) == len(snap.optimizer)
-    model = next(m for m in pop.members if m.id == loser).model
+    model = next(m for m in pop.members if m.member_id == loser).model
     lrs = {"d_optimizer": new["d_optimizer.learning_rate"], "g_optimizer": new["g_optimizer.learning_rate"]}
     checked = set()
     for (name, i, got), want in zip(flat, snap.optimizer):

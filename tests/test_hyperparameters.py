@@ -311,3 +311,28 @@ def test_unknown_optimizer_attribute_names_the_models_optimizers():
         HyperparameterApplier(model, ["c_optimizer.learning_rate"])
     with pytest.raises(ValueError, match="'b_optimizer.dropout' is not a numeric field of the optimizer SGD"):
         HyperparameterApplier(model, ["b_optimizer.dropout"])
+
+
+def test_a_dropout_layer_is_a_setter_whose_start_value_is_read_from_the_model():
+    # Issue 20: a callback needed initial_hparams= only to read a setter's
+    # start value; a Dropout layer's rate is read, and set so that the very
+    # next train step uses it.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64),
+                              keras.layers.Dropout(0.9, name="drop"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")   # lr 0: the weights never move
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    layer = model.get_layer("drop")
+    cb = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(seed=0), "d",
+                               {"dropout": keras_pbt.Uniform(0.0, 0.95)}, monitor="loss",
+                               setters={"dropout": layer})
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.hparams == {"dropout": pytest.approx(0.9)}   # read from the layer
+    no_dropout = float(model.evaluate(x, y, verbose=0))
+    assert float(model.train_on_batch(x, y)) != pytest.approx(no_dropout)
+    applier = HyperparameterApplier(model, ["dropout"], {"dropout": layer})
+    assert applier.read() == {"dropout": pytest.approx(0.9)}
+    assert applier.apply({"dropout": 0.0}) is True and layer.rate == 0.0
+    assert float(model.train_on_batch(x, y)) == pytest.approx(no_dropout, rel=1e-6)
+    with pytest.raises(TypeError, match=r"setters\['dense'\].*numeric `rate`"):
+        HyperparameterApplier(model, ["dense"], {"dense": model.layers[0]})

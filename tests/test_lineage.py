@@ -22,7 +22,7 @@ def strict_json(text):
 
 def exploit(**kw):
     fields = dict(
-        member=3, step=200, action="exploit", hparams={"lr": 0.012, "units": 64},
+        member_id=3, step=200, action="exploit", hparams={"lr": 0.012, "units": 64},
         hparams_before={"lr": 0.1, "units": 32}, metric=0.41, parent=1, parent_step=195,
         parent_metric=0.93, ops={"lr": "* 1.2", "units": "shift right"}, interval=2,
         monitor="val_accuracy", mode="max", reason="truncation", time=1700000000.5,
@@ -43,7 +43,7 @@ def same(a, b):
 
 
 def test_defaults_and_is_exploit():
-    r = LineageRecord(member=0, step=0, action="init", hparams={"lr": 0.1})
+    r = LineageRecord(member_id=0, step=0, action="init", hparams={"lr": 0.1})
     assert r.version == LINEAGE_VERSION == 1
     assert r.hparams_before is None and r.metric is None and r.parent is None and r.ops == {}
     assert not r.is_exploit
@@ -53,7 +53,7 @@ def test_defaults_and_is_exploit():
 
 def test_bad_action():
     with pytest.raises(ValueError, match=r"`action` must be one of.*action='copy'"):
-        LineageRecord(member=0, step=0, action="copy", hparams={})
+        LineageRecord(member_id=0, step=0, action="copy", hparams={})
 
 
 def test_round_trip_dict_and_json():
@@ -62,11 +62,11 @@ def test_round_trip_dict_and_json():
     assert d["version"] == 1 and d["member"] == 3 and d["ops"] == r.ops
     same(LineageRecord.from_dict(d), r)
     assert LineageRecord.from_dict(d) == r
-    text = lineage.dumps([r, exploit(member="b", action="keep", parent=None)])
+    text = lineage.dumps([r, exploit(member_id="b", action="keep", parent=None)])
     payload = strict_json(text)
     assert payload["version"] == 1 and len(payload["records"]) == 2
     back = lineage.loads(text)
-    assert back == [r, exploit(member="b", action="keep", parent=None)]
+    assert back == [r, exploit(member_id="b", action="keep", parent=None)]
     assert lineage.loads(text.encode("utf-8")) == back
 
 
@@ -103,6 +103,7 @@ def test_dumps_accepts_dicts_and_empty():
     assert lineage.loads(lineage.dumps([])) == []
     r = exploit(metric=math.nan)
     raw = vars(r).copy()
+    raw["member"] = raw.pop("member_id")  # the JSON key of the attribute `member_id`
     text = lineage.dumps([raw])
     strict_json(text)
     same(lineage.loads(text)[0], r)
@@ -132,7 +133,7 @@ def test_from_dict_ignores_unknown_fields_and_fills_defaults():
     d = {"version": 1, "member": 0, "step": 5, "action": "init", "hparams": {"lr": 0.1},
          "added_in_a_later_minor": 42}
     r = LineageRecord.from_dict(d)
-    assert r == LineageRecord(member=0, step=5, action="init", hparams={"lr": 0.1})
+    assert r == LineageRecord(member_id=0, step=5, action="init", hparams={"lr": 0.1})
 
 
 def test_loads_errors():

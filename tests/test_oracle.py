@@ -1,7 +1,4 @@
-"""PBTOracle with no model at all: keras-tuner trials driven by hand, scored by formulas.
-
-Also the pure converter from keras-tuner hyperparameters to keras-pbt specs.
-"""
+"""PBTOracle with no model at all: keras-tuner trials driven by hand, scored by formulas."""
 
 import math
 
@@ -10,12 +7,10 @@ import numpy as np
 import pytest
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from keras_pbt import LogUniform
+import keras_pbt
+
 from keras_pbt import PBTPolicy
 from keras_pbt import Report
-from keras_pbt.core.space import Choice
-from keras_pbt.core.space import IntUniform
-from keras_pbt.core.space import Uniform
 from keras_pbt.tuner import PBTOracle
 from keras_pbt.tuner import space_from_hyperparameters
 from keras_pbt.tuner.oracle import user_values
@@ -62,69 +57,12 @@ def run_generation(oracle, n, score=score_of, steps=10):
     return trials
 
 
-# --- converter ------------------------------------------------------------------
-
-
-def test_converter_maps_every_keras_tuner_type_with_its_bounds_and_step():
-    hp = kt.HyperParameters()
-    hp.Float("lr", 1e-4, 1e-1, sampling="log")
-    hp.Float("lr_grid", 1e-4, 1e-1, step=10, sampling="log")
-    hp.Float("dropout", 0.0, 0.5, step=0.1)
-    hp.Float("m", 0.5, 0.99)
-    hp.Int("units", 16, 128, step=16)
-    hp.Int("width", 2, 64, sampling="log")
-    hp.Choice("act", ["relu", "tanh"])
-    hp.Boolean("bn")
-    hp.Fixed("batch", 32)
-    space = space_from_hyperparameters(hp)
-    assert space == {
-        "lr": LogUniform(1e-4, 1e-1),
-        "lr_grid": Choice(list(hp._hps["lr_grid"][0].values)),
-        "dropout": Uniform(0.0, 0.4, step=0.1),  # keras-tuner's grid stops at 0.4 (float floor)
-        "m": Uniform(0.5, 0.99),
-        "units": IntUniform(16, 128, step=16),
-        "width": IntUniform(2, 64, log=True),
-        "act": Choice(["relu", "tanh"]),
-        "bn": Choice([False, True]),
-    }
-    assert space["lr_grid"].values == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
-    # keras-tuner's own grid values are exactly the spec's.
-    assert set(hp._hps["dropout"][0].values) == {space["dropout"].clip(v) for v in np.linspace(0, .5, 20)}
-    # The config dicts of HyperParameters.get_config() convert the same way (no keras-tuner needed).
-    assert space_from_hyperparameters(hp.get_config()) == space
-    assert list(space_from_hyperparameters(hp, exclude=["units", "lr"])) == [
-        "lr_grid", "dropout", "m", "width", "act", "bn"]
-
-
-def test_converter_includes_conditional_hyperparameters():
-    hp = kt.HyperParameters()
-    hp.Choice("kind", ["mlp", "cnn"])
-    with hp.conditional_scope("kind", ["cnn"]):
-        hp.Int("filters", 8, 32)
-    assert space_from_hyperparameters(hp) == {"kind": Choice(["mlp", "cnn"]),
-                                              "filters": IntUniform(8, 32)}
-    assert list(space_from_hyperparameters(hp, exclude=["kind"])) == ["filters"]
-
-
-def test_converter_is_pure():
-    import subprocess
-    import sys
-
-    code = ("import sys, keras_pbt.tuner.convert, keras_pbt.tuner.snapshots, "
-            "keras_pbt.tuner.segments, keras_pbt.tuner.records\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'keras_tuner')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
-
-
 # --- the oracle -----------------------------------------------------------------
 
 
 def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
-    oracle = make_oracle(tmp_path, population_size=4, max_epochs=5, interval_epochs=2,
-                         logdir=None)
+    oracle = make_oracle(tmp_path, population_size=4, max_epochs=5,
+                         logdir=None, interval=2)
     assert oracle.total_trials == 4 * 3 and oracle.remaining_trials() == 12
     first = [oracle.create_trial(f"w{i}") for i in range(4)]
     values = [t.hyperparameters.values for t in first]
@@ -160,8 +98,8 @@ def test_trials_are_member_segments_and_the_barrier_answers_idle(tmp_path):
 
 
 def test_the_oracle_decides_exactly_as_the_callbacks_policy(tmp_path):
-    oracle = make_oracle(tmp_path, population_size=4, max_epochs=2, quantile=0.25,
-                         frozen=["units"], hps=_lr_only_space(), logdir=None)
+    oracle = make_oracle(tmp_path, population_size=4, max_epochs=2,
+                         frozen=["units"], hps=_lr_only_space(), logdir=None, policy=keras_pbt.Policy(quantile=0.25))
     gen0 = run_generation(oracle, 4)
     reports = [Report(t.hyperparameters.values["pbt/member"], 10,
                       score_of(t.hyperparameters.values, 0),
@@ -199,8 +137,7 @@ def _lr_only_space():
 
 def test_explored_values_stay_on_each_hyperparameters_bounds_and_grid(tmp_path):
     hps = user_space()
-    oracle = make_oracle(tmp_path, hps=hps, population_size=6, max_epochs=12, quantile=0.5,
-                         factors=(0.2, 5.0), resample_probability=0.2, logdir=None)
+    oracle = make_oracle(tmp_path, hps=hps, population_size=6, max_epochs=12, logdir=None, policy=keras_pbt.Policy(quantile=0.5, factors=(0.2, 5.0), resample_probability=0.2))
     rng = np.random.default_rng(0)
     grids = {"dropout": set(hps._hps["dropout"][0].values), "units": set(range(8, 65, 8))}
     seen = []
@@ -230,8 +167,7 @@ def test_explored_values_stay_on_each_hyperparameters_bounds_and_grid(tmp_path):
 def test_pbt_moves_the_population_towards_the_best_learning_rate(tmp_path):
     hp = kt.HyperParameters()
     hp.Float("lr", 1e-5, 1.0, sampling="log")
-    oracle = make_oracle(tmp_path, hps=hp, population_size=8, max_epochs=15, quantile=0.25,
-                         resample_probability=0.1, seed=7, logdir=None)
+    oracle = make_oracle(tmp_path, hps=hp, population_size=8, max_epochs=15, seed=7, logdir=None, policy=keras_pbt.Policy(quantile=0.25, resample_probability=0.1))
     first = last = None
     for segment in range(15):
         trials = run_generation(oracle, 8)
@@ -247,17 +183,16 @@ def test_a_member_only_copies_members_with_its_frozen_values(tmp_path):
     hp = kt.HyperParameters()
     hp.Float("lr", 1e-4, 1e-1, sampling="log")
     hp.Choice("units", [8, 16])
-    oracle = make_oracle(tmp_path, hps=hp, frozen=["units"], population_size=6, max_epochs=8,
-                         quantile=0.5, logdir=None, seed=11)
+    oracle = make_oracle(tmp_path, hps=hp, frozen=["units"], population_size=6, max_epochs=8, logdir=None, seed=11, policy=keras_pbt.Policy(quantile=0.5))
     runs = [run_generation(oracle, 6) for _ in range(8)]
     units = {t.hyperparameters.values["pbt/member"]: t.hyperparameters.values["units"]
              for t in runs[0]}
     assert len(set(units.values())) == 2  # both species exist with this seed
     exploits = [r for r in oracle.lineage() if r.action == "exploit"]
     # Each group of equal units is ranked on its own: both groups exploit.
-    assert {units[r.member] for r in exploits} == {8, 16}
+    assert {units[r.member_id] for r in exploits} == {8, 16}
     for r in exploits:
-        assert units[r.parent] == units[r.member] == r.hparams["units"]
+        assert units[r.parent] == units[r.member_id] == r.hparams["units"]
 
 
 def test_asynchronous_oracle_does_not_wait_for_slow_members(tmp_path):
@@ -285,6 +220,28 @@ def test_a_failed_segment_restarts_the_member_from_the_best_other_member(tmp_pat
     assert v["pbt/action"] == "restart" and v["pbt/parent_trial"] == a.trial_id
     rec = [r for r in oracle.lineage() if r.action == "restart"]
     assert len(rec) == 1 and rec[0].parent == 0 and "out of memory" in rec[0].reason
+    # The one restart rule (PBTPolicy.restart, as the population's): the best
+    # other member's state, with its hyperparameters explored.
+    assert (rec[0].parent_step, rec[0].parent_metric) == (10, 0.9)
+    assert set(rec[0].ops) == set(oracle.engine.space)
+    assert rec[0].hparams_before == user_values(c.hyperparameters.values)
+    assert v["batch"] == a.hyperparameters.values["batch"]   # not explored: the parent's
+
+
+def test_a_failed_segment_with_nobody_to_copy_restarts_from_the_initial_state(tmp_path):
+    oracle = make_oracle(tmp_path, hps=_lr_only_space(), population_size=2, max_epochs=2,
+                         logdir=None, policy=keras_pbt.Policy(resample_probability=0.0))
+    first = [oracle.create_trial(f"w{i}") for i in range(2)]
+    for t in first:
+        t.status = "FAILED"
+        oracle.end_trial(t)
+    for t, before in zip([oracle.create_trial(f"w{i}") for i in range(2)], first):
+        v, initial = t.hyperparameters.values, before.hyperparameters.values
+        assert v["pbt/action"] == "restart" and v["pbt/parent_trial"] == ""  # a new build
+        factor = float(next(r for r in oracle.lineage() if r.action == "restart"
+                            and r.member_id == v["pbt/member"]).ops["lr"][1:])
+        assert v["lr"] == pytest.approx(min(max(initial["lr"] * factor, 1e-4), 1e-1))
+    assert [r.parent for r in oracle.lineage() if r.action == "restart"] == [None, None]
 
 
 def test_lineage_and_scalars_are_written_per_member_for_tensorboard(tmp_path):
@@ -352,18 +309,20 @@ def test_state_survives_a_reload_and_the_search_continues(tmp_path):
                   directory=str(tmp_path), project_name="p")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(population_size=1), "population_size"),
-    (dict(max_epochs=0), "max_epochs"),
-    (dict(interval_epochs=1.5), "interval_epochs"),
-    (dict(quantile=0.7), "quantile"),
-    (dict(factors=()), "factors"),
-    (dict(objective=["val_loss", "val_accuracy"]), "one metric"),
+@pytest.mark.parametrize("make, message", [
+    (lambda: dict(population_size=1), "population_size"),
+    (lambda: dict(max_epochs=0), "max_epochs"),
+    (lambda: dict(interval=1.5), "interval=1.5"),
+    (lambda: dict(interval=keras_pbt.Interval(steps=10)), "segments of whole epochs"),
+    (lambda: dict(policy=keras_pbt.Policy(quantile=0.7)), "quantile"),
+    (lambda: dict(policy=keras_pbt.Policy(factors=())), "factors"),
+    (lambda: dict(quantile=0.5), r"policy=keras_pbt.Policy\(quantile=0.5\)"),
+    (lambda: dict(max_trials=10), "max_trials"),
+    (lambda: dict(objective=["val_loss", "val_accuracy"]), "one metric"),
 ])
-def test_bad_arguments_are_rejected_naming_them(kwargs, message):
-    kwargs.setdefault("objective", "val_loss")
+def test_bad_arguments_are_rejected_naming_them(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        PBTOracle(**kwargs)
+        PBTOracle(**dict(dict(objective="val_loss"), **make()))
 
 
 def test_user_values_drop_the_bookkeeping():
@@ -378,9 +337,8 @@ def test_inherited_hyperparameters_come_from_the_parent_and_are_never_explored(t
     hp.Float("lr", 1e-4, 1e-1, sampling="log")
     hp.Int("units", 8, 64, step=8)
     oracle = make_oracle(tmp_path, hps=hp, inherited=["units"], population_size=6, max_epochs=8,
-                         quantile=0.5, factors=(0.5, 2.0), resample_probability=0.5,
-                         logdir=None, seed=5)
-    assert list(oracle.policy().space) == ["lr"]
+                         logdir=None, seed=5, policy=keras_pbt.Policy(quantile=0.5, factors=(0.5, 2.0), resample_probability=0.5))
+    assert list(oracle.engine.space) == ["lr"]
     initial = {}
     runs = [run_generation(oracle, 6) for _ in range(8)]
     for t in runs[0]:
@@ -394,10 +352,10 @@ def test_inherited_hyperparameters_come_from_the_parent_and_are_never_explored(t
         if r.action == "exploit":
             assert r.hparams["units"] == units[r.parent]     # the parent's, not explored
             assert "units" not in r.ops
-            spread += r.hparams["units"] != units[r.member]
-            units[r.member] = r.hparams["units"]
+            spread += r.hparams["units"] != units[r.member_id]
+            units[r.member_id] = r.hparams["units"]
         elif r.action == "keep" and r.interval:
-            assert r.hparams["units"] == units[r.member]
+            assert r.hparams["units"] == units[r.member_id]
     assert spread > 0   # an architecture spread by selection
     assert set(units.values()) <= set(initial.values())
 
@@ -410,9 +368,8 @@ def test_conditional_hyperparameters_are_explored_where_active_and_their_parents
         hp.Float("momentum", 0.1, 0.9)
     hp.Float("lr", 1e-4, 1e-1, sampling="log", parent_name="optimizer", parent_values=["adam"])
     hp.Float("decay", 1e-5, 1e-2, sampling="log")
-    oracle = make_oracle(tmp_path, hps=hp, population_size=6, max_epochs=6, quantile=0.5,
-                         resample_probability=0.0, logdir=None, seed=2)
-    assert sorted(oracle.policy().space) == ["decay", "lr", "momentum"]   # not the parent
+    oracle = make_oracle(tmp_path, hps=hp, population_size=6, max_epochs=6, logdir=None, seed=2, policy=keras_pbt.Policy(quantile=0.5, resample_probability=0.0))
+    assert sorted(oracle.engine.space) == ["decay", "lr", "momentum"]   # not the parent
     kinds = {}
     seen = []
     for _ in range(6):
@@ -448,19 +405,29 @@ def test_the_budget_can_come_later_and_must_then_agree(tmp_path):
 def test_best_member_and_schedule_are_keras_pbt_schedules(tmp_path):
     from keras_pbt.core import ancestry as schedule
 
-    oracle = make_oracle(tmp_path, population_size=5, max_epochs=6, quantile=0.4,
-                         hps=_lr_only_space(), logdir=None, seed=9)
+    oracle = make_oracle(tmp_path, population_size=5, max_epochs=6,
+                         hps=_lr_only_space(), logdir=None, seed=9, policy=keras_pbt.Policy(quantile=0.4))
     for _ in range(6):
         run_generation(oracle, 5)
     lineage = oracle.lineage()
-    best = schedule.best_member(lineage)
+    # The best member: the best score of the last segment (the trials' own scores).
+    final = {t.hyperparameters.values["pbt/member"]: t.score for t in oracle.trials.values()
+             if t.hyperparameters.values["pbt/segment"] == 5}
+    best = max(final, key=final.get)
+    assert schedule.best_member(lineage) == best
     ranked = oracle.get_best_trials(5)
-    assert ranked[0].hyperparameters.values["pbt/member"] == best
+    assert [t.hyperparameters.values["pbt/member"] for t in ranked] == sorted(
+        final, key=final.get, reverse=True)
     assert [t.hyperparameters.values["pbt/segment"] for t in ranked] == [5] * 5
+    # Its schedule: the best member's own last change last, each earlier entry the
+    # change of a member it copied; each one is what the next segment trained with.
     entries = oracle.schedule()
-    assert entries == schedule.ancestry(lineage)
-    assert entries[-1].member == best or any(e.action == "exploit" for e in entries)
-    assert [oracle.trial_of(e) for e in entries][0] == oracle.member_trials(entries[0].member)[0]
+    assert entries[0].step == 0 and entries[0].action == "init" and entries[-1].member_id == best
+    assert [e.step for e in entries] == sorted(e.step for e in entries)
+    for e in entries:
+        values = oracle.trials[oracle.trial_of(e)].hyperparameters.values
+        assert values["pbt/member"] == e.member_id and user_values(values) == e.hparams
+    assert oracle.trial_of(entries[0]) == oracle.member_trials(entries[0].member_id)[0]
     assert any(e.action == "exploit" for e in entries)   # the winner's weights came through a copy
 
 
@@ -474,3 +441,16 @@ def test_a_worker_goes_on_with_the_member_it_trained_last(tmp_path):
         assert t.hyperparameters.values["pbt/member"] == \
             first[w].hyperparameters.values["pbt/member"]
         assert t.hyperparameters.values["pbt/parent_trial"] == first[w].trial_id
+
+
+def test_burn_in_keeps_every_member_through_its_first_segments(tmp_path):
+    oracle = make_oracle(tmp_path, hps=_lr_only_space(), population_size=4, max_epochs=4,
+                         interval=keras_pbt.Interval(epochs=1, burn_in=2), logdir=None,
+                         policy=keras_pbt.Policy(quantile=0.5))
+    for _ in range(4):
+        run_generation(oracle, 4)
+    decisions = [r for r in oracle.lineage() if r.action != "init" and r.interval < 4]
+    by_boundary = {k: [r for r in decisions if r.interval == k] for k in (1, 2, 3)}
+    for k in (1, 2):  # the engine's burn-in rule, as for the callback
+        assert [(r.action, r.reason) for r in by_boundary[k]] == [("keep", "burn-in")] * 4
+    assert sum(r.action == "exploit" for r in by_boundary[3]) == 2  # quantile 0.5 of 4

@@ -190,7 +190,7 @@ def test_synchronous_population_sees_one_consistent_picture(metrics, quantile, m
         # Every member may see the reports in its own order.
         order = data.draw(st.permutations(reports))
         assert policy.parent_candidates(order, key) == candidates
-        decisions[r.member] = policy.decide(r.member, order, key, np.random.default_rng([seed, r.member]))
+        decisions[r.member_id] = policy.decide(r.member_id, order, key, np.random.default_rng([seed, r.member_id]))
     losers = {m for m, d in decisions.items() if d.is_exploit}
     assert not losers & candidates
     for m, d in decisions.items():
@@ -234,7 +234,7 @@ def test_to_record_exploit_and_keep():
     d = policy.decide(0, reports, key=1, rng=np.random.default_rng(0))
     rec = d.to_record(step=100, interval=1, monitor="val_accuracy", mode="max", time=12.5)
     assert isinstance(rec, LineageRecord)
-    assert rec.member == 0 and rec.step == 100 and rec.action == "exploit" and rec.is_exploit
+    assert rec.member_id == 0 and rec.step == 100 and rec.action == "exploit" and rec.is_exploit
     assert rec.parent == 1 and rec.parent_step == reports[1].step and rec.parent_metric == 0.9
     assert rec.hparams == d.hparams and rec.hparams is not d.hparams
     assert rec.hparams_before == reports[0].hparams and rec.ops == d.ops
@@ -274,7 +274,7 @@ def test_comparable_reports_judges_members_ahead_at_my_step():
         "none": [],
         "future": hist("future", [400]),
     }
-    out = {r.member: r.step for r in comparable_reports("me", 300, histories, window=100)}
+    out = {r.member_id: r.step for r in comparable_reports("me", 300, histories, window=100)}
     assert out == {"me": 300, "ahead": 300, "same": 300, "behind": 200}
 
 
@@ -285,17 +285,17 @@ def test_comparable_reports_window_edges_and_self():
         "b": hist("b", [39]),
         "c": hist("c", [95, 120]),
     }
-    out = {r.member: r.step for r in comparable_reports("me", 90, histories, window=50)}
+    out = {r.member_id: r.step for r in comparable_reports("me", 90, histories, window=50)}
     assert out == {"me": 90, "a": 40}  # lag 50 is in, 51 is out; c has none at <= 90
     # The deciding member is included even when its own latest report lags.
-    out = {r.member: r.step for r in comparable_reports("me", 200, histories, window=10)}
+    out = {r.member_id: r.step for r in comparable_reports("me", 200, histories, window=10)}
     assert out == {"me": 90}
 
 
 def test_comparable_reports_with_unsorted_ids_and_one_per_member():
     histories = {m: hist(m, range(10, 110, 10)) for m in (3, 1, 2)}
     out = comparable_reports(1, 55, histories, window=10)
-    assert sorted(r.member for r in out) == [1, 2, 3]
+    assert sorted(r.member_id for r in out) == [1, 2, 3]
     assert all(r.step == 50 for r in out)
 
 
@@ -322,11 +322,28 @@ def test_restart_parent_is_the_best_published_snapshot():
     assert restart_parent({4: math.nan}, "max") == 4  # a NaN snapshot beats the initial state
 
 
+def test_restart_is_one_rule_for_the_population_and_the_oracle():
+    policy = PBTPolicy({"lr": Uniform(0.001, 1.0)}, mode="min", factors=(2.0,),
+                       resample_probability=0.0, seed=0)
+    rng = np.random.default_rng
+    candidates = [Report(0, 40, 0.5, {"lr": 0.1}), Report(2, 30, 0.2, {"lr": 0.2}),
+                  Report(1, 40, 9.9, {"lr": 0.3}), Report(3, 40, 0.1, {"lr": 0.4})]
+    d = policy.restart(3, {"lr": 0.4}, candidates, {"lr": 0.05}, rng(0), reason="OOM")
+    # Its own state is no candidate: the best other one (lowest loss) is member 2.
+    assert (d.action, d.parent, d.parent_step, d.parent_metric) == ("restart", 2, 30, 0.2)
+    assert d.hparams == {"lr": pytest.approx(0.4)} and d.ops == {"lr": "* 2"}
+    assert d.hparams_before == {"lr": 0.4} and d.reason == "OOM" and d.metric is None
+    alone = policy.restart(3, {"lr": 0.4}, [], {"lr": 0.05}, rng(0))
+    assert alone.parent is None and alone.hparams == {"lr": pytest.approx(0.1)}  # initial, explored
+    record = d.to_record(50, 4, "val_loss", "min")
+    assert (record.action, record.parent, record.parent_step, record.interval) == ("restart", 2, 30, 4)
+
+
 # --- boundary plan: the rules the callback used to own -------------------------
 
 
 def _plan(policy, member, reports, key=3, progress=5, burn_in=0, last=False):
-    me = next(r for r in reports if r.member == member)
+    me = next(r for r in reports if r.member_id == member)
     return policy.boundary(me, key=key, progress=progress, burn_in=burn_in, last=last)
 
 
@@ -361,7 +378,7 @@ def test_boundary_end_of_training_keeps_even_the_worst_member():
 def test_boundary_publishes_exactly_the_parent_candidates():
     policy = PBTPolicy(SPACE, mode="max", quantile=0.25, seed=0)
     reports = population([0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.6, 0.8])
-    published = {r.member for r in reports if _plan(policy, r.member, reports).with_reports(
+    published = {r.member_id for r in reports if _plan(policy, r.member_id, reports).with_reports(
         reports).publish}
     assert published == {1, 7} == policy.parent_candidates(reports, 3)
 

@@ -1,5 +1,6 @@
 """`keras_pbt.Policy`: one policy object, checked when made (pure, no TensorFlow)."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -7,7 +8,9 @@ import pytest
 
 import keras_pbt
 from keras_pbt.core.config import Policy
-from keras_pbt.core.config import resolve_policy
+from keras_pbt.core.config import Interval
+from keras_pbt.core.config import get_interval
+from keras_pbt.core.config import get_policy
 from keras_pbt.core.config import unsupported_by_tuner
 from keras_pbt.core.selection import Report
 from keras_pbt.core.space import LogUniform
@@ -58,21 +61,26 @@ def test_make_decides_with_its_settings():
     assert d.hparams["lr"] == pytest.approx(0.02)
 
 
-def test_resolve_without_policy_builds_one_from_the_keywords():
-    p = resolve_policy(None, quantile=0.25, selection=None, factors=(0.5,))
-    assert p == Policy(quantile=0.25, factors=(0.5,))
-
-
-def test_resolve_accepts_a_keyword_that_agrees_and_refuses_one_that_does_not():
+def test_get_policy_takes_a_policy_or_none_only():
     p = Policy(quantile=0.5, factors=(0.8, 1.2))
-    assert resolve_policy(p, quantile=0.5, factors=[0.8, 1.2], explore_fn=None) is p
-    with pytest.raises(ValueError, match=re.escape("Received: policy=Policy(quantile=0.5")) as e:
-        resolve_policy(p, quantile=0.3)
-    assert "quantile=0.3" in str(e.value) and "`quantile` is given both" in str(e.value)
-    with pytest.raises(ValueError, match=r"copy_optimizer_state=False"):
-        resolve_policy(Policy(), copy_optimizer_state=False)
+    assert get_policy(p) is p and get_policy(None) == Policy()
     with pytest.raises(TypeError, match=r"Received: policy=\{'quantile': 0.5\}"):
-        resolve_policy({"quantile": 0.5})
+        get_policy({"quantile": 0.5})
+
+
+def test_interval_forms():
+    assert get_interval(3) == Interval(epochs=3) and get_interval(3).unit == "epochs"
+    steps = Interval(steps=100, burn_in=500)
+    assert get_interval(steps) is steps and (steps.unit, steps.length, steps.epochs) == ("steps", 100, None)
+    assert Interval() == Interval(epochs=1, burn_in=0)
+    for bad in ("auto", 1.5, 0, True, None):
+        with pytest.raises(ValueError, match=re.escape(f"Received: interval={bad!r}")) as e:
+            get_interval(bad)
+        assert "keras_pbt.Interval(epochs=..., steps=..., burn_in=...)" in str(e.value)
+    with pytest.raises(ValueError, match=r"epochs=2, steps=3"):
+        Interval(epochs=2, steps=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        steps.steps = 5
 
 
 def test_the_tuner_supports_last_value_perturb_and_copying_only():

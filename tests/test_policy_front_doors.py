@@ -4,6 +4,7 @@ the callback, the population, the oracle and the tuner follow its settings."""
 import keras
 import keras_tuner as kt
 import pytest
+from keras_tuner.engine.base_tuner import BaseTuner
 
 import keras_pbt
 from tests.pbt_helpers import X1
@@ -21,35 +22,51 @@ def _exploits(lineage):
 
 
 def _initial(lineage):
-    return {r.member: r.hparams for r in lineage if r.action == "init"}
+    return {r.member_id: r.hparams for r in lineage if r.action == "init"}
 
 
 @pytest.mark.parametrize("copy", [True, False])
 def test_callback_follows_the_policy_object(copy):
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True)
     policy = keras_pbt.Policy(quantile=0.5, factors=(2.0,), resample_probability=0.0,
                               copy_optimizer_state=copy)
     models, jobs = [], []
     for i, lr in enumerate([0.1, 0.001]):  # member 1 learns slowly: it loses
         model = one_weight_model(keras.optimizers.SGD(lr))
         cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", mode="min", policy=policy,
-                                   synchronous=True, hparams={"learning_rate": lr})
-        assert cb.policy_config is policy and cb.copy_optimizer_state is copy
+                                   initial_hparams={"learning_rate": lr})
+        # `cb.policy` is the settings given; `cb.engine` decides with them.
+        assert cb.policy is policy and cb.engine.config is policy
         models.append(model)
         jobs.append((model, dict(x=X1, y=Y1, epochs=2, batch_size=2, verbose=0, callbacks=[cb])))
     assert fit_in_threads(jobs) == [None, None]
     (exploit,) = _exploits(store.lineage())
-    assert (exploit.member, exploit.parent, exploit.ops) == (1, 0, {"learning_rate": "* 2"})
+    assert (exploit.member_id, exploit.parent, exploit.ops) == (1, 0, {"learning_rate": "* 2"})
     assert exploit.hparams["learning_rate"] == pytest.approx(0.2)
     assert float(models[1].optimizer.learning_rate.numpy()) == pytest.approx(0.2)
     # Four steps per epoch: the copied optimizer counts both epochs; a reset one the last.
     assert int(models[1].optimizer.iterations.numpy()) == (8 if copy else 4)
 
 
-def test_callback_refuses_a_keyword_that_contradicts_the_policy():
-    with pytest.raises(ValueError, match=r"`quantile` is given both.*quantile=0.3"):
+OLD_KEYWORDS = ("quantile", "selection", "factors", "resample_probability", "explore_fn",
+                "ranking", "explore", "copy_optimizer_state")
+
+
+@pytest.mark.parametrize("keyword", OLD_KEYWORDS)
+def test_policy_fields_are_not_keywords_of_any_front_door(keyword, tmp_path):
+    # One way to give a policy setting: keras_pbt.Policy(...).
+    with pytest.raises(TypeError, match=keyword):
         keras_pbt.PBTCallback(keras_pbt.InMemoryStore(seed=0), 0, SPACE, monitor="loss",
-                              quantile=0.3, policy=DOUBLE)
+                              **{keyword: 0.25})
+    built = []
+    with pytest.raises(TypeError, match=keyword):
+        keras_pbt.Population(lambda hp: built.append(hp), SPACE, population_size=2,
+                             **{keyword: 0.25})
+    assert built == []
+    with pytest.raises(TypeError, match=keyword):
+        keras_pbt.PBTOracle(objective="loss", **{keyword: 0.25})
+    with pytest.raises(TypeError, match=keyword):
+        keras_pbt.PBTTuner(_build, objective="loss", directory=str(tmp_path), **{keyword: 0.25})
 
 
 def _build(hp):
@@ -60,21 +77,13 @@ def test_population_follows_the_policy_object():
     pop = keras_pbt.Population(_build, SPACE, population_size=2, monitor="loss", mode="min", seed=0,
                                policy=DOUBLE, initial_hparams=[{"learning_rate": 0.1},
                                                                {"learning_rate": 0.001}],
-                               num_cpu_devices=2, verbose=0)
-    assert pop.policy_config is DOUBLE
-    assert all(m.callback.policy_config is DOUBLE for m in pop.members)
-    pop.fit(X1, Y1, epochs=2, batch_size=2)
+                               devices=keras_pbt.Devices(num_cpu=2))
+    assert pop.policy is DOUBLE
+    assert all(m.callback.policy is DOUBLE for m in pop.members)
+    pop.fit(X1, Y1, epochs=2, batch_size=2, verbose=0)
     (exploit,) = _exploits(pop.lineage)
-    assert (exploit.member, exploit.parent) == (1, 0)
+    assert (exploit.member_id, exploit.parent) == (1, 0)
     assert exploit.hparams["learning_rate"] == pytest.approx(0.2)
-
-
-def test_population_refuses_a_contradicting_keyword_before_building():
-    built = []
-    with pytest.raises(ValueError, match=r"`factors` is given both.*factors=\(3.0,\)"):
-        keras_pbt.Population(lambda hp: built.append(hp), SPACE, population_size=2, factors=(3.0,),
-                             policy=DOUBLE)
-    assert built == []
 
 
 def _oracle_hps():
@@ -83,14 +92,33 @@ def _oracle_hps():
     return hps
 
 
-def test_oracle_decides_with_the_policy_object():
+def test_oracle_decides_with_the_policy_object(tmp_path):
     oracle = keras_pbt.PBTOracle(objective=kt.Objective("loss", "min"), population_size=4,
                                  max_epochs=2, policy=DOUBLE, hyperparameters=_oracle_hps(),
                                  seed=1)
-    assert oracle.policy_config is DOUBLE
-    engine = oracle.policy()
-    assert engine.config is DOUBLE and engine.selection.quantile == 0.5
-    assert engine.explorer.factors == (2.0,) and engine.explorer.resample_probability == 0.0
+    BaseTuner(oracle=oracle, directory=str(tmp_path), project_name="p")
+    oracle.verbose = 0
+    assert oracle.policy is DOUBLE and oracle.engine.config is DOUBLE
+    first = [oracle.create_trial(f"w{i}") for i in range(4)]
+    initial = {t.hyperparameters.values["pbt/member"]: t.hyperparameters.values["learning_rate"]
+               for t in first}
+    for t in first:  # the loss is the member id: members 2 and 3 are the losing half
+        m = t.hyperparameters.values["pbt/member"]
+        oracle.update_trial(t.trial_id, {"loss": float(m)}, step=10)
+        t.status = "COMPLETED"
+        oracle.end_trial(t)
+    second = {t.hyperparameters.values["pbt/member"]: t.hyperparameters.values
+              for t in (oracle.create_trial(f"w{i}") for i in range(4))}
+    # quantile=0.5: the two worst copy one of the two best and double its
+    # learning rate (factors=(2.0,), never resampled); the best two keep theirs.
+    for m in (0, 1):
+        assert second[m]["pbt/action"] == "keep"
+        assert second[m]["learning_rate"] == initial[m]
+    for m in (2, 3):
+        values = second[m]
+        parent = oracle.trials[values["pbt/parent_trial"]].hyperparameters.values["pbt/member"]
+        assert values["pbt/action"] == "exploit" and parent in (0, 1)
+        assert values["learning_rate"] == pytest.approx(min(2 * initial[parent], 1.0))
 
 
 @pytest.mark.parametrize("policy,received", [
@@ -109,13 +137,10 @@ def test_tuner_searches_with_the_policy_object(tmp_path):
             hp.Float("learning_rate", 1e-3, 1.0, sampling="log")))
 
     tuner = keras_pbt.PBTTuner(build, objective=kt.Objective("loss", "min"), population_size=2,
-                               max_epochs=2, policy=DOUBLE, seed=0, directory=str(tmp_path),
+                               policy=DOUBLE, seed=0, directory=str(tmp_path),
                                project_name="policy")
-    assert tuner.policy_config is DOUBLE
-    with pytest.raises(ValueError, match=r"`quantile` is given both"):
-        keras_pbt.PBTTuner(build, objective="loss", quantile=0.2, policy=DOUBLE,
-                           directory=str(tmp_path), project_name="other")
-    tuner.search(X1, Y1, batch_size=2, verbose=0)
+    assert tuner.policy is DOUBLE
+    tuner.search(X1, Y1, batch_size=2, epochs=2, verbose=0)
     lineage = tuner.oracle.lineage()
     initial = _initial(lineage)
     exploits = _exploits(lineage)

@@ -15,6 +15,7 @@ CORE_MODULES = sorted(
 PURE_MODULES = ["keras_pbt", "keras_pbt.core"] + CORE_MODULES + [
     "keras_pbt.storage.store",
     "keras_pbt.storage.checkpoint",
+    "keras_pbt.storage.payload",
     "keras_pbt.storage.events",
     "keras_pbt.population.progress",
     "keras_pbt.population.threads",

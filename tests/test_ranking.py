@@ -36,13 +36,12 @@ def test_moving_average_non_finite_is_nan():
     assert math.isnan(MovingAverage(2).score(Report(0, 5, math.inf, recent=(0.5, math.inf))))
 
 
-@pytest.mark.parametrize("mode", ["max", "min"])
-def test_improvement_rate_is_the_least_squares_slope(mode):
+def test_improvement_rate_is_the_least_squares_slope():
     steps, values = (10, 25, 30, 50), (0.2, 0.4, 0.41, 0.6)
     r = Report(0, 50, 0.6, recent=values, recent_steps=steps)
     slope = np.polyfit(steps, values, 1)[0]
-    got = ImprovementRate(window=4, mode=mode).score(r)
-    assert got == pytest.approx(slope if mode == "max" else -slope, rel=1e-12)
+    # In the metric's own direction, whatever the population's mode.
+    assert ImprovementRate(window=4).score(r) == pytest.approx(slope, rel=1e-12)
     # The window keeps the latest three only.
     slope3 = np.polyfit(steps[1:], values[1:], 1)[0]
     assert ImprovementRate(window=3).score(r) == pytest.approx(slope3, rel=1e-12)
@@ -94,3 +93,29 @@ def test_policy_ranks_by_the_mean_but_records_raw_metrics():
     # Records carry the raw metrics, not the scores.
     assert d.metric == 0.60 and d.parent_metric == 0.95
     assert mean.history_length == 3 and last.history_length == 1
+
+
+@pytest.mark.parametrize("mode,monitor_values,best", [
+    # val_loss: member 0's loss falls fastest, member 1's rises.
+    ("min", {0: (0.9, 0.7, 0.5), 1: (0.3, 0.4, 0.5), 2: (0.5, 0.5, 0.5)}, [0, 2, 1]),
+    # val_accuracy: member 1's accuracy rises fastest.
+    ("max", {0: (0.9, 0.7, 0.5), 1: (0.3, 0.4, 0.5), 2: (0.5, 0.5, 0.5)}, [1, 2, 0]),
+])
+def test_improvement_rate_ranks_the_fastest_improving_member_first(mode, monitor_values, best):
+    # Issue 20: Policy(ranking=ImprovementRate(mode="min")) on val_loss ranked
+    # the member whose loss rose fastest first (the score was signed by the
+    # ranking's mode, then ordered by the population's mode again). The
+    # population's mode is the only direction now.
+    from keras_pbt.core.config import Policy
+
+    engine = Policy(ranking=ImprovementRate(window=3)).make(SPACE, mode, seed=0)
+    reports = [Report(m, 30, v[-1], {"lr": 0.01}, 3, recent=v, recent_steps=(10, 20, 30))
+               for m, v in monitor_values.items()]
+    assert [r.member_id for r in engine.rank(reports, key=3)] == best
+    d = engine.decide(best[-1], reports, key=3, rng=np.random.default_rng(0))
+    assert d.action == "exploit" and d.parent == best[0]
+
+
+def test_improvement_rate_takes_no_mode_of_its_own():
+    with pytest.raises(TypeError, match="mode"):
+        ImprovementRate(window=3, mode="min")

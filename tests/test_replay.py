@@ -16,7 +16,7 @@ from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
 
 def rec(member, step, action, hp, parent=None, parent_step=None, metric=None, mode="max"):
-    return LineageRecord(member=member, step=step, action=action, hparams={"lr": hp},
+    return LineageRecord(member_id=member, step=step, action=action, hparams={"lr": hp},
                          parent=parent, parent_step=parent_step, metric=metric, mode=mode)
 
 
@@ -40,11 +40,10 @@ Y16 = np.concatenate([Y1, Y1[::-1]])
 def run(tmp_path_factory):
     """Three one-weight members, 6 epochs of 4 steps: (lineage, logdir, final weights)."""
     logdir = str(tmp_path_factory.mktemp("replay"))
-    store = keras_pbt.InMemoryStore(seed=5)
+    store = keras_pbt.InMemoryStore(seed=5, synchronous=True, timeout=60)
     jobs = []
     for i, (lr, mom) in enumerate([(0.2, 0.5), (0.01, 0.0), (0.002, 0.8)]):
-        cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", synchronous=True, quantile=0.34,
-                                   resample_probability=0.5, logdir=logdir, sync_timeout=60)
+        cb = keras_pbt.PBTCallback(store, i, SPACE, monitor="loss", logdir=logdir, policy=keras_pbt.Policy(quantile=0.34, resample_probability=0.5))
         model = one_weight_model(keras.optimizers.SGD(lr, momentum=mom), w0=0.5)
         jobs.append((model, dict(x=X16, y=Y16, batch_size=4, epochs=6, shuffle=False, verbose=0,
                                  callbacks=[cb])))
@@ -58,7 +57,7 @@ def run(tmp_path_factory):
 def test_lineage_read_from_the_logdir_equals_the_stores(run):
     lineage, logdir, final_weights = run
     read = read_lineage(logdir)
-    key = lambda r: (str(r.member), r.step, r.action, json.dumps(r.hparams, sort_keys=True))  # noqa: E731
+    key = lambda r: (str(r.member_id), r.step, r.action, json.dumps(r.hparams, sort_keys=True))  # noqa: E731
     assert sorted(map(key, read)) == sorted(map(key, lineage))
     assert sum(r.action == "exploit" for r in lineage) >= 2
     for member in range(3):

@@ -13,7 +13,7 @@ from keras_pbt.core.ancestry import (
     best_member,
     latest_metrics,
     member_order_key,
-    rank_members,
+    order_members,
     schedule_by_hparam,
 )
 
@@ -21,7 +21,7 @@ NAN, INF = math.nan, math.inf
 
 
 def rec(member, step, action, lr, parent=None, parent_step=None, metric=None, mode="max"):
-    return LineageRecord(member=member, step=step, action=action, hparams={"lr": lr},
+    return LineageRecord(member_id=member, step=step, action=action, hparams={"lr": lr},
                          parent=parent, parent_step=parent_step, metric=metric, mode=mode)
 
 
@@ -37,15 +37,15 @@ def test_member_order_puts_integers_by_value_before_text():
     assert sorted(ids, key=member_order_key) == [0, 2, 10, "10", "a", "b"]
 
 
-def test_rank_members_ties_nan_inf_and_none():
+def test_order_members_ties_nan_inf_and_none():
     metrics = {10: 0.9, 2: 0.9, "a": 0.9, 0: 0.5, 3: NAN, 4: INF, 5: -INF, 6: None}
     # Equal metrics in member order (2 before 10, not "10" < "2" as text);
     # every non-finite value ranks last in both modes; None is not ranked.
-    assert rank_members(metrics, "max") == [2, 10, "a", 0, 3, 4, 5]
-    assert rank_members(metrics, "min") == [0, 2, 10, "a", 3, 4, 5]
-    assert rank_members({}, "max") == []
+    assert order_members(metrics, "max") == [2, 10, "a", 0, 3, 4, 5]
+    assert order_members(metrics, "min") == [0, 2, 10, "a", 3, 4, 5]
+    assert order_members({}, "max") == []
     with pytest.raises(ValueError, match="Received: mode='auto'"):
-        rank_members(metrics, "auto")
+        order_members(metrics, "auto")
 
 
 def test_best_member_counts_the_latest_metric_even_when_it_is_nan():
@@ -65,7 +65,7 @@ def test_best_member_ties_do_not_depend_on_record_order():
     lineage = inits(2, 10, "x") + [rec(m, 10, "keep", 0.1, metric=0.75) for m in ("x", 10, 2)]
     assert best_member(lineage) == 2
     assert best_member(list(reversed(lineage))) == 2
-    assert rank_members(latest_metrics(lineage), "max") == [2, 10, "x"]
+    assert order_members(latest_metrics(lineage), "max") == [2, 10, "x"]
 
 
 def test_best_member_after_a_restart_and_at_one_step():
@@ -107,15 +107,15 @@ def test_a_parent_that_had_copied_another_member():
         rec(2, 30, "keep", 0.25, metric=0.9),
     ]
     entries = ancestry(lineage)  # member 0 is best
-    assert [(e.member, e.member_step, e.member_end_step, e.step, e.end_step, e.action)
+    assert [(e.member_id, e.member_step, e.member_end_step, e.step, e.end_step, e.action)
             for e in entries] == [
         (1, 0, 10, 0, 10, "init"),
         (2, 10, 20, 10, 20, "exploit"),
         (0, 20, 30, 20, 30, "exploit"),
     ]
     assert [e.record.parent for e in entries] == [None, 1, 2]
-    assert ancestry_schedule(lineage, member=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
-    assert ancestry_schedule(lineage, member=1) == [(0, {"lr": 0.2})]
+    assert ancestry_schedule(lineage, member_id=2) == [(0, {"lr": 0.2}), (10, {"lr": 0.25})]
+    assert ancestry_schedule(lineage, member_id=1) == [(0, {"lr": 0.2})]
     # The order the records arrive in does not matter.
     assert ancestry(list(reversed(lineage))) == entries
 
@@ -132,7 +132,7 @@ def test_exploits_at_the_same_step_follow_the_snapshot_before_them():
         rec(2, 20, "keep", 0.3, metric=0.4),
     ]
     assert ancestry_schedule(lineage) == [(0, {"lr": 0.2}), (10, {"lr": 0.22})]
-    assert [(e.member, e.member_end_step) for e in ancestry(lineage)] == [(1, 10), (0, 20)]
+    assert [(e.member_id, e.member_end_step) for e in ancestry(lineage)] == [(1, 10), (0, 20)]
     assert ancestry_schedule(lineage, 1) == [(0, {"lr": 0.3}), (10, {"lr": 0.33})]
 
 
@@ -143,10 +143,10 @@ def test_restarts_from_a_parent_and_from_scratch():
         rec(0, 16, "restart", 0.05),  # from its own initial weights
         rec(0, 30, "keep", 0.05, metric=0.1), rec(1, 30, "keep", 0.25, metric=0.2),
     ]
-    assert [(e.member, e.action, e.step, e.end_step) for e in ancestry(lineage, 1)] == [
+    assert [(e.member_id, e.action, e.step, e.end_step) for e in ancestry(lineage, 1)] == [
         (0, "init", 0, 8), (1, "restart", 8, 30)]
     # From scratch: the weights start again at the restart, at step 0.
-    assert [(e.member, e.action, e.step, e.end_step) for e in ancestry(lineage, 0)] == [
+    assert [(e.member_id, e.action, e.step, e.end_step) for e in ancestry(lineage, 0)] == [
         (0, "restart", 0, 14)]
 
 
@@ -222,7 +222,7 @@ def test_ancestry_of_the_weights_at_an_earlier_step():
         rec(0, 20, "exploit", 0.12, parent=1, parent_step=20, metric=0.2),
         rec(1, 20, "keep", 0.2, metric=0.6), rec(0, 30, "keep", 0.12, metric=0.9),
     ]
-    assert [(e.member, e.member_step, e.member_end_step) for e in ancestry(lineage, 0, step=20)] == [
+    assert [(e.member_id, e.member_step, e.member_end_step) for e in ancestry(lineage, 0, step=20)] == [
         (1, 0, 10), (0, 10, 20)]
     assert ancestry_schedule(lineage, 0, step=20) == [(0, {"lr": 0.2}), (10, {"lr": 0.15})]
     assert ancestry_schedule(lineage, 0) == [(0, {"lr": 0.2}), (20, {"lr": 0.12})]

@@ -20,7 +20,7 @@ XS, YS = blobs(120, seed=2)
 
 
 def test_best_model_on_a_selection_split_is_the_best_member_there():
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=3, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=3)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=3, batch_size=32)
     scores = pop.evaluate(XS, YS)
     assert set(scores) == {0, 1, 2, 3}
@@ -36,11 +36,11 @@ def test_best_model_on_a_selection_split_is_the_best_member_there():
 
 
 def test_best_model_validation_data_errors():
-    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
     with pytest.raises(ValueError, match=re.escape("Received: validation_data of type ndarray")):
         pop.best_model(validation_data=XS)
-    loss_pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, verbose=0, monitor="val_auc",
+    loss_pop = keras_pbt.Population(build, SPACE, population_size=2, seed=0, monitor="val_auc",
                                     mode="max")
     with pytest.raises(ValueError, match=r"needs the metric 'auc' from evaluate, which returned "
                                          r"\['accuracy', 'loss'\]"):
@@ -48,13 +48,12 @@ def test_best_model_validation_data_errors():
 
 
 def test_reports_carry_start_metric_and_recent_steps():
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=0, verbose=0, ranking="mean",
-                               quantile=0.25)
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=0, policy=keras_pbt.Policy(ranking="mean", quantile=0.25))
     pop.fit(X, Y, validation_data=(XV, YV), epochs=5, batch_size=32)
     lineage = pop.lineage
     for mid, reports in pop.store.histories().items():
         assert reports[0].start_metric is None
-        records = [r for r in lineage if r.member == mid and r.action != "init"]
+        records = [r for r in lineage if r.member_id == mid and r.action != "init"]
         for prev_record, report in zip(records, reports[1:]):
             # The interval started from this member's own weights (keep) or
             # its parent's (exploit).
@@ -67,12 +66,12 @@ def test_reports_carry_start_metric_and_recent_steps():
     assert any(r.action == "exploit" for r in lineage)
 
 
-@pytest.mark.parametrize("kwargs,ops", [
-    ({"explore": "pb2"}, {"pb2", "resample (pb2: too little data)"}),
-    ({"selection": "fire"}, None),
+@pytest.mark.parametrize("policy,ops", [
+    (keras_pbt.Policy(explore="pb2"), {"pb2", "resample (pb2: too little data)"}),
+    (keras_pbt.Policy(selection="fire"), None),
 ])
-def test_fire_and_pb2_populations_train_and_exploit(kwargs, ops):
-    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=2, verbose=0, **kwargs)
+def test_fire_and_pb2_populations_train_and_exploit(policy, ops):
+    pop = keras_pbt.Population(build, SPACE, population_size=4, seed=2, policy=policy)
     pop.fit(X, Y, validation_data=(XV, YV), epochs=6, batch_size=32)
     exploits = [r for r in pop.lineage if r.action == "exploit"]
     assert exploits

@@ -28,7 +28,7 @@ def reports(metrics, step=10):
 
 
 def members(ranked):
-    return [r.member for r in ranked]
+    return [r.member_id for r in ranked]
 
 
 # --- quantile_count / check_quantile ----------------------------------------
@@ -250,9 +250,9 @@ def test_truncation_only_bottom_gets_parent_from_top(mode):
         for _ in range(50):
             parent = sel.choose_parent(m, ranked, mode, rng)
             if m in bottom:
-                assert parent is not None and parent.member in top
+                assert parent is not None and parent.member_id in top
                 assert is_better(parent.metric, metrics[m], mode)
-                parents[parent.member] += 1
+                parents[parent.member_id] += 1
             else:
                 assert parent is None
     assert set(parents) == set(top)  # the parent is drawn, not always the best
@@ -275,7 +275,7 @@ def test_truncation_skips_top_members_that_only_tie_the_loser():
         ranked = rank(rs, "max", np.random.default_rng([1, key]))
         for m in members(ranked[-2:]):
             parent = sel.choose_parent(m, ranked, "max", np.random.default_rng(key))
-            assert parent is not None and parent.member == 0
+            assert parent is not None and parent.member_id == 0
 
 
 def test_truncation_available_filter():
@@ -284,10 +284,10 @@ def test_truncation_available_filter():
     ranked = rank(rs, "max", np.random.default_rng(0))
     rng = np.random.default_rng(0)
     for _ in range(50):
-        assert sel.choose_parent(0, ranked, "max", rng, available={6, 3}).member == 6
+        assert sel.choose_parent(0, ranked, "max", rng, available={6, 3}).member_id == 6
     assert sel.choose_parent(0, ranked, "max", rng, available=set()) is None
     assert sel.choose_parent(0, ranked, "max", rng, available={3, 4}) is None
-    assert {sel.choose_parent(1, ranked, "max", rng, available=None).member for _ in range(100)} == {6, 7}
+    assert {sel.choose_parent(1, ranked, "max", rng, available=None).member_id for _ in range(100)} == {6, 7}
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
@@ -296,9 +296,9 @@ def test_non_finite_member_is_a_loser(mode, bad):
     sel = TruncationSelection(0.2)
     rs = reports([0.4, 0.5, bad, 0.6, 0.3])  # k = 1
     ranked = rank(rs, mode, np.random.default_rng(0))
-    assert ranked[-1].member == 2
+    assert ranked[-1].member_id == 2
     parent = sel.choose_parent(2, ranked, mode, np.random.default_rng(0))
-    assert parent is not None and parent.member == (3 if mode == "max" else 4)
+    assert parent is not None and parent.member_id == (3 if mode == "max" else 4)
 
 
 def test_all_nan_population_does_not_exploit():
@@ -315,7 +315,7 @@ def test_truncation_small_populations():
     assert sel.choose_parent(0, one, "max", np.random.default_rng(0)) is None
     assert sel.parent_candidates(one, "max") == []
     two = rank(reports([0.1, 0.9]), "max", np.random.default_rng(0))
-    assert sel.choose_parent(0, two, "max", np.random.default_rng(0)).member == 1
+    assert sel.choose_parent(0, two, "max", np.random.default_rng(0)).member_id == 1
     assert sel.choose_parent(1, two, "max", np.random.default_rng(0)) is None
 
 
@@ -344,11 +344,11 @@ def test_truncation_invariants(metrics, q, mode, key):
         assert not is_better(b.metric, a.metric, mode)
     rng = np.random.default_rng(key)
     for r in rs:
-        parent = sel.choose_parent(r.member, ranked, mode, rng)
+        parent = sel.choose_parent(r.member_id, ranked, mode, rng)
         if parent is None:
             continue
-        assert r.member in bottom
-        assert parent.member in candidates and parent.member != r.member
+        assert r.member_id in bottom
+        assert parent.member_id in candidates and parent.member_id != r.member_id
         assert is_better(parent.metric, r.metric, mode)
 
 

@@ -186,14 +186,14 @@ def test_tournament_exhaustive_small_populations(n, mode):
         ranked = rank(reports, mode, np.random.default_rng(0))
         assert set(sel.parent_candidates(ranked, mode)) == set(range(n))
         for me in reports:
-            better = {r.member for r in reports if is_better(r.metric, me.metric, mode)}
-            rng = np.random.default_rng([n, me.member, *perm])
+            better = {r.member_id for r in reports if is_better(r.metric, me.metric, mode)}
+            rng = np.random.default_rng([n, me.member_id, *perm])
             parents = collections.Counter()
             for _ in range(draws):
-                parent = sel.choose_parent(me.member, ranked, mode, rng)
+                parent = sel.choose_parent(me.member_id, ranked, mode, rng)
                 if parent is not None:
-                    assert parent.member in better
-                    parents[parent.member] += 1
+                    assert parent.member_id in better
+                    parents[parent.member_id] += 1
             if not better:
                 assert not parents
                 continue
@@ -210,13 +210,13 @@ def test_tournament_ties_nan_and_available():
     assert all(sel.choose_parent(m, tied, "max", rng) is None for m in range(4) for _ in range(50))
     # A NaN member copies whichever finite member it meets; nobody copies it.
     ranked = rank(_reports([0.1, math.nan, 0.3]), "max", np.random.default_rng(0))
-    assert {sel.choose_parent(1, ranked, "max", rng).member for _ in range(100)} == {0, 2}
+    assert {sel.choose_parent(1, ranked, "max", rng).member_id for _ in range(100)} == {0, 2}
     assert all(
-        (p := sel.choose_parent(0, ranked, "max", rng)) is None or p.member == 2 for _ in range(100)
+        (p := sel.choose_parent(0, ranked, "max", rng)) is None or p.member_id == 2 for _ in range(100)
     )
     # Only members with a snapshot are met; none available: keep.
     ranked = rank(_reports([0.1, 0.2, 0.3, 0.4]), "max", np.random.default_rng(0))
-    assert {sel.choose_parent(0, ranked, "max", rng, available={3}).member for _ in range(50)} == {3}
+    assert {sel.choose_parent(0, ranked, "max", rng, available={3}).member_id for _ in range(50)} == {3}
     assert sel.choose_parent(0, ranked, "max", rng, available=set()) is None
     assert sel.choose_parent(0, ranked, "max", rng, available={0}) is None
     solo = rank(_reports([0.1]), "max", np.random.default_rng(0))
@@ -229,9 +229,9 @@ def test_tournament_is_seeded_and_order_independent():
     a = rank(reports, "max", np.random.default_rng(4))
     b = rank(list(reversed(reports)), "max", np.random.default_rng(4))
     for m in range(6):
-        got_a = [getattr(sel.choose_parent(m, a, "max", np.random.default_rng([m, k])), "member", None)
+        got_a = [getattr(sel.choose_parent(m, a, "max", np.random.default_rng([m, k])), "member_id", None)
                  for k in range(20)]
-        got_b = [getattr(sel.choose_parent(m, b, "max", np.random.default_rng([m, k])), "member", None)
+        got_b = [getattr(sel.choose_parent(m, b, "max", np.random.default_rng([m, k])), "member_id", None)
                  for k in range(20)]
         assert got_a == got_b
 
@@ -246,7 +246,7 @@ def _r(member, recent):
 def _ttest_parent(sel, me, other, mode="max", draws=1):
     ranked = rank([me, other], mode, np.random.default_rng(0))
     rng = np.random.default_rng(0)
-    out = {getattr(sel.choose_parent(me.member, ranked, mode, rng), "member", None)
+    out = {getattr(sel.choose_parent(me.member_id, ranked, mode, rng), "member_id", None)
            for _ in range(draws)}
     assert len(out) == 1  # two members: the other is always the one met
     return out.pop()
@@ -310,11 +310,11 @@ def test_ttest_samples_uniformly_and_copies_only_significant_members():
     assert set(sel.parent_candidates(ranked, "max")) == set(range(6))
     for me in reports:
         draws = collections.Counter(
-            getattr(sel.choose_parent(me.member, ranked, "max", np.random.default_rng([me.member, k])),
-                    "member", None)
+            getattr(sel.choose_parent(me.member_id, ranked, "max", np.random.default_rng([me.member_id, k])),
+                    "member_id", None)
             for k in range(500)
         )
-        better = set(range(me.member + 1, 6))
+        better = set(range(me.member_id + 1, 6))
         assert set(draws) - {None} == better
         assert abs(draws[None] / 500 - (5 - len(better)) / 5) < 0.1
 
@@ -344,15 +344,14 @@ def test_callback_reports_recent_metrics_reset_by_exploit():
 
     from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
-    store = keras_pbt.InMemoryStore(seed=0)
+    store = keras_pbt.InMemoryStore(seed=0, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1.0)}
     models = [one_weight_model(keras.optimizers.SGD(lr)) for lr in (0.05, 1e-4)]
     sel = TTestSelection(window=3, significance=0.2)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, selection=sel,
-                                 sync_timeout=60) for i in range(2)]
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", policy=keras_pbt.Policy(selection=sel)) for i in range(2)]
     kw = dict(x=X1, y=Y1, batch_size=2, epochs=7, shuffle=False, verbose=0)
     assert fit_in_threads([(m, dict(kw, callbacks=[cb])) for m, cb in zip(models, cbs)]) == [None, None]
-    exploit_steps = {(r.member, r.step) for r in store.lineage() if r.action == "exploit"}
+    exploit_steps = {(r.member_id, r.step) for r in store.lineage() if r.action == "exploit"}
     assert exploit_steps, "the slow member should copy the fast one"
     for member, history in store.histories().items():
         since = []
@@ -373,18 +372,17 @@ def test_callback_tournament_by_name_publishes_every_member():
 
     from tests.pbt_helpers import X1, Y1, fit_in_threads, one_weight_model
 
-    store = keras_pbt.InMemoryStore(seed=2)
+    store = keras_pbt.InMemoryStore(seed=2, synchronous=True, timeout=60)
     space = {"learning_rate": keras_pbt.LogUniform(1e-4, 1.0)}
     lrs = (0.1, 0.03, 1e-3, 1e-4)
-    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", synchronous=True, selection="tournament",
-                                 sync_timeout=60) for i in range(len(lrs))]
+    cbs = [keras_pbt.PBTCallback(store, i, space, monitor="loss", policy=keras_pbt.Policy(selection="tournament")) for i in range(len(lrs))]
     jobs = [(one_weight_model(keras.optimizers.SGD(lr)),
              dict(x=X1, y=Y1, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=[cb]))
             for lr, cb in zip(lrs, cbs)]
     assert fit_in_threads(jobs) == [None] * len(lrs)
     assert store.snapshot_members() == set(range(len(lrs)))  # any member may be met
-    assert all(cb.policy.selection.name == "tournament" for cb in cbs)
-    reports = {(r.member, r.step): r.metric for h in store.histories().values() for r in h}
+    assert all(cb.engine.selection.name == "tournament" for cb in cbs)
+    reports = {(r.member_id, r.step): r.metric for h in store.histories().values() for r in h}
     exploits = [r for r in store.lineage() if r.action == "exploit"]
     assert exploits
     for r in exploits:

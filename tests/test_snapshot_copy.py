@@ -14,7 +14,6 @@ not write into it when it trains on.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_pbt.population import devices
 from keras_pbt.runtime import snapshot as snapshot_lib

@@ -20,7 +20,7 @@ from keras_pbt.storage import checkpoint as checkpoint_lib
 from keras_pbt.population import devices
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.storage.store import InMemoryStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 from keras_pbt.tuner import snapshots as tuner_checkpoint
 from tests.pbt_helpers import blobs
 from tests.pbt_helpers import mlp
@@ -182,8 +182,8 @@ def test_to_host_gives_read_only_numpy_with_the_same_values():
     snap = snapshot_lib.capture(model, "a", 3, hparams={"lr": 0.1}, metric=0.5, on_device=True)
     host = snap.to_host()
     assert host is not snap and not host.on_device
-    assert (host.member, host.step, host.hparams, host.metric, host.layout) == (
-        snap.member, snap.step, snap.hparams, snap.metric, snap.layout)
+    assert (host.member_id, host.step, host.hparams, host.metric, host.layout) == (
+        snap.member_id, snap.step, snap.hparams, snap.metric, snap.layout)
     for a, t in zip(_arrays(host), _arrays(snap)):
         assert isinstance(a, np.ndarray) and not a.flags.writeable
         np.testing.assert_array_equal(a, _numpy(t))
@@ -249,6 +249,6 @@ def test_store_keeps_one_published_snapshot_per_member():
         del snap, other
         gc.collect()
         alive = [r() for r in refs if r() is not None]
-        assert sorted((s.member, s.step) for s in alive) == [("a", step), ("b", step)]
+        assert sorted((s.member_id, s.step) for s in alive) == [("a", step), ("b", step)]
         del alive
     assert store.snapshot("a").step == 3 and store.snapshot_members() == {"a", "b"}

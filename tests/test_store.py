@@ -16,7 +16,7 @@ from keras_pbt.storage import store as store_lib
 from keras_pbt.storage.store import InMemoryStore
 from keras_pbt.storage.store import PopulationStopped
 from keras_pbt.storage.store import PopulationStore
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 
 
@@ -30,6 +30,14 @@ def _in_thread(fn):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, got
+
+def _until(condition, timeout=10):
+    """Waits until `condition()` holds (polling); fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.001)
+
 
 def make_snapshot(member, step, sizes=(3, 5), metric=None):
     """A snapshot whose every element equals `step`; its creation-time CRC in hparams."""
@@ -148,7 +156,7 @@ def test_wait_for_interval_returns_when_all_live_members_arrived():
     run_threads([member(m) for m in range(n)])
     assert time.monotonic() - start < 5
     for m in range(n):
-        assert sorted(r.member for r in results[m]) == list(range(n))
+        assert sorted(r.member_id for r in results[m]) == list(range(n))
         assert all(r.interval == 1 for r in results[m])
 
 
@@ -172,7 +180,7 @@ def test_wait_for_interval_continue_returns_partial():
     store.report(Report(0, 10, 0.5, interval=1))
     store.report(Report(2, 10, 0.7, interval=1))
     got = store.wait_for_interval(0, 1, timeout=0.05, on_timeout="continue")
-    assert sorted(r.member for r in got) == [0, 2]
+    assert sorted(r.member_id for r in got) == [0, 2]
     with pytest.raises(ValueError, match=r"`on_timeout`.*on_timeout='ignore'"):
         store.wait_for_interval(0, 1, timeout=0.05, on_timeout="ignore")
 
@@ -185,12 +193,12 @@ def test_leaving_member_releases_the_barrier():
     store.report(Report(1, 10, 0.5, interval=1))
     start = time.monotonic()
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
-    time.sleep(0.1)
+    _until(lambda: store.waiting()[0] == {1: 1})   # blocked at the barrier
     assert t.is_alive()
     store.leave(2, reason="crashed")
     t.join(5)
     assert not t.is_alive() and time.monotonic() - start < 5
-    assert sorted(r.member for r in got["value"]) == [0, 1]
+    assert sorted(r.member_id for r in got["value"]) == [0, 1]
 
 
 def test_barrier_picks_each_members_report_for_that_interval():
@@ -200,10 +208,10 @@ def test_barrier_picks_each_members_report_for_that_interval():
     for i in (1, 2, 3):  # member 0 is ahead
         store.report(Report(0, 10 * i, float(i), interval=i))
     store.report(Report(1, 10, 0.1, interval=1))
-    got = {r.member: r for r in store.wait_for_interval(1, 1, timeout=1)}
+    got = {r.member_id: r for r in store.wait_for_interval(1, 1, timeout=1)}
     assert got[0].interval == 1 and got[0].step == 10 and got[1].interval == 1
     partial = store.wait_for_interval(0, 2, timeout=0.01, on_timeout="continue")
-    assert [(r.member, r.interval) for r in partial] == [(0, 2)]
+    assert [(r.member_id, r.interval) for r in partial] == [(0, 2)]
 
 
 def test_left_members_reports_still_count():
@@ -213,7 +221,7 @@ def test_left_members_reports_still_count():
     store.report(Report(1, 10, 0.9, interval=1))
     store.leave(1)
     store.report(Report(0, 10, 0.1, interval=1))
-    assert sorted(r.member for r in store.wait_for_interval(0, 1, timeout=1)) == [0, 1]
+    assert sorted(r.member_id for r in store.wait_for_interval(0, 1, timeout=1)) == [0, 1]
 
 
 def test_many_synchronous_boundaries_under_threads():
@@ -231,7 +239,7 @@ def test_many_synchronous_boundaries_under_threads():
                     time.sleep(0.0005)
                 store.report(Report(m, 10 * i, float(rng.random()), interval=i))
                 arrived = store.wait_for_interval(m, i, timeout=10)
-                seen[m].append(sorted((r.member, r.interval) for r in arrived))
+                seen[m].append(sorted((r.member_id, r.interval) for r in arrived))
         return run
 
     run_threads([member(m) for m in range(n)])
@@ -299,7 +307,7 @@ def test_barrier_index_matches_rescanning_every_history(ops):
                 with pytest.raises(BarrierTimeoutError) as info:
                     store.wait_for_interval(0, i, timeout=0)
                 assert info.value.missing == missing
-    assert store._interval_waiters == {}  # no condition kept for past waits
+    assert store.waiting()[0] == {}  # no condition kept for past waits
 
 
 def test_barrier_result_is_in_registration_order():
@@ -308,7 +316,7 @@ def test_barrier_result_is_in_registration_order():
         store.register(m)
     for m in ("b", "a", "c"):
         store.report(Report(m, 10, 0.5, interval=1))
-    assert [r.member for r in store.wait_for_interval("a", 1, timeout=0)] == ["c", "a", "b"]
+    assert [r.member_id for r in store.wait_for_interval("a", 1, timeout=0)] == ["c", "a", "b"]
 
 
 class _CountingCondition(threading.Condition):
@@ -336,18 +344,17 @@ def test_barrier_waiter_is_woken_only_when_its_interval_completes(monkeypatch):
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=30))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[0] == {1: 1})
     for m in range(1, n):
         store.report(Report(m, 10, 0.5, interval=1))
         store.report(Report(m, 20, 0.5, interval=2))
         store.publish(make_snapshot(m, 10))
-        if m < n - 1:
-            time.sleep(0.01)
-            assert t.is_alive()
     t.join(10)
     assert not t.is_alive() and len(got["value"]) == n
+    # A wrong notification would have woken the waiter once more: it was
+    # blocked before the first report, so each one would count here.
     assert _CountingCondition.wakeups == 1
-    assert store._interval_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 def test_restore_records_releases_a_waiting_barrier():
@@ -356,7 +363,7 @@ def test_restore_records_releases_a_waiting_barrier():
         store.register(m)
     store.report(Report(0, 10, 0.5, interval=1))
     t, got = _in_thread(lambda: store.wait_for_interval(0, 1, timeout=10))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[0] == {1: 1})
     assert t.is_alive()
     store.restore_records(
         {0: [Report(0, 10, 0.5, interval=1)], 1: [Report(1, 10, 0.7, interval=1)]}, []
@@ -392,7 +399,7 @@ def test_close_stops_waiting_members_and_reopen_undoes_it():
     start = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(0.05)
+    _until(lambda: store.waiting() == ({1: 1}, {1: 1}))
     store.close("stopped by the test")
     for t in threads:
         t.join(5)
@@ -406,7 +413,7 @@ def test_close_stops_waiting_members_and_reopen_undoes_it():
     store.report(Report(1, 10, 0.7, interval=1))  # reports are still recorded
     store.reopen()
     assert len(store.wait_for_interval(0, 1, timeout=0)) == 2
-    assert store._interval_waiters == {} and store._snapshot_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 def test_snapshot_waiter_ignores_other_members_publishing():
@@ -414,15 +421,14 @@ def test_snapshot_waiter_ignores_other_members_publishing():
     for m in range(3):
         store.register(m)
     t, got = _in_thread(lambda: store.snapshot(2, min_step=3, timeout=10))
-    time.sleep(0.05)
+    _until(lambda: store.waiting()[1] == {2: 1})
     store.publish(make_snapshot(1, 5))
-    store.publish(make_snapshot(2, 2))  # too early
-    time.sleep(0.05)
-    assert t.is_alive()
+    store.publish(make_snapshot(2, 2))  # too early: it waits on
+    assert store.waiting()[1] == {2: 1}
     store.publish(make_snapshot(2, 3))
     t.join(5)
     assert not t.is_alive() and got["value"].step == 3
-    assert store._snapshot_waiters == {}
+    assert store.waiting() == ({}, {})
 
 
 # --- snapshots --------------------------------------------------------------
@@ -478,9 +484,8 @@ def test_snapshot_waits_for_min_step():
     store.publish(make_snapshot(0, 5))
 
     def publisher():
-        time.sleep(0.05)
+        _until(lambda: store.waiting()[1] == {0: 1})   # the reader waits for step 10
         store.publish(make_snapshot(0, 8))
-        time.sleep(0.05)
         store.publish(make_snapshot(0, 10))
 
     t = threading.Thread(target=publisher, daemon=True)
@@ -506,7 +511,7 @@ def test_snapshot_timeout_returns_none():
 
 def test_lineage_order_and_copy():
     store = InMemoryStore(seed=0)
-    recs = [LineageRecord(member=m, step=0, action="init", hparams={}) for m in range(3)]
+    recs = [LineageRecord(member_id=m, step=0, action="init", hparams={}) for m in range(3)]
     for r in recs:
         store.add_lineage(r)
     got = store.lineage()
@@ -522,11 +527,11 @@ def check_final_state(store, expected_steps, expected_lineage):
     histories = store.histories()
     for m, steps in expected_steps.items():
         assert [r.step for r in histories[m]] == steps
-        assert all(r.member == m for r in histories[m])
+        assert all(r.member_id == m for r in histories[m])
     lineage = store.lineage()
     assert len(lineage) == sum(expected_lineage.values())
     for m, count in expected_lineage.items():
-        mine = [r.step for r in lineage if r.member == m]
+        mine = [r.step for r in lineage if r.member_id == m]
         assert mine == list(range(count))  # each member's records in its own order
     for m in store.snapshot_members():
         verify_snapshot(store.snapshot(m))
@@ -548,11 +553,11 @@ def run_member(store, m, ops, n_members, barrier):
             other = (m + i) % n_members
             snap = store.snapshot(other)
             if snap is not None:
-                assert snap.member == other
+                assert snap.member_id == other
                 verify_snapshot(snap)
         elif op == "lineage":
             store.add_lineage(
-                LineageRecord(member=m, step=lineage_count, action="keep", hparams={"i": i})
+                LineageRecord(member_id=m, step=lineage_count, action="keep", hparams={"i": i})
             )
             lineage_count += 1
         elif op == "histories":

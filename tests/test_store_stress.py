@@ -52,10 +52,10 @@ class _Member:
                 if snap is None:
                     continue
                 read_at = next(self.clock)
-                assert snap.member == parent
+                assert snap.member_id == parent
                 verify_snapshot(snap)
                 store.add_lineage(LineageRecord(
-                    member=m, step=self.step, action="exploit", hparams={"from": parent},
+                    member_id=m, step=self.step, action="exploit", hparams={"from": parent},
                     parent=parent, parent_step=snap.step, parent_metric=snap.metric,
                     time=float(read_at),
                 ))
@@ -97,7 +97,7 @@ def _check(store, members):
     lineage = store.lineage()
     assert len(lineage) == sum(len(mb.exploits) for mb in members)
     for mb in members:
-        mine = [(r.parent, r.parent_step, int(r.time)) for r in lineage if r.member == mb.m]
+        mine = [(r.parent, r.parent_step, int(r.time)) for r in lineage if r.member_id == mb.m]
         assert mine == mb.exploits, "each member's lineage in its own order, nothing lost"
     by_member = {mb.m: mb for mb in members}
     for r in lineage:

@@ -187,7 +187,7 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir, ser
     page, frame, dialogs, errors = tab
     _, info = logdir
     recorded = info["lineage_a"]
-    members = {r.member for r in recorded}
+    members = {r.member_id for r in recorded}
     exploits = [r for r in recorded if r.is_exploit]
     assert exploits
     assert frame.locator("#experiment").input_value() == "pop_a"
@@ -196,7 +196,7 @@ def test_tab_draws_the_real_run_and_shows_hostile_names_as_text(tab, logdir, ser
     drawn = {(a.get_attribute("data-child"), a.get_attribute("data-parent"),
               int(a.get_attribute("data-step")))
              for a in frame.locator("path.exploit-arrow").all()}
-    assert drawn == {(str(r.member), str(r.parent), r.step) for r in exploits}
+    assert drawn == {(str(r.member_id), str(r.parent), r.step) for r in exploits}
     lanes = [g.get_attribute("data-member") for g in frame.locator("g.lane").all()]
     assert lanes == ["0", "1", "2", pbt_logdir.HOSTILE_MEMBER]
 

@@ -133,7 +133,7 @@ def test_experiments_groups_runs_by_parent_directory(client, logdir_info):
     by_name = {x["name"]: x for x in data["experiments"]}
     assert sorted(by_name) == ["pop_a", "pop_b", "pop_bad"]
     assert by_name["pop_a"]["runs"] == sorted(
-        f"pop_a/member_{m}" for m in {r.member for r in info["lineage_a"]})
+        f"pop_a/member_{m}" for m in {r.member_id for r in info["lineage_a"]})
     assert len(by_name["pop_b"]["runs"]) == 6
     assert by_name["pop_b"]["max_step"] == 150
     assert by_name["pop_a"]["max_step"] == max(r.step for r in info["lineage_a"])
@@ -156,8 +156,8 @@ def test_lineage_of_a_real_run_matches_what_it_recorded(client, logdir_info):
     assert data["num_exploits"] == len(exploits)
     served = {(r["member"], r["step"], r["action"], r["parent"], r["parent_step"])
               for r in data["records"]}
-    assert served == {(r.member, r.step, r.action, r.parent, r.parent_step) for r in recorded}
-    counts = collections.Counter(r.member for r in recorded)
+    assert served == {(r.member_id, r.step, r.action, r.parent, r.parent_step) for r in recorded}
+    counts = collections.Counter(r.member_id for r in recorded)
     assert {m["id"]: m["records"] for m in data["members"]} == dict(counts)
     exploit = next(r for r in data["records"] if r["action"] == "exploit")
     assert set(exploit["hparams"]) == {"learning_rate", "momentum"}
@@ -170,7 +170,7 @@ def _latest_metrics_by_hand(records):
     latest = {}
     for r in sorted(records, key=lambda r: r.step):
         if r.metric is not None:
-            latest[r.member] = r.metric
+            latest[r.member_id] = r.metric
     return latest
 
 
@@ -208,7 +208,7 @@ def test_best_member_and_ancestry_of_a_real_run(client, logdir_info):
     assert best["schedule"] == schedule_lib.schedule_by_hparam(
         schedule_lib.ancestry_schedule(recorded, best["member"]))
     assert set(best["schedule"]) == {"learning_rate", "momentum"}
-    assert best["end_step"] == max(r.step for r in recorded if r.member == best["member"])
+    assert best["end_step"] == max(r.step for r in recorded if r.member_id == best["member"])
 
 
 HANDMADE = "handmade"

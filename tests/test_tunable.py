@@ -12,7 +12,6 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_pbt
 from keras_pbt.runtime import tunable
@@ -54,6 +53,8 @@ def test_python_side_acts_as_the_current_float():
 
 @pytest.mark.tensorflow_only(reason="float64 variables and tf.function")
 def test_arithmetic_reads_the_variable_with_python_precision():
+    import tensorflow as tf
+
     t = _tunable(0.999)
     # 1 - beta_2 in float64 then float32, as Keras converts a Python float.
     assert (1 - t).dtype == tf.float32
@@ -96,13 +97,12 @@ class _Traces(keras.callbacks.Callback):
 
 def test_pbt_exploits_change_momentum_without_retracing():
     x, y = blobs(160)
-    store = keras_pbt.InMemoryStore(seed=3)
+    store = keras_pbt.InMemoryStore(seed=3, synchronous=True)
     space = {"learning_rate": keras_pbt.LogUniform(1e-3, 0.5), "momentum": keras_pbt.Uniform(0.3, 0.95)}
     jobs, traces, callbacks = [], [], []
     initial = [(0.3, 0.9), (0.05, 0.5), (0.002, 0.4), (0.001, 0.3)]
     for i, (lr, mom) in enumerate(initial):
-        cb = keras_pbt.PBTCallback(store, i, space, monitor="accuracy", synchronous=True,
-                                   quantile=0.25, seed=3)
+        cb = keras_pbt.PBTCallback(store, i, space, monitor="accuracy", policy=keras_pbt.Policy(quantile=0.25))
         model = mlp(i, keras.optimizers.SGD(lr, momentum=mom))
         rec = _Traces(model)
         traces.append(rec)
@@ -122,7 +122,7 @@ def test_pbt_exploits_change_momentum_without_retracing():
         # ...while momentum followed the member's hyperparameters.
         assert isinstance(model.optimizer.momentum, float)  # plain again after fit
         assert model.optimizer.momentum == pytest.approx(cb.hparams["momentum"])
-    changed = {r.member for r in exploits}
+    changed = {r.member_id for r in exploits}
     for member in changed:
         # (recorded after each epoch's boundary; an exploit at the first
         # boundary changes it from the initial value)
@@ -164,6 +164,8 @@ def test_model_saves_mid_fit_and_after_with_plain_floats(tmp_path):
 @pytest.mark.tensorflow_only(reason="MirroredStrategy")
 def test_mirrored_member_over_two_devices_reads_the_new_momentum():
     # A member over two logical CPUs: both replicas must use the assigned value.
+    import tensorflow as tf
+
     strategy = tf.distribute.MirroredStrategy(
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice("/cpu:0"))
     with strategy.scope():
@@ -196,7 +198,7 @@ def test_a_model_traced_before_pbt_uses_the_callbacks_values():
         a.assign(b.numpy())  # a copy: JAX's fit donates the buffers of its state
     space = {"momentum": keras_pbt.Uniform(0.0, 0.99)}
     cb = keras_pbt.PBTCallback(keras_pbt.InMemoryStore(), 0, space, monitor="loss",
-                               hparams={"momentum": 0.9})
+                               initial_hparams={"momentum": 0.9})
     model.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
     twin.fit(X1, Y1, batch_size=4, epochs=3, shuffle=False, verbose=0)
     np.testing.assert_allclose(model.get_weights()[0], twin.get_weights()[0], rtol=1e-6)

@@ -11,14 +11,15 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
-import tensorflow as tf
+from tensorboard.util import tensor_util
 from sklearn.datasets import load_digits
 
 import keras_pbt
 from keras_pbt.core.lineage import PLUGIN_NAME
 from keras_pbt.core.lineage import loads
 from keras_pbt.storage.checkpoint import CheckpointError
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.events import read_events
+from keras_pbt.storage.payload import Snapshot
 from keras_pbt.tuner import snapshots
 from keras_pbt.tuner.worker import Worker
 from tests.pbt_helpers import X1
@@ -74,10 +75,10 @@ class DigitsHyperModel(kt.HyperModel):
 def read_logdir(logdir, member):
     scalars, records = {}, []
     for path in sorted(glob.glob(os.path.join(logdir, f"member_{member}", "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
+        for event in read_events(path):
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name == PLUGIN_NAME:
-                    records += loads(tf.make_ndarray(value.tensor).item())
+                    records += loads(tensor_util.make_ndarray(value.tensor).item())
                 else:
                     scalars.setdefault(value.tag, []).append(event.step)
     return scalars, records
@@ -92,10 +93,10 @@ def test_random_search_and_pbt_tune_the_same_hypermodel(tmp_path, capsys):
     assert len(random_search.oracle.trials) == 2 and hypermodel.calls == 2
 
     tuner = keras_pbt.PBTTuner(hypermodel, objective="val_accuracy", population_size=4,
-                               max_epochs=3, interval_epochs=1, quantile=0.25,
-                               frozen=["units"], seed=11, directory=str(tmp_path),
-                               project_name="pbt")  # seed 11: every member has units=16
-    tuner.search(x, y, validation_data=(xv, yv), verbose=0)
+                               interval=1, policy=keras_pbt.Policy(quantile=0.25),
+                               frozen=["units"], seed=11,  # seed 11: every member has units=16
+                               directory=str(tmp_path), project_name="pbt")
+    tuner.search(x, y, validation_data=(xv, yv), epochs=3, verbose=0)
     assert hypermodel.calls == 2 + 12 and tuner.training_calls == 12
     # Found by building the hypermodel with neighbouring values: units changes the
     # weights; activation, the dropout rate and nesterov the model; the rest the optimizer.
@@ -121,7 +122,7 @@ def test_random_search_and_pbt_tune_the_same_hypermodel(tmp_path, capsys):
     assert best_model.optimizer.learning_rate.numpy() == pytest.approx(
         best_trial.hyperparameters.values["learning_rate"])
     # batch_size, declared in HyperModel.fit, joined the space and is explored too.
-    assert "batch_size" in tuner.oracle.policy().space
+    assert "batch_size" in tuner.oracle.engine.space
 
     # trial.json of a segment reads sensibly and its directory holds the checkpoint.
     later = [t for t in trials.values() if t.hyperparameters.values["pbt/segment"] > 0]
@@ -178,7 +179,7 @@ def _sgd_step(w, v, lr, momentum):
 
 @pytest.mark.all_backends
 def test_a_child_trains_from_its_parents_weights_and_slots_with_its_own_hyperparameters(tmp_path):
-    tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
+    tuner = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2,
                                directory=str(tmp_path), project_name="p")
     tuner.roles = tuner._find_roles(None)
     assert tuner.roles.optimizer == {"lr": "learning_rate", "momentum": "momentum"}
@@ -233,7 +234,8 @@ def test_snapshots_use_keras_pbts_checkpoint_format(tmp_path):
     with np.load(tmp_path / snapshots.FILE, allow_pickle=False) as npz:
         assert sorted(npz.files) == ["meta", "o00000", "w00000"]
         meta = json.loads(npz["meta"].tobytes())
-    assert '"metric": "NaN"' in meta["snapshot"]   # keras_pbt.core.lineage's spelling
+    assert meta["snapshot"]["metric"] == "NaN"   # keras_pbt.core.lineage's spelling
+    assert meta["snapshot"]["num_weights"] == 1 and meta["snapshot"]["member_id"] == 1
     back = snapshots.load(tmp_path)
     assert back.step == 7 and back.layout == snap.layout and back.hparams == snap.hparams
     assert back.checksum() == snap.checksum() and np.isnan(back.metric)
@@ -248,18 +250,18 @@ def test_snapshots_use_keras_pbts_checkpoint_format(tmp_path):
 
 def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path):
     x, y, xv, yv = digits()
-    kwargs = dict(objective="val_loss", population_size=3, max_epochs=3, quantile=0.34,
+    kwargs = dict(objective="val_loss", population_size=3, policy=keras_pbt.Policy(quantile=0.34),
                   frozen=["units"], seed=2, directory=str(tmp_path), project_name="resume")
     first = DigitsHyperModel(interrupt_at=5)
     tuner = keras_pbt.PBTTuner(first, **kwargs)
     with pytest.raises(KeyboardInterrupt):
-        tuner.search(x, y, validation_data=(xv, yv), verbose=0)
+        tuner.search(x, y, validation_data=(xv, yv), epochs=3, verbose=0)
     assert first.calls == 5 and len(first.finished) == 4
     lineage_before = [r.to_dict() for r in tuner.oracle.lineage()]
 
     second = DigitsHyperModel()
     tuner = keras_pbt.PBTTuner(second, overwrite=False, **kwargs)
-    tuner.search(x, y, validation_data=(xv, yv), verbose=0)
+    tuner.search(x, y, validation_data=(xv, yv), epochs=3, verbose=0)
     # 9 segments in all: 4 finished before, the interrupted one and 4 more now.
     assert second.calls == 5
     assert not set(first.finished) & set(second.finished)
@@ -267,7 +269,7 @@ def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path)
     lineage = tuner.oracle.lineage()
     assert [r.to_dict() for r in lineage[:len(lineage_before)]] == lineage_before
     for m in range(3):
-        assert [r.interval for r in lineage if r.member == m] == [0, 1, 2, 3]
+        assert [r.interval for r in lineage if r.member_id == m] == [0, 1, 2, 3]
         _, records = read_logdir(tuner.logdir, m)     # two runs' event files, one story
         assert [r.interval for r in records] == [0, 1, 2, 3]
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
@@ -287,12 +289,14 @@ def test_resume_after_an_interruption_trains_no_finished_segment_again(tmp_path)
 def test_workers_on_device_slices_share_one_oracle(tmp_path):
     x, y, xv, yv = digits()
     hypermodel = DigitsHyperModel()
-    tuner = keras_pbt.PBTTuner(hypermodel, objective="val_loss", population_size=4, max_epochs=2,
-                               frozen=["units"], devices=["/cpu:0", "/cpu:1"], seed=1,
+    tuner = keras_pbt.PBTTuner(hypermodel, objective="val_loss", population_size=4,
+                               frozen=["units"], seed=1, devices=["/cpu:0", "/cpu:1"],
                                directory=str(tmp_path), project_name="slices")
-    tuner.search(x, y, validation_data=(xv, yv), verbose=0)
+    tuner.search(x, y, validation_data=(xv, yv), epochs=2, verbose=0)
     assert hypermodel.calls == 8
     assert len(hypermodel.threads) == 2
+    import tensorflow as tf
+
     assert {tf.DeviceSpec.from_string(d).device_index for d in hypermodel.devices} == {0, 1}
     assert {t.status for t in tuner.oracle.trials.values()} == {"COMPLETED"}
 
@@ -306,12 +310,13 @@ def test_search_takes_epochs_as_the_budget_and_refuses_another(tmp_path):
         tuner.search(X1, Y1, epochs=2, initial_epoch=1)
     tuner.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
     assert tuner.oracle.max_epochs == 2 and len(tuner.oracle.trials) == 4
-    fixed = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2, max_epochs=2,
-                               directory=str(tmp_path), project_name="q")
+    # A resumed search keeps its budget.
+    resumed = keras_pbt.PBTTuner(OneWeight(), objective="loss", population_size=2,
+                                 overwrite=False, directory=str(tmp_path), project_name="p")
     with pytest.raises(ValueError, match=r"max_epochs=2 .*Received: epochs=3"):
-        fixed.search(X1, Y1, epochs=3)
-    fixed.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
-    assert len(fixed.oracle.trials) == 4
+        resumed.search(X1, Y1, epochs=3)
+    resumed.search(X1, Y1, epochs=2, batch_size=8, verbose=0)
+    assert len(resumed.oracle.trials) == 4 and resumed.training_calls == 0
 
 
 def build_getting_started(hp):
@@ -341,8 +346,8 @@ def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
     x, y, xv, yv = digits()
     y, yv = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yv, 10)
     tuner = keras_pbt.PBTTuner(build_getting_started, objective="val_accuracy",
-                               population_size=4, interval_epochs=2, quantile=0.25, seed=3,
-                               directory=str(tmp_path), project_name="gs")
+                               population_size=4, seed=3,
+                               directory=str(tmp_path), project_name="gs", policy=keras_pbt.Policy(quantile=0.25), interval=2)
     tuner.search(x, y, epochs=6, validation_data=(xv, yv), verbose=0)
     assert tuner.roles.layout == ("units",)
     assert set(tuner.roles.rebuild) == {"activation", "dropout"}
@@ -351,7 +356,7 @@ def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
     trials = tuner.oracle.trials
     assert len(trials) == 12 and {t.status for t in trials.values()} == {"COMPLETED"}
     lineage = tuner.oracle.lineage()
-    units = {r.member: r.hparams["units"] for r in lineage if r.action == "init"}
+    units = {r.member_id: r.hparams["units"] for r in lineage if r.action == "init"}
     assert len(set(units.values())) > 1
     assert sum(r.action == "exploit" for r in lineage) == 2
     spread = 0
@@ -359,9 +364,9 @@ def test_keras_tuners_getting_started_hypermodel_runs_unchanged(tmp_path):
         if r.action == "exploit":  # the architecture comes with the weights, never explored
             assert r.hparams["units"] == units[r.parent] and "units" not in r.ops
             assert {"activation", "dropout", "lr"} == set(r.ops)
-            spread += units[r.member] != r.hparams["units"]
-            units[r.member] = r.hparams["units"]
-        assert r.hparams["units"] == units[r.member]
+            spread += units[r.member_id] != r.hparams["units"]
+            units[r.member_id] = r.hparams["units"]
+        assert r.hparams["units"] == units[r.member_id]
     assert spread >= 1   # with seed 3 a member took another width: the architecture spread
     best_trial = tuner.oracle.get_best_trials(1)[0]
     best_model = tuner.get_best_models(1)[0]
@@ -387,8 +392,7 @@ class Conditional(kt.HyperModel):
 
 def test_conditional_hyperparameters_work(tmp_path):
     x, y, xv, yv = digits()
-    tuner = keras_pbt.PBTTuner(Conditional(), objective="val_loss", population_size=4,
-                               quantile=0.5, seed=1, directory=str(tmp_path), project_name="c")
+    tuner = keras_pbt.PBTTuner(Conditional(), objective="val_loss", population_size=4, seed=1, directory=str(tmp_path), project_name="c", policy=keras_pbt.Policy(quantile=0.5))
     tuner.search(x[:128], y[:128], epochs=3, validation_data=(xv, yv), batch_size=32, verbose=0)
     assert tuner.roles.layout == ("kind", "width")
     assert tuner.roles.optimizer == {"lr": "learning_rate", "momentum": "momentum"}
@@ -423,11 +427,13 @@ class IdleTuner(keras_pbt.PBTTuner):
 
 
 def test_a_lone_worker_backs_off_while_it_waits_for_another(tmp_path):
-    tuner = IdleTuner(OneWeight(), objective="loss", population_size=2, max_epochs=1,
-                      max_idle_sleep=0.25, directory=str(tmp_path), project_name="idle")
+    tuner = IdleTuner(OneWeight(), objective="loss", population_size=2,
+                      directory=str(tmp_path), project_name="idle")
+    tuner.pbt_oracle.set_max_epochs(1)
     tuner.held = tuner.oracle.create_trial("other")       # member 0, running elsewhere
     assert tuner.held.hyperparameters.values["pbt/member"] == 0
-    tuner.search(X1, Y1, batch_size=8, verbose=0)
+    assert tuner.max_idle_sleep == 0.25
+    tuner.search(X1, Y1, batch_size=8, epochs=1, verbose=0)
     assert tuner.training_calls == 1
     # After its own segment, nothing to hand out: 0.05 s, doubling up to max_idle_sleep.
     assert tuner.idle_sleeps == [[0.05, 0.1, 0.2, 0.25, 0.25, 0.25]]

@@ -64,10 +64,13 @@ def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(
     assert done["worker0"]["training_calls"] + done["worker1"]["training_calls"] == 20
     assert {m for (m, s), w in ran.items() if s == 0 and w == "worker0"} == {0, 1, 2, 3}
     assert {m for (m, s), w in ran.items() if s == 1 and w == "worker1"} == {0, 1, 2, 3}
+    # Waiting for the other worker (an IDLE answer from the chief) sleeps,
+    # backing off from 0.05 s to max_idle_sleep=0.1 s: every run of waits
+    # is 0.05, 0.1, 0.1, ... (a spinning or constant wait fails this). The
+    # barrier between generations makes a worker wait: no sleep at all
+    # would mean the IDLE answers were never seen.
+    assert any(d["idle_sleeps"] for d in done.values()), done
     for d in done.values():
-        # Waiting for the other worker (an IDLE answer from the chief) sleeps,
-        # backing off from 0.05 s to max_idle_sleep=0.1 s: every run of waits
-        # is 0.05, 0.1, 0.1, ... (a spinning or constant wait fails this).
         runs = []
         for sleep in d["idle_sleeps"]:
             if sleep == 0.05:
@@ -81,8 +84,9 @@ def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(
     # chief would resume it, but in this process and without a server.
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     tuner = keras_pbt.PBTTuner(lambda hp: None, objective="val_loss", population_size=4,
-                               max_epochs=5, quantile=0.5, seed=4, directory=directory,
+                               policy=keras_pbt.Policy(quantile=0.5), seed=4, directory=directory,
                                project_name="dist")
+    assert tuner.pbt_oracle.max_epochs == 5  # the budget the search ran with, resumed
     trials = tuner.oracle.trials
     assert len(trials) == 20 and {t.status for t in trials.values()} == {"COMPLETED"}
     exploits = [t for t in trials.values() if t.hyperparameters.values["pbt/action"] == "exploit"]

@@ -35,9 +35,9 @@ def test_every_member_shuffles_with_its_own_seed_on_a_kept_model(tmp_path, monke
 
     monkeypatch.setattr(worker_lib.Worker, "_data", recording_data)
     tuner = keras_pbt.PBTTuner(RecordingHyperModel(log), objective=kt.Objective("loss", "min"),
-                               population_size=3, max_epochs=3, devices=["/cpu:0"], seed=5,
-                               directory=str(tmp_path), project_name="seeds")
-    tuner.search(X1, Y1, batch_size=2, verbose=0)
+                               population_size=3, seed=5,
+                               directory=str(tmp_path), project_name="seeds", devices=["/cpu:0"])
+    tuner.search(X1, Y1, batch_size=2, epochs=3, verbose=0)
     (worker,) = tuner.workers
     assert worker.reuses >= 1  # members trained on a model another one built
     # A fit's pipeline is made inside it (before the next fit) or is the latest one.

@@ -81,11 +81,12 @@ def main(directory):
     hypermodel = HyperModel(os.path.join(directory, f"ran_{tuner_id}.jsonl"))
     start = time.monotonic()
     tuner = GatedTuner(
-        hypermodel, objective="val_loss",
-        population_size=POPULATION, max_epochs=MAX_EPOCHS, quantile=0.5, seed=4,
-        max_idle_sleep=0.1, directory=directory, project_name="dist",
+        hypermodel, objective="val_loss", population_size=POPULATION,
+        policy=keras_pbt.Policy(quantile=0.5), seed=4, directory=directory, project_name="dist",
     )
-    tuner.search(x[:256], y[:256], validation_data=(x[1400:1560], y[1400:1560]), verbose=0)
+    tuner.max_idle_sleep = 0.1
+    tuner.search(x[:256], y[:256], validation_data=(x[1400:1560], y[1400:1560]),
+                 epochs=MAX_EPOCHS, verbose=0)
     with open(os.path.join(directory, f"done_{tuner_id}.json"), "w", encoding="utf-8") as f:
         json.dump({"training_calls": tuner.training_calls, "idle_sleeps": tuner.idle_sleeps[0],
                    "wall": time.monotonic() - start,

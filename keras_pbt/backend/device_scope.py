@@ -29,8 +29,9 @@ class DeviceScope:
             raise ValueError(
                 f"On the {keras.backend.backend()} backend a member trains on one device: "
                 "several devices per member (data parallelism) need TensorFlow's "
-                "MirroredStrategy. Pass devices_per_member=1. "
-                f"Received: devices_per_member={len(devices)}"
+                "MirroredStrategy (pip install keras-pbt[tensorflow], KERAS_BACKEND=tensorflow). "
+                "Pass Devices(per_member=1). "
+                f"Received: per_member={len(devices)}"
             )
         self.devices = devices
         self.device = devices[0]

@@ -24,11 +24,15 @@ CPU devices: `keras_pbt.configure_cpu_devices(n)` before JAX initialises,
 or `XLA_FLAGS=--xla_force_host_platform_device_count=n`).
 """
 
+import atexit
 import functools
+import shutil
+import tempfile
+import threading
 
 import jax
-import jax.numpy as jnp
 import keras
+import numpy as np
 
 from keras_pbt.backend.device_scope import canonical_device  # noqa: F401
 from keras_pbt.backend.device_scope import fit_scope  # noqa: F401
@@ -60,16 +64,21 @@ def step_captures_floats(model):
 def host_copy(variable):
     # `np.asarray` of a CPU array may view its buffer, which the next
     # (donating) step reuses: always copy.
-    import numpy as np
-
     return np.array(variable.value, copy=True)
 
 
+def _copy_to(device, value):
+    """A new buffer holding `value` on `device`, uncommitted (as Keras creates
+    its variables: see `assign`). A transfer, not a computation: nothing is
+    compiled (`jnp.array(copy=True)` would compile a copy for every shape on
+    every device, 18 compilations in a 6-member population here)."""
+    with jax.default_device(device):
+        return jax.device_put(value, may_alias=False)
+
+
 def device_copy(variable):
-    # On the variable's own device: an uncommitted array is computed on, and
-    # copied to, the caller's default device, so make that the variable's.
-    with jax.default_device(_device_of(variable)):
-        return jnp.array(variable.value, copy=True)
+    # On the variable's own device.
+    return _copy_to(_device_of(variable), variable.value)
 
 
 def has_gpu():
@@ -92,8 +101,7 @@ def assign(variable, value):
     device, and one committed input makes every output committed, so a
     committed copy would cost each member one more compile of its steps.
     """
-    with jax.default_device(_device_of(variable)):
-        variable.assign(jnp.array(value, copy=True))
+    variable.assign(_copy_to(_device_of(variable), value))
 
 
 def is_hparam_variable(variable):
@@ -108,9 +116,9 @@ def tunable_variable(value, name, model, optimizer):
     """A float32 `keras.Variable` on the optimizer's device, in its variables."""
     del model
     # On the optimizer's device, uncommitted as Keras' own variables (see `assign`).
+    initial = _copy_to(_device_of(optimizer.iterations), np.float32(value))
     with jax.default_device(_device_of(optimizer.iterations)):
-        variable = keras.Variable(jnp.asarray(value, dtype="float32"), dtype="float32",
-                                  trainable=False, name=f"pbt_{name}")
+        variable = keras.Variable(initial, dtype="float32", trainable=False, name=f"pbt_{name}")
     _track_in_optimizer(optimizer, variable)
     return variable
 
@@ -188,6 +196,37 @@ def register_tunable_type(cls, read):
     del cls, read
 
 
+# ------------------------------------------------------- shared compilations
+
+_SHARED_CACHE = []
+_SHARED_CACHE_LOCK = threading.Lock()
+
+
+def share_compilations():
+    """Lets members of one architecture share their compiled steps.
+
+    Keras jits each model's train and test steps itself, so N members of
+    the same architecture compile the same XLA program N times (per batch
+    shape): most of JAX's extra fit time against TensorFlow here. JAX's
+    persistent compilation cache hands a program compiled once to every
+    later member on the same device (its key holds the program and the
+    device, not the model). Unless the user configured a cache
+    (`jax_compilation_cache_dir`), this turns one on for the process, in a
+    temporary directory removed at exit, for compilations of any duration.
+    Called before the first member is built; later calls do nothing.
+    """
+    with _SHARED_CACHE_LOCK:
+        if _SHARED_CACHE or jax.config.jax_compilation_cache_dir is not None:
+            return
+        if not jax.config.jax_enable_compilation_cache:
+            return
+        path = tempfile.mkdtemp(prefix="keras-pbt-jax-cache-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        _SHARED_CACHE.append(path)
+
+
 # ------------------------------------------------------------------ devices
 
 
@@ -217,9 +256,9 @@ def _name(device):
     return f"{device.platform}:{device.id}"
 
 
-def available_devices(num_cpu_devices=None):
-    if num_cpu_devices is not None:
-        _ask_for_cpu_devices(num_cpu_devices)  # before has_gpu() starts JAX
+def available_devices(num_cpu=None):
+    if num_cpu is not None:
+        _ask_for_cpu_devices(num_cpu)  # before has_gpu() starts JAX
     if has_gpu():
         return [_name(d) for d in jax.devices("gpu")]
     return [_name(d) for d in jax.devices("cpu")]

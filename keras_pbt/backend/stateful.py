@@ -29,3 +29,7 @@ def carry_variable(model, variable, optimizer=None):
 
 def drop_variable(model, variable, optimizer=None):
     del model, variable, optimizer
+
+
+def share_compilations():
+    """Nothing to share: TensorFlow traces per model, PyTorch runs eagerly."""

@@ -22,6 +22,7 @@ from keras_pbt.backend.stateful import carry_variable  # noqa: F401
 from keras_pbt.backend.stateful import drop_variable  # noqa: F401
 from keras_pbt.backend.stateful import is_hparam_variable  # noqa: F401
 from keras_pbt.backend.stateful import release_tunable  # noqa: F401
+from keras_pbt.backend.stateful import share_compilations  # noqa: F401
 from keras_pbt.backend.stateful import sync_state  # noqa: F401
 
 # The compiled step reads optimizer floats through a variable (tunable.py).
@@ -173,14 +174,14 @@ def configure_cpu_devices(n):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def available_devices(num_cpu_devices=None):
+def available_devices(num_cpu=None):
     # list_physical_devices does not initialise TensorFlow; listing logical
     # devices does, after which CPU devices can no longer be split.
     if tf.config.list_physical_devices("GPU"):
         return [d.name for d in tf.config.list_logical_devices("GPU")]
-    if num_cpu_devices is not None:
+    if num_cpu is not None:
         try:
-            return configure_cpu_devices(num_cpu_devices)
+            return configure_cpu_devices(num_cpu)
         except RuntimeError:
             pass
     return [d.name for d in tf.config.list_logical_devices("CPU")]

@@ -23,6 +23,7 @@ from keras_pbt.backend.stateful import carry_variable  # noqa: F401
 from keras_pbt.backend.stateful import drop_variable  # noqa: F401
 from keras_pbt.backend.stateful import is_hparam_variable  # noqa: F401
 from keras_pbt.backend.stateful import release_tunable  # noqa: F401
+from keras_pbt.backend.stateful import share_compilations  # noqa: F401
 from keras_pbt.backend.stateful import sync_state  # noqa: F401
 
 # The dtype of the variable behind a TunableFloat.
@@ -95,8 +96,8 @@ def configure_cpu_devices(n):
     return ["cpu"]
 
 
-def available_devices(num_cpu_devices=None):
-    del num_cpu_devices
+def available_devices(num_cpu=None):
+    del num_cpu
     return _gpus() or ["cpu"]
 
 

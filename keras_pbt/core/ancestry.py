@@ -3,7 +3,7 @@
 Pure Python, the one home of two rules that the callback's population, the
 keras-tuner oracle, `replay` and the TensorBoard tab's server all use:
 
-* **The best member** (`rank_members`, `best_member`). Each member counts with
+* **The best member** (`order_members`, `best_member`). Each member counts with
   the metric of its latest record that has one (its latest boundary; an
   exploit record holds the metric the member had before it copied, a restart
   record holds none). Finite metrics rank first, by `mode`; NaN and +-inf rank
@@ -31,11 +31,11 @@ from typing import Any, Dict, Optional
 
 from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.core import selection as selection_lib
+from keras_pbt.core.validation import check_mode
 
 # Records after which a member trains with new hyperparameters (and, for an
 # exploit or restart, new weights).
 CHANGES = ("init", "exploit", "restart")
-MODES = ("min", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ class AncestryEntry:
             effect (0 for the initial hyperparameters): the step at which a
             replay applies them.
         hparams: the hyperparameters used from `step` on.
-        member: the member that trained with them.
+        member_id: the member that trained with them.
         member_step: that member's own step at the change.
         action: `"init"`, `"exploit"` or `"restart"`.
         record: the `LineageRecord` of the change.
@@ -58,7 +58,7 @@ class AncestryEntry:
 
     step: int
     hparams: Dict[str, Any]
-    member: Any
+    member_id: Any
     member_step: int
     action: str
     record: Any = None
@@ -74,7 +74,7 @@ class AncestryEntry:
         """A JSON-safe dict (the lineage module's spelling of non-finite floats)."""
         record = self.record
         return lineage_lib.encode({
-            "step": self.step, "end_step": self.end_step, "member": self.member,
+            "step": self.step, "end_step": self.end_step, "member": self.member_id,
             "member_step": self.member_step, "member_end_step": self.member_end_step,
             "action": self.action, "hparams": dict(self.hparams),
             "parent": None if record is None else record.parent,
@@ -82,21 +82,25 @@ class AncestryEntry:
         })
 
 
-def member_order_key(member):
+def member_order_key(member_id):
     """The canonical order of member ids: integers by value, then the rest by text.
 
     Used to break ties, so `2` comes before `10` and before `"a"`.
     """
-    if isinstance(member, numbers.Integral) and not isinstance(member, bool):
-        return (0, int(member), "")
-    return (1, 0, str(member))
+    if isinstance(member_id, numbers.Integral) and not isinstance(member_id, bool):
+        return (0, int(member_id), "")
+    return (1, 0, str(member_id))
 
 
-def rank_members(metrics, mode):
-    """Member ids, best first, by the one best-member rule.
+def order_members(metrics, mode):
+    """Member ids, best first, by the one best-member rule: their latest metric.
+
+    This orders the final standings (`best_member`, the tab's table). It
+    is not a boundary's *rank*, which orders reports by the policy's
+    ranking signal with a seeded tie-break (`PBTPolicy.rank`).
 
     Args:
-        metrics: dict member id -> its current metric (None: not ranked).
+        metrics: dict member id -> its current metric (None: left out).
         mode: `"min"` or `"max"`.
 
     Returns:
@@ -105,11 +109,10 @@ def rank_members(metrics, mode):
 
     Example:
 
-    >>> rank_members({0: 0.5, 1: 0.9, 2: float("nan"), 3: 0.9, 4: None}, "max")
+    >>> order_members({0: 0.5, 1: 0.9, 2: float("nan"), 3: 0.9, 4: None}, "max")
     [1, 3, 0, 2]
     """
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+    check_mode(mode)
     sign = -1.0 if mode == "max" else 1.0
 
     def key(item):
@@ -131,12 +134,12 @@ def latest_metrics(lineage):
     latest = {}
     for r in _sorted(lineage):
         if r.metric is not None:
-            latest[r.member] = r.metric
+            latest[r.member_id] = r.metric
     return latest
 
 
 def best_member(lineage, mode=None):
-    """The member whose latest metric is best (see `rank_members` for ties and NaN).
+    """The member whose latest metric is best (see `order_members` for ties and NaN).
 
     Args:
         lineage: `LineageRecord`s of a run.
@@ -157,14 +160,31 @@ def best_member(lineage, mode=None):
     metrics = latest_metrics(records)
     if not metrics:
         raise ValueError("No lineage record has a metric: cannot tell the best member.")
-    if mode is None:
-        modes = {r.mode for r in records if r.metric is not None and r.mode}
-        if len(modes) != 1:
-            raise ValueError(
-                f"Pass mode='min' or mode='max': the records give modes {sorted(modes)}."
-            )
-        mode = modes.pop()
-    return rank_members(metrics, mode)[0]
+    return order_members(metrics, records_mode(records) if mode is None else mode)[0]
+
+
+def records_mode(lineage):
+    """The metric's direction written in a run's records: the one mode they
+    all give (records without a mode are skipped).
+
+    Args:
+        lineage: `LineageRecord`s of one run.
+
+    Returns:
+        `"min"` or `"max"`.
+
+    Raises:
+        ValueError: the records give no mode, or several.
+
+    Example:
+
+    >>> records_mode([LineageRecord(0, 10, "keep", {}, metric=0.5, mode="min")])
+    'min'
+    """
+    modes = {r.mode for r in lineage if r.mode}
+    if len(modes) != 1:
+        raise ValueError(f"Pass mode='min' or mode='max': the records give modes {sorted(modes)}.")
+    return check_mode(modes.pop())
 
 
 def _sorted(lineage):
@@ -176,8 +196,8 @@ def _sorted(lineage):
     return sorted(records, key=lambda r: r.step)
 
 
-def ancestry(lineage, member=None, mode=None, step=None):
-    """The changes of hyperparameters behind `member`'s weights, oldest first.
+def ancestry(lineage, member_id=None, mode=None, step=None):
+    """The changes of hyperparameters behind `member_id`'s weights, oldest first.
 
     Walks from the member's last change back through `parent` /
     `parent_step` to an initial record or a restart from scratch. A
@@ -189,7 +209,7 @@ def ancestry(lineage, member=None, mode=None, step=None):
     Args:
         lineage: `LineageRecord`s of a finished run (e.g. `Population.lineage`,
             `store.lineage()`, or `read_lineage(logdir)`).
-        member: the member id; by default the best member (`best_member`).
+        member_id: the member's id; by default the best member (`best_member`).
         mode: `"min"` or `"max"` for choosing the best member; by default
             the mode in the records.
         step: the member's own step whose weights to follow, as a snapshot
@@ -208,7 +228,7 @@ def ancestry(lineage, member=None, mode=None, step=None):
 
     ```python
     entries = ancestry(pop.lineage)  # the best member
-    [(e.step, e.member, e.action) for e in entries]
+    [(e.step, e.member_id, e.action) for e in entries]
     # [(0, 2, 'init'), (90, 7, 'exploit'), (360, 1, 'exploit')]
     ```
     """
@@ -216,17 +236,17 @@ def ancestry(lineage, member=None, mode=None, step=None):
                              or step < 0):
         raise ValueError(f"`step` must be None or an int >= 0. Received: step={step!r}")
     records = _sorted(lineage)
-    if member is None:
-        member = best_member(records, mode)
+    if member_id is None:
+        member_id = best_member(records, mode)
     by_member = {}
     for r in records:
-        by_member.setdefault(r.member, []).append(r)
+        by_member.setdefault(r.member_id, []).append(r)
     chain = []
-    current, until = member, None if step is None else int(step)
+    current, until = member_id, None if step is None else int(step)
     for _ in range(len(records) + 1):
         if current not in by_member:
             known = sorted(map(repr, by_member))
-            what = "member" if not chain else f"parent of member {chain[-1].member!r}"
+            what = "member" if not chain else f"parent of member {chain[-1].member_id!r}"
             raise ValueError(
                 f"The lineage has no records of {what} {current!r}. Members: {', '.join(known)}."
             )
@@ -252,7 +272,7 @@ def ancestry(lineage, member=None, mode=None, step=None):
     else:
         raise ValueError("The lineage's parents form a cycle.")
     chain.reverse()
-    last_step = by_member[member][-1].step if step is None else int(step)
+    last_step = by_member[member_id][-1].step if step is None else int(step)
     entries, age = [], 0
     for i, r in enumerate(chain):
         if i:
@@ -260,16 +280,16 @@ def ancestry(lineage, member=None, mode=None, step=None):
             # up to the snapshot this one copied.
             age += r.parent_step - chain[i - 1].step
         end = chain[i + 1].parent_step if i + 1 < len(chain) else max(last_step, r.step)
-        entries.append(AncestryEntry(age, dict(r.hparams), r.member, r.step, r.action, r, end))
+        entries.append(AncestryEntry(age, dict(r.hparams), r.member_id, r.step, r.action, r, end))
     return entries
 
 
-def ancestry_schedule(lineage, member=None, mode=None, step=None):
-    """`[(step, hparams)]`: the schedule of `ancestry(lineage, member, mode, step)`.
+def ancestry_schedule(lineage, member_id=None, mode=None, step=None):
+    """`[(step, hparams)]`: the schedule of `ancestry(lineage, member_id, mode, step)`.
 
     This is what `ScheduleCallback` applies: `hparams` from `step` on.
     """
-    return [(e.step, dict(e.hparams)) for e in ancestry(lineage, member, mode, step)]
+    return [(e.step, dict(e.hparams)) for e in ancestry(lineage, member_id, mode, step)]
 
 
 def schedule_by_hparam(schedule):

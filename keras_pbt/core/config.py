@@ -1,11 +1,15 @@
-"""`Policy`: the PBT policy's settings as one object. Pure Python + NumPy.
+"""The settings every front door takes as objects. Pure Python + NumPy.
 
-The callback, the population, the oracle and the tuner all take `policy=`;
-their `quantile=`, `selection=`, `factors=`, ... keywords are shortcuts
-resolved by `resolve_policy`.
+* `Policy`: how a population ranks, selects and explores (`policy=`);
+* `Interval`: when members decide (`interval=`: an int is every N epochs).
+
+The callback, the population, the oracle and the tuner take the same two
+keywords and read them with `get_policy` and `get_interval`, so a setting
+is spelled once, here, for every front door.
 """
 
 import dataclasses
+import numbers
 from typing import Any, Callable, Optional, Tuple
 
 from keras_pbt.core import explore as explore_lib
@@ -13,10 +17,7 @@ from keras_pbt.core import pb2 as pb2_lib
 from keras_pbt.core import policy as policy_lib
 from keras_pbt.core import ranking as ranking_lib
 from keras_pbt.core import selection as selection_lib
-
-# The shortcut keywords of the front doors, in the order of `Policy`'s fields.
-FIELDS = ("quantile", "selection", "ranking", "factors", "resample_probability", "explore_fn",
-          "explore", "copy_optimizer_state")
+from keras_pbt.core.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,56 +97,125 @@ class Policy:
         return engine
 
 
-def _same(a, b):
-    if a is b:
-        return True
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - an object that cannot compare is not the same
-        return False
-
-
-def resolve_policy(policy=None, **shortcuts):
-    """The `Policy` from `policy=` and the front door's shortcut keywords.
-
-    A keyword left at `None` is not given. Without `policy`, the given
-    keywords make a new `Policy`; with it, a given keyword must agree
-    with the policy's value.
+def get_policy(policy):
+    """The `Policy` a front door was given (`Policy()` for `None`).
 
     Args:
         policy: a `Policy`, or `None`.
-        **shortcuts: `quantile=`, `selection=`, ... (the fields of `Policy`).
 
     Returns:
         A `Policy`.
 
     Raises:
-        ValueError: a keyword disagrees with `policy`; names both.
         TypeError: `policy` is not a `Policy`.
 
     Example:
 
-    >>> resolve_policy(None, quantile=0.25, selection=None).quantile
-    0.25
+    >>> get_policy(None).quantile
+    0.2
     """
-    unknown = sorted(set(shortcuts) - set(FIELDS))
-    if unknown:
-        raise TypeError(f"Unknown policy keywords {unknown}. Received: {shortcuts!r}")
-    given = {k: v for k, v in shortcuts.items() if v is not None}
     if policy is None:
-        return Policy(**given)
+        return Policy()
     if not isinstance(policy, Policy):
-        raise TypeError(f"`policy` must be a keras_pbt.Policy. Received: policy={policy!r}")
-    for name, value in given.items():
-        if not _same(value, getattr(policy, name)):
-            raise ValueError(
-                f"`{name}` is given both in `policy` ({name}={getattr(policy, name)!r}) and as "
-                f"a keyword with another value: give it in one place. Received: "
-                f"policy={policy!r}, {name}={value!r}"
-            )
+        raise TypeError(
+            "`policy` must be a keras_pbt.Policy, e.g. policy=keras_pbt.Policy(quantile=0.25). "
+            f"Received: policy={policy!r}")
     return policy
+
+
+def refuse_policy_keywords(door, kwargs):
+    """Raises for `Policy` fields given to a front door's `**kwargs`.
+
+    Args:
+        door: the front door's name, for the message.
+        kwargs: the keyword arguments it was given.
+
+    Raises:
+        TypeError: naming the fields and how to give them.
+    """
+    fields = sorted(set(kwargs) & {f.name for f in dataclasses.fields(Policy)})
+    if fields:
+        given = ", ".join(f"{k}={kwargs[k]!r}" for k in fields)
+        raise TypeError(
+            f"{door} takes the policy's settings in one object: "
+            f"policy=keras_pbt.Policy({given}). Received: {given}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """When members decide: every `epochs` epochs, or every `steps` optimizer steps.
+
+    Give it as `interval=` to any front door; an int there is `Interval(epochs=n)`.
+
+    Args:
+        epochs: decide every this many epochs. Defaults to `1` when
+            `steps` is not given.
+        steps: decide every this many optimizer steps instead (the callback
+            then hooks batches, which turns off Keras' asynchronous batch
+            dispatch; the monitored metric must be in the batch logs).
+        burn_in: no decisions until this many epochs (or steps, with
+            `steps`) are trained. Defaults to `0`.
+
+    Example:
+
+    >>> Interval(steps=100, burn_in=500).unit
+    'steps'
+    >>> get_interval(2) == Interval(epochs=2)
+    True
+    """
+
+    epochs: Optional[int] = None
+    steps: Optional[int] = None
+    burn_in: int = 0
+
+    def __post_init__(self):
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                "Give `epochs` or `steps` to Interval, not both. Received: "
+                f"epochs={self.epochs!r}, steps={self.steps!r}")
+        epochs = check_int("epochs", self.epochs, allow_none=True)
+        steps = check_int("steps", self.steps, allow_none=True)
+        object.__setattr__(self, "epochs", 1 if epochs is None and steps is None else epochs)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "burn_in", check_int("burn_in", self.burn_in, minimum=0))
+
+    @property
+    def unit(self):
+        """`"epochs"` or `"steps"`."""
+        return "steps" if self.steps is not None else "epochs"
+
+    @property
+    def length(self):
+        """The interval in its unit."""
+        return self.steps if self.steps is not None else self.epochs
+
+
+def get_interval(interval):
+    """The `Interval` a front door was given.
+
+    Args:
+        interval: an int (every that many epochs) or an `Interval`.
+
+    Returns:
+        An `Interval`.
+
+    Raises:
+        ValueError: anything else (a string, a float, 0), naming the
+            accepted forms.
+
+    Example:
+
+    >>> get_interval(3).epochs
+    3
+    """
+    if isinstance(interval, Interval):
+        return interval
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
+        raise ValueError(
+            "`interval` must be a positive int (decide every that many epochs) or "
+            "keras_pbt.Interval(epochs=..., steps=..., burn_in=...). "
+            f"Received: interval={interval!r}")
+    return Interval(epochs=int(interval))
 
 
 def unsupported_by_tuner(policy):

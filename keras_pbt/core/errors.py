@@ -5,15 +5,15 @@ class BarrierTimeoutError(TimeoutError):
     """A synchronous boundary waited longer than its timeout for some members.
 
     Attributes:
-        member: the member that waited.
+        member_id: the member that waited.
         interval: the boundary index.
         missing: the members that did not report for `interval` in time.
         timeout: the timeout in seconds.
     """
 
-    def __init__(self, message, member=None, interval=None, missing=(), timeout=None):
+    def __init__(self, message, member_id=None, interval=None, missing=(), timeout=None):
         super().__init__(message)
-        self.member = member
+        self.member_id = member_id
         self.interval = interval
         self.missing = list(missing)
         self.timeout = timeout

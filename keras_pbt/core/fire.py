@@ -76,46 +76,52 @@ class FireSelection(selection_lib.Selection):
         return ordered[:cut], ordered[cut:]
 
     def _improvement_order(self, reports, mode):
-        """Scored members of the improvement group, best slope first."""
-        rate = ranking_lib.ImprovementRate(self.window, mode)
-        scored = [(rate.score(r), r) for r in reports if selection_lib.is_finite(r.metric)]
+        """Scored members of the improvement group, best slope first, and
+        `rate(report)`: a slope signed so that larger is better in `mode`."""
+        slope = ranking_lib.ImprovementRate(self.window).score
+        sign = 1.0 if mode == "max" else -1.0
+
+        def rate(report):
+            return sign * slope(report)
+
+        scored = [(rate(r), r) for r in reports if selection_lib.is_finite(r.metric)]
         scored = [(s, r) for s, r in scored if not math.isnan(s)]
         # Stable on the tie-broken metric ranking the reports arrive in.
         return [r for s, r in sorted(scored, key=lambda sr: -sr[0])], rate
 
     def parent_candidates(self, ranked, mode):
-        fitness, improvement = self.groups([r.member for r in ranked])
+        fitness, improvement = self.groups([r.member_id for r in ranked])
         k = selection_lib.quantile_count(len(ranked), self.quantile)
-        out = [r.member for r in ranked[:k]]
-        group = [r for r in ranked if r.member in improvement]
+        out = [r.member_id for r in ranked[:k]]
+        group = [r for r in ranked if r.member_id in improvement]
         order, _ = self._improvement_order(group, mode)
         kk = selection_lib.quantile_count(len(group), self.quantile) if len(group) > 1 else 0
-        return out + [r.member for r in order[:kk] if r.member not in out]
+        return out + [r.member_id for r in order[:kk] if r.member_id not in out]
 
-    def choose_parent(self, member, ranked, mode, rng, available=None):
-        fitness, improvement = self.groups([r.member for r in ranked])
-        me = next(r for r in ranked if r.member == member)
+    def choose_parent(self, member_id, ranked, mode, rng, available=None):
+        fitness, improvement = self.groups([r.member_id for r in ranked])
+        me = next(r for r in ranked if r.member_id == member_id)
 
         def can_copy(r):
-            return r.member != member and (available is None or r.member in available)
+            return r.member_id != member_id and (available is None or r.member_id in available)
 
-        if member in fitness or not selection_lib.is_finite(me.metric):
-            group = [r for r in ranked if r.member in fitness]
+        if member_id in fitness or not selection_lib.is_finite(me.metric):
+            group = [r for r in ranked if r.member_id in fitness]
             k = selection_lib.quantile_count(len(group), self.quantile) if len(group) > 1 else 1
-            losers = {r.member for r in group[len(group) - k:]}
-            if member not in losers and selection_lib.is_finite(me.metric):
+            losers = {r.member_id for r in group[len(group) - k:]}
+            if member_id not in losers and selection_lib.is_finite(me.metric):
                 return None
             kk = max(1, selection_lib.quantile_count(len(ranked), self.quantile))
             top = [r for r in ranked[:kk]
                    if can_copy(r) and selection_lib.is_better(r.metric, me.metric, mode)]
             return top[int(rng.integers(len(top)))] if top else None
-        group = [r for r in ranked if r.member in improvement]
+        group = [r for r in ranked if r.member_id in improvement]
         order, rate = self._improvement_order(group, mode)
         if len(order) < 2:
             return None
         k = selection_lib.quantile_count(len(order), self.quantile)
-        if member not in {r.member for r in order[len(order) - k:]}:
+        if member_id not in {r.member_id for r in order[len(order) - k:]}:
             return None
-        mine = rate.score(me)
-        top = [r for r in order[:k] if can_copy(r) and rate.score(r) > mine]
+        mine = rate(me)
+        top = [r for r in order[:k] if can_copy(r) and rate(r) > mine]
         return top[int(rng.integers(len(top)))] if top else None

@@ -4,7 +4,8 @@ Pure Python. A record is a versioned dict with named fields; it is the one
 format written by the callback, the population and the keras-tuner oracle,
 and read by the TensorBoard plugin.
 
-JSON form: `{"version": 1, "member": ..., ...}`. Non-finite floats are
+JSON form: `{"version": 1, "member": ..., ...}` (the file format keeps the
+key `member` for the attribute `member_id`). Non-finite floats are
 written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"` so that the
 JSON is standard (browsers reject a bare `NaN`). This module owns that one
 spelling: `encode` / `decode_float` for any JSON keras-pbt writes (the
@@ -31,7 +32,7 @@ class LineageRecord:
     """One decision about one member at one interval boundary.
 
     Attributes:
-        member: the member id.
+        member_id: the member id.
         step: the member's own optimizer-step count at the decision.
         action: `"init"` (first hyperparameters), `"keep"` (no change),
             `"exploit"` (copied `parent` and explored), or `"restart"`
@@ -51,7 +52,7 @@ class LineageRecord:
         version: the record format version.
     """
 
-    member: Any
+    member_id: Any
     step: int
     action: str
     hparams: Dict[str, Any]
@@ -78,7 +79,7 @@ class LineageRecord:
         """A plain, JSON-safe dict (non-finite floats become strings)."""
         # `encode` copies every dict and list; `dataclasses.asdict` would
         # deep-copy them once more (10x slower for the plugin's thousands).
-        return encode({name: getattr(self, name) for name in _FIELD_NAMES})
+        return encode({_JSON_KEYS.get(name, name): getattr(self, name) for name in _FIELD_NAMES})
 
     @classmethod
     def from_dict(cls, data):
@@ -98,7 +99,7 @@ class LineageRecord:
         missing = {"member", "step", "action", "hparams"} - set(data)
         if missing:
             raise ValueError(f"Lineage record lacks fields {sorted(missing)}: {data!r}")
-        fields = {k: v for k, v in data.items() if k in _FIELD_SET}
+        fields = {_FIELD_OF.get(k, k): v for k, v in data.items() if _FIELD_OF.get(k, k) in _FIELD_SET}
         for key in ("metric", "parent_metric"):
             fields[key] = decode_float(fields.get(key))
         _check_types(fields)
@@ -111,6 +112,9 @@ class LineageRecord:
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(LineageRecord))
 _FIELD_SET = frozenset(_FIELD_NAMES)
+# Attribute -> JSON key where they differ (version 1 of the format), and back.
+_JSON_KEYS = {"member_id": "member"}
+_FIELD_OF = {v: k for k, v in _JSON_KEYS.items()}
 
 
 def _is_int(x):
@@ -119,7 +123,7 @@ def _is_int(x):
 
 # Field -> (check, what it must be), for records read from JSON.
 _FIELD_TYPES = {
-    "member": (lambda x: _is_int(x) or isinstance(x, str), "an int or a str"),
+    "member_id": (lambda x: _is_int(x) or isinstance(x, str), "an int or a str"),
     "step": (_is_int, "an int"),
     "hparams": (lambda x: isinstance(x, dict), "an object"),
     "hparams_before": (lambda x: x is None or isinstance(x, dict), "an object or null"),
@@ -132,7 +136,8 @@ def _check_types(fields):
     for name, (check, what) in _FIELD_TYPES.items():
         if name in fields and not check(fields[name]):
             raise ValueError(
-                f"Lineage record field `{name}` must be {what}. Received: {name}={fields[name]!r}"
+                f"Lineage record field `{_JSON_KEYS.get(name, name)}` must be {what}. "
+                f"Received: {_JSON_KEYS.get(name, name)}={fields[name]!r}"
             )
 
 

@@ -43,7 +43,7 @@ def encode(value, spec):
     """A hyperparameter value mapped into `[0, 1]`."""
     if isinstance(spec, space_lib.Choice):
         n = len(spec.values)
-        return spec._index(spec.clip(value)) / (n - 1) if n > 1 else 0.5
+        return spec.index(spec.clip(value)) / (n - 1) if n > 1 else 0.5
     low, high = float(spec.low), float(spec.high)
     value = float(value)
     if isinstance(spec, space_lib.LogUniform) or getattr(spec, "log", False):

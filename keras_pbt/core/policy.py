@@ -18,6 +18,7 @@ from keras_pbt.core import ranking as ranking_lib
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.core import space as space_lib
+from keras_pbt.core.validation import check_mode
 from keras_pbt.core.validation import check_seed
 
 
@@ -26,11 +27,11 @@ class Decision:
     """What one member does at one boundary.
 
     Attributes:
-        member: the deciding member.
-        action: `"keep"` or `"exploit"`.
+        member_id: the deciding member.
+        action: `"keep"`, `"exploit"` or `"restart"` (`PBTPolicy.restart`).
         hparams: hyperparameters to train with from now on.
         hparams_before: hyperparameters up to now.
-        metric: the member's metric at the boundary.
+        metric: the member's metric at the boundary (None for a restart).
         parent: the member to copy (exploit only).
         parent_step: the step of the parent's report that won the selection.
         parent_metric: the parent's metric in that report.
@@ -38,11 +39,11 @@ class Decision:
         reason: why (`"truncation"`, `"not in bottom quantile"`, ...).
     """
 
-    member: Any
+    member_id: Any
     action: str
     hparams: Dict[str, Any]
     hparams_before: Dict[str, Any]
-    metric: float
+    metric: Optional[float]
     parent: Any = None
     parent_step: Optional[int] = None
     parent_metric: Optional[float] = None
@@ -63,7 +64,7 @@ class Decision:
                 differs from the report's.
         """
         return lineage_lib.LineageRecord(
-            member=self.member,
+            member_id=self.member_id,
             step=int(step),
             action=self.action,
             hparams=dict(self.hparams),
@@ -124,9 +125,7 @@ class PBTPolicy:
                  factors=(0.8, 1.2), resample_probability=0.25, explore_fn=None,
                  seed=None, ranking="last", explore="perturb"):
         self.space = space_lib.validate_space(space)
-        if mode not in ("min", "max"):
-            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
-        self.mode = mode
+        self.mode = check_mode(mode)
         quantile = selection_lib.check_quantile(quantile)
         if selection == "fire":
             selection = fire_lib.FireSelection()
@@ -211,11 +210,11 @@ class PBTPolicy:
             return BoundaryPlan(self, report, int(key), judged=False, reason="burn-in")
         return BoundaryPlan(self, report, int(key), judged=True)
 
-    def decide(self, member, reports, key, rng, available=None, history=None):
-        """Decides for `member` given the comparable `reports` (its own included).
+    def decide(self, member_id, reports, key, rng, available=None, history=None):
+        """Decides for `member_id` given the comparable `reports` (its own included).
 
         Args:
-            member: the deciding member's id.
+            member_id: the deciding member's id.
             reports: `Report`s of the comparable members, one per member.
             key: int boundary key for tie-breaking (same for every member
                 deciding at that boundary).
@@ -228,29 +227,77 @@ class PBTPolicy:
         Returns:
             A `Decision`.
         """
-        me = _own_report(member, reports)
+        me = _own_report(member_id, reports)
         return self._decide_ranked(me, reports, self.rank(reports, key), rng, available, history)
+
+    def restart(self, member_id, hparams_before, candidates, initial_hparams, rng, history=None,
+                reason=""):
+        """The `"restart"` `Decision` of a failed member: the one restart rule
+        of the population and the keras-tuner oracle.
+
+        The member restarts from the best of `candidates` (`restart_parent`:
+        the best metric, NaN last, ties by member id) and explores that
+        member's hyperparameters, as an exploit does; without a candidate it
+        restarts from its own initial state and explores its initial
+        hyperparameters.
+
+        Args:
+            member_id: the failed member's id.
+            hparams_before: its hyperparameters when it failed.
+            candidates: the states it may restart from, each with
+                `member_id`, `step`, `metric` and `hparams` (a `Report`, or
+                the `Snapshot` a member published), its own left out.
+            initial_hparams: its initial hyperparameters.
+            rng: its own `numpy.random.Generator`.
+            history: every `Report` so far, for PB2; ignored otherwise.
+            reason: why it failed (the error), kept in the record.
+
+        Returns:
+            A `Decision` with `action="restart"`; `parent` is `None` when it
+            restarts from its initial state.
+
+        Example:
+
+        >>> from keras_pbt.core.space import Uniform
+        >>> from keras_pbt.core.selection import Report
+        >>> policy = PBTPolicy({"lr": Uniform(0.0, 1.0)}, mode="max", seed=0)
+        >>> d = policy.restart(2, {"lr": 0.9}, [Report(0, 10, 0.5, {"lr": 0.1}),
+        ...                    Report(1, 10, 0.7, {"lr": 0.2})], {"lr": 0.5},
+        ...                    np.random.default_rng(0), reason="OOM")
+        >>> d.action, d.parent
+        ('restart', 1)
+        """
+        candidates = {c.member_id: c for c in candidates if c.member_id != member_id}
+        parent_id = restart_parent({m: c.metric for m, c in candidates.items()}, self.mode)
+        parent = candidates.get(parent_id)
+        start = dict(initial_hparams) if parent is None else dict(parent.hparams)
+        new, ops = self.explore(start, rng, history)
+        return Decision(
+            member_id, "restart", new, dict(hparams_before), None,
+            parent=None if parent is None else parent.member_id,
+            parent_step=None if parent is None else parent.step,
+            parent_metric=None if parent is None else parent.metric, ops=ops, reason=reason)
 
     def _decide_ranked(self, me, reports, ranked, rng, available, history):
         before = dict(me.hparams)
-        parent = self.selection.choose_parent(me.member, ranked, self.mode, rng, available)
+        parent = self.selection.choose_parent(me.member_id, ranked, self.mode, rng, available)
         if parent is None:
-            return Decision(me.member, "keep", before, before, me.metric,
+            return Decision(me.member_id, "keep", before, before, me.metric,
                             reason="selection kept it")
-        parent = next(r for r in reports if r.member == parent.member)  # its raw metric
+        parent = next(r for r in reports if r.member_id == parent.member_id)  # its raw metric
         new, ops = self.explore(parent.hparams, rng, history)
         return Decision(
-            me.member, "exploit", new, before, me.metric,
-            parent=parent.member, parent_step=parent.step,
+            me.member_id, "exploit", new, before, me.metric,
+            parent=parent.member_id, parent_step=parent.step,
             parent_metric=parent.metric, ops=ops, reason=self.selection.name,
         )
 
 
-def _own_report(member, reports):
-    mine = [r for r in reports if r.member == member]
+def _own_report(member_id, reports):
+    mine = [r for r in reports if r.member_id == member_id]
     if len(mine) != 1:
         raise ValueError(
-            f"`reports` must hold exactly one report of member {member!r}; "
+            f"`reports` must hold exactly one report of member {member_id!r}; "
             f"found {len(mine)}."
         )
     return mine[0]
@@ -301,11 +348,11 @@ class BoundaryPlan:
             raise ValueError(f"A boundary that is not judged ({self.reason}) ranks no reports. "
                              f"Received: reports={list(reports)!r}")
         reports = tuple(reports)
-        _own_report(self.report.member, reports)
+        _own_report(self.report.member_id, reports)
         ranked = tuple(self.policy.rank(reports, self.key))
         candidates = self.policy.selection.parent_candidates(list(ranked), self.policy.mode)
         return dataclasses.replace(self, reports=reports, ranked=ranked,
-                                   publish=self.report.member in set(candidates))
+                                   publish=self.report.member_id in set(candidates))
 
     def decide(self, rng=None, available=None, history=None):
         """The member's `Decision` at this boundary.
@@ -323,11 +370,11 @@ class BoundaryPlan:
         me = self.report
         if not self.judged:
             hp = dict(me.hparams)
-            return Decision(me.member, "keep", hp, dict(hp), me.metric, reason=self.reason)
+            return Decision(me.member_id, "keep", hp, dict(hp), me.metric, reason=self.reason)
         if not self.reports:
             raise ValueError("Call `with_reports` before `decide` on a judged boundary. "
                              "Received: reports=()")
-        me = _own_report(me.member, self.reports)
+        me = _own_report(me.member_id, self.reports)
         return self.policy._decide_ranked(me, list(self.reports), list(self.ranked), rng,
                                           available, history)
 
@@ -351,12 +398,12 @@ def unavailable_parent(decision):
     if not decision.is_exploit:
         raise ValueError(f"Only an exploit has a parent to fetch. Received: decision={decision!r}")
     before = dict(decision.hparams_before)
-    return Decision(decision.member, "keep", before, dict(before), decision.metric,
+    return Decision(decision.member_id, "keep", before, dict(before), decision.metric,
                     reason=f"snapshot of member {decision.parent!r} unavailable")
 
 
-def comparable_reports(member, step, histories, window):
-    """The reports to rank `member` against in asynchronous PBT.
+def comparable_reports(member_id, step, histories, window):
+    """The reports to rank `member_id` against in asynchronous PBT.
 
     For every member, its latest report at or before `step` (so a member that
     is further ahead is judged at the same progress), dropping members whose
@@ -364,7 +411,7 @@ def comparable_reports(member, step, histories, window):
     compare) and members with no report yet.
 
     Args:
-        member: the deciding member (its own report at `step` is included).
+        member_id: the deciding member (its own report at `step` is included).
         step: the deciding member's step.
         histories: dict member -> list of `Report` in step order.
         window: the largest allowed lag in steps (usually one interval).
@@ -381,7 +428,7 @@ def comparable_reports(member, step, histories, window):
                 break
         if latest is None:
             continue
-        if m != member and latest.step < step - window:
+        if m != member_id and latest.step < step - window:
             continue
         out.append(latest)
     return out
@@ -396,8 +443,8 @@ def restart_parent(metrics, mode):
         mode: `"min"` or `"max"`.
 
     Returns:
-        The member id ranked first by `keras_pbt.core.ancestry.rank_members` (NaN
+        The member id ranked first by `keras_pbt.core.ancestry.order_members` (NaN
         last, ties by member id), or `None` when there is no snapshot.
     """
-    ranked = schedule_lib.rank_members(metrics, mode)
+    ranked = schedule_lib.order_members(metrics, mode)
     return ranked[0] if ranked else None

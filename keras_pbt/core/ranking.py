@@ -88,15 +88,15 @@ class MovingAverage(Ranking):
 class ImprovementRate(Ranking):
     """Ranks by the least-squares slope of the latest evaluations, per step.
 
-    The slope is in the metric's units per optimizer step, signed so that a
-    larger score is better in `mode` (a falling loss has a positive score).
-    Fewer than two evaluations since the last exploit have no slope: the
-    score is NaN and such a member is never judged a loser by a strategy
-    that skips unscored members (see `FireSelection`).
+    The slope is in the metric's units per optimizer step, in the metric's
+    own direction like every ranking's score: the population's `mode`
+    orders it (with `mode="min"` a falling loss, a negative slope, ranks
+    first). Fewer than two evaluations since the last exploit have no
+    slope: the score is NaN and such a member is never judged a loser by a
+    strategy that skips unscored members (see `FireSelection`).
 
     Args:
         window: how many latest evaluations to fit, >= 2. Defaults to `3`.
-        mode: `"max"` or `"min"`, the metric's direction. Defaults to `"max"`.
 
     Example:
 
@@ -109,11 +109,8 @@ class ImprovementRate(Ranking):
 
     name = "improvement"
 
-    def __init__(self, window=3, mode="max"):
+    def __init__(self, window=3):
         self.window = check_int("window", window, minimum=2)
-        if mode not in ("min", "max"):
-            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
-        self.mode = mode
         self.history_length = self.window
 
     def score(self, report):
@@ -127,10 +124,10 @@ class ImprovementRate(Ranking):
         if var == 0:
             return math.nan
         slope = sum((s - mean_s) * (v - mean_v) for s, v in zip(steps, values)) / var
-        return slope if self.mode == "max" else -slope
+        return slope
 
     def __repr__(self):
-        return f"ImprovementRate(window={self.window}, mode={self.mode!r})"
+        return f"ImprovementRate(window={self.window})"
 
 
 _RANKINGS = {"last": LastValue, "mean": MovingAverage}

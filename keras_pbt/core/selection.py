@@ -17,6 +17,7 @@ from keras_pbt.core.stats import betainc  # noqa: F401 - re-exported
 from keras_pbt.core.stats import student_t_sf  # noqa: F401 - re-exported
 from keras_pbt.core.stats import welch_ttest
 from keras_pbt.core.validation import check_int
+from keras_pbt.core.validation import check_mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Report:
     """One member's monitored metric at one interval boundary.
 
     Attributes:
-        member: the member id (int or str).
+        member_id: the member id (int or str).
         step: the member's own count of optimizer steps at the boundary.
         metric: the monitored value (may be NaN or inf: those rank last).
         hparams: the hyperparameters the member trained with up to here.
@@ -45,7 +46,7 @@ class Report:
             `None` for a first report or when unknown.
     """
 
-    member: Any
+    member_id: Any
     step: int
     metric: float
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -83,11 +84,7 @@ def resolve_mode(mode, monitor):
         ValueError: naming `mode` when it is unknown, or when `"auto"` cannot
             tell the direction of `monitor`.
     """
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(
-            f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}"
-        )
-    if mode != "auto":
+    if check_mode(mode, allow_auto=True) != "auto":
         return mode
     name = str(monitor).lower()
     if name.startswith("val_"):
@@ -121,7 +118,7 @@ def rank(reports, mode, rng):
     Returns:
         A new list of the same reports, best first.
     """
-    reports = sorted(reports, key=lambda r: str(r.member))
+    reports = sorted(reports, key=lambda r: str(r.member_id))
     ties = rng.permutation(len(reports))
     sign = -1.0 if mode == "max" else 1.0
 
@@ -188,11 +185,11 @@ class Selection:
         """Members that may be chosen as a parent: they publish snapshots."""
         raise NotImplementedError
 
-    def choose_parent(self, member, ranked, mode, rng, available=None):
+    def choose_parent(self, member_id, ranked, mode, rng, available=None):
         """Returns the parent's `Report`, or `None` to keep training as is.
 
         Args:
-            member: the deciding member's id.
+            member_id: the deciding member's id.
             ranked: `Report`s best first (from `rank`).
             mode: `"min"` or `"max"`.
             rng: the deciding member's `numpy.random.Generator`.
@@ -224,31 +221,31 @@ class TruncationSelection(Selection):
 
     def parent_candidates(self, ranked, mode):
         k = quantile_count(len(ranked), self.quantile)
-        return [r.member for r in ranked[:k]]
+        return [r.member_id for r in ranked[:k]]
 
-    def choose_parent(self, member, ranked, mode, rng, available=None):
+    def choose_parent(self, member_id, ranked, mode, rng, available=None):
         k = quantile_count(len(ranked), self.quantile)
         if k == 0:
             return None
-        bottom = [r.member for r in ranked[len(ranked) - k:]]
-        if member not in bottom:
+        bottom = [r.member_id for r in ranked[len(ranked) - k:]]
+        if member_id not in bottom:
             return None
-        me = next(r for r in ranked if r.member == member)
+        me = next(r for r in ranked if r.member_id == member_id)
         top = [
             r for r in ranked[:k]
-            if r.member != member
+            if r.member_id != member_id
             and is_better(r.metric, me.metric, mode)
-            and (available is None or r.member in available)
+            and (available is None or r.member_id in available)
         ]
         if not top:
             return None
         return top[int(rng.integers(len(top)))]
 
 
-def _others(member, ranked, available):
+def _others(member_id, ranked, available):
     return [
-        r for r in sorted(ranked, key=lambda r: str(r.member))
-        if r.member != member and (available is None or r.member in available)
+        r for r in sorted(ranked, key=lambda r: str(r.member_id))
+        if r.member_id != member_id and (available is None or r.member_id in available)
     ]
 
 
@@ -270,11 +267,11 @@ class TournamentSelection(Selection):
     name = "tournament"
 
     def parent_candidates(self, ranked, mode):
-        return [r.member for r in ranked]
+        return [r.member_id for r in ranked]
 
-    def choose_parent(self, member, ranked, mode, rng, available=None):
-        me = _find(member, ranked)
-        others = _others(member, ranked, available)
+    def choose_parent(self, member_id, ranked, mode, rng, available=None):
+        me = _find(member_id, ranked)
+        others = _others(member_id, ranked, available)
         if not others:
             return None
         other = others[int(rng.integers(len(others)))]
@@ -354,11 +351,11 @@ class TTestSelection(TournamentSelection):
         return p < self.significance
 
 
-def _find(member, ranked):
+def _find(member_id, ranked):
     for r in ranked:
-        if r.member == member:
+        if r.member_id == member_id:
             return r
-    raise ValueError(f"Member {member!r} is not among the ranked reports.")
+    raise ValueError(f"Member {member_id!r} is not among the ranked reports.")
 
 
 _SELECTIONS = {

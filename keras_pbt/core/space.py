@@ -326,7 +326,12 @@ class Choice(Hyperparameter):
                 )
         self.values = values
 
-    def _index(self, value):
+    def index(self, value):
+        """The position of `value` in `values` (a value of the same type first).
+
+        Raises:
+            ValueError: `value` is not one of the values.
+        """
         for i, v in enumerate(self.values):
             if v == value and type(v) is type(value):
                 return i
@@ -340,7 +345,7 @@ class Choice(Hyperparameter):
 
     def clip(self, value):
         try:
-            return self.values[self._index(value)]
+            return self.values[self.index(value)]
         except ValueError:
             if isinstance(value, numbers.Real) and all(
                 isinstance(v, numbers.Real) for v in self.values
@@ -352,7 +357,7 @@ class Choice(Hyperparameter):
         """Moves to a neighbouring value; the factor is not used."""
         if len(self.values) == 1:
             return self.values[0], "keep"
-        i = self._index(value)
+        i = self.index(value)
         if i == 0:
             step = 1
         elif i == len(self.values) - 1:

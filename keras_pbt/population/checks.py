@@ -1,13 +1,11 @@
-"""Checks a population makes before any training: its size, initial values
-inside the space, and one weight and optimizer layout for every member."""
+"""Checks a population makes before any training: initial values inside the
+space, and one weight and optimizer layout for every member."""
 
 import math
 import numbers
-import warnings
 
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.core import space as space_lib
-from keras_pbt.core.validation import check_int
 
 
 def check_initial(index, hp, space):
@@ -44,43 +42,11 @@ def check_same_layout(first, member):
     why = snapshot_lib.layout_mismatch(mine, theirs) or snapshot_lib.layout_mismatch(theirs, mine)
     if why is not None:
         raise ValueError(
-            f"`build` returned another model for member {member.id!r} than for member "
-            f"{first.id!r}: PBT copies weights and optimizer state between members, so every "
+            f"`build` returned another model for member {member.member_id!r} than for member "
+            f"{first.member_id!r}: PBT copies weights and optimizer state between members, so every "
             "member needs the same layers, weight shapes and dtypes and optimizer class. "
-            f"Tune only values that keep the layout. Comparing member {member.id!r} (the model) "
-            f"with member {first.id!r} (the snapshot): {why}. Received: hp="
-            f"{member.callback.hparams!r} for member {member.id!r}, hp={first.callback.hparams!r} "
-            f"for member {first.id!r}"
+            f"Tune only values that keep the layout. Comparing member {member.member_id!r} (the model) "
+            f"with member {first.member_id!r} (the snapshot): {why}. Received: hp="
+            f"{member.callback.hparams!r} for member {member.member_id!r}, hp={first.callback.hparams!r} "
+            f"for member {first.member_id!r}"
         )
-
-
-def population_size(population_size, size):
-    """`Population`'s number of members from `population_size=` or the
-    deprecated `size=` (which warns).
-
-    Args:
-        population_size: the documented spelling, or `None`.
-        size: the deprecated spelling, or `None`.
-
-    Returns:
-        The number of members, an int >= 2 (`8` when neither is given).
-
-    Raises:
-        ValueError: both given with different values, or not an int >= 2.
-
-    Example:
-
-    >>> population_size(None, None)
-    8
-    """
-    if size is not None:
-        warnings.warn("`Population(size=)` is deprecated: use `population_size=` (as "
-                      "`PBTTuner` and `PBTOracle` do).", DeprecationWarning, stacklevel=3)
-        if population_size is not None and population_size != size:
-            raise ValueError("Give `population_size` only (`size` is its deprecated spelling). "
-                             f"Received: population_size={population_size!r}, size={size!r}")
-        population_size = size
-    if population_size is None:
-        population_size = 8
-    return check_int("population_size", population_size, minimum=2,
-                     why=" (PBT needs a population)")

@@ -1,40 +1,32 @@
-"""Members' input pipelines, and the checks of `Population.fit`'s data arguments.
+"""Members' input pipelines, the one steps-per-epoch rule, and the checks of
+`Population.fit`'s data arguments.
 
-Keras distributes a plain dataset with `experimental_distribute_dataset`,
-whose iterators are MultiDeviceIterators; several members creating and
-deleting those at once in threads (Keras makes new ones at every epoch and
-every validation) crash TensorFlow 2.21 with a segmentation fault (seen in
-~3% of population fits here). Per-replica datasets that are not fetched to
-the device use plain tf.data iterators, which did not crash in the same
-stress runs. Datasets repeat and every fit gets explicit steps, so no epoch
-ends on an out-of-range error.
+Every member (of a `Population`, or a `PBTTuner` worker with `devices=`)
+gets its data from `member_pipeline` / `validation_pipeline`: repeated,
+shuffled with the member's own seed, and read for explicit steps per epoch
+(`steps_per_epoch`, the same for every member). On TensorFlow that is a
+per-replica `tf.data` pipeline (`keras_pbt.population.tf_pipeline`, which
+says why it must be per-replica); on JAX and PyTorch, NumPy batches
+(`keras_pbt.population.array_batches.ArrayBatches`), so no TensorFlow is
+imported there. A `tf.data.Dataset` given by the user is fed through
+tf.data on every backend.
 
 `check_fit_arguments` runs once, before any member trains: it rejects bad
 values with `Received: name=value` and fixes the steps every member trains
-per epoch (the same for all).
+per epoch.
 """
 
 import inspect
 import math
+import sys
 
 import keras
-import tensorflow as tf
 
 from keras_pbt.core.validation import check_int
 
-_INPUT_OPTIONS = tf.distribute.InputOptions(
-    experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
-    experimental_fetch_to_device=False,
-)
-
-# In-memory arrays need no tf.data autotuning, and its background thread can
-# make an iterator's destructor wait (seen: a member's `fit` took ~9 s to
-# return, blocked in ~RootDataset::Iterator, in about half of the population
-# runs here).
-_ARRAY_OPTIONS = tf.data.Options()
-_ARRAY_OPTIONS.autotune.enabled = False
-
 DEFAULT_BATCH_SIZE = 32
+# Batches a `tf.data.Dataset` is shuffled over (`Population.fit(shuffle_buffer=)`).
+DEFAULT_SHUFFLE_BUFFER = 1024
 
 # `model.fit` arguments the population sets itself, and why.
 _MANAGED = {
@@ -44,6 +36,56 @@ _MANAGED = {
     "validation_batch_size": "validation uses `batch_size`",
 }
 _FIT_ARGUMENTS = set(inspect.signature(keras.Model.fit).parameters) - {"self"}
+
+
+def is_dataset(x):
+    """True for a `tf.data.Dataset` (never imports TensorFlow: without it
+    loaded, nothing can be one)."""
+    tf = sys.modules.get("tensorflow")
+    data = getattr(tf, "data", None)
+    return data is not None and isinstance(x, data.Dataset)
+
+
+def steps_per_epoch(x, y=None, batch_size=None, steps=None, name="steps_per_epoch"):
+    """The steps of one epoch: `steps` when given, else one pass over the data.
+
+    The one rule for every front door: a dataset's number of batches (its
+    cardinality), or `ceil(samples / batch_size)` for arrays.
+
+    Args:
+        x, y: arrays (a list or dict of arrays in `x` for several inputs), or
+            a batched `tf.data.Dataset` in `x`.
+        batch_size: for arrays. Defaults to `32`.
+        steps: the steps asked for, or None.
+        name: the argument named in an error (`"validation_steps"`).
+
+    Returns:
+        An int >= 1.
+
+    Raises:
+        ValueError: a dataset of unknown or infinite size and no `steps`.
+
+    Example:
+
+    >>> steps_per_epoch(np.zeros((100, 4)), batch_size=32)   # doctest: +SKIP
+    4
+    """
+    if steps:
+        return int(steps)
+    if is_dataset(x):
+        n = int(x.cardinality())
+        if n < 0:
+            raise ValueError(
+                f"The dataset has an unknown or infinite number of batches: pass `{name}=` to fit. "
+                f"Received: {name}=None"
+            )
+        return n
+    return math.ceil(num_samples(x, y) / (batch_size or DEFAULT_BATCH_SIZE))
+
+
+def num_samples(x, y=None):
+    """The number of samples in arrays `x` (or `y`)."""
+    return len(keras.tree.flatten(y if y is not None else x)[0])
 
 
 def check_fit_arguments(x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs):
@@ -80,118 +122,84 @@ def check_fit_arguments(x, y, validation_data, batch_size, shuffle, shuffle_buff
         raise TypeError(f"`shuffle` must be True or False. Received: shuffle={shuffle!r}")
     if x is None:
         raise ValueError("`x` is required: NumPy arrays or a tf.data.Dataset. Received: x=None")
-    if isinstance(x, tf.data.Dataset):
+    if is_dataset(x):
         if y is not None:
             raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
         if batch_size is not None:
             raise ValueError("`batch_size` must be None when `x` is a tf.data.Dataset (it is "
                              f"already batched). Received: batch_size={batch_size!r}")
-        steps = steps or dataset_steps(x, "steps_per_epoch")
-    else:
-        n = _num_samples(x, y)
-        steps = steps or math.ceil(n / (batch_size or DEFAULT_BATCH_SIZE))
+    steps = steps_per_epoch(x, y, batch_size, steps)
     if validation_data is None:
         vsteps = None
-    elif isinstance(validation_data, tf.data.Dataset):
-        vsteps = vsteps or dataset_steps(validation_data, "validation_steps")
+    elif is_dataset(validation_data):
+        vsteps = steps_per_epoch(validation_data, steps=vsteps, name="validation_steps")
     elif not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (1, 2, 3):
         raise ValueError(
             "`validation_data` must be (x,), (x, y), (x, y, sample_weight) or a "
             f"tf.data.Dataset. Received: validation_data of type {type(validation_data).__name__}"
         )
     else:
-        n = _num_samples(validation_data[0], validation_data[1] if len(validation_data) > 1 else None)
-        vsteps = vsteps or math.ceil(n / (batch_size or DEFAULT_BATCH_SIZE))
+        vsteps = steps_per_epoch(validation_data[0], validation_data[1] if len(validation_data) > 1
+                                 else None, batch_size, vsteps, "validation_steps")
     return steps, vsteps, fit_kwargs
 
 
-def member_data(strategy, x, y, batch_size, seed, shuffle_buffer):
-    """A member's training data, repeated and distributed over its slice.
+def member_pipeline(strategy, x, y=None, sample_weight=None, batch_size=None, seed=None,
+                    shuffle_buffer=DEFAULT_SHUFFLE_BUFFER):
+    """A member's training data: endless, shuffled with its seed, on its devices.
+
+    Give `fit` the result with `steps_per_epoch(...)` steps per epoch.
 
     Args:
-        strategy: the member's `tf.distribute` strategy.
-        x, y: arrays, or a batched `tf.data.Dataset` in `x`.
-        batch_size: the global batch size for arrays (None: 32).
+        strategy: the member's `MirroredStrategy` (TensorFlow) or
+            `DeviceScope` (JAX, PyTorch).
+        x, y, sample_weight: arrays, or a batched `tf.data.Dataset` in `x`.
+        batch_size: the global batch size for arrays. Defaults to `32`.
         seed: the member's shuffling seed, or None not to shuffle.
-        shuffle_buffer: buffer of the batch shuffle for a Dataset.
+        shuffle_buffer: batches a dataset is shuffled over. Defaults to `1024`.
 
     Returns:
-        A distributed dataset.
+        What `model.fit` takes as `x`: a (distributed) `tf.data.Dataset` on
+        TensorFlow or for a dataset, else an `ArrayBatches`.
     """
-    if isinstance(x, tf.data.Dataset):
-        if seed is not None:
-            x = x.shuffle(shuffle_buffer, seed=seed)
-        return distribute_batches(strategy, x)
-    arrays = (x, y) if y is not None else x
-    return distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, seed)
+    if is_dataset(x):
+        if y is not None or sample_weight is not None:
+            raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
+        from keras_pbt.population import tf_pipeline
+
+        return tf_pipeline.distribute_batches(strategy, x, seed, shuffle_buffer)
+    arrays = tuple(a for a in (x, y, sample_weight) if a is not None)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    if _uses_tf_data(strategy):
+        from keras_pbt.population import tf_pipeline
+
+        return tf_pipeline.distribute_arrays(strategy, arrays if len(arrays) > 1 else arrays[0],
+                                             num_samples(x, y), batch_size, seed)
+    from keras_pbt.population.array_batches import ArrayBatches
+
+    return ArrayBatches(arrays, batch_size, seed)
 
 
-def member_validation(strategy, validation_data, batch_size):
-    """The validation data distributed over a member's slice (None if none)."""
+def validation_pipeline(strategy, validation_data, batch_size=None):
+    """The validation data of a member, in order, endless (None if none).
+
+    Args:
+        strategy: as for `member_pipeline`.
+        validation_data: `(x,)`, `(x, y)`, `(x, y, sample_weight)` or a
+            batched `tf.data.Dataset`, or None.
+        batch_size: for arrays. Defaults to `32`.
+
+    Returns:
+        As `member_pipeline`; read it for `steps_per_epoch(...,
+        name="validation_steps")` steps.
+    """
     if validation_data is None:
         return None
-    if isinstance(validation_data, tf.data.Dataset):
-        return distribute_batches(strategy, validation_data)
-    arrays = tuple(validation_data) if len(validation_data) > 1 else validation_data[0]
-    return distribute_arrays(strategy, arrays, batch_size or DEFAULT_BATCH_SIZE, None)
+    if is_dataset(validation_data):
+        return member_pipeline(strategy, validation_data)
+    return member_pipeline(strategy, *validation_data, batch_size=batch_size)
 
 
-def _num_samples(x, y):
-    first = y if y is not None else tf.nest.flatten(x)[0]
-    return len(first)
-
-
-def dataset_steps(dataset, name):
-    n = int(dataset.cardinality())
-    if n < 0:
-        raise ValueError(
-            f"The dataset has an unknown or infinite number of batches: pass `{name}=` to fit. "
-            f"Received: {name}=None"
-        )
-    return n
-
-
-def _distributes(strategy):
-    # A TensorFlow strategy feeds each replica; a JAX/PyTorch member's
-    # DeviceScope takes the plain dataset (one device, one pipeline).
+def _uses_tf_data(strategy):
+    # A TensorFlow member's MirroredStrategy feeds its replicas from tf.data.
     return hasattr(strategy, "distribute_datasets_from_function")
-
-
-def distribute_arrays(strategy, arrays, batch_size, seed):
-    n = _num_samples(arrays[0] if isinstance(arrays, tuple) else arrays,
-                     arrays[1] if isinstance(arrays, tuple) else None)
-
-    def pipeline(batch, shard=None):
-        ds = tf.data.Dataset.from_tensor_slices(arrays)
-        if seed is not None:
-            # The same seed in every replica's pipeline: one permutation, sharded.
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if shard is not None:
-            ds = ds.shard(*shard)
-        return ds.batch(batch).repeat().with_options(_ARRAY_OPTIONS)
-
-    if not _distributes(strategy):
-        return pipeline(batch_size)
-
-    def dataset_fn(ctx):
-        return pipeline(ctx.get_per_replica_batch_size(batch_size),
-                        (ctx.num_input_pipelines, ctx.input_pipeline_id))
-
-    return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)
-
-
-def distribute_batches(strategy, dataset):
-    if not _distributes(strategy):
-        return dataset.repeat()
-    replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
-        first = tf.nest.flatten(next(iter(dataset)))[0]
-        per_replica = max(1, math.ceil(int(first.shape[0]) / replicas))
-
-    def dataset_fn(ctx):
-        ds = dataset
-        if replicas > 1:
-            ds = ds.rebatch(per_replica).shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        return ds.repeat()
-
-    return strategy.distribute_datasets_from_function(dataset_fn, _INPUT_OPTIONS)

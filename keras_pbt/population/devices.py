@@ -7,6 +7,9 @@ several run at once). On JAX and PyTorch a member has one device, entered
 with `keras.device` (`keras_pbt.backend.device_scope.DeviceScope`).
 """
 
+import dataclasses
+from typing import Any, Optional
+
 from keras_pbt import backend as backend_lib
 from keras_pbt.core.validation import check_int
 
@@ -34,54 +37,114 @@ def configure_cpu_devices(n):
     return backend_lib.current().configure_cpu_devices(n)
 
 
-def available_devices(num_cpu_devices=None):
+def available_devices(num_cpu=None):
     """The devices a population uses by default.
 
     Every GPU if there is one; otherwise the CPU devices, asking for
-    `num_cpu_devices` of them if the backend is not initialised yet.
+    `num_cpu` of them if the backend is not initialised yet.
     """
-    return backend_lib.current().available_devices(num_cpu_devices)
+    return backend_lib.current().available_devices(num_cpu)
 
 
-def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=None):
-    """Gives each of `size` members a slice of devices.
+@dataclasses.dataclass(frozen=True)
+class Devices:
+    """Which devices a population's members train on, and how many each.
 
-    Slices are consecutive groups of `devices_per_member` devices. With more
+    Give it as `devices=` to `Population` or `PBTTuner`; `"auto"` there is
+    `Devices()` and a list of names is `Devices(names=[...])`.
+
+    Args:
+        names: `"auto"` (every GPU, else CPU devices) or a list of device
+            names such as `["/gpu:0", "/gpu:1"]`. Defaults to `"auto"`.
+        per_member: devices in each member's slice (data parallelism,
+            TensorFlow only). Defaults to `1`.
+        num_cpu: CPU devices to create when there is no GPU (only before
+            the backend initialises). Defaults to `None`: a population asks
+            for `min(population_size, 4)`.
+
+    Example:
+
+    >>> Devices(per_member=2).names
+    'auto'
+    """
+
+    names: Any = "auto"
+    per_member: int = 1
+    num_cpu: Optional[int] = None
+
+    def __post_init__(self):
+        names = self.names
+        if names != "auto":
+            if isinstance(names, str) or not hasattr(names, "__iter__"):
+                raise TypeError(
+                    "`names` must be 'auto' or a list of device names. "
+                    f"Received: names={names!r}")
+            names = tuple(names)
+            if not names:
+                raise ValueError("`names` must not be empty. Received: names=[]")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "per_member", check_int("per_member", self.per_member))
+        object.__setattr__(self, "num_cpu", check_int("num_cpu", self.num_cpu, allow_none=True))
+
+
+def get_devices(devices):
+    """The `Devices` a front door was given.
+
+    Args:
+        devices: `"auto"`, a list of device names, or a `Devices`.
+
+    Returns:
+        A `Devices`.
+
+    Raises:
+        TypeError: anything else, naming the accepted forms.
+    """
+    if isinstance(devices, Devices):
+        return devices
+    if isinstance(devices, str) and devices == "auto":
+        return Devices()
+    if not isinstance(devices, str) and hasattr(devices, "__iter__"):
+        devices = list(devices)
+        if not devices:
+            raise ValueError("`devices` must not be empty. Received: devices=[]")
+        return Devices(names=devices)
+    raise TypeError(
+        "`devices` must be 'auto', a list of device names or keras_pbt.Devices(names=..., "
+        f"per_member=..., num_cpu=...). Received: devices={devices!r}")
+
+
+def assign_devices(population_size, devices="auto"):
+    """Gives each of `population_size` members a slice of devices.
+
+    Slices are consecutive groups of `per_member` devices. With more
     members than slices, members share slices round-robin.
 
     Args:
-        size: number of members.
-        devices: `"auto"` (every GPU, else logical CPU devices) or a list of
-            device names such as `["/gpu:0", "/gpu:1"]`.
-        devices_per_member: devices in each member's slice.
-        num_cpu_devices: logical CPU devices to create when there is no GPU
-            (only possible before TensorFlow initialises).
+        population_size: number of members.
+        devices: `"auto"`, a list of device names, or a `Devices`.
+            Defaults to `"auto"`.
 
     Returns:
-        A list of `size` lists of canonical device names.
+        A list of `population_size` lists of canonical device names.
 
     Raises:
         ValueError: naming a device that does not exist, or a slice larger
             than the devices given.
     """
-    check_int("devices_per_member", devices_per_member)
+    devices = get_devices(devices)
+    per_member = devices.per_member
     backend = backend_lib.current()
-    if devices_per_member > 1 and not backend.supports_device_slices:
+    if per_member > 1 and not backend.supports_device_slices:
         raise ValueError(
             f"On the {backend_lib.name()} backend a member trains on one device: several "
-            "devices per member (data parallelism) need TensorFlow's MirroredStrategy. "
-            f"Pass devices_per_member=1. Received: devices_per_member={devices_per_member}"
+            "devices per member (data parallelism) need TensorFlow's MirroredStrategy "
+            "(pip install keras-pbt[tensorflow], KERAS_BACKEND=tensorflow). "
+            f"Pass Devices(per_member=1). Received: per_member={per_member}"
         )
-    if devices == "auto":
-        names = available_devices(num_cpu_devices)
+    if devices.names == "auto":
+        names = available_devices(devices.num_cpu)
     else:
-        if isinstance(devices, str) or not hasattr(devices, "__iter__"):
-            raise TypeError(
-                f"`devices` must be 'auto' or a list of device names. Received: devices={devices!r}"
-            )
-        requested = list(devices)
-        if not requested:
-            raise ValueError("`devices` must not be empty. Received: devices=[]")
+        requested = list(devices.names)
         known = backend.known_devices()
         names = []
         for name in requested:
@@ -97,14 +160,12 @@ def assign_devices(size, devices="auto", devices_per_member=1, num_cpu_devices=N
             names.append(canonical)
         if len(set(names)) != len(names):
             raise ValueError(f"`devices` names a device twice. Received: devices={requested!r}")
-    if devices_per_member > len(names):
+    if per_member > len(names):
         raise ValueError(
-            f"`devices_per_member={devices_per_member}` exceeds the {len(names)} device(s) "
-            f"available: {names}"
+            f"`per_member={per_member}` exceeds the {len(names)} device(s) available: {names}"
         )
-    slices = [names[i:i + devices_per_member] for i in range(0, len(names) - devices_per_member + 1,
-                                                            devices_per_member)]
-    return [list(slices[i % len(slices)]) for i in range(size)]
+    slices = [names[i:i + per_member] for i in range(0, len(names) - per_member + 1, per_member)]
+    return [list(slices[i % len(slices)]) for i in range(population_size)]
 
 
 def member_strategy(devices):

@@ -1,10 +1,12 @@
 """A `Population`'s members in and out of a `keras_pbt.storage.checkpoint` directory.
 
 `checkpoint.py` owns the on-disk format (files, SHA-256 manifest, fsync);
-this module says what a member's file holds: its weights and optimizer
-variables, its RNG-state variables, its `PBTCallback`'s state (through
-`get_state()` / `set_state()`, never its private fields), its seed,
-history and failures, and its reports and lineage records.
+this module says what a member's file holds: its `Snapshot` (weights and
+optimizer variables) with its RNG-state variables as extra arrays, in the
+one payload layout of `keras_pbt.storage.payload`, and as metadata its
+`PBTCallback`'s state (through `get_state()` / `set_state()`, never its
+private fields), its seed, history and failures, and its reports and
+lineage records.
 """
 
 import dataclasses
@@ -17,17 +19,12 @@ from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.population.member import RestoredFailure
 from keras_pbt.core.selection import Report
-from keras_pbt.storage.store import Snapshot
-
-# The callback's state is saved under these keys of a member's metadata.
-_STATE_KEYS = ("hparams", "steps", "epochs", "interval", "exploits", "rng", "recent",
-               "recent_steps", "start_metric")
-
+from keras_pbt.storage import payload as payload_lib
 
 def header(population):
     """What identifies a population in its checkpoint's manifest."""
     return {
-        "member_ids": [m.id for m in population.members],
+        "member_ids": [m.member_id for m in population.members],
         "space": {name: checkpoint_lib.to_json(spec.to_dict())
                   for name, spec in population.space.items()},
         "monitor": population.monitor,
@@ -78,33 +75,21 @@ def open_checkpoint(population, directory):
     return ck, resumed
 
 
-def extra_variables(model):
-    """Model variables that are neither weights nor optimizer variables:
-    the state of Keras' seed generators (dropout and other random layers)."""
-    known = {id(v) for v in model.weights}
-    known |= {id(v) for v in snapshot_lib._optimizer_variables(model)}
-    return [v for v in model.variables if id(v) not in known]
-
-
 def save_member(checkpointer, index, member, store):
     """Writes member `index`'s file for the epoch it has reached."""
     state = member.callback.get_state()  # brings the step count up to the optimizer's
-    snap = snapshot_lib.capture(member.model, member.id, state["steps"], state["hparams"],
+    snap = snapshot_lib.capture(member.model, member.member_id, state["steps"], state["hparams"],
                                  on_device=False)  # written to disk: straight to the host
-    reports, records = store.member_records(member.id)
-    arrays = {f"w{i:05d}": a for i, a in enumerate(snap.weights)}
-    arrays.update({f"o{i:05d}": a for i, a in enumerate(snap.optimizer)})
-    extra = extra_variables(member.model)
-    arrays.update({f"r{i:05d}": np.array(v.numpy(), copy=True) for i, v in enumerate(extra)})
-    meta = {key: checkpoint_lib.to_json(state[key]) for key in _STATE_KEYS}
+    reports, records = store.member_records(member.member_id)
+    extra = snapshot_lib.other_variables(member.model)
+    arrays, meta = payload_lib.encode_snapshot(
+        snap, extra=[np.array(v.numpy(), copy=True) for v in extra])
     meta.update({
-        "member": member.id,
+        "state": checkpoint_lib.to_json(state),
         "seed": member.seed,
         "history": checkpoint_lib.to_json(member.history),
         "failures": [str(e) if isinstance(e, RestoredFailure) else f"{type(e).__name__}: {e}"
                      for e in member.failures],
-        "layout": checkpoint_lib.to_json(snap.layout),
-        "n_weights": len(snap.weights),
         "extra_variables": [[v.name, list(v.shape), str(v.dtype)] for v in extra],
         "reports": [checkpoint_lib.to_json(dataclasses.asdict(r)) for r in reports],
         "lineage": [r.to_dict() for r in records],
@@ -113,60 +98,67 @@ def save_member(checkpointer, index, member, store):
         checkpointer.save_member(index, state["epochs"], arrays, meta)
     except OSError as error:
         raise checkpoint_lib.CheckpointError(
-            f"Could not write the checkpoint of member {member.id!r} to "
+            f"Could not write the checkpoint of member {member.member_id!r} to "
             f"{checkpointer.directory}: {error}", checkpointer.directory) from error
 
 
+def _floats(values):
+    """A list of metrics read back from JSON (`"NaN"` -> nan)."""
+    return [lineage_lib.decode_float(v) for v in values]
+
+
+def _report(row):
+    """A `Report` from its checkpointed dict; only its metrics are floats."""
+    fields = {f.name for f in dataclasses.fields(Report)}
+    row = {k: v for k, v in row.items() if k in fields}
+    row["metric"] = lineage_lib.decode_float(row["metric"])
+    row["start_metric"] = lineage_lib.decode_float(row.get("start_metric"))
+    row["recent"] = tuple(_floats(row.get("recent", ())))
+    row["recent_steps"] = tuple(row.get("recent_steps", ()))
+    return Report(**row)
+
+
 def restore(population, body, members):
-    """Puts every member, the store and the seed back as checkpointed."""
-    report_fields = {f.name for f in dataclasses.fields(Report)}
+    """Puts every member, the store and the seed back as checkpointed.
+
+    Only the fields that hold metrics are read as floats: a hyperparameter
+    or a member id spelled `"NaN"` comes back as the string it was.
+    """
     histories, lineages = {}, []
     population.seed = population.store.seed = int(body["seed"])
-    for member, (arrays, meta) in zip(population.members, members):
-        n = meta["n_weights"]
-        names = sorted(arrays)
-        weights = tuple(arrays[k] for k in names if k.startswith("w"))
-        optimizer = tuple(arrays[k] for k in names if k.startswith("o"))
-        if len(weights) != n:
+    for member, (arrays, meta), entry in zip(population.members, members, body["files"]):
+        snap, saved = payload_lib.decode_snapshot(arrays, meta, entry["file"])
+        if snap.member_id != member.member_id:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint of member {member.id!r} holds {len(weights)} weights; its "
-                f"metadata says {n}.")
-        layout = tuple(tuple(tuple(x) if isinstance(x, list) else x for x in row)
-                       for row in meta["layout"])
-        snap = Snapshot(member.id, meta["steps"], weights, optimizer, hparams=meta["hparams"],
-                        layout=layout)
+                f"Checkpoint file {entry['file']} holds member {snap.member_id!r}, not "
+                f"{member.member_id!r}.", entry["file"])
         try:
             snapshot_lib.restore(member.model, snap, copy_optimizer_state=True)
         except ValueError as error:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}'s model: {error}") from None
-        extra = extra_variables(member.model)
-        saved = [arrays[k] for k in names if k.startswith("r")]
+                f"The checkpoint does not fit member {member.member_id!r}'s model: {error}") from None
+        extra = snapshot_lib.other_variables(member.model)
         rows = [[v.name, list(v.shape), str(v.dtype)] for v in extra]
         if rows != meta.get("extra_variables", []) or len(saved) != len(extra):
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}'s model: its other variables "
+                f"The checkpoint does not fit member {member.member_id!r}'s model: its other variables "
                 f"(RNG states) are {meta.get('extra_variables')}, the model's are {rows}.")
         for variable, value in zip(extra, saved):
             variable.assign(value)
-        state = {key: meta[key] for key in _STATE_KEYS if key in meta}
-        state.update(member_id=member.id, initialised=True, seed=population.seed,
-                     recent=meta.get("recent", ()))
+        state = dict(meta["state"], member_id=member.member_id, seed=population.seed)
+        state["recent"] = _floats(state.get("recent", ()))
+        state["start_metric"] = lineage_lib.decode_float(state.get("start_metric"))
         try:
             member.callback.set_state(state)
         except ValueError as error:
             raise checkpoint_lib.CheckpointError(
-                f"The checkpoint does not fit member {member.id!r}: {error}") from None
+                f"The checkpoint does not fit member {member.member_id!r}: {error}") from None
         member.seed = int(meta["seed"])
-        member.history = {k: list(v) for k, v in meta["history"].items()}
+        member.history = {k: _floats(v) for k, v in meta["history"].items()}
         member.failures = [RestoredFailure(text) for text in meta["failures"]]
         member.initial_snapshot = None
-        histories[member.id] = [
-            Report(**{k: tuple(v) if k in ("recent", "recent_steps") else v
-                      for k, v in r.items() if k in report_fields})
-            for r in meta["reports"]
-        ]
+        histories[member.member_id] = [_report(r) for r in meta["reports"]]
         lineages.append([lineage_lib.LineageRecord.from_dict(r) for r in meta["lineage"]])
     population.store.restore_records(
         histories, checkpoint_lib.merge_lineage(lineages),
-        {m.id: m.callback.hparams for m in population.members})
+        {m.member_id: m.callback.hparams for m in population.members})

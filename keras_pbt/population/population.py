@@ -8,17 +8,19 @@ checkpoint directory (`keras_pbt.population.member_checkpoint`). What it hands b
 """
 
 import copy
-import threading
+import dataclasses
 import time
 
 import keras
 import numpy as np
 
+from keras_pbt import backend as backend_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
 from keras_pbt.population import member as member_lib
 from keras_pbt.population import member_checkpoint
-from keras_pbt.core import config as policy_config
+from keras_pbt.core import config as config_lib
+from keras_pbt.core import selection as selection_lib
 from keras_pbt.population import checks as population_checks
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.core import space as space_lib
@@ -33,6 +35,7 @@ from keras_pbt.population.results import PopulationResults
 from keras_pbt.population.progress import PopulationProgress
 from keras_pbt.storage.store import InMemoryStore
 from keras_pbt.core.validation import check_int
+from keras_pbt.core.validation import check_monitor
 
 __all__ = ["Member", "NonFiniteStateError", "Population", "PopulationError", "RestoredFailure"]
 
@@ -42,8 +45,9 @@ class Population(PopulationResults):
 
     Each member is built by `build(hp)` inside its own
     `tf.distribute.MirroredStrategy` over a slice of the machine's devices
-    (every GPU, or logical CPU devices where there is none), trained in its
-    own thread, and wired through a `PBTCallback` to one `InMemoryStore`.
+    (every GPU, or logical CPU devices where there is none; on JAX and
+    PyTorch, under its one device), trained in its own thread, and wired
+    through a `PBTCallback` to one `InMemoryStore` (`self.store`).
 
     Args:
         build: `fn(hp) -> compiled keras.Model`; `hp` is a dict of the
@@ -53,35 +57,35 @@ class Population(PopulationResults):
             Defaults to `8`.
         monitor: metric to rank by. Defaults to `"val_accuracy"`.
         mode: `"auto"`, `"min"` or `"max"`. Defaults to `"auto"`.
-        interval_epochs: judge every this many epochs (default 1 when
-            `interval_steps` is not given).
-        interval_steps: judge every this many optimizer steps instead.
-        burn_in: no decisions before this many epochs (or steps).
-        synchronous: all members meet at each boundary (True) or decide on
-            the latest comparable reports (False). Defaults to `True`.
-        quantile, selection, ranking, factors, resample_probability,
-            explore_fn, explore, copy_optimizer_state: shortcuts for the
-            fields of `policy`, as in `PBTCallback`.
-        sync_timeout: seconds a synchronous boundary waits for late members.
-            Defaults to `600`.
-        on_timeout: what a synchronous boundary does when members are
-            later than `sync_timeout`: `"raise"` stops the population with a
-            `PopulationError` naming them; `"continue"` decides without them
-            (they decide on their own when they arrive). Defaults to
-            `"raise"`.
+        interval: when members decide: an int (every that many epochs) or a
+            `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)`.
+            Defaults to `1`.
+        synchronous: all members meet at each boundary and decide on the
+            same reports (True), or each decides on the latest comparable
+            reports (False). Defaults to `True`: the members run in one
+            process at the same pace, so a barrier costs little and every
+            member of a boundary is ranked against the same population. The
+            store implements the barrier: a boundary waits
+            `self.store.timeout` seconds (600) for late members, then does
+            what `self.store.on_timeout` says (`"raise"`, or `"continue"`
+            without them); set them on the store.
+        policy: a `keras_pbt.Policy` (every member's): how members are
+            ranked, selected and explored. Defaults to `keras_pbt.Policy()`.
         setters: dict name -> `fn(model, value)` for hyperparameters that are
             not optimizer fields (called for each member's model), or the
             name of a `keras.Variable` attribute of the model.
-        devices: `"auto"` or a list of device names. Defaults to `"auto"`.
-        devices_per_member: devices in each member's slice. Defaults to `1`.
-        num_cpu_devices: logical CPU devices to create when there is no GPU
-            (only before TensorFlow initialises). Defaults to
-            `min(population_size, 4)`.
+            Defaults to `None`.
+        devices: `"auto"`, a list of device names, or a
+            `keras_pbt.Devices(names=..., per_member=..., num_cpu=...)`
+            (devices per member; logical CPU devices to create when there
+            is no GPU, `min(population_size, 4)` by default). Defaults to
+            `"auto"`.
         max_failures: after this many failures of one member, `fit` stops
             the population and raises a `PopulationError` naming it (so a
             member is restarted at most `max_failures - 1` times; `1`
             restarts nobody). Defaults to `3`.
         logdir: TensorBoard log directory (one run per member).
+            Defaults to `None`.
         seed: the population's seed (initial hyperparameters, tie-breaks,
             explore, shuffling). When given, each member's model is built
             after `keras.utils.set_random_seed(<member seed>)`, so initial
@@ -89,13 +93,14 @@ class Population(PopulationResults):
             TensorFlow's global seeds). Defaults to a random seed.
         member_ids: optional ids (unique); defaults to
             `0..population_size-1`.
-        initial_hparams: optional list of `population_size` dicts replacing the sampled
-            initial hyperparameters; every value must lie in `space`.
-        verbose: 0 silent, 1 a table refreshed in place (plain lines when
-            not a terminal), 2 one line per member per epoch. Defaults to 1.
-        policy: a `keras_pbt.Policy` (every member's). Defaults to
-            `Policy()` with the shortcuts above; `self.policy_config` is it.
-        size: deprecated spelling of `population_size` (warns).
+        initial_hparams: optional list of `population_size` dicts replacing
+            the sampled initial hyperparameters; every value must lie in
+            `space`. Defaults to `None`.
+
+    Attributes:
+        policy: the `keras_pbt.Policy`.
+        store: the `InMemoryStore` the members share.
+        members: the `Member`s, in `member_ids` order.
 
     Example:
 
@@ -110,7 +115,7 @@ class Population(PopulationResults):
         return model
 
     pop = keras_pbt.Population(build, space, population_size=8, monitor="val_accuracy",
-                               interval_epochs=1, logdir="runs/digits")
+                               interval=1, logdir="runs/digits")
     pop.fit(x, y, validation_data=(xv, yv), epochs=20, batch_size=32)
     best = pop.best_model()
     ```
@@ -120,37 +125,22 @@ class Population(PopulationResults):
         self,
         build,
         space,
-        population_size=None,
+        population_size=8,
         monitor="val_accuracy",
         mode="auto",
-        interval_epochs=None,
-        interval_steps=None,
-        burn_in=0,
+        interval=1,
         synchronous=True,
-        quantile=None,
-        selection=None,
-        factors=None,
-        resample_probability=None,
-        explore_fn=None,
-        copy_optimizer_state=None,
+        policy=None,
         setters=None,
-        ranking=None,
-        explore=None,
         devices="auto",
-        devices_per_member=1,
-        num_cpu_devices=None,
         max_failures=3,
-        sync_timeout=600.0,
-        on_timeout="raise",
         logdir=None,
         seed=None,
         member_ids=None,
         initial_hparams=None,
-        verbose=1,
-        policy=None,
-        size=None,
     ):
-        size = population_checks.population_size(population_size, size)
+        size = check_int("population_size", population_size, minimum=2,
+                         why=" (PBT needs a population)")
         if not callable(build):
             raise TypeError(f"`build` must be a function hp -> compiled model. Received: build={build!r}")
         check_int("max_failures", max_failures)
@@ -163,11 +153,13 @@ class Population(PopulationResults):
                              f"Received: member_ids={member_ids!r}")
         if len(set(map(repr, member_ids))) != size:
             raise ValueError(f"`member_ids` must be unique. Received: member_ids={member_ids!r}")
-        self.policy_config = policy_config.resolve_policy(
-            policy, quantile=quantile, selection=selection, ranking=ranking, factors=factors,
-            resample_probability=resample_probability, explore_fn=explore_fn, explore=explore,
-            copy_optimizer_state=copy_optimizer_state)
-        self.store = InMemoryStore(seed=seed)
+        self.policy = config_lib.get_policy(policy)
+        self.interval = config_lib.get_interval(interval)
+        self.mode = selection_lib.resolve_mode(mode, check_monitor(monitor))
+        devices = devices_lib.get_devices(devices)
+        if devices.num_cpu is None:
+            devices = dataclasses.replace(devices, num_cpu=min(size, 4))
+        self.store = InMemoryStore(seed=seed, synchronous=synchronous)
         self.seed = self.store.seed
         rng = np.random.default_rng([self.seed, 0])
         if initial_hparams is None:
@@ -184,7 +176,6 @@ class Population(PopulationResults):
         self.population_size = size
         self.monitor = monitor
         self.max_failures = int(max_failures)
-        self.verbose = _check_verbose(verbose)
         self.logdir = logdir
         if setters is not None and not hasattr(setters, "items"):
             raise TypeError(f"`setters` must be a dict. Received: setters={setters!r}")
@@ -195,22 +186,11 @@ class Population(PopulationResults):
                 f"`setters` names {unknown}, which are not in `space` ({sorted(space)}). "
                 f"Received: setters={self._setters!r}"
             )
-        callbacks = [
-            PBTCallback(
-                self.store, mid, space, monitor=monitor, interval_epochs=interval_epochs,
-                interval_steps=interval_steps, burn_in=burn_in, mode=mode,
-                policy=self.policy_config, hparams=hp, synchronous=synchronous,
-                sync_timeout=sync_timeout,
-                on_timeout=on_timeout, seed=self.seed, logdir=logdir,
-            )
-            for mid, hp in zip(member_ids, initial_hparams)
-        ]
-        self.mode = callbacks[0].mode
-        if num_cpu_devices is None:
-            num_cpu_devices = min(size, 4)
-        slices = devices_lib.assign_devices(size, devices, devices_per_member, num_cpu_devices)
+        slices = devices_lib.assign_devices(size, devices)
+        # JAX: members of one architecture compile their steps once per device.
+        backend_lib.current().share_compilations()
         self.members = []
-        for i, (mid, hp, cb, devs) in enumerate(zip(member_ids, initial_hparams, callbacks, slices)):
+        for member_id, hp, devs in zip(member_ids, initial_hparams, slices):
             strategy = devices_lib.member_strategy(devs)
             member_seed = int(rng.integers(2**31))
             if seed is not None:
@@ -223,36 +203,31 @@ class Population(PopulationResults):
             if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
                 raise TypeError(
                     "`build` must return a compiled keras.Model (call model.compile). "
-                    f"Received: {model!r} for member {mid!r}"
+                    f"Received: {model!r} for member {member_id!r}"
                 )
-            cb.setters = self._member_setters(model)
-            self._check_hparams(model, cb, mid)
-            member = Member(mid, devs, strategy, model, cb, seed=member_seed)
+            setters_of_model = self._member_setters(model)
+            self._check_hparams(model, setters_of_model, member_id)
+            cb = PBTCallback(self.store, member_id, space, monitor=monitor, mode=self.mode,
+                             interval=self.interval, policy=self.policy, initial_hparams=hp,
+                             setters=setters_of_model, logdir=logdir)
+            member = Member(member_id, devs, strategy, model, cb, seed=member_seed)
             if self.members:
                 population_checks.check_same_layout(self.members[0], member)
             self.members.append(member)
-        self._stop = threading.Event()
-        self._progress = PopulationProgress(member_ids, monitor, 0, verbose=0)
-        self._fatal = None
-        self._fatal_lock = threading.Lock()
-        self._checkpointer = None
+        self._run = member_lib.FitRun(self.store, PopulationProgress(member_ids, monitor, 0, verbose=0),
+                                      self.max_failures)
         self.resumed_from = None
 
-    @property
-    def size(self):
-        """Deprecated spelling of `population_size`."""
-        return self.population_size
-
-    def _check_hparams(self, model, cb, mid):
+    def _check_hparams(self, model, setters, member_id):
         # Fails now, before any training, for a name that is neither an
         # optimizer field nor in `setters`, or a learning rate that is a
         # schedule. Also builds the optimizer (and SGD momentum slots), so
         # every snapshot and checkpoint has the same layout from the start.
         try:
-            HyperparameterApplier(model, list(self.space), cb.setters)
+            HyperparameterApplier(model, list(self.space), setters)
         except (ValueError, TypeError) as error:
             raise type(error)(
-                f"{error} (member {mid!r}). Received: space={self.space!r}, "
+                f"{error} (member {member_id!r}). Received: space={self.space!r}, "
                 f"setters={sorted(self._setters)!r}"
             ) from None
 
@@ -274,7 +249,8 @@ class Population(PopulationResults):
     # ------------------------------------------------------------------ fit
 
     def fit(self, x=None, y=None, validation_data=None, epochs=1, batch_size=None, callbacks=None,
-            shuffle=True, shuffle_buffer=1024, checkpoint_dir=None, verbose=None, **fit_kwargs):
+            shuffle=True, shuffle_buffer=data_lib.DEFAULT_SHUFFLE_BUFFER, checkpoint_dir=None,
+            verbose="auto", **fit_kwargs):
         """Trains every member concurrently with PBT.
 
         Args:
@@ -291,12 +267,12 @@ class Population(PopulationResults):
             shuffle_buffer: buffer of the batch shuffle for a Dataset.
             checkpoint_dir: a directory to checkpoint the population to at
                 interval boundaries (every boundary epoch; every epoch with
-                `interval_steps`). If it already holds a checkpoint of this
+                a step interval). If it already holds a checkpoint of this
                 population, training resumes from it: run the same command
                 again after a crash. See `keras_pbt.storage.checkpoint`.
-            verbose: `"auto"`, 0, 1 or 2, as in `keras.Model.fit`, for this
-                call (see the constructor's `verbose`). Defaults to the
-                population's `verbose`.
+            verbose: `"auto"` or 1 (a table refreshed in place; plain lines
+                when not a terminal), 2 (one line per member per epoch) or 0
+                (silent), as in `keras.Model.fit`. Defaults to `"auto"`.
             **fit_kwargs: passed to every member's `model.fit` (e.g.
                 `steps_per_epoch`, `validation_steps`, `class_weight`).
 
@@ -307,7 +283,8 @@ class Population(PopulationResults):
             ValueError: a bad argument (`Received: batch_size=0`), before
                 any member trains.
             PopulationError: if a member failed `max_failures` times (or a
-                synchronous boundary timed out with `on_timeout="raise"`).
+                synchronous boundary timed out with
+                `store.on_timeout="raise"`).
             ConfigurationError: (a `ValueError`) if the monitored metric is
                 not in the logs; it lists the keys that are.
             CheckpointError: (a `ValueError`) if `checkpoint_dir` holds a
@@ -315,29 +292,31 @@ class Population(PopulationResults):
                 or not keras-pbt's; it names the file.
         """
         check_int("epochs", epochs)
-        verbose = self.verbose if verbose is None else _check_verbose(verbose)
+        verbose = _check_verbose(verbose)
         if callbacks is not None and not callable(callbacks) and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list or fn(member_id) -> list. Received: {callbacks!r}")
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
             x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs)
-        self._stop.clear()
         self.store.reopen()
-        self._fatal = None
-        self._progress = PopulationProgress([m.id for m in self.members], self.monitor, epochs,
-                                            verbose=verbose)
-        self._checkpointer = None
+        progress = PopulationProgress([m.member_id for m in self.members], self.monitor, epochs,
+                                      verbose=verbose)
+        checkpointer = None
         if checkpoint_dir is not None:
-            self._checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir)
+            checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir)
             if resumed is not None:
                 self.resumed_from = resumed
-                self._progress.message(
+                progress.message(
                     f"Resuming from the checkpoint of epoch {resumed} in {checkpoint_dir}.")
+        self._checkpointer = checkpointer
+        self._run = run = member_lib.FitRun(
+            self.store, progress, self.max_failures,
+            checkpoint=None if checkpointer is None else self._save_member)
         for member in self.members:
             if member.initial_snapshot is None:
                 member.callback.set_model(member.model)
                 # On the host: it holds no device memory for the whole fit.
                 member.initial_snapshot = snapshot_lib.capture(
-                    member.model, member.id, member.callback.steps, member.callback.hparams,
+                    member.model, member.member_id, member.callback.steps, member.callback.hparams,
                     on_device=False)
         # Every member trains the same number of steps per epoch; each one's
         # data is shuffled with its own seed, repeated, and distributed over
@@ -347,72 +326,66 @@ class Population(PopulationResults):
             kwargs["validation_steps"] = vsteps
         targets = []
         for member in self.members:
-            extra = callbacks(member.id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
-            data = data_lib.member_data(member.strategy, x, y, batch_size,
-                                        member.seed if shuffle else None, shuffle_buffer)
-            vdata = data_lib.member_validation(member.strategy, validation_data, batch_size)
-            targets.append((f"pbt-member-{member.id}", member_lib.train,
-                            (self, member, data, dict(kwargs, validation_data=vdata), extra)))
+            extra = callbacks(member.member_id) if callable(callbacks) else copy.deepcopy(list(callbacks or []))
+            data = data_lib.member_pipeline(member.strategy, x, y, batch_size=batch_size,
+                                            seed=member.seed if shuffle else None,
+                                            shuffle_buffer=shuffle_buffer)
+            vdata = data_lib.validation_pipeline(member.strategy, validation_data, batch_size)
+            targets.append((f"pbt-member-{member.member_id}", member_lib.train,
+                            (run, member, data, dict(kwargs, validation_data=vdata), extra)))
         start = time.monotonic()
-        threads = threads_lib.start(targets)
-        try:
-            threads_lib.join(threads)
-        except KeyboardInterrupt:
-            self._interrupted(threads)
-            raise
-        self._progress.close()
+        with threads_lib.quiet_first_traces():
+            threads = threads_lib.start(targets)
+            try:
+                threads_lib.join(threads)
+            except KeyboardInterrupt:
+                self._interrupted(threads)
+                raise
+        progress.close()
         self.elapsed = time.monotonic() - start
-        if self._fatal is not None:
-            raise self._fatal
+        if run.error is not None:
+            raise run.error
         if verbose:
-            self._print_summary()
+            self._print_summary(progress)
         return self.history
 
     def stop(self):
         """Asks every member to stop at the end of its current epoch."""
-        self._stop.set()
-        self.store.close("the population was stopped")
+        self._run.stop()
 
     def _interrupted(self, threads):
         """Ctrl-C. Without checkpoints: stop now. With checkpoints: let every
         member finish its epoch and its boundary (so the boundary's
         checkpoint is written), then stop; a second Ctrl-C stops at once."""
-        ck = self._checkpointer
+        ck, run = self._checkpointer, self._run
         if ck is None:
-            self._progress.message("Interrupted: stopping every member at the end of its epoch...")
-            self.stop()
+            run.progress.message("Interrupted: stopping every member at the end of its epoch...")
+            run.stop()
             self._wait_for_members(threads)
-            self._progress.close()
+            run.progress.close()
             return
-        self._progress.message(
+        run.progress.message(
             "Interrupted: stopping every member at the end of its epoch and saving a checkpoint "
             "(Ctrl-C again to stop at once)...")
-        self._stop.set()  # members stop after their epoch; the store stays open
+        run.stopping.set()  # members stop after their epoch; the store stays open
         try:
-            threads_lib.join(threads, timeout=self.members[0].callback.sync_timeout + 60)
+            threads_lib.join(threads, timeout=self.store.timeout + 60)
         except KeyboardInterrupt:
             pass
-        self.stop()
+        run.stop()
         self._wait_for_members(threads)
-        self._progress.message(
+        run.progress.message(
             f"Checkpoint of epoch {ck.committed} is in {ck.directory}; run the same command to "
             "resume." if ck.committed is not None else
             f"No complete checkpoint was written to {ck.directory} yet.")
-        self._progress.close()
+        run.progress.close()
 
     def _wait_for_members(self, threads, timeout=60):
         hung = threads_lib.join(threads, timeout)
         if hung:
-            self._progress.message(
+            self._run.progress.message(
                 f"{threads_lib.names(hung)} still running {timeout} s after the stop (inside a "
                 "train step or a user callback); they end with the process.")
-
-    def _fail(self, error):
-        """Stops the population; `fit` raises the first such error."""
-        with self._fatal_lock:
-            if self._fatal is None:
-                self._fatal = error
-        self.stop()
 
     def _save_member(self, member):
         index = next(i for i, m in enumerate(self.members) if m is member)

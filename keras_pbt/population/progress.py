@@ -49,12 +49,12 @@ class PopulationProgress:
         self._drawn_lines = 0
         self._last_draw = 0.0
 
-    def update(self, member, **fields):
+    def update(self, member_id, **fields):
         """Updates a member's row (epoch, step, metric, hparams, exploit, status)."""
         if not self.verbose:
             return
         with self._lock:
-            row = self.rows.setdefault(member, {})
+            row = self.rows.setdefault(member_id, {})
             row.update(fields)
             if self.in_place:
                 now = time.monotonic()
@@ -62,10 +62,10 @@ class PopulationProgress:
                     self._draw()
                     self._last_draw = now
             elif set(fields) == {"status"}:
-                self.stream.write(f"member {member!s:>4}  {fields['status']}\n")
+                self.stream.write(f"member {member_id!s:>4}  {fields['status']}\n")
                 self.stream.flush()
             else:
-                self.stream.write(self._line(member, row) + "\n")
+                self.stream.write(self._line(member_id, row) + "\n")
                 self.stream.flush()
 
     def message(self, text):
@@ -86,8 +86,8 @@ class PopulationProgress:
                 self._draw()
                 self._drawn_lines = 0
 
-    def _line(self, member, row):
-        parts = [f"member {member!s:>4}"]
+    def _line(self, member_id, row):
+        parts = [f"member {member_id!s:>4}"]
         if "epoch" in row:
             parts.append(f"epoch {row['epoch']}/{self.epochs}")
         if "step" in row:

@@ -1,9 +1,8 @@
 """What a trained `Population` hands back: lineage, histories, the best member
 and its model, evaluation and the closing summary line (a mixin)."""
 
-import tensorflow as tf
-
 from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.population import data as data_lib
 
 
 class PopulationResults:
@@ -17,19 +16,19 @@ class PopulationResults:
     @property
     def history(self):
         """dict member id -> dict metric -> list of per-epoch values."""
-        return {m.id: dict(m.history) for m in self.members}
+        return {m.member_id: dict(m.history) for m in self.members}
 
     @property
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
-        (`keras_pbt.core.ancestry.rank_members`: NaN last, ties by member id)."""
+        (`keras_pbt.core.ancestry.order_members`: NaN last, ties by member id)."""
         histories = self.store.histories()
-        ranked = schedule_lib.rank_members(
-            {m.id: histories[m.id][-1].metric for m in self.members if histories.get(m.id)},
+        ranked = schedule_lib.order_members(
+            {m.member_id: histories[m.member_id][-1].metric for m in self.members if histories.get(m.member_id)},
             self.mode)
         if not ranked:
             raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.id == ranked[0])
+        return next(m for m in self.members if m.member_id == ranked[0])
 
     def evaluate(self, x, y=None, batch_size=None):
         """Evaluates every member's current model on `(x, y)`.
@@ -43,7 +42,7 @@ class PopulationResults:
             dict member id -> dict metric name -> float (the names of
             `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
         """
-        return {m.id: {k: float(v) for k, v in m.model.evaluate(
+        return {m.member_id: {k: float(v) for k, v in m.model.evaluate(
                     x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
                 for m in self.members}
 
@@ -76,7 +75,7 @@ class PopulationResults:
         """
         if validation_data is None:
             return self.best_member.model
-        if isinstance(validation_data, tf.data.Dataset):
+        if data_lib.is_dataset(validation_data):
             scores = self.evaluate(validation_data, batch_size=batch_size)
         elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             scores = self.evaluate(*validation_data, batch_size=batch_size)
@@ -92,17 +91,17 @@ class PopulationResults:
                 f"`monitor={self.monitor!r}` needs the metric {name!r} from evaluate, which "
                 f"returned {sorted(first)}. Received: validation_data=..."
             )
-        best = schedule_lib.rank_members({mid: s[name] for mid, s in scores.items()}, self.mode)[0]
-        return next(m for m in self.members if m.id == best).model
+        best = schedule_lib.order_members({member_id: s[name] for member_id, s in scores.items()}, self.mode)[0]
+        return next(m for m in self.members if m.member_id == best).model
 
-    def _print_summary(self):
+    def _print_summary(self, progress):
         best = self.best_member
         exploits = sum(1 for r in self.lineage if r.action == "exploit")
         restarts = sum(1 for r in self.lineage if r.action == "restart")
         hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
                        for k, v in best.hparams.items())
-        self._progress.message(
-            f"PBT done in {self.elapsed:.1f} s: best member {best.id!r} with {self.monitor}="
+        progress.message(
+            f"PBT done in {self.elapsed:.1f} s: best member {best.member_id!r} with {self.monitor}="
             f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
             f"{restarts} restarts."
         )

@@ -7,6 +7,8 @@ caller at once, and reports the threads that are still running after a
 deadline instead of reading them as finished.
 """
 
+import contextlib
+import logging
 import threading
 import time
 
@@ -50,3 +52,37 @@ def join(threads, timeout=None):
 def names(threads):
     """The threads' names, for a message: `"pbt-member-0, pbt-member-3"`."""
     return ", ".join(t.name for t in threads)
+
+
+class _FirstTracesOfMembers(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <Keras' step function>
+    triggered tf.function retracing" while members train in threads.
+
+    TensorFlow counts traces per Python *code object*, not per `tf.function`:
+    every member's train and test functions are made from the same Keras
+    code, so the first trace of each member's own function counts as a
+    "retrace" of one function. Measured on an 8-member learning-rate-only
+    population (4 epochs, 6 exploits): each member's train step is traced
+    once and its test step never again after the first epoch
+    (`tests/test_population.py::test_members_trace_their_steps_once`), yet
+    TensorFlow warns twice.
+    """
+
+    def filter(self, record):
+        text = record.getMessage()
+        return not ("triggered tf.function retracing" in text
+                    and "TensorFlowTrainer._make_function" in text)
+
+
+@contextlib.contextmanager
+def quiet_first_traces():
+    """While members train: TensorFlow's retracing warning about Keras' step
+    functions is dropped (`_FirstTracesOfMembers` says why); other records
+    pass."""
+    logger = logging.getLogger("tensorflow")
+    quiet = _FirstTracesOfMembers()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

@@ -125,6 +125,23 @@ class _CallableSetter(_Setter):
         return True
 
 
+class _LayerRateSetter(_Setter):
+    """A Keras layer's `rate` (a `Dropout`): read from the layer, set on it;
+    the compiled step captured the old float, so it is retraced."""
+
+    retraces = True
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def read(self):
+        return float(self.layer.rate)
+
+    def apply(self, value):
+        self.layer.rate = float(value)
+        return True
+
+
 def _inner_optimizer(optimizer):
     # A LossScaleOptimizer wraps the optimizer that holds the hyperparameters.
     return getattr(optimizer, "inner_optimizer", optimizer)
@@ -153,10 +170,12 @@ class HyperparameterApplier:
     Args:
         model: a compiled `keras.Model` whose optimizer is built.
         names: the hyperparameter names to manage.
-        setters: optional dict name -> `keras.Variable` (assigned, no retrace)
-            or callable `fn(model, value)` (called, then the train step is
-            retraced). A setter takes precedence over an optimizer field of
-            the same name.
+        setters: optional dict name -> `keras.Variable` (assigned, no
+            retrace), a Keras layer with a `rate` such as `Dropout` (its
+            rate is read and set, then the train step is retraced), or a
+            callable `fn(model, value)` (called, then the train step is
+            retraced; its start value cannot be read). A setter takes
+            precedence over an optimizer field of the same name.
 
     Raises:
         ValueError: naming a hyperparameter that is neither an optimizer
@@ -200,11 +219,18 @@ class HyperparameterApplier:
         if setter is not None:
             if isinstance(setter, keras.Variable):
                 return _VariableSetter(setter, self.model)
+            if isinstance(setter, keras.layers.Layer):
+                rate = getattr(setter, "rate", None)
+                if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+                    raise TypeError(
+                        f"`setters[{name!r}]` is a layer without a numeric `rate` (as a Dropout "
+                        f"has); pass fn(model, value) to set it. Received: {setter!r}")
+                return _LayerRateSetter(setter)
             if callable(setter):
                 return _CallableSetter(setter, self.model)
             raise TypeError(
-                f"`setters[{name!r}]` must be a keras.Variable or a callable "
-                f"fn(model, value). Received: {setter!r}"
+                f"`setters[{name!r}]` must be a keras.Variable, a layer with a `rate` (a "
+                f"Dropout) or a callable fn(model, value). Received: {setter!r}"
             )
         opt, field = self.optimizer, name
         if "." in name:

@@ -6,7 +6,6 @@ step); `replay` reads the schedule of a member's ancestry from a finished
 run and trains a fresh model with it.
 """
 
-import math
 import numbers
 import os
 
@@ -16,6 +15,7 @@ import numpy as np
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.runtime.hyperparameters import HyperparameterApplier
 from keras_pbt.core.validation import check_int
+from keras_pbt.population import data as data_lib
 from keras_pbt.storage import events as events_lib
 
 
@@ -162,14 +162,16 @@ class ScheduleCallback(keras.callbacks.Callback):
 
 
 def _steps_per_epoch(x, fit_kwargs):
+    """`model.fit`'s steps per epoch (`keras_pbt.population.data.steps_per_epoch`),
+    or None where `fit` decides them itself (a generator; a validation split)."""
     if fit_kwargs.get("steps_per_epoch"):
         return int(fit_kwargs["steps_per_epoch"])
     if isinstance(x, np.ndarray) and not fit_kwargs.get("validation_split"):
-        return math.ceil(len(x) / (fit_kwargs.get("batch_size") or 32))
+        return data_lib.steps_per_epoch(x, batch_size=fit_kwargs.get("batch_size"))
     return None
 
 
-def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None, verbose=0,
+def replay(build, lineage, x=None, y=None, member_id=None, mode=None, setters=None, verbose=0,
            **fit_kwargs):
     """Trains a fresh model on the hyperparameter schedule of a member's ancestry.
 
@@ -181,7 +183,7 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
             `Population.lineage`).
         x: training data, as for `model.fit`.
         y: training targets, as for `model.fit`.
-        member: whose schedule to follow; by default the best member.
+        member_id: whose schedule to follow; by default the best member.
         mode: `"min"` or `"max"` for choosing the best member; by default
             the mode written in the records.
         setters: as in `ScheduleCallback`.
@@ -202,7 +204,7 @@ def replay(build, lineage, x=None, y=None, member=None, mode=None, setters=None,
     """
     if isinstance(lineage, (str, os.PathLike)):
         lineage = events_lib.read_lineage(os.fspath(lineage))
-    schedule = schedule_lib.ancestry_schedule(lineage, member, mode)
+    schedule = schedule_lib.ancestry_schedule(lineage, member_id, mode)
     model = build(dict(schedule[0][1]))
     callback = ScheduleCallback(schedule, setters=setters,
                                 steps_per_epoch=_steps_per_epoch(x, fit_kwargs),

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from keras_pbt import backend as backend_lib
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage.payload import Snapshot
 
 
 def optimizers(model):
@@ -85,6 +85,15 @@ def _own_state(model):
     return [(name, opt, _own_variables(opt)) for name, opt in optimizers(model)]
 
 
+def other_variables(model):
+    """Model variables that are neither weights nor optimizer variables:
+    the state of Keras' seed generators (dropout and other random layers),
+    which a checkpoint saves beside the snapshot."""
+    known = {id(v) for v in model.weights}
+    known |= {id(v) for v in _optimizer_variables(model)}
+    return [v for v in model.variables if id(v) not in known]
+
+
 def _learning_rate_variables(state):
     out = set()
     for _, opt, _ in state:
@@ -125,12 +134,12 @@ def _copy(backend, variable, on_device):
     return backend.host_copy(variable)
 
 
-def capture(model, member, step, hparams=None, metric=None, on_device=None):
+def capture(model, member_id, step, hparams=None, metric=None, on_device=None):
     """Copies `model`'s weights and optimizer variables into a `Snapshot`.
 
     Args:
         model: a compiled, built `keras.Model`.
-        member: the member id.
+        member_id: the member id.
         step: the member's step.
         hparams: its hyperparameters now.
         metric: its metric now.
@@ -155,7 +164,7 @@ def capture(model, member, step, hparams=None, metric=None, on_device=None):
     backend.sync_state(model)
     weights, state = _model_variables(model), _own_state(model)  # walked once
     return Snapshot(
-        member=member,
+        member_id=member_id,
         step=int(step),
         weights=tuple(_copy(backend, v, on_device) for v in weights),
         optimizer=tuple(_copy(backend, v, on_device) for _, _, own in state for v in own),
@@ -255,7 +264,7 @@ def restore(model, snapshot, copy_optimizer_state=True):
     pairs = _align(_layout(weights, state), snapshot.layout)
     if isinstance(pairs, str):
         raise ValueError(
-            f"Cannot copy member {snapshot.member!r}'s state: {pairs}. Members of a "
+            f"Cannot copy member {snapshot.member_id!r}'s state: {pairs}. Members of a "
             "population must share the architecture and the optimizer classes."
         )
     # One assign per variable, straight from the snapshot's array, with one

@@ -46,7 +46,8 @@ import numpy as np
 from keras_pbt.core import lineage as lineage_lib
 
 FORMAT = "keras_pbt.storage.checkpoint"
-FORMAT_VERSION = 1
+# 2: a member's arrays and snapshot metadata in `keras_pbt.storage.payload`'s layout.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{6,})$")
 _META_KEY = "meta"
@@ -121,7 +122,7 @@ def encode_arrays(arrays, meta):
         raise ValueError(f"Array name {_META_KEY!r} is reserved.")
     out = {}
     for name, a in arrays.items():
-        a = np.asarray(a)
+        a = np.asarray(a)  # host arrays: `payload.encode_snapshot` copied device tensors
         _check_array(name, a, "<new checkpoint>")
         out[name] = a
     # Strict JSON: non-finite floats in the project's one spelling ("NaN").
@@ -134,6 +135,11 @@ def encode_arrays(arrays, meta):
 
 def decode_arrays(data, path):
     """Inverse of `encode_arrays`: `(arrays, meta)`. Never unpickles anything.
+
+    `meta` is the JSON as written: a NaN or infinite float is the string
+    `"NaN"`, `"Infinity"` or `"-Infinity"`, which the reader turns back
+    into a float where it expects one (`keras_pbt.core.lineage.decode_float`),
+    so a string hyperparameter or member id spelled `"NaN"` stays a string.
 
     Raises:
         CheckpointError: naming `path` when the bytes are not such a file.
@@ -159,25 +165,7 @@ def decode_arrays(data, path):
         meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"Checkpoint file {path} has malformed metadata: {e}", path) from None
-    return arrays, decode_nonfinite(meta)
-
-
-def decode_nonfinite(obj):
-    """Inverse of `keras_pbt.core.lineage.encode` for metadata: the strings `"NaN"`,
-    `"Infinity"` and `"-Infinity"` (anywhere in dicts and lists) become floats.
-
-    Example:
-
-    >>> decode_nonfinite({"loss": ["NaN", 1.0]})
-    {'loss': [nan, 1.0]}
-    """
-    if isinstance(obj, str):
-        return lineage_lib.decode_float(obj)
-    if isinstance(obj, dict):
-        return {k: decode_nonfinite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode_nonfinite(v) for v in obj]
-    return obj
+    return arrays, meta
 
 
 def _manifest_digest(body):
@@ -302,7 +290,7 @@ class Checkpointer:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.header = dict(header)
-        self.size = len(header["member_ids"])
+        self.population_size = len(header["member_ids"])
         self.keep = keep
         self._lock = threading.Lock()
         self._pending = {}
@@ -370,7 +358,7 @@ class Checkpointer:
                 return False
             pending = self._pending.setdefault(epoch, {})
             pending[index] = entry
-            if len(pending) < self.size:
+            if len(pending) < self.population_size:
                 return False
             body = dict(self.header, epoch=epoch, time=time.time(),
                         files=[pending[i] for i in sorted(pending)])

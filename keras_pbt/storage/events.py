@@ -2,11 +2,13 @@
 
 The writer is `keras_pbt.storage.summary.MemberSummaryWriter` (one run
 `member_<id>` per member, records as plugin data under
-`keras_pbt.core.lineage.LINEAGE_TAG`). Reading imports TensorFlow when it is
-called, not before.
+`keras_pbt.core.lineage.LINEAGE_TAG`). Reading needs the `tensorboard`
+package's protos only, no TensorFlow, and imports them when it is called
+(`import keras_pbt` stays light).
 """
 
 import os
+import struct
 
 from keras_pbt.core import lineage as lineage_lib
 
@@ -23,6 +25,8 @@ def read_lineage(logdir):
         ValueError: if there are no lineage records, or records of more than
             one population (runs in several directories): pass one of them.
     """
+    from tensorboard.util import tensor_util
+
     runs = {}
     for root, _, files in os.walk(logdir):
         events = sorted(f for f in files if "tfevents" in f)
@@ -30,11 +34,12 @@ def read_lineage(logdir):
             continue
         by_step = {}
         for name in events:
-            for event in _events(os.path.join(root, name)):
+            for event in read_events(os.path.join(root, name)):
                 for value in event.summary.value:
                     if (value.tag == lineage_lib.LINEAGE_TAG
                             and value.metadata.plugin_data.plugin_name in ("", lineage_lib.PLUGIN_NAME)):
-                        by_step[event.step] = lineage_lib.loads(_tensor_text(value.tensor))
+                        text = tensor_util.make_ndarray(value.tensor).item()
+                        by_step[event.step] = lineage_lib.loads(text)
         if by_step:
             runs[root] = [r for step in sorted(by_step) for r in by_step[step]]
     if not runs:
@@ -48,20 +53,28 @@ def read_lineage(logdir):
     return [r for run in sorted(runs) for r in runs[run]]
 
 
-def _events(path):
-    """The `Event` protos of one event file; stops at a truncated last record
-    (a run that is still writing)."""
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
+def read_events(path):
+    """The `Event` protos of one event file, in order.
 
-    try:
-        for raw in tf.data.TFRecordDataset(path):
-            yield event_pb2.Event.FromString(raw.numpy())
-    except tf.errors.DataLossError:
-        return
+    A record is a little-endian uint64 length, a uint32 checksum, the
+    data and a uint32 checksum (the TFRecord framing). Reading stops at a
+    truncated last record (a run that is still writing).
 
+    Args:
+        path: an event file (`events.out.tfevents.*`).
 
-def _tensor_text(tensor):
-    import tensorflow as tf
+    Yields:
+        `tensorboard.compat.proto.event_pb2.Event`.
+    """
+    from tensorboard.compat.proto import event_pb2
 
-    return tf.make_ndarray(tensor).item()
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                return
+            yield event_pb2.Event.FromString(data)

@@ -6,119 +6,47 @@ oracle, a checkpointed store) implement the same methods.
 """
 
 import abc
-import dataclasses
 import threading
 import time
-import zlib
-from typing import Any, Dict, Tuple
-
-import numpy as np
 
 from keras_pbt.core.errors import BarrierTimeoutError
 from keras_pbt.core.errors import ConfigurationError  # noqa: F401 - re-exported
 from keras_pbt.core.errors import PopulationStopped
 from keras_pbt.core.selection import Report
+from keras_pbt.core.validation import check_bool
+from keras_pbt.core.validation import check_choice
+from keras_pbt.core.validation import check_timeout
 from keras_pbt.core.validation import new_seed
-
-
-def _host_copy(array):
-    """A read-only NumPy array of `array`'s value (itself if it is one)."""
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "detach"):  # a PyTorch tensor, maybe on a GPU
-        array = array.detach().cpu()
-    out = np.array(array)  # a device tensor's `__array__`: copied to host memory
-    out.flags.writeable = False
-    return out
-
-
-def _nbytes(array):  # a device tensor's from its shape and dtype, without a copy
-    if isinstance(array, np.ndarray):
-        return array.nbytes
-    nbytes = getattr(array, "nbytes", None)  # JAX and PyTorch tensors have it
-    if isinstance(nbytes, int):
-        return nbytes
-    return int(np.prod(tuple(array.shape), dtype=np.int64)) * int(array.dtype.size)
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """An immutable copy of a member's training state at one step.
-
-    Arrays are read-only NumPy arrays, or tensors on the GPU of a member
-    that lives there (`keras_pbt.runtime.snapshot.capture`); a checkpoint writes
-    `to_host()`.
-
-    Attributes:
-        member: the member id.
-        step: the member's step when the copy was taken.
-        weights: the model's weights (`model.weights` order).
-        optimizer: the optimizer's variables (`optimizer.variables` order).
-        hparams: the hyperparameters at that step.
-        metric: the member's metric at that step (if known).
-        layout: `(name, shape, dtype)` of every model weight, then of every
-            optimizer variable, used to check that a restore matches.
-    """
-
-    member: Any
-    step: int
-    weights: Tuple[Any, ...]
-    optimizer: Tuple[Any, ...]
-    hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    metric: Any = None
-    layout: Tuple = ()
-
-    def __post_init__(self):
-        for a in self.weights + self.optimizer:
-            if isinstance(a, np.ndarray):  # device tensors are immutable already
-                a.flags.writeable = False
-
-    @property
-    def on_device(self):
-        """True if some arrays are device tensors rather than NumPy arrays."""
-        return not all(isinstance(a, np.ndarray) for a in self.weights + self.optimizer)
-
-    def to_host(self):
-        """This snapshot with read-only NumPy arrays (`self` if it has only those)."""
-        if not self.on_device:
-            return self
-        return dataclasses.replace(self, weights=tuple(map(_host_copy, self.weights)),
-                                   optimizer=tuple(map(_host_copy, self.optimizer)))
-
-    def checksum(self):
-        """CRC32 over all arrays (to detect torn or corrupted copies); device
-        tensors are read to the host, so it equals that of `to_host()`."""
-        crc = 0
-        for a in self.weights + self.optimizer:
-            crc = zlib.crc32(np.ascontiguousarray(_host_copy(a)).view(np.uint8), crc)
-        return crc
-
-    @property
-    def nbytes(self):
-        """Bytes of all arrays (where they are: host or device memory)."""
-        return sum(_nbytes(a) for a in self.weights + self.optimizer)
+from keras_pbt.storage.payload import Snapshot
 
 
 class PopulationStore(abc.ABC):
     """What members of one population share.
 
-    Every method is safe to call from several threads.
+    Every method is safe to call from several threads. A store also says
+    how its members meet at a boundary, since it implements the barrier:
+    `synchronous` (all live members decide together), `timeout` (seconds a
+    synchronous boundary waits) and `on_timeout` (`"raise"` or
+    `"continue"`); a member's `PBTCallback` reads them here.
     """
 
     seed = 0
+    synchronous = False
+    timeout = 600.0
+    on_timeout = "raise"
 
     @abc.abstractmethod
-    def register(self, member, hparams=None, exist_ok=False):
-        """Adds `member`, or marks it live again after `leave`.
+    def register(self, member_id, hparams=None, exist_ok=False):
+        """Adds `member_id`, or marks it live again after `leave`.
 
         Raises:
-            ValueError: if `member` is already live and `exist_ok` is False
+            ValueError: if `member_id` is already live and `exist_ok` is False
                 (two members with one id).
         """
 
     @abc.abstractmethod
-    def leave(self, member, reason=""):
-        """Marks `member` as no longer training: barriers stop waiting for it."""
+    def leave(self, member_id, reason=""):
+        """Marks `member_id` as no longer training: barriers stop waiting for it."""
 
     @abc.abstractmethod
     def members(self):
@@ -137,17 +65,18 @@ class PopulationStore(abc.ABC):
         """dict member -> list of its `Report`s, oldest first (a copy)."""
 
     @abc.abstractmethod
-    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
+    def wait_for_interval(self, member_id, interval, timeout=None, on_timeout=None):
         """Synchronous barrier at boundary `interval`.
 
         Blocks until every live member has reported for `interval`.
 
         Args:
-            member: the waiting member (must have reported already).
+            member_id: the waiting member (must have reported already).
             interval: the boundary index.
-            timeout: seconds to wait at most.
+            timeout: seconds to wait at most. Defaults to the store's `timeout`.
             on_timeout: `"raise"` raises `BarrierTimeoutError` naming the
                 missing members; `"continue"` returns what arrived.
+                Defaults to the store's `on_timeout`.
 
         Returns:
             The reports for `interval` of the members that arrived.
@@ -158,8 +87,8 @@ class PopulationStore(abc.ABC):
         """Makes `snapshot` the latest copyable state of its member."""
 
     @abc.abstractmethod
-    def snapshot(self, member, min_step=None, timeout=0.0):
-        """The latest `Snapshot` of `member` with `step >= min_step`.
+    def snapshot(self, member_id, min_step=None, timeout=0.0):
+        """The latest `Snapshot` of `member_id` with `step >= min_step`.
 
         Waits up to `timeout` seconds for one; returns `None` if none came.
         """
@@ -200,17 +129,30 @@ class InMemoryStore(PopulationStore):
     for a snapshot, only when that member publishes one.
 
     Args:
-        seed: the population's seed (tie-breaking and explore); every
-            member's callback uses it unless given its own. Defaults to a
-            fresh random seed.
+        seed: the population's seed (tie-breaking and explore): every
+            member's callback uses it. Defaults to a fresh random seed.
+        synchronous: if True, all live members meet at each boundary and
+            decide together on the same reports; if False, each member
+            decides against the latest comparable reports of the others.
+            Defaults to `False`.
+        timeout: seconds a synchronous boundary waits for late members
+            (also settable later, e.g. `pop.store.timeout = 30`). Defaults
+            to `600`.
+        on_timeout: what a synchronous boundary does when members are
+            later than `timeout`: `"raise"` (a `BarrierTimeoutError` naming
+            them) or `"continue"` (decide without them). Defaults to
+            `"raise"`.
     """
 
-    def __init__(self, seed=None):
+    def __init__(self, seed=None, synchronous=False, timeout=600.0, on_timeout="raise"):
         if seed is None:
             seed = new_seed()
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
         self.seed = seed
+        self.synchronous = check_bool("synchronous", synchronous)
+        self.timeout = timeout
+        self.on_timeout = on_timeout
         self._lock = threading.Lock()
         self._members = {}  # member -> live flag, in registration order
         self._n_live = 0
@@ -252,32 +194,32 @@ class InMemoryStore(PopulationStore):
         if self._closed is not None:
             raise PopulationStopped(self._closed)
 
-    def register(self, member, hparams=None, exist_ok=False):
+    def register(self, member_id, hparams=None, exist_ok=False):
         with self._lock:
-            live = self._members.get(member)
+            live = self._members.get(member_id)
             if live and not exist_ok:
                 raise ValueError(
-                    f"Duplicate member id: member {member!r} is already registered "
+                    f"Duplicate member id: member {member_id!r} is already registered "
                     "and training in this store. Received: member_id="
-                    f"{member!r}"
+                    f"{member_id!r}"
                 )
             if not live:
-                self._members[member] = True
+                self._members[member_id] = True
                 self._n_live += 1
-                for i in self._present.setdefault(member, set()):
+                for i in self._present.setdefault(member_id, set()):
                     self._live_arrived[i] += 1
-            self._history.setdefault(member, [])
+            self._history.setdefault(member_id, [])
             if hparams is not None:
-                self._hparams[member] = dict(hparams)
+                self._hparams[member_id] = dict(hparams)
 
-    def leave(self, member, reason=""):
+    def leave(self, member_id, reason=""):
         with self._lock:
-            if self._members.get(member):
-                self._members[member] = False
+            if self._members.get(member_id):
+                self._members[member_id] = False
                 self._n_live -= 1
-                for i in self._present[member]:
+                for i in self._present[member_id]:
                     self._live_arrived[i] -= 1
-                self._wake_complete()  # those waiting only for `member`
+                self._wake_complete()  # those waiting only for `member_id`
 
     def members(self):
         with self._lock:
@@ -291,7 +233,7 @@ class InMemoryStore(PopulationStore):
         if not isinstance(report, Report):
             raise TypeError(f"`report` must be a Report. Received: {report!r}")
         with self._lock:
-            member = report.member
+            member = report.member_id
             if member not in self._members:
                 raise KeyError(f"Member {member!r} is not registered in this store.")
             history = self._history[member]
@@ -303,26 +245,26 @@ class InMemoryStore(PopulationStore):
                     and self._complete(interval)):
                 self._interval_waiters[interval][0].notify_all()
 
-    def _index(self, member, report, previous):
+    def _index(self, member_id, report, previous):
         """Adds `report` to the barrier index; `previous`: the interval of
         the member's report before it (None for its first)."""
-        interval, live = report.interval, self._members[member]
-        present = self._present[member]
+        interval, live = report.interval, self._members[member_id]
+        present = self._present[member_id]
         if previous is not None and interval < previous:
             # The member went back: it has not reached the later intervals.
             for i in [i for i in present if i > interval]:
                 present.discard(i)
-                del self._arrived[i][member]
+                del self._arrived[i][member_id]
                 if live:
                     self._live_arrived[i] -= 1
         arrived = self._arrived.get(interval)
         if arrived is None:
             arrived = self._arrived[interval] = {}
-        if member not in arrived:
+        if member_id not in arrived:
             present.add(interval)
             count = self._live_arrived.get(interval, 0)  # 0 for a left member's report
             self._live_arrived[interval] = count + 1 if live else count
-        arrived[member] = report
+        arrived[member_id] = report
 
     def _complete(self, interval):
         return self._live_arrived.get(interval, 0) >= self._n_live
@@ -340,11 +282,27 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return {m: list(h) for m, h in self._history.items()}
 
-    def wait_for_interval(self, member, interval, timeout, on_timeout="raise"):
-        if on_timeout not in ("raise", "continue"):
-            raise ValueError(
-                f"`on_timeout` must be 'raise' or 'continue'. Received: on_timeout={on_timeout!r}"
-            )
+    @property
+    def timeout(self):
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._timeout = check_timeout("timeout", value)
+
+    @property
+    def on_timeout(self):
+        return self._on_timeout
+
+    @on_timeout.setter
+    def on_timeout(self, value):
+        self._on_timeout = check_choice("on_timeout", value, ("raise", "continue"))
+
+    def wait_for_interval(self, member_id, interval, timeout=None, on_timeout=None):
+        timeout = self.timeout if timeout is None else check_timeout("timeout", timeout,
+                                                                     allow_zero=True)
+        on_timeout = self.on_timeout if on_timeout is None else check_choice(
+            "on_timeout", on_timeout, ("raise", "continue"))
         deadline = time.monotonic() + timeout
         with self._lock:
             self._check_open()
@@ -362,10 +320,10 @@ class InMemoryStore(PopulationStore):
                         missing = [m for m, live in self._members.items()
                                    if live and m not in arrived]
                         raise BarrierTimeoutError(
-                            f"Member {member!r} waited {timeout:g} s at interval {interval} "
+                            f"Member {member_id!r} waited {timeout:g} s at interval {interval} "
                             f"for members {missing!r}, which did not report. Raise "
-                            "`sync_timeout`, use on_timeout='continue', or check those members.",
-                            member=member, interval=interval, missing=missing, timeout=timeout,
+                            "the store's `timeout`, use on_timeout='continue', or check those members.",
+                            member_id=member_id, interval=interval, missing=missing, timeout=timeout,
                         )
                     cond.wait(left)
                     self._check_open()
@@ -393,16 +351,16 @@ class InMemoryStore(PopulationStore):
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"`snapshot` must be a Snapshot. Received: {snapshot!r}")
         with self._lock:
-            self._snapshots[snapshot.member] = snapshot
-            waiters = self._snapshot_waiters.get(snapshot.member)
+            self._snapshots[snapshot.member_id] = snapshot
+            waiters = self._snapshot_waiters.get(snapshot.member_id)
             if waiters is not None:
                 waiters[0].notify_all()
 
-    def snapshot(self, member, min_step=None, timeout=0.0):
+    def snapshot(self, member_id, min_step=None, timeout=0.0):
         deadline = time.monotonic() + timeout
 
         def ready():
-            snap = self._snapshots.get(member)
+            snap = self._snapshots.get(member_id)
             if snap is not None and (min_step is None or snap.step >= min_step):
                 return snap
             return None
@@ -412,7 +370,7 @@ class InMemoryStore(PopulationStore):
             snap = ready()
             if snap is not None or timeout <= 0:
                 return snap
-            entry = self._wait_on(self._snapshot_waiters, member)
+            entry = self._wait_on(self._snapshot_waiters, member_id)
             try:
                 while True:
                     left = deadline - time.monotonic()
@@ -424,11 +382,23 @@ class InMemoryStore(PopulationStore):
                     if snap is not None:
                         return snap
             finally:
-                self._done_waiting(self._snapshot_waiters, member, entry)
+                self._done_waiting(self._snapshot_waiters, member_id, entry)
 
     def snapshot_members(self):
         with self._lock:
             return set(self._snapshots)
+
+    def waiting(self):
+        """Who waits in this store now.
+
+        Returns:
+            `(barriers, snapshots)`: dict interval -> how many members wait
+            at that synchronous boundary, and dict member id -> how many
+            members wait for that member's snapshot.
+        """
+        with self._lock:
+            return ({k: e[1] for k, e in self._interval_waiters.items()},
+                    {k: e[1] for k, e in self._snapshot_waiters.items()})
 
     def add_lineage(self, record):
         with self._lock:
@@ -438,7 +408,7 @@ class InMemoryStore(PopulationStore):
         with self._lock:
             return list(self._lineage)
 
-    def member_records(self, member):
+    def member_records(self, member_id):
         """`(reports, lineage records)` of one member, oldest first (copies).
 
         Every report and lineage record of a member is added by that
@@ -446,8 +416,8 @@ class InMemoryStore(PopulationStore):
         part of the store up to now (used to checkpoint it).
         """
         with self._lock:
-            return (list(self._history.get(member, ())),
-                    [r for r in self._lineage if r.member == member])
+            return (list(self._history.get(member_id, ())),
+                    [r for r in self._lineage if r.member_id == member_id])
 
     def restore_records(self, histories, lineage, hparams=None):
         """Replaces reports and lineage with checkpointed ones.

@@ -17,35 +17,29 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.core import policy as policy_lib
-from keras_pbt.core import config as policy_config
-from keras_pbt.core import ancestry as schedule_lib
+from keras_pbt.core import config as config_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.tuner import convert
 from keras_pbt.tuner import records as records_lib
 from keras_pbt.tuner.results import SegmentResults
-from keras_pbt.tuner.segments import ACTION
-from keras_pbt.tuner.segments import EPOCHS
-from keras_pbt.tuner.segments import INITIAL_EPOCH
-from keras_pbt.tuner.segments import INITIAL_STEP
-from keras_pbt.tuner.segments import MEMBER
-from keras_pbt.tuner.segments import PARENT_TRIAL
-from keras_pbt.tuner.segments import PBT_KEYS  # noqa: F401
-from keras_pbt.tuner.segments import SEGMENT
-from keras_pbt.tuner.segments import active_values
-from keras_pbt.tuner.segments import initial_values
-from keras_pbt.tuner.segments import STEP_METRIC
-from keras_pbt.tuner.segments import user_values
+from keras_pbt.tuner.segments import (  # noqa: F401 - names the tuner reads here
+    ACTION, EPOCHS, INITIAL_EPOCH, INITIAL_STEP, MEMBER, PARENT_TRIAL, PBT_KEYS, SEGMENT,
+    STEP_METRIC, active_values, initial_values, user_values)
+from keras_pbt.core.validation import check_bool
 from keras_pbt.core.validation import check_int
 from keras_pbt.core.validation import check_seed
 
 LINEAGE_FILE = records_lib.LINEAGE_FILE
 
+# keras-tuner's own `Oracle` arguments, passed through `**kwargs`.
+ORACLE_KWARGS = ("seed", "hyperparameters", "allow_new_entries", "tune_new_entries",
+                 "max_retries_per_trial", "max_consecutive_failed_trials")
 
 
 class PBTOracle(SegmentResults, keras_tuner.Oracle):
     """Population-Based Training oracle for keras-tuner.
 
-    Decides with the pure policy of `keras_pbt.PBTCallback` (`PBTPolicy`)
+    Decides with the engine of `keras_pbt.PBTCallback` (`PBTPolicy`)
     over keras-pbt specs of the hyperparameters (`keras_pbt.tuner.convert`),
     so explore keeps each value inside its own bounds and step.
 
@@ -56,10 +50,12 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         max_epochs: epochs each member trains in all; `None` until
             `set_max_epochs` (`PBTTuner.search(epochs=...)` calls it).
             Defaults to `None`.
-        interval_epochs: epochs per segment (between decisions). Defaults
-            to `1`.
-        quantile, selection, factors, resample_probability, explore_fn:
-            shortcuts for the fields of `policy`, as in `keras_pbt.PBTCallback`.
+        interval: epochs per segment (between decisions): an int, or a
+            `keras_pbt.Interval(epochs=..., burn_in=...)` (segments are whole
+            epochs: no `steps`). Defaults to `1`.
+        policy: a `keras_pbt.Policy`; the oracle supports its default
+            `ranking="last"`, `explore="perturb"` and
+            `copy_optimizer_state=True` only. Defaults to `keras_pbt.Policy()`.
         frozen: names of hyperparameters each member keeps as sampled;
             members with equal values form a sub-population, ranked on its
             own. Defaults to `()`.
@@ -71,20 +67,21 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             against the latest comparable segments. Defaults to `True`.
         logdir: TensorBoard log directory (one run `member_<id>` per
             member), or `None`. `PBTTuner` sets it. Defaults to `None`.
-        seed: int seed of the initial values, explore and tie-breaking.
-        hyperparameters, allow_new_entries, tune_new_entries,
-            max_retries_per_trial, max_consecutive_failed_trials: as in
-            `keras_tuner.Oracle`.
-        policy: a `keras_pbt.Policy`; the oracle supports its default
-            `ranking="last"`, `explore="perturb"` and
-            `copy_optimizer_state=True` only. Defaults to `Policy()` with
-            the shortcuts above.
+        **kwargs: keras-tuner's own `Oracle` arguments: `seed` (the
+            initial values, explore and tie-breaking), `hyperparameters`,
+            `allow_new_entries`, `tune_new_entries`, `max_retries_per_trial`,
+            `max_consecutive_failed_trials`.
+
+    Attributes:
+        policy: the `keras_pbt.Policy`.
+        engine: the `keras_pbt.PBTPolicy` that decides with it over the
+            explored hyperparameters (rebuilt when the space grows).
 
     Example:
 
     ```python
     oracle = keras_pbt.PBTOracle(objective="val_accuracy", population_size=8,
-                                 max_epochs=20, interval_epochs=2)
+                                 max_epochs=20, interval=2)
     ```
     """
 
@@ -93,28 +90,23 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         objective=None,
         population_size=8,
         max_epochs=None,
-        interval_epochs=1,
-        quantile=None,
-        selection=None,
-        factors=None,
-        resample_probability=None,
-        explore_fn=None,
+        interval=1,
+        policy=None,
         frozen=(),
         inherited=(),
         synchronous=True,
         logdir=None,
-        seed=None,
-        hyperparameters=None,
-        allow_new_entries=True,
-        tune_new_entries=True,
-        max_retries_per_trial=0,
-        max_consecutive_failed_trials=3,
-        policy=None,
+        **kwargs,
     ):
-        config = policy_config.resolve_policy(
-            policy, quantile=quantile, selection=selection, factors=factors,
-            resample_probability=resample_probability, explore_fn=explore_fn)
-        unsupported = policy_config.unsupported_by_tuner(config)
+        config_lib.refuse_policy_keywords("PBTOracle", kwargs)
+        unknown = sorted(set(kwargs) - set(ORACLE_KWARGS))
+        if unknown:
+            raise TypeError(
+                f"PBTOracle got unexpected arguments {unknown}; besides its own it takes "
+                f"keras-tuner's {list(ORACLE_KWARGS)} (no `max_trials`: the budget is "
+                f"population_size * max_epochs). Received: {', '.join(unknown)}")
+        policy = config_lib.get_policy(policy)
+        unsupported = config_lib.unsupported_by_tuner(policy)
         if unsupported:
             raise ValueError(
                 "PBTOracle ranks by the last value, explores by perturbing and copies the "
@@ -123,18 +115,19 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         population_size = check_int("population_size", population_size, minimum=2,
                                     why=" (PBT needs a population)")
         max_epochs = check_int("max_epochs", max_epochs, allow_none=True)
-        interval_epochs = check_int("interval_epochs", interval_epochs)
+        interval = config_lib.get_interval(interval)
+        if interval.steps is not None:
+            raise ValueError(
+                "PBTOracle decides between segments of whole epochs: give an int or "
+                f"Interval(epochs=..., burn_in=...). Received: interval={interval!r}")
+        seed = kwargs.pop("seed", None)
         if seed is not None:
             check_seed(seed)
         # No `max_trials` for keras-tuner: its create_trial would answer
         # STOPPED once every segment is handed out, while the last ones still
         # train (a retry would then find no worker, and the distributed chief
         # would wait 20 s more). populate_space says STOPPED when all are final.
-        super().__init__(
-            objective=objective, max_trials=None, hyperparameters=hyperparameters,
-            allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries, seed=seed,
-            max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials)
+        super().__init__(objective=objective, max_trials=None, seed=seed, **kwargs)
         if seed is not None:
             # keras-tuner's `seed or random.randint(...)` would drop seed=0.
             self.seed = self._seed_state = int(seed)
@@ -149,14 +142,14 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                 raise TypeError(f"`{name}` must be a list of names. Received: {name}={names!r}")
         self.population_size = population_size
         self.max_epochs = max_epochs
-        self.interval_epochs = interval_epochs
+        self.interval = interval
         self.frozen = tuple(frozen)
         self.inherited = tuple(inherited)
-        self.synchronous = bool(synchronous)
+        self.synchronous = check_bool("synchronous", synchronous)
         self.logdir = logdir
-        self.policy_config = config  # checked: the space is not known yet
-        self._policy = None
-        self._policy_key = None
+        self.policy = policy  # checked: the space is not known yet
+        self._engine = None
+        self._engine_key = None
         # member -> trial ids of its segments, in order.
         self._segments = [[] for _ in range(population_size)]
         self._log = None
@@ -181,13 +174,13 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
 
     @property
     def num_segments(self):
-        """Segments per member: `ceil(max_epochs / interval_epochs)`."""
+        """Segments per member: `ceil(max_epochs / interval.epochs)`."""
         if self.max_epochs is None:
             raise ValueError(
                 "PBTOracle does not know the training budget yet: pass epochs= to "
-                "PBTTuner.search() (or max_epochs= to PBTTuner / PBTOracle)."
+                "PBTTuner.search() (or max_epochs= to PBTOracle)."
             )
-        return math.ceil(self.max_epochs / self.interval_epochs)
+        return math.ceil(self.max_epochs / self.interval.epochs)
 
     @property
     def total_trials(self):
@@ -229,14 +222,15 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         parents = {c.name for hp in self.hyperparameters.space for c in hp.conditions}
         return set(self.frozen) | set(self.inherited) | parents
 
-    def policy(self):
-        """The `PBTPolicy` over the explored hyperparameters.
+    @property
+    def engine(self):
+        """The `PBTPolicy` that decides with `policy` over the explored hyperparameters.
 
         Rebuilt when the space grows (a hyperparameter first declared in
         `HyperModel.fit` joins it after the first trials).
         """
         key = (len(self.hyperparameters.space), self.inherited)
-        if self._policy is None or key != self._policy_key:
+        if self._engine is None or key != self._engine_key:
             space = convert.space_from_hyperparameters(
                 self.hyperparameters, exclude=self._not_explored())
             if not space:
@@ -246,15 +240,15 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                     "at least one hp.Float, hp.Int, hp.Choice or hp.Boolean that does not "
                     "change the model's weights."
                 )
-            self._policy = self.policy_config.make(space, self.mode, int(self.seed))
-            self._policy_key = key
-        return self._policy
+            self._engine = self.policy.make(space, self.mode, int(self.seed))
+            self._engine_key = key
+        return self._engine
 
-    def _rng(self, member, segment, salt=0):
-        return np.random.default_rng([int(self.seed), int(member), int(segment), salt])
+    def _rng(self, member_id, segment, salt=0):
+        return np.random.default_rng([int(self.seed), int(member_id), int(segment), salt])
 
-    def _initial_values(self, member):
-        return initial_values(self.hyperparameters, self._rng(member, 0))
+    def _initial_values(self, member_id):
+        return initial_values(self.hyperparameters, self._rng(member_id, 0))
 
     # ------------------------------------------------------------- state
 
@@ -264,9 +258,9 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         if trial.status != TrialStatus.COMPLETED or trial.score is None:
             return None
         values = trial.hyperparameters.values
-        space = self.policy().space
+        space = self.engine.space
         return selection_lib.Report(
-            member=int(values[MEMBER]), step=int(trial.best_step), metric=float(trial.score),
+            member_id=int(values[MEMBER]), step=int(trial.best_step), metric=float(trial.score),
             # A hyperparameter the trial never saw (declared later) has its default.
             hparams={k: values[k] if k in values else spec.clip(self._default(k))
                      for k, spec in space.items()},
@@ -277,14 +271,14 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         return next(hp.default for hp in self.hyperparameters.space if hp.name == name)
 
     def _trial_of(self, report):
-        return self._segments[report.member][report.interval - 1]
+        return self._segments[report.member_id][report.interval - 1]
 
     def _species(self, values):
         return tuple(repr(values.get(name)) for name in self.frozen)
 
     def populate_space(self, trial_id):
         with self._pbt_lock:
-            self.policy()  # fails early on an empty space
+            self.engine  # noqa: B018 - fails early on an empty space
             generation_done = {}
             ready = [m for m in range(self.population_size) if self._ready(m, generation_done)]
             if not ready:
@@ -310,8 +304,8 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                 MEMBER: member,
                 SEGMENT: segment,
                 INITIAL_STEP: initial_step,
-                INITIAL_EPOCH: segment * self.interval_epochs,
-                EPOCHS: min((segment + 1) * self.interval_epochs, self.max_epochs),
+                INITIAL_EPOCH: segment * self.interval.epochs,
+                EPOCHS: min((segment + 1) * self.interval.epochs, self.max_epochs),
             })
             record.hparams = user_values(values)
             record.ops = {k: v for k, v in record.ops.items() if k in values}  # active ones
@@ -319,50 +313,57 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             self._log.add(record)
             return {"status": TrialStatus.RUNNING, "values": values}
 
-    def _init(self, member):
-        values = self._initial_values(member)
+    def _init(self, member_id):
+        values = self._initial_values(member_id)
         values.update({ACTION: "init", PARENT_TRIAL: ""})
         record = lineage_lib.LineageRecord(
-            member=member, step=0, action="init", hparams=user_values(values),
+            member_id=member_id, step=0, action="init", hparams=user_values(values),
             monitor=self.objective.name, mode=self.mode, reason="initial hyperparameters",
             time=time.time(),
         )
         return values, record
 
-    def _reports(self, member, segment):
-        """Reports to rank `member` against before its `segment`."""
+    def _reports(self, member_id, segment):
+        """Reports to rank `member_id` against before its `segment`."""
         if self.synchronous:
             ids = [s[segment - 1] for s in self._segments if len(s) >= segment]
             return [r for r in map(self._report, ids) if r is not None]
-        mine = self._report(self._segments[member][segment - 1])
-        previous = (self._report(self._segments[member][segment - 2])
+        mine = self._report(self._segments[member_id][segment - 1])
+        previous = (self._report(self._segments[member_id][segment - 2])
                     if segment >= 2 else None)
         window = mine.step - (previous.step if previous is not None else 0)
         histories = {
             m: [r for r in map(self._report, ids) if r is not None]
             for m, ids in enumerate(self._segments)
         }
-        return policy_lib.comparable_reports(member, mine.step, histories, max(window, 0))
+        return policy_lib.comparable_reports(member_id, mine.step, histories, max(window, 0))
 
-    def _decide(self, member, segment):
-        policy = self.policy()
-        prev_id = self._segments[member][segment - 1]
+    def _decide(self, member_id, segment):
+        engine = self.engine
+        prev_id = self._segments[member_id][segment - 1]
         prev = self._trial(prev_id)
         prev_values = dict(prev.hyperparameters.values)
-        species = self._species(prev_values)
-        rng = self._rng(member, segment)
+        rng = self._rng(member_id, segment)
         if prev.status != TrialStatus.COMPLETED:
-            return self._restart(member, segment, prev_id, prev_values, rng)
-        # Members with other frozen values cannot give their weights: each
-        # group of equal frozen values is ranked as its own sub-population.
-        reports = [
-            r for r in self._reports(member, segment)
-            if self._species(self._trial(self._trial_of(r)).hyperparameters.values) == species
-        ]
-        decision = policy.decide(member, reports, key=segment, rng=rng)
+            return self._restart(member_id, segment, prev_id, prev_values, rng)
+        # The boundary rule is the engine's, as for the callback (burn-in).
+        plan = engine.boundary(self._report(prev_id), key=segment,
+                               progress=segment * self.interval.epochs,
+                               burn_in=self.interval.burn_in)
+        if plan.judged:
+            # Members with other frozen values cannot give their weights: each
+            # group of equal frozen values is ranked as its own sub-population.
+            species = self._species(prev_values)
+            reports = [
+                r for r in self._reports(member_id, segment)
+                if self._species(self._trial(self._trial_of(r)).hyperparameters.values) == species
+            ]
+            plan = plan.with_reports(reports)
+        decision = plan.decide(rng)
         if decision.is_exploit:
             # The parent's values, inherited ones included, then the explored ones.
-            parent_id = self._trial_of(next(r for r in reports if r.member == decision.parent))
+            parent_id = self._trial_of(next(r for r in plan.reports
+                                            if r.member_id == decision.parent))
             values = dict(self._trial(parent_id).hyperparameters.values)
         else:
             parent_id, values = prev_id, prev_values
@@ -374,42 +375,37 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         record.hparams_before = user_values(prev_values)
         return values, record
 
-    def _restart(self, member, segment, prev_id, prev_values, rng):
-        """A member whose last segment failed restarts from the best other member
-        (`keras_pbt.core.ancestry.best_member` over their latest segments)."""
-        policy = self.policy()
+    def _restart(self, member_id, segment, prev_id, prev_values, rng):
+        """A member whose last segment failed restarts by the one restart rule
+        (`PBTPolicy.restart`): from the latest completed segment of the best
+        other member of its sub-population, else from its own initial state
+        (a new build with its initial values), with explored values."""
         species = self._species(prev_values)
-        candidates = [
-            t for m, ids in enumerate(self._segments) if m != member for t in ids[:segment]
-            if self._species(self._trial(t).hyperparameters.values) == species
-        ]
-        latest = self._latest_records(candidates)
-        if not latest:
-            values = dict(prev_values)
-            new, ops, best = {}, {}, None
-            values[PARENT_TRIAL] = ""
-        else:
-            parent = schedule_lib.best_member(latest, self.mode)
-            best = [r for r in latest if r.member == parent][-1]
-            best_id = self._segments[parent][best.interval - 1]
-            values = dict(self._trial(best_id).hyperparameters.values)
-            report = self._report(best_id)
-            new, ops = policy.explorer(dict(report.hparams), policy.space, rng)
-            values.update(new)
-            values[PARENT_TRIAL] = best_id
-        values[ACTION] = "restart"
+        latest = {}
+        for m, ids in enumerate(self._segments):
+            for t in ids[:segment] if m != member_id else ():
+                report = self._report(t)
+                if report is not None and self._species(
+                        self._trial(t).hyperparameters.values) == species:
+                    latest[m] = (t, report)
+        initial = self._initial_values(member_id)
         prev = self._trial(prev_id)
-        record = lineage_lib.LineageRecord(
-            member=member, step=int(prev_values.get(INITIAL_STEP, 0)), action="restart",
-            hparams_before=user_values(prev_values), hparams={},
-            parent=None if best is None else best.member,
-            parent_step=None if best is None else best.step,
-            parent_metric=None if best is None else best.metric, ops=ops, interval=segment,
-            monitor=self.objective.name, mode=self.mode,
+        decision = self.engine.restart(
+            member_id, {k: prev_values[k] for k in self.engine.space if k in prev_values},
+            [report for _, report in latest.values()],
+            {k: initial[k] for k in self.engine.space if k in initial}, rng,
             reason=f"trial {prev_id} {prev.status}" + (
-                f": {prev.message.strip().splitlines()[-1]}" if prev.message else ""),
-            time=time.time(),
-        )
+                f": {prev.message.strip().splitlines()[-1]}" if prev.message else ""))
+        if decision.parent is None:
+            values, parent_trial = initial, ""
+        else:
+            parent_trial = latest[decision.parent][0]
+            values = dict(self._trial(parent_trial).hyperparameters.values)
+        values.update(decision.hparams)
+        values.update({ACTION: "restart", PARENT_TRIAL: parent_trial})
+        record = decision.to_record(int(prev_values.get(INITIAL_STEP, 0)), segment,
+                                    self.objective.name, self.mode, time.time())
+        record.hparams_before = user_values(prev_values)
         return values, record
 
     @keras_tuner.synchronized
@@ -435,7 +431,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                     and values.get(SEGMENT) == self.num_segments - 1):
                 # The end rule is the pure core's, as for the callback.
                 report = self._report(trial.trial_id)
-                decision = self.policy().boundary(
+                decision = self.engine.boundary(
                     report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
                 record = decision.to_record(int(trial.best_step), self.num_segments,
                                             self.objective.name, self.mode, time.time())
@@ -451,7 +447,8 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             state["pbt"] = {
                 "population_size": self.population_size,
                 "max_epochs": self.max_epochs,
-                "interval_epochs": self.interval_epochs,
+                "interval_epochs": self.interval.epochs,
+                "burn_in": self.interval.burn_in,
                 "frozen": list(self.frozen),
                 "inherited": list(self.inherited),
                 "synchronous": self.synchronous,
@@ -467,12 +464,14 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             return
         if self.max_epochs is None:
             self.max_epochs = pbt["max_epochs"]
-        for key in ("population_size", "max_epochs", "interval_epochs"):
-            if pbt[key] is not None and pbt[key] != getattr(self, key):
+        mine = {"population_size": self.population_size, "max_epochs": self.max_epochs,
+                "interval_epochs": self.interval.epochs, "burn_in": self.interval.burn_in}
+        for key, value in mine.items():
+            if pbt.get(key) is not None and pbt[key] != value:
                 raise ValueError(
                     f"The project in this directory was run with {key}={pbt[key]!r}, not "
-                    f"{getattr(self, key)!r}. Pass overwrite=True or a new project_name "
-                    "to start a new search."
+                    f"{value!r}. Pass overwrite=True or a new project_name to start a new "
+                    "search."
                 )
         with self._pbt_lock:
             self.set_inherited(pbt.get("inherited", ()))

@@ -39,11 +39,11 @@ class LineageLog:
             f.write(json.dumps(row, allow_nan=False) + "\n")
         if self.logdir is None:
             return
-        writer = self._writers.get(record.member)
+        writer = self._writers.get(record.member_id)
         if writer is None:
             from keras_pbt.storage.summary import MemberSummaryWriter
 
-            writer = self._writers[record.member] = MemberSummaryWriter(self.logdir, record.member)
+            writer = self._writers[record.member_id] = MemberSummaryWriter(self.logdir, record.member_id)
         writer.write(
             record.step,
             metric=None if record.metric is None else (self.monitor, record.metric),

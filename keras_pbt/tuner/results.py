@@ -24,8 +24,8 @@ class SegmentResults:
     def _trial(self, trial_id):
         return self.trials[trial_id]
 
-    def _status(self, member, segment):
-        ids = self._segments[member]
+    def _status(self, member_id, segment):
+        ids = self._segments[member_id]
         if segment >= len(ids):
             return None
         # `can_hand_out` reads without keras-tuner's lock: a trial that
@@ -33,14 +33,14 @@ class SegmentResults:
         trial = self.trials.get(ids[segment])
         return TrialStatus.RUNNING if trial is None else trial.status
 
-    def _ready(self, member, generation_done):
-        """Whether `member`'s next segment can be decided now."""
-        k = len(self._segments[member])
+    def _ready(self, member_id, generation_done):
+        """Whether `member_id`'s next segment can be decided now."""
+        k = len(self._segments[member_id])
         if k >= self.num_segments:
             return False
         if k == 0:
             return True
-        if self._status(member, k - 1) not in _FINAL:
+        if self._status(member_id, k - 1) not in _FINAL:
             return False
         if self.synchronous:
             if k - 1 not in generation_done:
@@ -74,7 +74,7 @@ class SegmentResults:
             trial = self._trial(t)
             if trial.status == TrialStatus.COMPLETED and trial.score is not None:
                 out.append(lineage_lib.LineageRecord(
-                    member=int(trial.hyperparameters.values[MEMBER]),
+                    member_id=int(trial.hyperparameters.values[MEMBER]),
                     step=int(trial.best_step), action="keep", hparams={},
                     metric=float(trial.score), mode=self.mode,
                     interval=int(trial.hyperparameters.values[SEGMENT]) + 1))
@@ -87,30 +87,30 @@ class SegmentResults:
         with self._pbt_lock:
             return self._log.records()
 
-    def member_trials(self, member):
-        """The trial ids of `member`'s segments, in order."""
+    def member_trials(self, member_id):
+        """The trial ids of `member_id`'s segments, in order."""
         with self._pbt_lock:
-            return list(self._segments[member])
+            return list(self._segments[member_id])
 
-    def schedule(self, member=None):
+    def schedule(self, member_id=None):
         """The hyperparameters a member's final weights were trained with, oldest first.
 
         `keras_pbt.core.ancestry.ancestry` over this search's lineage: the
         member's changes back through the members it copied.
 
         Args:
-            member: the member; by default the best one
+            member_id: the member; by default the best one
                 (`keras_pbt.core.ancestry.best_member`).
 
         Returns:
             A list of `keras_pbt.core.ancestry.AncestryEntry` (`step`, `hparams`,
-            `member`, `action`, ...), the first at step 0.
+            `member_id`, `action`, ...), the first at step 0.
         """
-        return schedule_lib.ancestry(self.lineage(), member, self.mode)
+        return schedule_lib.ancestry(self.lineage(), member_id, self.mode)
 
     def trial_of(self, entry):
         """The trial that trained right after an `AncestryEntry`'s change."""
-        return self._segments[entry.member][entry.record.interval]
+        return self._segments[entry.member_id][entry.record.interval]
 
     # ----------------------------------------------------------- results
 
@@ -127,7 +127,7 @@ class SegmentResults:
             for ids in self._segments:
                 done = self._latest_records(ids)
                 if done:
-                    latest[done[-1].member] = done[-1]
+                    latest[done[-1].member_id] = done[-1]
             order = []
             while latest:
                 best = schedule_lib.best_member(list(latest.values()), self.mode)

@@ -1,9 +1,9 @@
 """How `PBTOracle` maps keras-tuner trials to PBT segments. Pure Python.
 
 How trials map to PBT: **one trial is one segment of one member**, the
-`interval_epochs` epochs between two PBT decisions. A population of `N`
-members trained for `max_epochs` epochs in segments of `interval_epochs`
-is `N * ceil(max_epochs / interval_epochs)` trials. Besides the member's
+`interval.epochs` epochs between two PBT decisions. A population of `N`
+members trained for `max_epochs` epochs in segments of `interval.epochs`
+is `N * ceil(max_epochs / interval.epochs)` trials. Besides the member's
 hyperparameters, a trial's values carry (as Hyperband's `tuner/trial_id`
 does):
 

@@ -7,21 +7,19 @@ its trial directory as a one-file `keras_pbt.storage.checkpoint`:
 
     trial_<id>/
       manifest.json        names the file with its SHA-256 and size (written last)
-      pbt_snapshot.npz     weights `w*`, optimizer variables `o*`, JSON metadata
+      pbt_snapshot.npz     the snapshot in `keras_pbt.storage.payload`'s layout
 
 Both are written with `keras_pbt.storage.checkpoint.atomic_write` (temporary file,
 `fsync`, `os.replace`, directory `fsync`), nothing is unpickled, and a
 file that does not match its manifest raises `keras_pbt.storage.checkpoint.
-CheckpointError` naming it. The member, step, hyperparameters and metric
-are stored as a `keras_pbt.core.lineage` payload (`dumps` / `loads`), so a NaN
-metric is spelled as in every other keras-pbt file.
+CheckpointError` naming it. A `Population` checkpoint stores each member's
+snapshot in the same layout, written and read by the same two functions.
 """
 
 import os
 
 from keras_pbt.storage import checkpoint as checkpoint_lib
-from keras_pbt.core import lineage as lineage_lib
-from keras_pbt.storage.store import Snapshot
+from keras_pbt.storage import payload as payload_lib
 
 FILE = "pbt_snapshot.npz"
 
@@ -32,18 +30,10 @@ def exists(directory):
 
 
 def save(directory, snapshot):
-    """Writes `snapshot` into `directory` (created if needed)."""
+    """Writes `snapshot` into `directory` (created if needed); arrays on a
+    GPU are copied to the host first (`keras_pbt.storage.payload`)."""
     os.makedirs(directory, exist_ok=True)
-    arrays = {f"w{i:05d}": a for i, a in enumerate(snapshot.weights)}
-    arrays.update({f"o{i:05d}": a for i, a in enumerate(snapshot.optimizer)})
-    record = lineage_lib.LineageRecord(
-        member=snapshot.member, step=int(snapshot.step), action="keep",
-        hparams=dict(snapshot.hparams), metric=snapshot.metric)
-    meta = {
-        "snapshot": lineage_lib.dumps([record]),
-        "layout": checkpoint_lib.to_json(snapshot.layout),
-        "num_weights": len(snapshot.weights),
-    }
+    arrays, meta = payload_lib.encode_snapshot(snapshot)
     data = checkpoint_lib.encode_arrays(arrays, meta)
     checkpoint_lib.atomic_write(os.path.join(directory, FILE), data)
     checkpoint_lib.write_manifest(directory, {"files": [
@@ -63,17 +53,7 @@ def load(directory):
     if body is None:
         raise FileNotFoundError(
             f"No keras-pbt snapshot in {directory!r} (no {checkpoint_lib.MANIFEST}).")
-    arrays, meta = checkpoint_lib.read_file(directory, body["files"][0])
-    record = lineage_lib.loads(meta["snapshot"])[0]
-    names = sorted(arrays)
-    weights = tuple(arrays[k] for k in names if k.startswith("w"))
-    optimizer = tuple(arrays[k] for k in names if k.startswith("o"))
-    if len(weights) != meta["num_weights"]:
-        raise checkpoint_lib.CheckpointError(
-            f"The snapshot in {directory!r} holds {len(weights)} weights; its metadata "
-            f"says {meta['num_weights']}.", directory)
-    return Snapshot(
-        member=record.member, step=record.step, weights=weights, optimizer=optimizer,
-        hparams=record.hparams, metric=record.metric,
-        layout=tuple((r[0], r[1], tuple(r[2]), r[3]) for r in meta["layout"]),
-    )
+    entry = body["files"][0]
+    arrays, meta = checkpoint_lib.read_file(directory, entry)
+    snap, _ = payload_lib.decode_snapshot(arrays, meta, os.path.join(directory, entry["file"]))
+    return snap

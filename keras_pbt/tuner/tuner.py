@@ -7,6 +7,8 @@ import threading
 import keras
 import keras_tuner
 
+from keras_pbt.core import config as config_lib
+from keras_pbt.population import devices as devices_lib
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
@@ -39,13 +41,13 @@ class PBTTuner(keras_tuner.Tuner):
 
     The same `build_model(hp)` that works with `keras_tuner.RandomSearch`
     works here, unchanged. `population_size` members are trained for
-    `max_epochs` epochs (or `search(epochs=...)`); every `interval_epochs`
-    epochs the worst members copy a better member's weights **and
-    optimizer state** and go on with explored hyperparameters (decided by
-    `PBTOracle`). Each segment between two decisions is one keras-tuner
-    trial, so `search()`, `results_summary()`, `get_best_models()`,
-    `get_best_hyperparameters()`, resuming with `overwrite=False` and the
-    distributed chief/worker mode work as for any keras-tuner tuner.
+    `search(epochs=...)` epochs; at every interval boundary the worst
+    members copy a better member's weights **and optimizer state** and go
+    on with explored hyperparameters (decided by `PBTOracle`). Each segment
+    between two decisions is one keras-tuner trial, so `search()`,
+    `results_summary()`, `get_best_models()`, `get_best_hyperparameters()`,
+    resuming with `overwrite=False` and the distributed chief/worker mode
+    work as for any keras-tuner tuner.
 
     At the start of `search`, the tuner builds the hypermodel once per
     hyperparameter with a neighbouring value (`keras_pbt.tuner.roles`).
@@ -65,37 +67,41 @@ class PBTTuner(keras_tuner.Tuner):
             `keras.Input`).
         objective: the metric to rank members by, e.g. `"val_accuracy"`.
         population_size: number of members. Defaults to `8`.
-        max_epochs: epochs per member; if `None`, `search(epochs=...)` sets
-            it. Defaults to `None`.
-        interval_epochs: epochs between decisions. Defaults to `1`.
-        quantile, selection, factors, resample_probability, explore_fn,
-            frozen, synchronous, seed, policy: see `PBTOracle`. `frozen` pins a
-            member's values (members with equal values form a
-            sub-population).
+        interval: epochs between decisions: an int, or a
+            `keras_pbt.Interval(epochs=..., burn_in=...)`. Defaults to `1`.
+        policy: a `keras_pbt.Policy` (see `PBTOracle` for what it
+            supports). Defaults to `keras_pbt.Policy()`.
+        frozen: names of hyperparameters each member keeps as sampled
+            (members with equal values form a sub-population). Defaults to
+            `()`.
+        synchronous: see `PBTOracle`. Defaults to `True`.
+        seed: the search's seed (initial values, explore, tie-breaking,
+            each member's data order). Defaults to a random seed.
         logdir: TensorBoard directory (one run `member_<id>` per member,
             read by the PBT lineage tab). Defaults to
             `<directory>/<project_name>/pbt_logs`.
         devices: `None` (one worker, with `distribution_strategy` if
-            given), `"auto"` or a list of device names: one worker thread per
-            device slice, each with its own `MirroredStrategy`
-            (`keras_pbt.population.devices.member_strategy`), all sharing this oracle.
-            Defaults to `None`.
-        devices_per_member: devices per slice. Defaults to `1`.
+            given), `"auto"`, a list of device names or a
+            `keras_pbt.Devices`: one worker thread per device slice, each
+            with its own `MirroredStrategy`
+            (`keras_pbt.population.devices.member_strategy`), all sharing
+            this oracle. Defaults to `None`.
+        **kwargs: keras-tuner's own arguments: the oracle's
+            `hyperparameters`, `tune_new_entries`, `allow_new_entries`,
+            `max_retries_per_trial`, `max_consecutive_failed_trials`, and the
+            tuner's `directory`, `project_name`, `overwrite`, `tuner_id`,
+            `distribution_strategy`, `max_model_size`.
+
+    Attributes:
+        policy: the `keras_pbt.Policy` of the search (the oracle's).
         max_idle_sleep: longest pause, in seconds, of a worker waiting for
-            the others (it backs off from 0.05 s, doubling). Defaults to
-            `0.25`.
-        hyperparameters, tune_new_entries, allow_new_entries,
-            max_retries_per_trial, max_consecutive_failed_trials: as in
-            `keras_tuner.Oracle`.
-        **kwargs: `directory`, `project_name`, `overwrite`, `tuner_id`,
-            `distribution_strategy`, `max_model_size`, as in
-            `keras_tuner.Tuner`.
+            the others (it backs off from 0.05 s, doubling). `0.25`.
 
     Example:
 
     ```python
     tuner = keras_pbt.PBTTuner(build_model, objective="val_accuracy",
-                               population_size=8, interval_epochs=2,
+                               population_size=8, interval=2,
                                directory="kt", project_name="digits")
     tuner.search(x, y, validation_data=(xv, yv), epochs=12)
     tuner.results_summary()
@@ -103,66 +109,46 @@ class PBTTuner(keras_tuner.Tuner):
     ```
     """
 
+    max_idle_sleep = 0.25
+
     def __init__(
         self,
         hypermodel=None,
         objective=None,
         population_size=8,
-        max_epochs=None,
-        interval_epochs=1,
-        quantile=None,
-        selection=None,
-        factors=None,
-        resample_probability=None,
-        explore_fn=None,
+        interval=1,
+        policy=None,
         frozen=(),
         synchronous=True,
         seed=None,
         logdir=None,
         devices=None,
-        devices_per_member=1,
-        max_idle_sleep=0.25,
-        hyperparameters=None,
-        tune_new_entries=True,
-        allow_new_entries=True,
-        max_retries_per_trial=0,
-        max_consecutive_failed_trials=3,
-        policy=None,
         **kwargs,
     ):
+        config_lib.refuse_policy_keywords("PBTTuner", kwargs)
         for key in ("optimizer", "loss", "metrics", "executions_per_trial"):
             if kwargs.get(key) not in (None, 1 if key == "executions_per_trial" else None):
                 raise ValueError(
                     f"PBTTuner does not support `{key}`: compile the model in build_model(hp). "
                     f"Received: {key}={kwargs[key]!r}"
                 )
+        oracle_kwargs = {k: kwargs.pop(k) for k in oracle_lib.ORACLE_KWARGS if k in kwargs}
         oracle = oracle_lib.PBTOracle(
-            objective=objective, population_size=population_size, max_epochs=max_epochs,
-            interval_epochs=interval_epochs, quantile=quantile, selection=selection,
-            factors=factors, resample_probability=resample_probability,
-            explore_fn=explore_fn, frozen=frozen, synchronous=synchronous, seed=seed,
-            hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-            allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials, policy=policy,
-        )
-        if devices is not None and kwargs.get("distribution_strategy") is not None:
-            raise ValueError(
-                "Give `devices` (one strategy per device slice) or `distribution_strategy`, "
-                f"not both. Received: devices={devices!r}"
-            )
-        if not isinstance(max_idle_sleep, (int, float)) or not max_idle_sleep >= _FIRST_IDLE_SLEEP:
-            raise ValueError(
-                f"`max_idle_sleep` must be a number of seconds >= {_FIRST_IDLE_SLEEP}. "
-                f"Received: max_idle_sleep={max_idle_sleep!r}"
-            )
+            objective=objective, population_size=population_size, interval=interval,
+            policy=policy, frozen=frozen, synchronous=synchronous, seed=seed, **oracle_kwargs)
+        if devices is not None:
+            if kwargs.get("distribution_strategy") is not None:
+                raise ValueError(
+                    "Give `devices` (one strategy per device slice) or `distribution_strategy`, "
+                    f"not both. Received: devices={devices!r}"
+                )
+            devices = devices_lib.get_devices(devices)
         self._local = threading.local()
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.pbt_oracle = oracle  # the local oracle, also on a worker
         self.logdir = logdir or os.path.join(self.project_dir, "pbt_logs")
         oracle.logdir = self.logdir
         self.devices = devices
-        self.devices_per_member = devices_per_member
-        self.max_idle_sleep = float(max_idle_sleep)
         self.roles = None  # found at the start of search
         self.workers = []
         self._stop = threading.Event()
@@ -195,9 +181,9 @@ class PBTTuner(keras_tuner.Tuner):
         self.__dict__["_strategy"] = value
 
     @property
-    def policy_config(self):
+    def policy(self):
         """The `keras_pbt.Policy` of the search (the oracle's)."""
-        return self.pbt_oracle.policy_config
+        return self.pbt_oracle.policy
 
     @property
     def training_calls(self):
@@ -215,16 +201,15 @@ class PBTTuner(keras_tuner.Tuner):
         # On a distributed worker `self.oracle` is keras-tuner's client, hence
         # the local oracle's size.
         return make_workers(self.tuner_id, self.distribution_strategy,
-                            self.pbt_oracle.population_size, self.devices,
-                            self.devices_per_member)
+                            self.pbt_oracle.population_size, self.devices)
 
     def search(self, *fit_args, epochs=None, **fit_kwargs):
         """Trains the population; arguments are those of `model.fit`.
 
         Args:
             *fit_args: passed to `HyperModel.fit` (so to `model.fit`).
-            epochs: the epochs each member trains in all. Required when
-                `max_epochs` was not given; otherwise it must equal it.
+            epochs: the epochs each member trains in all. Required; a
+                resumed search must be given the same budget.
             **fit_kwargs: passed to `HyperModel.fit`; `initial_epoch` is set
                 per segment.
         """
@@ -238,7 +223,7 @@ class PBTTuner(keras_tuner.Tuner):
         elif self.pbt_oracle.max_epochs is None and not self._is_worker():
             raise ValueError(
                 "PBTTuner needs the training budget: pass epochs= to search() (each member "
-                "trains that many epochs in all) or max_epochs= to PBTTuner. Received: epochs=None"
+                "trains that many epochs in all). Received: epochs=None"
             )
         self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
@@ -286,15 +271,16 @@ class PBTTuner(keras_tuner.Tuner):
                 worker.drop()
 
         # The population's run / join / Ctrl-C helper (keras_pbt.population.threads).
-        threads = threads_lib.start(
-            [(f"pbt-tuner-{w.tuner_id}", run, (w,)) for w in self.workers])
-        try:
-            threads_lib.join(threads)
-        except KeyboardInterrupt:
-            # Every worker finishes its current segment, then stops.
-            self._stop.set()
-            threads_lib.join(threads)
-            raise
+        with threads_lib.quiet_first_traces():
+            threads = threads_lib.start(
+                [(f"pbt-tuner-{w.tuner_id}", run, (w,)) for w in self.workers])
+            try:
+                threads_lib.join(threads)
+            except KeyboardInterrupt:
+                # Every worker finishes its current segment, then stops.
+                self._stop.set()
+                threads_lib.join(threads)
+                raise
         if errors:
             raise errors[0]
 

@@ -11,24 +11,21 @@ building or retracing. Only an initial segment (fresh weights) or new
 architecture values build.
 
 With a strategy (`PBTTuner(devices=...)`), the data reach `model.fit`
-through the population's per-replica input pipeline
-(`keras_pbt.population.data.distribute_arrays` / `distribute_batches`: plain
-tf.data iterators, which concurrent members do not crash), with explicit
-steps, so no callback hooks a batch.
+through the population's member pipeline
+(`keras_pbt.population.data.member_pipeline`: per-replica tf.data on
+TensorFlow, NumPy batches on JAX and PyTorch), with explicit steps
+(`keras_pbt.population.data.steps_per_epoch`), so no callback hooks a batch.
 """
 
 import collections
 import contextlib
-import math
 import threading
 
 import keras
-import tensorflow as tf
 
+from keras_pbt import backend as backend_lib
+from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
-from keras_pbt.population.data import dataset_steps
-from keras_pbt.population.data import distribute_arrays
-from keras_pbt.population.data import distribute_batches
 
 
 class Kept:
@@ -147,32 +144,18 @@ class Worker:
         model.fit = pipeline_fit
 
     def _data(self, x, y, sample_weight, batch_size, seed, steps):
-        if isinstance(x, tf.data.Dataset):
-            if y is not None:
-                raise ValueError("`y` must be None when `x` is a tf.data.Dataset. Received: y=...")
-            steps = steps or dataset_steps(x, "steps_per_epoch")
-            if seed is not None:
-                x = x.shuffle(1024, seed=seed)
-            return distribute_batches(self.strategy, x), steps
-        arrays = tuple(a for a in (x, y, sample_weight) if a is not None)
-        arrays = arrays if len(arrays) > 1 else arrays[0]
-        batch_size = batch_size or 32
-        n = len(tf.nest.flatten(x)[0])
-        return (distribute_arrays(self.strategy, arrays, batch_size, seed),
-                steps or math.ceil(n / batch_size))
+        return (data_lib.member_pipeline(self.strategy, x, y, sample_weight, batch_size, seed),
+                data_lib.steps_per_epoch(x, y, batch_size, steps))
 
     def _validation_data(self, data, batch_size, steps):
         key = (id(data), batch_size, steps)
         if key not in self._validation:  # the same every segment: made once
-            if isinstance(data, tf.data.Dataset):
-                out = (distribute_batches(self.strategy, data),
-                       steps or dataset_steps(data, "validation_steps"))
+            if data_lib.is_dataset(data):
+                count = data_lib.steps_per_epoch(data, steps=steps, name="validation_steps")
             else:
-                arrays = tuple(data) if len(data) > 1 else data[0]
-                batch_size = batch_size or 32
-                n = len(tf.nest.flatten(data[0])[0])
-                out = (distribute_arrays(self.strategy, arrays, batch_size, None),
-                       steps or math.ceil(n / batch_size))
+                count = data_lib.steps_per_epoch(data[0], data[1] if len(data) > 1 else None,
+                                                 batch_size, steps, "validation_steps")
+            out = (data_lib.validation_pipeline(self.strategy, data, batch_size), count)
             self._validation[key] = (data, out)  # `data` kept alive: its id stays unique
         return self._validation[key][1]
 
@@ -220,7 +203,7 @@ class FirstBuilds:
                 self._cond.wait(poll)
 
 
-def make_workers(tuner_id, strategy, population_size, devices, devices_per_member=1):
+def make_workers(tuner_id, strategy, population_size, devices):
     """A search's workers in this process: one (with `strategy`) when `devices`
     is None, else one per distinct device slice, each with its own
     `MirroredStrategy`, and at most one per member.
@@ -229,15 +212,17 @@ def make_workers(tuner_id, strategy, population_size, devices, devices_per_membe
         tuner_id: the tuner's id; a slice's worker is `<tuner_id>-<i>`.
         strategy: the `distribution_strategy` of a lone worker, or None.
         population_size: the number of members.
-        devices: None, `"auto"` or a list of device names.
-        devices_per_member: devices per slice. Defaults to `1`.
+        devices: None, `"auto"`, a list of device names or a
+            `keras_pbt.Devices`.
 
     Returns:
         A list of `Worker`.
     """
+    # JAX: members of one architecture compile their steps once per device.
+    backend_lib.current().share_compilations()
     if devices is None:
         return [Worker(tuner_id, strategy, population_size)]
-    slices = devices_lib.assign_devices(population_size, devices, devices_per_member)
+    slices = devices_lib.assign_devices(population_size, devices)
     unique = []
     for s in slices:
         if s not in unique:
@@ -261,10 +246,11 @@ def last_logs(results):
 def input_shape(fit_args, fit_kwargs):
     """The batch shape of `x` given to search (None when it has several inputs)."""
     x = fit_args[0] if fit_args else fit_kwargs.get("x")
-    if isinstance(x, tf.data.Dataset):
+    if data_lib.is_dataset(x):
         spec = x.element_spec
         spec = spec[0] if isinstance(spec, tuple) else spec
-        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
+        shape = getattr(spec, "shape", None)  # a TensorSpec's; None for nested inputs
+        return None if shape is None else tuple(shape)
     shape = getattr(x, "shape", None)
     return None if shape is None else (None,) + tuple(shape[1:])
 

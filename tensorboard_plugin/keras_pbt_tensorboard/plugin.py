@@ -124,11 +124,11 @@ def best_of(records, mode=None):
     except ValueError as e:
         return None, str(e)
     if mode is None:
-        mode = next(r.mode for r in records if r.metric is not None and r.mode)
+        mode = schedule_lib.records_mode(records)
     best = {
         "member": member,
         "metric": metrics[member],
-        "ranking": schedule_lib.rank_members(metrics, mode),
+        "ranking": schedule_lib.order_members(metrics, mode),
         "ancestry": [e.to_dict() for e in entries],
         "schedule": schedule_lib.schedule_by_hparam(entries),
         "end_step": entries[-1].end_step,
@@ -266,7 +266,7 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
                     errors.append({"run": run, "step": int(datum.step), "message": str(e)})
                     continue
                 for record in parsed:
-                    key = (str(record.member), record.step, record.action, record.interval)
+                    key = (str(record.member_id), record.step, record.action, record.interval)
                     if key in seen:
                         continue
                     seen.add(key)
@@ -284,7 +284,10 @@ class PBTLineagePlugin(base_plugin.TBPlugin):
             })
             m["records"] += 1
         monitor = next((r["monitor"] for r in reversed(rows) if r.get("monitor")), "")
-        mode = next((r["mode"] for r in reversed(rows) if r.get("mode")), "")
+        try:
+            mode = schedule_lib.records_mode(parsed_records)
+        except ValueError:  # no metric yet, or records of several modes
+            mode = ""
         best, best_error = best_of(parsed_records, mode or None)
         for m in members.values():
             m["metric"] = lineage_lib.encode(m["metric"])
