@@ -55,6 +55,10 @@ def instrument():
     callback.snapshot_lib = snapshot
     timers.wrap(store.InMemoryStore, "wait_for_interval", "barrier wait")
     timers.wrap(store.InMemoryStore, "snapshot", "snapshot fetch (a parent's)")
+    timers.wrap(store.InMemoryStore, "report", "store report")
+    timers.wrap(store.InMemoryStore, "histories", "store histories (asynchronous)")
+    timers.wrap(policy, "comparable_reports", "comparable reports (asynchronous)")
+    timers.wrap(callback.PBTCallback, "_record", "lineage record")
     timers.wrap(summary.MemberSummaryWriter, "write", "summaries")
     original = timers.wrap(hyperparameters.HyperparameterApplier, "apply",
                            "apply hparams (incl. make_train_function)")

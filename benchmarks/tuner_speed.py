@@ -158,7 +158,8 @@ def main():
     cpu = {"Population": [], "PBTTuner": []}
     breakdown = {arm: [collections.Counter() for _ in range(3)] for arm in wall}
     for r in range(args.repeats):
-        for arm in ("Population", "PBTTuner"):
+        # Alternate the order so that neither arm always runs first.
+        for arm in ("Population", "PBTTuner")[::1 if r % 2 == 0 else -1]:
             gc.collect()  # the garbage of the arm before is not this arm's cost
             timers.take()
             c = time.process_time()
