@@ -44,9 +44,9 @@ class RecordingHyperModel(kt.HyperModel):
 def _search(tmp_path, log, **kwargs):
     tuner = keras_pbt.PBTTuner(RecordingHyperModel(log, **kwargs),
                                objective=kt.Objective("loss", "min"), population_size=3,
-                               max_epochs=2, devices=DEVICES, seed=3,
+                               devices=DEVICES, seed=3,
                                directory=str(tmp_path), project_name="workers")
-    tuner.search(X1, Y1, batch_size=2, verbose=0)
+    tuner.search(X1, Y1, batch_size=2, epochs=2, verbose=0)
     return tuner
 
 
