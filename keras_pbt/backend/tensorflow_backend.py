@@ -31,6 +31,9 @@ tunable_dtype = 'float64'
 carries_floats = True
 # Several devices per member: MirroredStrategy.
 supports_device_slices = True
+# Members trace one at a time: concurrent tracing under several strategies
+# crashed TF 2.21 (keras_pbt.runtime.trace_lock).
+serial_tracing = True
 
 
 

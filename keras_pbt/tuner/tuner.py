@@ -13,7 +13,9 @@ from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
+from keras_pbt.tuner import chief_client
 from keras_pbt.tuner import snapshots as snapshots_lib
+from keras_pbt.tuner import state_files
 from keras_pbt.tuner.worker import FirstBuilds
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
@@ -36,7 +38,7 @@ def _is_chief():
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
-class PBTTuner(keras_tuner.Tuner):
+class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
     """Population-Based Training of a keras-tuner hypermodel.
 
     The same `build_model(hp)` that works with `keras_tuner.RandomSearch`
@@ -146,6 +148,8 @@ class PBTTuner(keras_tuner.Tuner):
         self._local = threading.local()
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.pbt_oracle = oracle  # the local oracle, also on a worker
+        if self._is_worker():  # keras-tuner's client waits an hour for a chief that is gone
+            chief_client.bound(self.oracle)
         self.logdir = logdir or os.path.join(self.project_dir, "pbt_logs")
         oracle.logdir = self.logdir
         self.devices = devices
@@ -325,11 +329,6 @@ class PBTTuner(keras_tuner.Tuner):
         with self._trial_ended:
             self._trial_ended.notify_all()
 
-    def save(self):
-        # Worker threads end trials concurrently: one writer at a time.
-        with self._save_lock:
-            super().save()
-
     # ----------------------------------------------------------- segment
 
     def _try_build(self, hp):
@@ -419,8 +418,14 @@ class PBTTuner(keras_tuner.Tuner):
         the trial's values, so does this; the model comes from
         `_member_model` (kept or built, with the parent's state), and the
         segment's final state is saved in the trial's directory
-        (`keras_pbt.tuner.snapshots`).
+        (`keras_pbt.tuner.snapshots`). A segment whose state is already there
+        (trained before the chief stopped, or by another worker) is not
+        trained again: its saved metric is returned.
         """
+        directory = self.get_trial_dir(trial.trial_id)
+        done = snapshots_lib.finished_logs(directory, self.oracle.objective.name)
+        if done is not None:
+            return done
         worker = self._worker or Worker(self.tuner_id, self.distribution_strategy)
         hp = trial.hyperparameters
         values = hp.values
@@ -458,7 +463,10 @@ class PBTTuner(keras_tuner.Tuner):
             model, int(values[oracle_lib.MEMBER]), step,
             oracle_lib.user_values(values), logs[name],
         )
-        snapshots_lib.save(self.get_trial_dir(trial.trial_id), snap)
+        done = snapshots_lib.finished_logs(directory, name)
+        if done is not None:  # another worker finished it first: its state counts
+            return done
+        snapshots_lib.save(directory, snap)
         kept.trial_id = trial.trial_id
         logs[oracle_lib.STEP_METRIC] = step
         return logs

@@ -26,6 +26,7 @@ import keras
 from keras_pbt import backend as backend_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.population import devices as devices_lib
+from keras_pbt.runtime.trace_lock import TraceLock
 
 
 class Kept:
@@ -138,6 +139,8 @@ class Worker:
                 validation_data, validation_steps = self._validation_data(
                     validation_data, validation_batch_size or batch_size, validation_steps)
                 kwargs["validation_steps"] = validation_steps
+            # Worker threads trace their steps one at a time (trace_lock).
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [TraceLock()]
             return fit(model, data, steps_per_epoch=steps, validation_data=validation_data,
                        shuffle=False, **kwargs)
 
