@@ -392,8 +392,9 @@ def phase_memory(ctx):
     gc.collect()
     device_base = _device_memory(ctx, reset=True) if gpu else 0
     base = _rss()
+    members, epochs = (8, 3) if gpu else (4, 2)  # tiny on CPU: the smoke path checks it runs
     pop = keras_pbt.Population(build, {"learning_rate": keras_pbt.LogUniform(1e-4, 1e-1)},
-                               population_size=8, policy=keras_pbt.Policy(quantile=0.25),
+                               population_size=members, policy=keras_pbt.Policy(quantile=0.25),
                                devices=ctx["devices"], seed=0)
     state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                 for m in pop.members for v in m.model.weights + m.model.optimizer.variables)
@@ -416,7 +417,7 @@ def phase_memory(ctx):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=3, batch_size=batch, verbose=0)
+        pop.fit(x, y, validation_data=(x[:batch], y[:batch]), epochs=epochs, batch_size=batch, verbose=0)
     finally:
         done.set()
         sampler.join(5)
@@ -425,7 +426,7 @@ def phase_memory(ctx):
     in_store = {m: pop.store.snapshot(m) for m in pop.store.snapshot_members()}
     leftover = [s for s in alive if in_store.get(s.member_id) is not s]
     ok = bool(published) and not leftover and not sampler.is_alive()
-    detail = (f"8 members, state {state / 1e6:.1f} MB; host peak +{(peak[0] - base) / 1e6:.1f} MB "
+    detail = (f"{members} members, state {state / 1e6:.1f} MB; host peak +{(peak[0] - base) / 1e6:.1f} MB "
               f"= {(peak[0] - base) / state:.2f}x state; published {len(published)}, most alive per "
               f"member {max(most.values(), default=0)}, alive after fit {len(alive)} (store holds "
               f"{len(in_store)}), stale {len(leftover)}")
@@ -433,7 +434,7 @@ def phase_memory(ctx):
     if gpu:
         dev_peak = _device_memory(ctx) - device_base
         detail += (f"; device peak {dev_peak / 1e6:.1f} MB = {dev_peak / state:.2f}x state, "
-                   f"{dev_peak / 8 / 1e6:.1f} MB per member")
+                   f"{dev_peak / members / 1e6:.1f} MB per member")
         data["device_peak_bytes"] = dev_peak
     return {"ok": ok, "detail": detail, "data": data}
 

@@ -52,11 +52,11 @@ while True:
 experiments = get("/data/plugin/pbt_lineage/experiments")["experiments"]
 written = keras_pbt.read_lineage(sys.argv[2])
 assert len(experiments) == 1, experiments
-assert len(experiments[0]["runs"]) == len({str(r.member) for r in written}), experiments
+assert len(experiments[0]["runs"]) == len({str(r.member_id) for r in written}), experiments
 answer = get("/data/plugin/pbt_lineage/lineage?experiment="
              + urllib.parse.quote(experiments[0]["name"]))
 served = {(str(r["member"]), r["step"], r["action"]) for r in answer["records"]}
-assert served == {(str(r.member), r.step, r.action) for r in written} and not answer["errors"]
+assert served == {(str(r.member_id), r.step, r.action) for r in written} and not answer["errors"]
 assert answer["best"] is not None, answer
 print(f"TensorBoard without TensorFlow: the lineage tab serves the {len(written)} records "
       f"({answer['num_exploits']} exploits) the JAX demo wrote")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The TensorFlow-free pass of `make test`, in a virtualenv without
 # TensorFlow (.venv-notf: PY=.venv-notf/bin/python):
-#   1. the modules marked `all_backends` under JAX and under PyTorch at the
-#      same time (two processes; each spends much of its time compiling or
-#      waiting at barriers);
-#   2. the demo (examples/digits.py) under JAX, then TensorBoard on its logs
-#      with the lineage tab's routes answering (tests/notf_demo.sh).
+#   1. the modules marked `all_backends` under JAX and, at the same time,
+#      under PyTorch (two processes; each spends much of its time compiling
+#      or waiting at barriers);
+#   2. after the PyTorch pass, still beside the JAX one, the demo
+#      (examples/digits.py) under JAX, then TensorBoard on its logs with the
+#      lineage tab's routes answering (tests/notf_demo.sh).
 # Prints the logs and fails if any part failed.
 set -u
 PY=${PY:-.venv-notf/bin/python}
@@ -14,13 +15,14 @@ if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow')
   exit 1
 fi
 logs=$(mktemp -d)
+# The JAX pass takes longest (it compiles every member's steps): the PyTorch
+# pass and then the demo run beside it.
 KERAS_BACKEND=jax "$PY" -m pytest -q -p no:cacheprovider --disable-warnings tests >"$logs/jax.log" 2>&1 &
 jax=$!
-KERAS_BACKEND=torch "$PY" -m pytest -q -p no:cacheprovider --disable-warnings tests >"$logs/torch.log" 2>&1 &
-torch=$!
-wait "$jax"; jax_rc=$?
+KERAS_BACKEND=torch "$PY" -m pytest -q -p no:cacheprovider --disable-warnings tests >"$logs/torch.log" 2>&1
+torch_rc=$?
 PY="$PY" bash tests/notf_demo.sh >"$logs/demo.log" 2>&1; demo_rc=$?
-wait "$torch"; torch_rc=$?
+wait "$jax"; jax_rc=$?
 for name in jax torch demo; do
   echo "=== $name, without TensorFlow"
   grep -v -E "^(WARNING: All log messages|I0000|E0000|W0000)" "$logs/$name.log" | tail -n 60

@@ -154,10 +154,9 @@ def test_jax_steps_of_one_architecture_are_compiled_once_per_device():
     hits = []
     jax.monitoring.register_event_listener(
         lambda event, **_: hits.append(event) if event.endswith("/cache_hits") else None)
-    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:0"], seed=0,
-                               verbose=0)
+    pop = keras_pbt.Population(build, SPACE, population_size=2, devices=["cpu:0"], seed=0)
     assert jax.config.jax_compilation_cache_dir is not None
-    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32)
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=1, batch_size=32, verbose=0)
     # One more model of the architecture on that device (a restarted or a
     # rebuilt member) takes its train step and both test steps (full and
     # short last batch) from what the members compiled: nothing is compiled.

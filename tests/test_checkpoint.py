@@ -339,7 +339,7 @@ def test_checkpoint_dir_that_is_a_file_is_rejected(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
     with pytest.raises(ValueError, match="checkpoint_dir="):
-        _population().fit(X, Y, epochs=1, checkpoint_dir=str(path))
+        _population().fit(X, Y, validation_data=(XV, YV), epochs=1, checkpoint_dir=str(path))
 
 
 def _lineage_intervals(pop):

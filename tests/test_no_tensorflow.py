@@ -41,6 +41,8 @@ def _subprocess(code, backend, timeout=300):
                           text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+@pytest.mark.skipif(not HAS_TF, reason="nothing can import TensorFlow where it is not installed; "
+                    "this pass trains populations on this backend in every other test")
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_a_population_on_jax_or_torch_imports_no_tensorflow(backend, tmp_path):
     # Without a seed: `Population(seed=)` calls `keras.utils.set_random_seed`,

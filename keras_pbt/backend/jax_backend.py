@@ -42,6 +42,8 @@ from keras_pbt.backend.device_scope import member_strategy  # noqa: F401
 tunable_dtype = 'float32'
 carries_floats = True
 supports_device_slices = False
+# jit compiles outside the GIL, in parallel (keras_pbt.runtime.trace_lock).
+serial_tracing = False
 
 _HPARAM = "_keras_pbt_hparam"
 

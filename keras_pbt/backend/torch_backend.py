@@ -30,6 +30,8 @@ from keras_pbt.backend.stateful import sync_state  # noqa: F401
 tunable_dtype = None
 carries_floats = False
 supports_device_slices = False
+# Nothing is traced (keras_pbt.runtime.trace_lock).
+serial_tracing = False
 
 
 

@@ -10,6 +10,7 @@ is spelled once, here, for every front door.
 
 import dataclasses
 import numbers
+import warnings
 from typing import Any, Callable, Optional, Tuple
 
 from keras_pbt.core import explore as explore_lib
@@ -37,7 +38,9 @@ class Policy:
             `keras_pbt.Selection` instance. Defaults to `"truncation"`.
         ranking: `"last"`, `"mean"` or a `keras_pbt.Ranking` instance.
             Defaults to `"last"`.
-        factors: explore's perturbation factors, positive. Defaults to
+        factors: explore's perturbation factors, positive. Factors all on
+            one side of 1 (`(1.2,)`: numeric values only grow) or all 1
+            (nothing moves) warn and say what explore will do. Defaults to
             `(0.8, 1.2)`.
         resample_probability: chance, in `[0, 1]`, to resample a value
             instead of perturbing it. Defaults to `0.25`.
@@ -105,6 +108,8 @@ class Policy:
         if self.start is not None and not isinstance(self.start, wide_lib.WideStart):
             raise ValueError("`start` must be None or a keras_pbt.WideStart. "
                              f"Received: start={self.start!r}")
+        if self.explore_fn is None and pb2_lib.get_explore(self.explore) is None:
+            _warn_one_sided(explorer.factors, explorer.resample_probability)
         object.__setattr__(self, "quantile", quantile)
         object.__setattr__(self, "factors", explorer.factors)
         object.__setattr__(self, "resample_probability", explorer.resample_probability)
@@ -126,6 +131,28 @@ class Policy:
             margin=self.margin, lines=self.lines)
         engine.config = self
         return engine
+
+
+def _warn_one_sided(factors, resample_probability):
+    """Warns when perturbing by `factors` cannot move numeric values both ways."""
+    up, down = any(f > 1 for f in factors), any(f < 1 for f in factors)
+    if up and down:
+        return
+    if up or down:
+        what = (f"explore can only {'raise' if up else 'lower'} numeric hyperparameters: "
+                f"a perturbation multiplies them by {_listed(factors)}")
+    else:
+        what = "perturbing leaves numeric hyperparameters unchanged (every factor is 1)"
+    resampling = (f"only resampling (resample_probability={resample_probability:g}) moves them "
+                  f"{'the other way' if up or down else 'at all'}" if resample_probability
+                  else f"with resample_probability=0 nothing moves them "
+                       f"{'the other way' if up or down else 'at all'}")
+    warnings.warn(f"`factors`: {what}; {resampling}. Give factors on both sides of 1, such "
+                  f"as (0.8, 1.2). Received: factors={tuple(factors)!r}", UserWarning, stacklevel=4)
+
+
+def _listed(factors):
+    return " or ".join(f"{f:g}" for f in dict.fromkeys(factors))
 
 
 def get_policy(policy):

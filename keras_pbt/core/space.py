@@ -320,6 +320,12 @@ class Choice(Hyperparameter):
         if not values:
             raise ValueError("`values` of Choice must not be empty. Received: values=[]")
         for i, v in enumerate(values):
+            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isnan(v):
+                # NaN equals nothing, itself included: explore could never
+                # find the member's value again.
+                raise ValueError(
+                    f"`values` of Choice must not hold NaN. Received: values={values!r}"
+                )
             if v in values[:i]:
                 raise ValueError(
                     f"`values` of Choice has a duplicate {v!r}. Received: values={values!r}"

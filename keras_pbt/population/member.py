@@ -24,6 +24,7 @@ from keras_pbt.population import devices as devices_lib
 from keras_pbt.storage.store import BarrierTimeoutError
 from keras_pbt.storage.store import ConfigurationError
 from keras_pbt.storage.store import PopulationStopped
+from keras_pbt.runtime.trace_lock import TraceLock
 
 
 class PopulationError(RuntimeError):
@@ -255,7 +256,8 @@ def _train_loop(run, member, data, kwargs, extra):
             with devices_lib.fit_scope(member.strategy):
                 member.model.fit(
                     data, initial_epoch=cb.epochs,
-                    callbacks=[_MonitorCheck(cb), cb, control] + list(extra), **kwargs
+                    callbacks=[_MonitorCheck(cb), cb, control, TraceLock()] + list(extra),
+                    **kwargs
                 )
             if cb.epochs < epochs and not run.stopping.is_set() and (
                     _non_finite(member.model) or _last_loss_non_finite(member)):

@@ -15,15 +15,20 @@ import os
 import numpy as np
 
 from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.core import config as config_lib
 from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.runtime import snapshot as snapshot_lib
+from keras_pbt.population import checks as population_checks
 from keras_pbt.population.member import RestoredFailure
 from keras_pbt.core.selection import Report
 from keras_pbt.storage import payload as payload_lib
 
 
 def header(population):
-    """What identifies a population in its checkpoint's manifest."""
+    """What identifies a population in its checkpoint's manifest: its members,
+    space, monitor, mode and seed, its optimizers' classes (a checkpoint of
+    SGD members cannot seed Adam members) and its interval."""
+    interval = population.interval
     return {
         "member_ids": [m.member_id for m in population.members],
         "space": {name: checkpoint_lib.to_json(spec.to_dict())
@@ -31,33 +36,96 @@ def header(population):
         "monitor": population.monitor,
         "mode": population.mode,
         "seed": population.seed,
+        "optimizers": [[name, _class_name(opt)]
+                       for name, opt in snapshot_lib.optimizers(population.members[0].model)],
+        "interval": {"epochs": interval.epochs, "steps": interval.steps,
+                     "burn_in": interval.burn_in},
     }
 
 
-def open_checkpoint(population, directory):
+def _class_name(optimizer):
+    inner = getattr(optimizer, "inner_optimizer", None)  # LossScaleOptimizer(SGD)
+    name = type(optimizer).__name__
+    return f"{name}({_class_name(inner)})" if inner is not None else name
+
+
+def _check_same_population(directory, body, head, manifest):
+    for key in ("member_ids", "space", "monitor", "mode"):
+        if body.get(key) != head[key]:
+            raise checkpoint_lib.CheckpointError(
+                f"`checkpoint_dir`={directory!r} holds a checkpoint of another population: "
+                f"its {key} is {body.get(key)!r}, this population's is {head[key]!r}. "
+                "Use another directory, or build the same population.", manifest)
+    # Checkpoints written before these keys existed are not compared on them.
+    if "optimizers" in body and body["optimizers"] != head["optimizers"]:
+        raise checkpoint_lib.CheckpointError(
+            f"`checkpoint_dir`={directory!r} holds a checkpoint of members trained with the "
+            f"optimizers {body['optimizers']!r}; `build` now compiles {head['optimizers']!r}, "
+            "whose state it cannot restore. Build the same optimizers, or use another "
+            f"directory. Received: optimizers={head['optimizers']!r}", manifest)
+    if "interval" in body and body["interval"] != head["interval"]:
+        given = population_checks.interval_text(config_lib.Interval(**head["interval"]))
+        try:
+            saved = "interval=" + population_checks.interval_text(
+                config_lib.Interval(**body["interval"]))
+        except (TypeError, ValueError):  # an interval written by an older keras-pbt
+            saved = f"the interval {body['interval']!r}"
+        raise checkpoint_lib.CheckpointError(
+            f"`checkpoint_dir`={directory!r} holds a checkpoint of a population that judged with "
+            f"{saved}; resuming it with another interval would change the schedule it was "
+            f"trained on. Pass {saved}, or use another directory. Received: interval={given}",
+            manifest)
+
+
+def _check_no_unverified_files(ck, directory):
+    """No manifest, but files of a complete checkpoint epoch: the manifest was
+    deleted (or the first one never written). They are never deleted unread."""
+    complete = [(name, n) for name, n in ck.epoch_files() if n >= ck.population_size]
+    if complete:
+        listed = ", ".join(f"{name}/ ({n} member files)" for name, n in ck.epoch_files())
+        raise checkpoint_lib.CheckpointError(
+            f"`checkpoint_dir`={directory!r} has no {checkpoint_lib.MANIFEST} but holds "
+            f"checkpoint files: {listed}. The manifest was deleted, or the run stopped while "
+            "writing its first one; keras-pbt does not resume from files it cannot verify, nor "
+            "delete them. To resume, put the manifest back; to start over, delete those "
+            f"directories or use another checkpoint_dir. Received: checkpoint_dir={directory!r}",
+            os.path.join(ck.directory, checkpoint_lib.MANIFEST))
+
+
+def open_checkpoint(population, directory, epochs=None):
     """Opens `directory` for `population`; resumes from it when it holds a
     checkpoint of this population and the population has not trained yet.
+
+    Args:
+        population: the `Population`.
+        directory: the checkpoint directory.
+        epochs: the epochs `fit` trains to, or None not to check them.
 
     Returns:
         `(checkpointer, resumed_epoch)`; `resumed_epoch` is None when
         nothing was restored.
 
     Raises:
-        CheckpointError: a checkpoint of another population, a later one
-            than this population's state, or a corrupt one.
+        CheckpointError: a checkpoint of another population (other members,
+            space, monitor, optimizers or interval), a later one than this
+            population's state or than `epochs`, a corrupt one, or
+            checkpoint files without a manifest.
     """
     head = header(population)
     ck = checkpoint_lib.Checkpointer(directory, head)
     manifest = os.path.join(ck.directory, checkpoint_lib.MANIFEST)
     body = checkpoint_lib.read_manifest(ck.directory)
     resumed = None
-    if body is not None:
-        for key in ("member_ids", "space", "monitor", "mode"):
-            if body.get(key) != head[key]:
-                raise checkpoint_lib.CheckpointError(
-                    f"`checkpoint_dir`={directory!r} holds a checkpoint of another population: "
-                    f"its {key} is {body.get(key)!r}, this population's is {head[key]!r}. "
-                    "Use another directory, or build the same population.", manifest)
+    if body is None:
+        _check_no_unverified_files(ck, directory)
+    else:
+        _check_same_population(directory, body, head, manifest)
+        if epochs is not None and body["epoch"] > epochs:
+            raise checkpoint_lib.CheckpointError(
+                f"`checkpoint_dir`={directory!r} holds a checkpoint of epoch {body['epoch']}, "
+                f"beyond `epochs`={epochs}: the population trained further than asked. Pass "
+                f"epochs >= {body['epoch']} to resume it, or use another directory. "
+                f"Received: epochs={epochs}", manifest)
     trained = max(m.callback.epochs for m in population.members)
     if body is not None and trained:
         # This population already trained in this process: go on from

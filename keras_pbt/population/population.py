@@ -304,16 +304,20 @@ class Population(PopulationResults):
             `self.history`: dict member id -> dict metric -> list.
 
         Raises:
-            ValueError: a bad argument (`Received: batch_size=0`), before
-                any member trains.
+            ValueError: a bad argument (`Received: batch_size=0`), arrays
+                of different lengths, targets the loss needs missing, a
+                `val_` monitor without `validation_data`, an interval longer
+                than `epochs`: before any member trains.
             PopulationError: if a member failed `max_failures` times (or a
                 synchronous boundary timed out with
                 `store.on_timeout="raise"`).
             ConfigurationError: (a `ValueError`) if the monitored metric is
                 not in the logs; it lists the keys that are.
             CheckpointError: (a `ValueError`) if `checkpoint_dir` holds a
-                checkpoint that is corrupt, truncated, of another population,
-                or not keras-pbt's; it names the file.
+                checkpoint that is corrupt, truncated, of another population
+                (other members, space, optimizers or interval), beyond
+                `epochs`, or not keras-pbt's, or checkpoint files without
+                their manifest; it names the file.
         """
         check_int("epochs", epochs)
         verbose = _check_verbose(verbose)
@@ -322,6 +326,9 @@ class Population(PopulationResults):
         given_vsteps = fit_kwargs.get("validation_steps")
         steps, vsteps, fit_kwargs = data_lib.check_fit_arguments(
             x, y, validation_data, batch_size, shuffle, shuffle_buffer, fit_kwargs)
+        population_checks.check_fit_data(self.members[0].model, x, y, validation_data)
+        population_checks.check_monitor_source(self.monitor, validation_data)
+        population_checks.check_interval_reached(self.interval, epochs, steps)
         for member in self.members:
             # The split size a noise-aware margin measures differences against,
             # and a loss's per-example spread on it.
@@ -334,7 +341,7 @@ class Population(PopulationResults):
                                       verbose=verbose)
         checkpointer = None
         if checkpoint_dir is not None:
-            checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir)
+            checkpointer, resumed = member_checkpoint.open_checkpoint(self, checkpoint_dir, epochs)
             if resumed is not None:
                 self.resumed_from = resumed
                 progress.message(

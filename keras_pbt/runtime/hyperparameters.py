@@ -21,6 +21,7 @@ import numbers
 import keras
 
 from keras_pbt import backend as backend_lib
+from keras_pbt.runtime import trace_lock
 from keras_pbt.runtime import tunable as tunable_lib
 
 
@@ -43,7 +44,7 @@ class _LearningRateSetter(_Setter):
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def apply(self, value):
-        self.optimizer.learning_rate.assign(float(value))
+        backend_lib.current().assign(self.optimizer.learning_rate, float(value))
         return False
 
 
@@ -339,6 +340,7 @@ class HyperparameterApplier:
             self._current[name] = value
         if retrace:
             self.model.make_train_function(force=True)
+            trace_lock.guard(self.model, "train_function")
         return retrace
 
     def release(self):

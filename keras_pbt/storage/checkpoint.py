@@ -81,12 +81,20 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def atomic_write(path, data):
+def atomic_write(path, data, sync_directory=True):
     """Writes `data` (bytes) to `path` so that a crash leaves old or new, never a mix.
 
     The bytes go to a temporary file in the same directory, which is
     flushed, `fsync`ed and renamed over `path` with `os.replace`; then the
     directory is `fsync`ed so the rename itself is durable.
+
+    Args:
+        path: the file.
+        data: the bytes.
+        sync_directory: `fsync` the directory after the rename. Without it
+            a power loss right after may bring back the previous file (still
+            whole); a killed process never loses the rename. Defaults to
+            `True`.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
@@ -102,7 +110,8 @@ def atomic_write(path, data):
         except OSError:
             pass
         raise
-    _fsync_dir(directory)
+    if sync_directory:
+        _fsync_dir(directory)
 
 
 def sha256(data):
@@ -329,6 +338,12 @@ class Checkpointer:
         for epoch, path in self._epoch_dirs():
             if self.committed is None or epoch > self.committed:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def epoch_files(self):
+        """Each epoch directory and its number of member files: `[(name, n)]`."""
+        return [(os.path.basename(path),
+                 sum(1 for f in os.listdir(path) if f.startswith("member_") and f.endswith(".npz")))
+                for _, path in self._epoch_dirs()]
 
     def _epoch_dirs(self):
         out = []

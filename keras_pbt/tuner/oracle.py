@@ -21,6 +21,7 @@ from keras_pbt.core import config as config_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.tuner import convert
 from keras_pbt.tuner import records as records_lib
+from keras_pbt.tuner.oracle_state import OracleState
 from keras_pbt.tuner.results import SegmentResults
 from keras_pbt.tuner.segments import (  # noqa: F401 - names the tuner reads here
     ACTION, EPOCHS, INITIAL_EPOCH, INITIAL_STEP, MEMBER, PARENT_TRIAL, PBT_KEYS, SEGMENT,
@@ -36,7 +37,7 @@ ORACLE_KWARGS = ("seed", "hyperparameters", "allow_new_entries", "tune_new_entri
                  "max_retries_per_trial", "max_consecutive_failed_trials")
 
 
-class PBTOracle(SegmentResults, keras_tuner.Oracle):
+class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
     """Population-Based Training oracle for keras-tuner.
 
     Decides with the engine of `keras_pbt.PBTCallback` (`PBTPolicy`)
@@ -120,6 +121,8 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
             raise ValueError(
                 "PBTOracle decides between segments of whole epochs: give an int or "
                 f"Interval(epochs=..., burn_in=...). Received: interval={interval!r}")
+        if max_epochs is not None:
+            _check_budget(interval, max_epochs, "max_epochs")
         seed = kwargs.pop("seed", None)
         if seed is not None:
             check_seed(seed)
@@ -157,6 +160,8 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         # Guards the PBT state (not keras-tuner's); always taken inside
         # keras-tuner's oracle lock, never around it.
         self._pbt_lock = threading.RLock()
+        self._defer_save = False  # inside end_trial: one save, after this oracle's bookkeeping
+        self._defer_trial_save = False  # inside update_trial: trial.json is written at its end
 
     @property
     def mode(self):
@@ -198,6 +203,7 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
                 already set (by `max_epochs=` or by the search being resumed).
         """
         epochs = check_int(name, epochs)
+        _check_budget(self.interval, epochs, name)
         if self.max_epochs is not None and epochs != self.max_epochs:
             raise ValueError(
                 f"`{name}` must equal the search's budget, max_epochs={self.max_epochs} "
@@ -413,67 +419,13 @@ class PBTOracle(SegmentResults, keras_tuner.Oracle):
         self._asking = tuner_id
         return super().create_trial(tuner_id)
 
-    @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        """As keras-tuner's; the member's optimizer step comes in `pbt/step`."""
-        metrics = dict(metrics)
-        if STEP_METRIC in metrics:
-            step = int(metrics.pop(STEP_METRIC))
-        return super().update_trial(trial_id, metrics, step=step)
 
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        super().end_trial(trial)
-        with self._pbt_lock:
-            trial = self._trial(trial.trial_id)
-            values = trial.hyperparameters.values
-            if (trial.status == TrialStatus.COMPLETED
-                    and values.get(SEGMENT) == self.num_segments - 1):
-                # The end rule is the pure core's, as for the callback.
-                report = self._report(trial.trial_id)
-                decision = self.engine.boundary(
-                    report, key=self.num_segments, progress=self.max_epochs, last=True).decide()
-                record = decision.to_record(int(trial.best_step), self.num_segments,
-                                            self.objective.name, self.mode, time.time())
-                record.hparams, record.hparams_before = user_values(values), user_values(values)
-                self._log.add(record)
-                self.save()
-
-    # -------------------------------------------------------- state file
-
-    def get_state(self):
-        state = super().get_state()
-        with self._pbt_lock:
-            state["pbt"] = {
-                "population_size": self.population_size,
-                "max_epochs": self.max_epochs,
-                "interval_epochs": self.interval.epochs,
-                "burn_in": self.interval.burn_in,
-                "frozen": list(self.frozen),
-                "inherited": list(self.inherited),
-                "synchronous": self.synchronous,
-                "segments": [list(s) for s in self._segments],
-                "lineage_records": len(self._log.rows),
-            }
-        return state
-
-    def set_state(self, state):
-        super().set_state(state)
-        pbt = state.get("pbt")
-        if pbt is None:
-            return
-        if self.max_epochs is None:
-            self.max_epochs = pbt["max_epochs"]
-        mine = {"population_size": self.population_size, "max_epochs": self.max_epochs,
-                "interval_epochs": self.interval.epochs, "burn_in": self.interval.burn_in}
-        for key, value in mine.items():
-            if pbt.get(key) is not None and pbt[key] != value:
-                raise ValueError(
-                    f"The project in this directory was run with {key}={pbt[key]!r}, not "
-                    f"{value!r}. Pass overwrite=True or a new project_name to start a new "
-                    "search."
-                )
-        with self._pbt_lock:
-            self.set_inherited(pbt.get("inherited", ()))
-            self._segments = [list(s) for s in pbt["segments"]]
-            self._log.restore(pbt["lineage_records"])
+def _check_budget(interval, epochs, name):
+    """At least one decision: a first boundary past the budget never decides."""
+    first = (interval.burn_in // interval.epochs + 1) * interval.epochs
+    if first > epochs:
+        given = interval.epochs if not interval.burn_in else interval
+        raise ValueError(
+            f"`interval`={given!r} decides first at epoch {first}, after the {epochs} epochs of "
+            f"`{name}`: every member would train to the end without a single PBT decision. Train at least {first} epochs, or decide more often. "
+            f"Received: interval={given!r}, {name}={epochs}")

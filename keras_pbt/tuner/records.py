@@ -12,6 +12,8 @@ import json
 import os
 
 from keras_pbt.core import lineage as lineage_lib
+from keras_pbt.storage import checkpoint as checkpoint_lib
+from keras_pbt.storage.checkpoint import CheckpointError
 
 LINEAGE_FILE = "pbt_lineage.jsonl"
 
@@ -59,21 +61,31 @@ class LineageLog:
         """Keeps the first `count` rows of the file (those `oracle.json` knows).
 
         Rows appended after the last save belong to trials that were never
-        saved: their decisions are taken again.
+        saved: their decisions are taken again. They are dropped unread (the
+        last one may be cut short by a crash); the file is rewritten with
+        `keras_pbt.storage.checkpoint.atomic_write`.
 
         Raises:
-            ValueError: if the file holds fewer than `count` rows.
+            CheckpointError: naming the file if it holds fewer than `count`
+                rows, or one of them is not a JSON record.
         """
-        rows = []
+        lines = []
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        if len(rows) < count:
-            raise ValueError(
-                f"{self.path} holds {len(rows)} lineage records; oracle.json expects {count}."
-            )
-        self.rows = rows[:count]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in self.rows)
-        os.replace(tmp, self.path)
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                lines = [line for line in f if line.strip()]
+        if len(lines) < count:
+            raise CheckpointError(
+                f"{self.path} holds {len(lines)} lineage records; oracle.json expects {count}. "
+                "Pass overwrite=True or a new project_name to start a new search.", self.path)
+        rows = []
+        for number, line in enumerate(lines[:count], 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError as error:
+                raise CheckpointError(
+                    f"{self.path} line {number} is not a lineage record ({error}). Pass "
+                    "overwrite=True or a new project_name to start a new search.",
+                    self.path) from None
+        self.rows = rows
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.rows)
+        checkpoint_lib.atomic_write(self.path, text.encode("utf-8"))

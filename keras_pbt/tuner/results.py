@@ -15,7 +15,7 @@ from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.tuner.segments import MEMBER
 from keras_pbt.tuner.segments import SEGMENT
 
-_FINAL = (TrialStatus.COMPLETED, TrialStatus.FAILED)
+FINAL = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 
 
 class SegmentResults:
@@ -40,12 +40,12 @@ class SegmentResults:
             return False
         if k == 0:
             return True
-        if self._status(member_id, k - 1) not in _FINAL:
+        if self._status(member_id, k - 1) not in FINAL:
             return False
         if self.synchronous:
             if k - 1 not in generation_done:
                 generation_done[k - 1] = all(
-                    self._status(m, k - 1) in _FINAL for m in range(self.population_size))
+                    self._status(m, k - 1) in FINAL for m in range(self.population_size))
             return generation_done[k - 1]
         return True
 
@@ -63,7 +63,7 @@ class SegmentResults:
 
     def _done(self):
         """Whether every segment of every member is final."""
-        return all(len(s) == self.num_segments and self._status(m, len(s) - 1) in _FINAL
+        return all(len(s) == self.num_segments and self._status(m, len(s) - 1) in FINAL
                    for m, s in enumerate(self._segments))
 
     def _latest_records(self, trial_ids):

@@ -20,6 +20,7 @@ import os
 
 from keras_pbt.storage import checkpoint as checkpoint_lib
 from keras_pbt.storage import payload as payload_lib
+from keras_pbt.tuner.segments import STEP_METRIC
 
 FILE = "pbt_snapshot.npz"
 
@@ -27,6 +28,27 @@ FILE = "pbt_snapshot.npz"
 def exists(directory):
     """True if `directory` holds a complete snapshot (its manifest exists)."""
     return os.path.exists(os.path.join(directory, checkpoint_lib.MANIFEST))
+
+
+def finished_logs(directory, objective):
+    """The final logs of a segment whose snapshot is complete in `directory`.
+
+    A worker writes a segment's snapshot when it has trained it, before it
+    reports to the chief; a segment handed out again (its chief stopped
+    before the report was saved) is not trained a second time.
+
+    Args:
+        directory: the segment trial's directory.
+        objective: the objective's name.
+
+    Returns:
+        `{objective: metric, "pbt/step": step}` from the snapshot, or None
+        when `directory` holds no complete snapshot.
+    """
+    if not exists(directory):
+        return None
+    snapshot = load(directory)
+    return {objective: snapshot.metric, STEP_METRIC: int(snapshot.step)}
 
 
 def save(directory, snapshot):

@@ -13,8 +13,11 @@ from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.population import threads as threads_lib
 from keras_pbt.tuner import oracle as oracle_lib
 from keras_pbt.tuner import roles as roles_lib
+from keras_pbt.tuner import chief_client
 from keras_pbt.tuner import snapshots as snapshots_lib
+from keras_pbt.tuner import state_files
 from keras_pbt.tuner.final import TunerChoice
+from keras_pbt.tuner.worker import FirstBuilds
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
@@ -36,7 +39,7 @@ def _is_chief():
             and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
-class PBTTuner(TunerChoice, keras_tuner.Tuner):
+class PBTTuner(TunerChoice, state_files.TunerStateFiles, keras_tuner.Tuner):
     """Population-Based Training of a keras-tuner hypermodel.
 
     The same `build_model(hp)` that works with `keras_tuner.RandomSearch`
@@ -146,6 +149,8 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         self._local = threading.local()
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.pbt_oracle = oracle  # the local oracle, also on a worker
+        if self._is_worker():  # keras-tuner's client waits an hour for a chief that is gone
+            chief_client.bound(self.oracle)
         self.logdir = logdir or os.path.join(self.project_dir, "pbt_logs")
         oracle.logdir = self.logdir
         self.devices = devices
@@ -153,6 +158,7 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         self.workers = []
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
+        self._first_builds = FirstBuilds(())  # search() makes the one of its workers
         self._trial_ended = threading.Condition()
 
     # ------------------------------------------- per-thread worker state
@@ -227,6 +233,7 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
         self.workers = [Worker(self.tuner_id, None)] if _is_chief() else self._make_workers()
+        self._first_builds = FirstBuilds(self.workers)
         self.roles = self._find_roles(self.workers[0].strategy)
         self.pbt_oracle.set_inherited(self.roles.layout)
         if len(self.workers) == 1:  # also the chief, which serves the oracle
@@ -265,6 +272,7 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
                 errors.append(e)
                 self._stop.set()
             finally:
+                self._first_builds.done(worker)
                 worker.drop()
 
         # The population's run / join / Ctrl-C helper (keras_pbt.population.threads).
@@ -297,21 +305,20 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
             return
         if not worker.asked:  # it trained since it last asked: no backoff yet
             worker.next_sleep = _FIRST_IDLE_SLEEP
-        local = isinstance(self.oracle, oracle_lib.PBTOracle)
+        # In this process the oracle says whether it has a segment: asked under
+        # the wake-up's lock, so that a trial ending just before is not missed.
+        ready = self.oracle.can_hand_out if isinstance(self.oracle, oracle_lib.PBTOracle) else None
         waiting = worker.asked  # the last answer was IDLE (no on_trial_begin since)
-        while waiting or (local and not self.oracle.can_hand_out()):
-            self._idle_wait(worker)
+        if waiting:
+            self._first_builds.done(worker)  # nothing to build now: others may train
+        while (waiting or ready is not None) and self._idle_wait(worker, ready):
             waiting = False
             if self._stop.is_set():
                 raise _Stop()
         worker.asked = True
 
-    def _idle_wait(self, worker):
-        sleep = worker.next_sleep
-        worker.idle_sleeps.append(sleep)
-        with self._trial_ended:
-            self._trial_ended.wait(sleep)
-        worker.next_sleep = min(sleep * 2, self.max_idle_sleep)
+    def _idle_wait(self, worker, ready=None):
+        return worker.idle_wait(self._trial_ended, ready, self.max_idle_sleep)
 
     def on_trial_begin(self, trial):
         if self._worker is not None:
@@ -322,11 +329,6 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         super().on_trial_end(trial)
         with self._trial_ended:
             self._trial_ended.notify_all()
-
-    def save(self):
-        # Worker threads end trials concurrently: one writer at a time.
-        with self._save_lock:
-            super().save()
 
     # ----------------------------------------------------------- segment
 
@@ -391,7 +393,8 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
             if parent != kept.trial_id:
                 self._restore(kept.model, parent)
         else:
-            model, applier = self._try_build(trial.hyperparameters)
+            with self._first_builds.building(worker):
+                model, applier = self._try_build(trial.hyperparameters)
             kept = worker.keep(key, model, applier)
             worker.builds += 1
             worker.install_pipeline(model)
@@ -416,8 +419,14 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         the trial's values, so does this; the model comes from
         `_member_model` (kept or built, with the parent's state), and the
         segment's final state is saved in the trial's directory
-        (`keras_pbt.tuner.snapshots`).
+        (`keras_pbt.tuner.snapshots`). A segment whose state is already there
+        (trained before the chief stopped, or by another worker) is not
+        trained again: its saved metric is returned.
         """
+        directory = self.get_trial_dir(trial.trial_id)
+        done = snapshots_lib.finished_logs(directory, self.oracle.objective.name)
+        if done is not None:
+            return done
         worker = self._worker or Worker(self.tuner_id, self.distribution_strategy)
         hp = trial.hyperparameters
         values = hp.values
@@ -436,6 +445,7 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         try:
             kept = self._member_model(worker, trial)
+            self._first_builds.wait(self._stop)  # see FirstBuilds
             model = kept.model
             start = snapshot_lib.iterations(model)
             logs = last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))
@@ -454,7 +464,10 @@ class PBTTuner(TunerChoice, keras_tuner.Tuner):
             model, int(values[oracle_lib.MEMBER]), step,
             oracle_lib.user_values(values), logs[name],
         )
-        snapshots_lib.save(self.get_trial_dir(trial.trial_id), snap)
+        done = snapshots_lib.finished_logs(directory, name)
+        if done is not None:  # another worker finished it first: its state counts
+            return done
+        snapshots_lib.save(directory, snap)
         kept.trial_id = trial.trial_id
         logs[oracle_lib.STEP_METRIC] = step
         return logs
