@@ -8,9 +8,8 @@ equal scores broken by the lower loss, then by member id. Without
 (`get_best_models(1)`'s), on the objective it ranked on.
 """
 
-import tensorflow as tf
-
 from keras_pbt.core import final as final_lib
+from keras_pbt.population import data as data_lib
 from keras_pbt.tuner.segments import MEMBER
 from keras_pbt.tuner.segments import user_values
 
@@ -56,7 +55,7 @@ class TunerChoice:
             best = next(iter(latest))  # get_best_trials' order: the oracle's best first
             return self._final(best, latest[best], self.load_model(latest[best]), scores,
                                objective, "last boundary", None)
-        if isinstance(validation_data, tf.data.Dataset):
+        if data_lib.is_dataset(validation_data):
             args = (validation_data,)
         elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             args = tuple(validation_data)
