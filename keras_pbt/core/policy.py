@@ -310,8 +310,12 @@ class PBTPolicy:
             return available
         if isinstance(self.margin, noise_lib.FixedMargin) and self.margin.delta == 0:
             return available
+        # A zero threshold (the split's size or spread unknown) leaves the
+        # choice to the selection, as without a margin (its ranking may not be
+        # the last value's).
         beyond = {r.member_id for r in reports if r.member_id != me.member_id
-                  and self.margin.exceeds(r, me, self.mode)}
+                  and (self.margin.threshold(r, me) == 0
+                       or self.margin.exceeds(r, me, self.mode))}
         return beyond if available is None else beyond & set(available)
 
     def _decide_ranked(self, me, reports, ranked, rng, available, history):
