@@ -39,15 +39,22 @@ demo: $(STAMP)
 	$(PY) examples/digits.py
 endif
 
-# The docs site, the whole suite on TensorFlow; then, in the TensorFlow-free
-# venv, the modules marked `all_backends` on JAX and on PyTorch side by side,
-# and the demo on JAX with TensorBoard serving its lineage tab
-# (tests/conftest.py, tests/other_backends.sh, tests/notf_demo.sh).
+# The docs site, the whole suite on TensorFlow and, at the same time, the
+# TensorFlow-free pass: in the venv without TensorFlow, the modules marked
+# `all_backends` on JAX and on PyTorch, and the demo on JAX with TensorBoard
+# serving its lineage tab (tests/conftest.py, tests/other_backends.sh,
+# tests/notf_demo.sh). Side by side because neither keeps both cores busy
+# (barriers, subprocess start-ups, compiles): the TensorFlow suite used 1.5
+# cores on average. The TensorFlow-free pass prints its logs at the end.
 test: $(STAMP) $(NOTF_STAMP) docs
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(PY) -m pytest -q --durations=20 tests
-	PY=$(NOTF_PY) bash tests/other_backends.sh
+	@log=$$(mktemp); \
+	PY=$(NOTF_PY) bash tests/other_backends.sh >"$$log" 2>&1 & notf=$$!; \
+	$(PY) -m pytest -q --durations=20 tests; tf=$$?; \
+	wait $$notf; other=$$?; cat "$$log"; rm -f "$$log"; \
+	echo "TensorFlow suite: exit $$tf; TensorFlow-free pass: exit $$other"; \
+	test $$tf -eq 0 && test $$other -eq 0
 
 # The reference site (MkDocs, API pages from the docstrings) into build/site;
 # any warning (a broken link, a docstring argument the signature lacks) fails.

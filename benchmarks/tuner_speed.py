@@ -11,24 +11,75 @@ the members, or populates the tuner's space) to the end of `fit` /
 `search`, and both write the lineage to TensorBoard (the tuner always
 does; the population is given a `logdir`). The tuner also writes its
 trial files and a checkpoint per segment (keras_pbt.storage.checkpoint's format,
-fsynced); the population writes no checkpoint. Prints every run, the
-medians and their ratio.
+fsynced); the population writes no checkpoint. Prints every run with its
+process CPU time, the medians, their ratio, the load average, and a
+breakdown of each arm per run (`timers.py`: wall and thread CPU seconds
+summed over the worker or member threads, calls, and the cost per call) of
+what the tuner does around its segments: builds, restores of a parent's
+checkpoint, the `fit` of each segment, captures, checkpoint writes and
+their fsyncs, keras-tuner's trial and oracle files, lineage and TensorBoard
+writes, waiting for a segment, Python's garbage collections. Each arm starts
+after a full collection, so that none pays for the garbage of the other.
 
     python benchmarks/tuner_speed.py [--repeats 3] [--members 8] [--epochs 12]
-                                     [--no-population-logdir]
+                                     [--no-population-logdir] [--no-breakdown]
 """
 
 import argparse
+import collections
+import gc
 import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras_pbt  # noqa: E402
+import timers  # noqa: E402
+
+
+def instrument():
+    """Timers around what each arm does besides training (see timers.py)."""
+    import keras_tuner
+
+    from keras_pbt.runtime import callback
+    from keras_pbt.runtime import snapshot
+    from keras_pbt.storage import checkpoint
+    from keras_pbt.storage import store
+    from keras_pbt.storage import summary
+    from keras_pbt.tuner import oracle
+    from keras_pbt.tuner import records
+    from keras_pbt.tuner import snapshots
+    from keras_pbt.tuner import tuner
+
+    timers.wrap(keras_tuner.HyperModel, "fit", "tuner: segment fit (model.fit)")
+    timers.wrap(tuner.PBTTuner, "_try_build", "tuner: build (incl. the build lock)")
+    timers.wrap(tuner.PBTTuner, "_find_roles", "tuner: roles (3 builds at start)")
+    timers.wrap(tuner.PBTTuner, "_restore", "tuner: restore a parent's checkpoint")
+    timers.wrap(snapshots, "load", "tuner:   checkpoint read + verify")
+    timers.wrap(snapshots, "save", "tuner: segment checkpoint write")
+    timers.wrap(checkpoint, "atomic_write", "tuner:   atomic writes (tmp, fsync, rename)")
+    timers.wrap(checkpoint.os, "fsync", "fsync (file or directory)")
+    timers.wrap(tuner.PBTTuner, "_idle_wait", "tuner: idle wait for a segment")
+    timers.wrap(oracle.PBTOracle, "create_trial", "tuner: oracle.create_trial")
+    timers.wrap(oracle.PBTOracle, "update_trial", "tuner: oracle.update_trial")
+    timers.wrap(oracle.PBTOracle, "end_trial", "tuner: oracle.end_trial")
+    timers.wrap(keras_tuner.Oracle, "save", "tuner:   oracle.json writes")
+    timers.wrap(keras_tuner.Oracle, "_save_trial", "tuner:   trial.json writes")
+    timers.wrap(tuner.PBTTuner, "save", "tuner: tuner.save (oracle + tuner json)")
+    timers.wrap(records.LineageLog, "add", "tuner: lineage record (jsonl + TensorBoard)")
+    timers.wrap(snapshot, "capture", "snapshot capture")
+    timers.wrap(snapshot, "restore", "snapshot restore")
+    timers.wrap(summary.MemberSummaryWriter, "write", "TensorBoard write")
+    timers.wrap(summary.MemberSummaryWriter, "flush", "TensorBoard flush")
+    timers.wrap(callback.PBTCallback, "_boundary", "population: boundary total")
+    timers.wrap(store.InMemoryStore, "wait_for_interval", "population:   barrier wait")
+    timers.watch_gc()
 
 
 def main():
@@ -40,7 +91,11 @@ def main():
     parser.add_argument("--no-population-logdir", action="store_true",
                         help="train the population without TensorBoard logs (the tuner "
                              "always writes them)")
+    parser.add_argument("--no-breakdown", action="store_true",
+                        help="no timers around the library's functions")
     args = parser.parse_args()
+    if not args.no_breakdown:
+        instrument()
     devices = keras_pbt.population.devices.available_devices(num_cpu=args.members)[:args.members]
 
     import keras
@@ -98,17 +153,40 @@ def main():
 
     print(f"{platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; devices {devices}")
-    pop_times, tuner_times = [], []
+    load_before = os.getloadavg()
+    wall = {"Population": [], "PBTTuner": []}
+    cpu = {"Population": [], "PBTTuner": []}
+    breakdown = {arm: [collections.Counter() for _ in range(3)] for arm in wall}
     for r in range(args.repeats):
-        seconds, exploits = population(r)
-        pop_times.append(seconds)
-        print(f"run {r}: Population {seconds:6.2f} s ({exploits} exploits)", flush=True)
-        seconds, exploits, builds = tuner(r)
-        tuner_times.append(seconds)
-        print(f"run {r}: PBTTuner   {seconds:6.2f} s ({exploits} exploits, {builds} models built)",
-              flush=True)
-    p, t = statistics.median(pop_times), statistics.median(tuner_times)
-    print(f"median: Population {p:.2f} s, PBTTuner {t:.2f} s, ratio {t / p:.2f}x")
+        # Alternate the order so that neither arm always runs first.
+        for arm in ("Population", "PBTTuner")[::1 if r % 2 == 0 else -1]:
+            gc.collect()  # the garbage of the arm before is not this arm's cost
+            timers.take()
+            c = time.process_time()
+            if arm == "Population":
+                seconds, exploits = population(r)
+                extra = f"{exploits} exploits"
+            else:
+                seconds, exploits, builds = tuner(r)
+                extra = f"{exploits} exploits, {builds} models built"
+            cpu[arm].append(time.process_time() - c)
+            wall[arm].append(seconds)
+            for total, part in zip(breakdown[arm], timers.take()):
+                total.update(part)
+            print(f"run {r}: {arm:10s} {seconds:6.2f} s, {cpu[arm][-1]:6.2f} s CPU ({extra})",
+                  flush=True)
+    p, t = statistics.median(wall["Population"]), statistics.median(wall["PBTTuner"])
+    pc, tc = statistics.median(cpu["Population"]), statistics.median(cpu["PBTTuner"])
+    ratios = [b / a for a, b in zip(wall["Population"], wall["PBTTuner"])]
+    print(f"load average (1, 5, 15 min): before {load_before}, after {os.getloadavg()}")
+    print(f"median: Population {p:.2f} s, PBTTuner {t:.2f} s, ratio {t / p:.2f}x "
+          f"(per repeat {[round(v, 2) for v in ratios]})")
+    print(f"process CPU time: Population {pc:.2f} s, PBTTuner {tc:.2f} s, ratio {tc / pc:.2f}x")
+    if not args.no_breakdown:
+        for arm in wall:
+            print(f"breakdown of {arm}, per run (seconds summed over its threads):")
+            for line in timers.report(*breakdown[arm], runs=args.repeats):
+                print(line)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ reader copies, so each page's blocks run in order in one namespace, in a
 temporary directory.
 """
 
+import importlib
 import pathlib
 import re
 
@@ -33,3 +34,30 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
     namespace = {"__name__": "docs"}
     for i, block in enumerate(python_blocks(page)):
         exec(compile(block, f"{page.name} python block {i + 1}", "exec"), namespace)  # noqa: S102
+
+
+def reference_entries():
+    """The `::: dotted.path` entries of the API reference pages, resolved to objects."""
+    entries = {}
+    for page in sorted((ROOT / "docs" / "reference").glob("*.md")):
+        for path in re.findall(r"^:::\s*([\w.]+)\s*$", page.read_text(encoding="utf-8"), flags=re.M):
+            parts = path.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+                break
+            entries[path] = obj
+    return entries
+
+
+def test_every_public_name_has_a_reference_entry():
+    import keras_pbt
+
+    documented = {id(obj) for obj in reference_entries().values()}
+    missing = [n for n in keras_pbt.__all__ if id(getattr(keras_pbt, n)) not in documented]
+    assert missing == [], f"add a `::: module.{missing[0]}` entry to a page of docs/reference/"
+    assert len(keras_pbt.__all__) >= 50

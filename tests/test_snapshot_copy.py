@@ -1,7 +1,8 @@
 """A snapshot's arrays are the snapshot's own: training never changes them.
 
-`snapshot.capture` copies each variable once (`variable.numpy()`, which for
-TensorFlow reads the variable and copies the tensor into a new NumPy array)
+`snapshot.capture` copies each variable once (on TensorFlow
+`variable.value().numpy()`, which reads it and copies the tensor into a new
+NumPy array)
 and keeps that array. These tests are the evidence that this single copy is
 enough: after a capture, training steps and in-place updates of the
 variables (`assign_add`, the optimizer's own updates) leave the snapshot as
@@ -146,7 +147,7 @@ def test_two_captures_share_no_memory(kind):
     assert scalars and all(isinstance(x, np.ndarray) for x in scalars)
 
 
-@pytest.mark.tensorflow_only(reason="TensorFlow's host copy goes through variable.numpy()")
+@pytest.mark.tensorflow_only(reason="TensorFlow's host copy goes through variable.value().numpy()")
 def test_capture_copies_a_view_it_is_given():
     # Where a variable's `numpy()` returned a view of memory it does not own
     # (another backend, or a later TensorFlow), capture still copies.
@@ -154,7 +155,10 @@ def test_capture_copies_a_view_it_is_given():
 
     backing = np.arange(6, dtype=np.float32)
 
-    class ViewVariable:
+    class ViewVariable:  # its value() is a tensor whose numpy() is a view
+        def value(self):
+            return self
+
         def numpy(self):
             view = backing[:]
             assert not view.flags.owndata
@@ -164,5 +168,37 @@ def test_capture_copies_a_view_it_is_given():
     backing[:] = -1
     np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32))
     assert got.flags.owndata
-    scalar = tensorflow_backend.host_copy(type("S", (), {"numpy": lambda self: np.float32(2.5)})())
+    scalar = tensorflow_backend.host_copy(type("S", (), {"value": lambda self: self,
+                                                         "numpy": lambda self: np.float32(2.5)})())
     assert isinstance(scalar, np.ndarray) and scalar.shape == () and scalar == 2.5
+
+
+@pytest.mark.tensorflow_only(reason="MirroredStrategy replicas")
+def test_restore_and_hyperparameters_reach_every_replica():
+    # Copies read one replica and assigns write each replica directly
+    # (not through tf.distribute's update path): every replica must hold
+    # the snapshot, and the learning rate and momentum PBT applies.
+    from keras_pbt.runtime.hyperparameters import HyperparameterApplier
+
+    parent = _mirrored(seed=0, optimizer=lambda: keras.optimizers.SGD(0.05, momentum=0.5))
+    child = _mirrored(seed=1, optimizer=lambda: keras.optimizers.SGD(0.05, momentum=0.5))
+    _train(parent)
+    _train(child)
+    snap = snapshot_lib.capture(parent, "parent", 3)
+    snapshot_lib.restore(child, snap)
+    arrays = _arrays(snap)
+    variables = _variables(child)
+    assert len(arrays) == len(variables)
+    for array, variable in zip(arrays, variables):
+        replicas = variable.value.values
+        assert len(replicas) == 4
+        for replica in replicas:
+            np.testing.assert_array_equal(replica.numpy(), array)
+    applier = HyperparameterApplier(child, ["learning_rate", "momentum"])
+    applier.apply({"learning_rate": 0.125, "momentum": 0.25})
+    optimizer = child.optimizer
+    for replica in optimizer.learning_rate.value.values:
+        assert replica.numpy() == np.float32(0.125)
+    momentum = optimizer.momentum.variable  # backed by a variable while PBT trains
+    assert [float(r.numpy()) for r in momentum.values] == [0.25] * 4
+    applier.release()

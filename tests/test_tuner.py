@@ -417,12 +417,13 @@ class IdleTuner(keras_pbt.PBTTuner):
 
     waits = 6
 
-    def _idle_wait(self, worker):
-        super()._idle_wait(worker)
-        if len(worker.idle_sleeps) == self.waits:
+    def _idle_wait(self, worker, ready=None):
+        waited = super()._idle_wait(worker, ready)
+        if waited and len(worker.idle_sleeps) == self.waits:
             self.held.status = "COMPLETED"
             self.oracle.update_trial(self.held.trial_id, {"loss": 1.0})
             self.oracle.end_trial(self.held)
+        return waited
 
 
 def test_a_lone_worker_backs_off_while_it_waits_for_another(tmp_path):

@@ -44,7 +44,7 @@ class _LearningRateSetter(_Setter):
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def apply(self, value):
-        self.optimizer.learning_rate.assign(float(value))
+        backend_lib.current().assign(self.optimizer.learning_rate, float(value))
         return False
 
 

@@ -38,8 +38,9 @@ def optimizers(model):
     if isinstance(main, keras.optimizers.Optimizer):
         out.append(("optimizer", main))
         seen.add(id(main))
-    for name in sorted(vars(model)):
-        value = vars(model)[name]
+    attributes = vars(model)
+    for name in sorted(attributes):
+        value = attributes[name]
         if isinstance(value, keras.optimizers.Optimizer) and id(value) not in seen:
             out.append((name, value))
             seen.add(id(value))
@@ -53,7 +54,8 @@ def iterations(model):
     `d_optimizer` and `g_optimizer` do. Where one optimizer is applied
     several times per batch (a WGAN's critic), the count follows it.
     """
-    counts = [int(keras.ops.convert_to_numpy(opt.iterations)) for _, opt in optimizers(model)]
+    backend = backend_lib.current()
+    counts = [int(backend.host_copy(opt.iterations)) for _, opt in optimizers(model)]
     return max(counts) if counts else 0
 
 
@@ -74,7 +76,13 @@ def _own_variables(optimizer):
 
 
 def _optimizer_variables(model):
-    return [v for _, opt in optimizers(model) for v in _own_variables(opt)]
+    return [v for _, _, own in _own_state(model) for v in own]
+
+
+def _own_state(model):
+    """`[(attribute, optimizer, its own variables)]` for `optimizers(model)`:
+    walked once per capture or restore."""
+    return [(name, opt, _own_variables(opt)) for name, opt in optimizers(model)]
 
 
 def other_variables(model):
@@ -86,9 +94,9 @@ def other_variables(model):
     return [v for v in model.variables if id(v) not in known]
 
 
-def _learning_rate_variables(model):
+def _learning_rate_variables(state):
     out = set()
-    for _, opt in optimizers(model):
+    for _, opt, _ in state:
         for o in (opt, getattr(opt, "inner_optimizer", opt)):
             lr = getattr(o, "_learning_rate", None)
             if isinstance(lr, keras.Variable):
@@ -109,10 +117,14 @@ def layout(model):
     The kind of an optimizer variable is `"optimizer"` for `model.optimizer`
     and `"optimizer:<attribute>"` for another optimizer of the model.
     """
-    rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in _model_variables(model)]
-    for name, opt in optimizers(model):
+    return _layout(_model_variables(model), _own_state(model))
+
+
+def _layout(weights, state):
+    rows = [("weight", v.name, tuple(v.shape), str(v.dtype)) for v in weights]
+    for name, _, own in state:
         kind = "optimizer" if name == "optimizer" else f"optimizer:{name}"
-        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype)) for v in _own_variables(opt)]
+        rows += [(kind, _slot_kind(v.name), tuple(v.shape), str(v.dtype)) for v in own]
     return tuple(rows)
 
 
@@ -150,14 +162,15 @@ def capture(model, member_id, step, hparams=None, metric=None, on_device=None):
         raise ValueError(f"`on_device` must be None, True or False. Received: on_device={on_device!r}")
     backend = backend_lib.current()  # resolved once, not per variable
     backend.sync_state(model)
+    weights, state = _model_variables(model), _own_state(model)  # walked once
     return Snapshot(
         member_id=member_id,
         step=int(step),
-        weights=tuple(_copy(backend, v, on_device) for v in _model_variables(model)),
-        optimizer=tuple(_copy(backend, v, on_device) for v in _optimizer_variables(model)),
+        weights=tuple(_copy(backend, v, on_device) for v in weights),
+        optimizer=tuple(_copy(backend, v, on_device) for _, _, own in state for v in own),
         hparams=dict(hparams or {}),
         metric=metric,
-        layout=layout(model),
+        layout=_layout(weights, state),
     )
 
 
@@ -247,8 +260,8 @@ def restore(model, snapshot, copy_optimizer_state=True):
     """
     backend = backend_lib.current()
     backend.sync_state(model)
-    model_layout = layout(model)
-    pairs = _align(model_layout, snapshot.layout)
+    weights, state = _model_variables(model), _own_state(model)  # walked once
+    pairs = _align(_layout(weights, state), snapshot.layout)
     if isinstance(pairs, str):
         raise ValueError(
             f"Cannot copy member {snapshot.member_id!r}'s state: {pairs}. Members of a "
@@ -262,9 +275,9 @@ def restore(model, snapshot, copy_optimizer_state=True):
     # copies it, is never written to (tests/test_snapshot_copy.py,
     # tests/test_snapshot_device.py).
     values = snapshot.weights + snapshot.optimizer
-    variables = _model_variables(model) + _optimizer_variables(model)
-    rates = _learning_rate_variables(model)
-    n_weights = len(_model_variables(model))
+    variables = weights + [v for _, _, own in state for v in own]
+    rates = _learning_rate_variables(state)
+    n_weights = len(weights)
     for i, (variable, j) in enumerate(zip(variables, pairs)):
         if i >= n_weights and not copy_optimizer_state:
             if id(variable) not in rates:

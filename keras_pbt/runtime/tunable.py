@@ -96,7 +96,7 @@ class TunableFloat:
 
     def assign(self, value):
         self.value = float(value)
-        self.variable.assign(self.value)
+        self._backend.assign(self.variable, self.value)
 
     def tensor(self, dtype=None):
         """The current value as a tensor (float32 unless `dtype` is given)."""

@@ -16,6 +16,7 @@ from keras_pbt.tuner import roles as roles_lib
 from keras_pbt.tuner import chief_client
 from keras_pbt.tuner import snapshots as snapshots_lib
 from keras_pbt.tuner import state_files
+from keras_pbt.tuner.worker import FirstBuilds
 from keras_pbt.tuner.worker import TunerHooks
 from keras_pbt.tuner.worker import Worker
 from keras_pbt.tuner.worker import input_shape
@@ -156,6 +157,7 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
         self.workers = []
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
+        self._first_builds = FirstBuilds(())  # search() makes the one of its workers
         self._trial_ended = threading.Condition()
 
     # ------------------------------------------- per-thread worker state
@@ -230,6 +232,7 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
         self._input_shape = input_shape(fit_args, fit_kwargs)
         self._stop.clear()
         self.workers = [Worker(self.tuner_id, None)] if _is_chief() else self._make_workers()
+        self._first_builds = FirstBuilds(self.workers)
         self.roles = self._find_roles(self.workers[0].strategy)
         self.pbt_oracle.set_inherited(self.roles.layout)
         if len(self.workers) == 1:  # also the chief, which serves the oracle
@@ -268,6 +271,7 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
                 errors.append(e)
                 self._stop.set()
             finally:
+                self._first_builds.done(worker)
                 worker.drop()
 
         # The population's run / join / Ctrl-C helper (keras_pbt.population.threads).
@@ -300,21 +304,20 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
             return
         if not worker.asked:  # it trained since it last asked: no backoff yet
             worker.next_sleep = _FIRST_IDLE_SLEEP
-        local = isinstance(self.oracle, oracle_lib.PBTOracle)
+        # In this process the oracle says whether it has a segment: asked under
+        # the wake-up's lock, so that a trial ending just before is not missed.
+        ready = self.oracle.can_hand_out if isinstance(self.oracle, oracle_lib.PBTOracle) else None
         waiting = worker.asked  # the last answer was IDLE (no on_trial_begin since)
-        while waiting or (local and not self.oracle.can_hand_out()):
-            self._idle_wait(worker)
+        if waiting:
+            self._first_builds.done(worker)  # nothing to build now: others may train
+        while (waiting or ready is not None) and self._idle_wait(worker, ready):
             waiting = False
             if self._stop.is_set():
                 raise _Stop()
         worker.asked = True
 
-    def _idle_wait(self, worker):
-        sleep = worker.next_sleep
-        worker.idle_sleeps.append(sleep)
-        with self._trial_ended:
-            self._trial_ended.wait(sleep)
-        worker.next_sleep = min(sleep * 2, self.max_idle_sleep)
+    def _idle_wait(self, worker, ready=None):
+        return worker.idle_wait(self._trial_ended, ready, self.max_idle_sleep)
 
     def on_trial_begin(self, trial):
         if self._worker is not None:
@@ -389,7 +392,8 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
             if parent != kept.trial_id:
                 self._restore(kept.model, parent)
         else:
-            model, applier = self._try_build(trial.hyperparameters)
+            with self._first_builds.building(worker):
+                model, applier = self._try_build(trial.hyperparameters)
             kept = worker.keep(key, model, applier)
             worker.builds += 1
             worker.install_pipeline(model)
@@ -440,6 +444,7 @@ class PBTTuner(state_files.TunerStateFiles, keras_tuner.Tuner):
         kwargs["initial_epoch"] = int(values[oracle_lib.INITIAL_EPOCH])
         try:
             kept = self._member_model(worker, trial)
+            self._first_builds.wait(self._stop)  # see FirstBuilds
             model = kept.model
             start = snapshot_lib.iterations(model)
             logs = last_logs(self.hypermodel.fit(hp, model, *fit_args, **kwargs))

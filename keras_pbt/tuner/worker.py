@@ -18,6 +18,8 @@ TensorFlow, NumPy batches on JAX and PyTorch), with explicit steps
 """
 
 import collections
+import contextlib
+import threading
 
 import keras
 
@@ -70,6 +72,20 @@ class Worker:
         self.next_sleep = None
         self.shuffle_seed = None  # the seed of the member it trains now
         self._validation = {}
+
+    def idle_wait(self, condition, ready, longest):
+        """Waits `next_sleep` s on `condition` (a trial ending in this process
+        notifies it), then doubles `next_sleep` up to `longest`; returns at
+        once if `ready()` (asked under the condition's lock, so that a trial
+        ending just before is not missed). Returns whether it waited."""
+        with condition:
+            if ready is not None and ready():
+                return False
+            sleep = self.next_sleep
+            self.idle_sleeps.append(sleep)
+            condition.wait(sleep)
+        self.next_sleep = min(sleep * 2, longest)
+        return True
 
     def get(self, key):
         """The kept model of `key` (now the most recently used), or None."""
@@ -145,6 +161,49 @@ class Worker:
             out = (data_lib.validation_pipeline(self.strategy, data, batch_size), count)
             self._validation[key] = (data, out)  # `data` kept alive: its id stays unique
         return self._validation[key][1]
+
+
+class FirstBuilds:
+    """Holds training back until every worker of this process has its first model.
+
+    Workers build one model at a time (Keras' layer creation is not meant
+    for threads). A build made while the other workers already train is
+    starved of the GIL and the cores: measured with 8 workers on 2 cores,
+    each build took seconds instead of a tenth of one, the last worker
+    started its first segment 40 s after the first, and a synchronous
+    search cannot decide a second segment before every first one ended.
+    So a worker that has built waits here until every worker has built,
+    failed to build, or been told there is nothing to train now; as
+    `Population` builds all its members before any trains.
+
+    Args:
+        workers: the workers of this process.
+    """
+
+    def __init__(self, workers):
+        self._pending = {id(w) for w in workers}
+        self._cond = threading.Condition()
+
+    def done(self, worker):
+        """`worker` built its first model (or will not build one now)."""
+        with self._cond:
+            self._pending.discard(id(worker))
+            if not self._pending:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def building(self, worker):
+        """Marks `worker` done when its build ends, built or failed."""
+        try:
+            yield
+        finally:
+            self.done(worker)
+
+    def wait(self, stop, poll=0.5):
+        """Returns once every worker is done, or `stop` (an Event) is set."""
+        with self._cond:
+            while self._pending and not stop.is_set():
+                self._cond.wait(poll)
 
 
 def make_workers(tuner_id, strategy, population_size, devices):
