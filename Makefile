@@ -44,8 +44,9 @@ endif
 # `all_backends` on JAX and on PyTorch, and the demo on JAX with TensorBoard
 # serving its lineage tab (tests/conftest.py, tests/other_backends.sh,
 # tests/notf_demo.sh). Side by side because neither keeps both cores busy
-# (barriers, subprocess start-ups, compiles): the TensorFlow suite used 1.5
-# cores on average. The TensorFlow-free pass prints its logs at the end.
+# (barriers, timeouts, subprocess start-ups): run together from a clean clone
+# they used about one core on average, 10.5 minutes in all on 2 cores
+# (benchmarks/RESULTS.md). The TensorFlow-free pass prints its logs at the end.
 test: $(STAMP) $(NOTF_STAMP) docs
 	# Debian's chromium for the browser test of the TensorBoard tab (no browser download).
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
