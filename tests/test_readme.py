@@ -35,8 +35,9 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
         f"member_{i}" for i in range(4)]
     assert namespace["schedule"] and namespace["schedule"][0][0] == 0
     assert isinstance(namespace["model"], keras.Model)
-    assert sorted(namespace["scores"]) == [0, 1, 2, 3]
-    assert isinstance(namespace["best_model"], keras.Model)
+    final = namespace["final"]   # the tuner's choose(), the last block's
+    assert isinstance(final, namespace["keras_pbt"].FinalChoice) and isinstance(final.model, keras.Model)
+    assert sorted(final.scores) == [0, 1, 2, 3]
     assert namespace["cb"].interval.unit == "steps"
 
 
