@@ -16,14 +16,12 @@ chief is not there.
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.test_tuner_distributed import JOB
 from tests.test_tuner_distributed import free_port
+from tests.test_tuner_distributed import start
 
 POPULATION = 2
 SEGMENTS = 5  # MAX_EPOCHS of the job, one epoch per segment
@@ -39,12 +37,9 @@ KILLS = [
 
 
 def _start(role, directory, port, **env):
-    env = dict(os.environ, KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
-               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2",
-               PBT_TEST_POPULATION=str(POPULATION), KERAS_PBT_CHIEF_TIMEOUT="20", **env)
-    log = open(os.path.join(directory, f"{role}.log"), "a")
-    return subprocess.Popen([sys.executable, JOB, directory], env=env, stdout=log,
-                            stderr=subprocess.STDOUT), log
+    """One process of a run; every run appends to the same `<role>.log`."""
+    return start(role, directory, port, log_mode="a", PBT_TEST_POPULATION=str(POPULATION),
+                 KERAS_PBT_CHIEF_TIMEOUT="20", **env)
 
 
 def _wait_for_server(chief, port, timeout=300):

@@ -19,10 +19,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(role, directory, port, **extra_env):
+def start(role, directory, port, log_mode="w", **extra_env):
+    """Starts tuner_distributed_job.py as `role`; its output goes to `<role>.log`
+    (`log_mode="a"` keeps the runs before). Returns (process, log file)."""
     env = dict(os.environ, KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
                KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2", **extra_env)
-    log = open(os.path.join(directory, f"{role}.log"), "w")
+    log = open(os.path.join(directory, f"{role}.log"), log_mode)
     return subprocess.Popen([sys.executable, JOB, directory], env=env, stdout=log,
                             stderr=subprocess.STDOUT), log
 
