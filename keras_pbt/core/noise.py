@@ -49,9 +49,7 @@ def proportion_spread(monitor, value):
     >>> proportion_spread("val_loss", 0.3) is None
     True
     """
-    name = str(monitor).lower()
-    if name.startswith("val_"):
-        name = name[4:]
+    name = selection_lib.metric_name(str(monitor).lower())
     if not any(word in name for word in _PROPORTIONS):
         return None
     if not selection_lib.is_finite(value) or not 0.0 <= value <= 1.0:

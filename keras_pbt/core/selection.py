@@ -76,6 +76,25 @@ def is_finite(x):
     return isinstance(x, numbers.Real) and math.isfinite(x)
 
 
+def metric_name(monitor):
+    """The name a monitored metric has in `Model.evaluate`'s logs: `monitor`
+    without Keras' `"val_"` prefix.
+
+    Args:
+        monitor: a metric name such as `"val_accuracy"`.
+
+    Returns:
+        The name without the prefix (`"accuracy"`); `monitor` itself when
+        it has none.
+
+    Example:
+
+    >>> metric_name("val_accuracy"), metric_name("loss")
+    ('accuracy', 'loss')
+    """
+    return monitor[4:] if monitor.startswith("val_") else monitor
+
+
 def resolve_mode(mode, monitor):
     """Returns `"min"` or `"max"` for a Keras-style `mode` and `monitor`.
 
@@ -95,9 +114,7 @@ def resolve_mode(mode, monitor):
     """
     if check_mode(mode, allow_auto=True) != "auto":
         return mode
-    name = str(monitor).lower()
-    if name.startswith("val_"):
-        name = name[4:]
+    name = metric_name(str(monitor).lower())
     for word in ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "score"):
         if word in name:
             return "max"

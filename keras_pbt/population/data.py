@@ -46,6 +46,26 @@ def is_dataset(x):
     return data is not None and isinstance(x, data.Dataset)
 
 
+def evaluation_args(validation_data):
+    """`Model.evaluate`'s positional arguments for a split to evaluate on.
+
+    Args:
+        validation_data: `(x, y)` or a `tf.data.Dataset`.
+
+    Returns:
+        `(dataset,)` or `(x, y)`.
+
+    Raises:
+        ValueError: for anything else, naming its type.
+    """
+    if is_dataset(validation_data):
+        return (validation_data,)
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+        return tuple(validation_data)
+    raise ValueError("`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
+                     f"validation_data of type {type(validation_data).__name__}")
+
+
 def steps_per_epoch(x, y=None, batch_size=None, steps=None, name="steps_per_epoch"):
     """The steps of one epoch: `steps` when given, else one pass over the data.
 

@@ -3,6 +3,7 @@ and its model, evaluation and the closing summary line (a mixin)."""
 
 from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import final as final_lib
+from keras_pbt.core import selection as selection_lib
 from keras_pbt.population import data as data_lib
 
 
@@ -94,16 +95,8 @@ class PopulationResults:
             scores = {m.member_id: histories[m.member_id][-1].metric for m in self.members
                       if histories.get(m.member_id)}
             return self._choice(best, scores, self.monitor, "last boundary", None)
-        if data_lib.is_dataset(validation_data):
-            evaluated = self.evaluate(validation_data, batch_size=batch_size)
-        elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            evaluated = self.evaluate(*validation_data, batch_size=batch_size)
-        else:
-            raise ValueError(
-                "`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
-                f"validation_data of type {type(validation_data).__name__}"
-            )
-        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        evaluated = self.evaluate(*data_lib.evaluation_args(validation_data), batch_size=batch_size)
+        name = selection_lib.metric_name(self.monitor)
         first = next(iter(evaluated.values()))
         if name not in first:
             raise ValueError(

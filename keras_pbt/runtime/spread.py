@@ -14,6 +14,8 @@ import math
 import keras
 import numpy as np
 
+from keras_pbt.core import selection as selection_lib
+
 
 def per_example_fn(model, monitor):
     """`fn(y_true, y_pred) -> per-example values` of `monitor`, or None.
@@ -24,7 +26,7 @@ def per_example_fn(model, monitor):
     None when there is no per-example form (several outputs, a custom
     `compute_loss`, a metric such as AUC).
     """
-    name = monitor[4:] if monitor.startswith("val_") else monitor
+    name = selection_lib.metric_name(monitor)
     target = getattr(model, "loss", None) if name == "loss" else name
     if isinstance(target, keras.losses.Loss):
         return target.call

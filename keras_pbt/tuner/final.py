@@ -9,6 +9,7 @@ equal scores broken by the lower loss, then by member id. Without
 """
 
 from keras_pbt.core import final as final_lib
+from keras_pbt.core import selection as selection_lib
 from keras_pbt.population import data as data_lib
 from keras_pbt.tuner.segments import MEMBER
 from keras_pbt.tuner.segments import user_values
@@ -55,14 +56,8 @@ class TunerChoice:
             best = next(iter(latest))  # get_best_trials' order: the oracle's best first
             return self._final(best, latest[best], self.load_model(latest[best]), scores,
                                objective, "last boundary", None)
-        if data_lib.is_dataset(validation_data):
-            args = (validation_data,)
-        elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            args = tuple(validation_data)
-        else:
-            raise ValueError("`validation_data` must be (x, y) or a tf.data.Dataset. Received: "
-                             f"validation_data of type {type(validation_data).__name__}")
-        name = objective[4:] if objective.startswith("val_") else objective
+        args = data_lib.evaluation_args(validation_data)
+        name = selection_lib.metric_name(objective)
         models, scores, losses = {}, {}, {}
         for member, trial in latest.items():
             models[member] = self.load_model(trial)
