@@ -152,6 +152,8 @@ def _run(task, seed, name, arm, interval, label, data, log, path):
         "compute_per_member": {str(k): v for k, v in counter.per_key.items()},
         "history_epochs": sum(len(h.get("loss", [])) for h in pop.history.values()),
         "exploits": sum(r.action == "exploit" for r in pop.lineage),
+        "restarts": sum(r.action == "restart" for r in pop.lineage),
+        "champions": len(pop.store.champions()),
         "time": elapsed, **summary,
     }
     log(f"  {task.name} seed {seed} {name} i{interval} [{label}]: " + ", ".join(

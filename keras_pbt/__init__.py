@@ -25,6 +25,7 @@ from keras_pbt.core.pb2 import PB2Explorer
 from keras_pbt.core.policy import BoundaryPlan
 from keras_pbt.core.policy import PBTPolicy
 from keras_pbt.core.config import Interval
+from keras_pbt.core.config import Iterated
 from keras_pbt.core.config import Policy
 from keras_pbt.core.ranking import ImprovementRate
 from keras_pbt.core.ranking import LastValue
@@ -146,6 +147,7 @@ __all__ = [
     "InMemoryStore",
     "IntUniform",
     "Interval",
+    "Iterated",
     "KeepLines",
     "LineageRecord",
     "LogUniform",

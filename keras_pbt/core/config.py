@@ -248,18 +248,87 @@ class Interval:
         return self.steps if self.steps is not None else self.epochs
 
 
+@dataclasses.dataclass(frozen=True)
+class Iterated(Interval):
+    """An interval chosen by the population: Iterated PBT's restarts.
+
+    Members decide every `epochs` epochs at first. When the population's
+    best monitored metric has not improved for `patience` boundaries, every
+    member restarts at that boundary and from then on decides `growth`
+    times less often; a restart is made only when two of the longer
+    intervals fit in the epochs left. At a restart, a `random_fraction` of
+    the members draw new hyperparameters from the space and the others
+    explore the best member's; a `fresh_fraction` of the members go back to
+    their initial weights and the others shrink and perturb theirs
+    (`shrink * w + perturb * w_initial`, trainable weights only). The best
+    member at each restart is kept, and `Population.choose` considers it
+    beside the final members (Chebykin, Alderliesten and Bosman 2025,
+    arXiv 2511.09190; `keras_pbt.core.iterated` lists what differs).
+
+    `interval="auto"` is `Iterated()`. It needs a synchronous population
+    (`Population`, or `PBTCallback`s on a synchronous store) and epoch
+    intervals; `PBTTuner` does not take it.
+
+    Args:
+        epochs: the first interval, in epochs. Defaults to `1`.
+        burn_in: no decisions until this many epochs. Defaults to `0`.
+        patience: boundaries without a better population best before a
+            restart. Defaults to `3`.
+        growth: the factor by which each restart lengthens the interval,
+            an int >= 2. Defaults to `2`.
+        shrink: the factor on a member's own weights at a restart, in
+            `[0, 1]`. Defaults to `0.2`.
+        perturb: the factor on its initial weights added to them, in
+            `[0, 1]`. Defaults to `0.1`.
+        fresh_fraction: fraction of the members that restart from their
+            initial weights, in `[0, 1]`. Defaults to `0.5`.
+        random_fraction: fraction of the members that draw their
+            hyperparameters from the space, in `[0, 1]`. Defaults to `0.5`.
+
+    Example:
+
+    >>> get_interval("auto") == Iterated()
+    True
+    >>> Iterated(patience=2).length
+    1
+    """
+
+    patience: int = 3
+    growth: int = 2
+    shrink: float = 0.2
+    perturb: float = 0.1
+    fresh_fraction: float = 0.5
+    random_fraction: float = 0.5
+
+    def __post_init__(self):
+        if self.steps is not None:
+            raise ValueError("Iterated PBT lengthens an interval of epochs; it does not take "
+                             f"`steps`. Received: steps={self.steps!r}")
+        super().__post_init__()
+        object.__setattr__(self, "patience", check_int("patience", self.patience))
+        object.__setattr__(self, "growth", check_int("growth", self.growth, minimum=2))
+        for name in ("shrink", "perturb", "fresh_fraction", "random_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    0.0 <= value <= 1.0):
+                raise ValueError(f"`{name}` must be a number in [0, 1]. "
+                                 f"Received: {name}={value!r}")
+            object.__setattr__(self, name, float(value))
+
+
 def get_interval(interval):
     """The `Interval` a front door was given.
 
     Args:
-        interval: an int (every that many epochs) or an `Interval`.
+        interval: an int (every that many epochs), `"auto"` (`Iterated()`)
+            or an `Interval`.
 
     Returns:
         An `Interval`.
 
     Raises:
-        ValueError: anything else (a string, a float, 0), naming the
-            accepted forms.
+        ValueError: anything else (another string, a float, 0), naming
+            the accepted forms.
 
     Example:
 
@@ -268,10 +337,12 @@ def get_interval(interval):
     """
     if isinstance(interval, Interval):
         return interval
+    if isinstance(interval, str) and interval == "auto":
+        return Iterated()
     if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
         raise ValueError(
-            "`interval` must be a positive int (decide every that many epochs) or "
-            "keras_pbt.Interval(epochs=..., steps=..., burn_in=...). "
+            "`interval` must be a positive int (decide every that many epochs), \"auto\" "
+            "(keras_pbt.Iterated()) or keras_pbt.Interval(epochs=..., steps=..., burn_in=...). "
             f"Received: interval={interval!r}")
     return Interval(epochs=int(interval))
 

@@ -39,6 +39,10 @@ class FinalChoice:
             weights were trained with, oldest first
             (`keras_pbt.ancestry_schedule`): what `ScheduleCallback`
             replays.
+        step: `None` for a member's final weights; the member's step for
+            the weights it had at an Iterated PBT restart (`keras_pbt.Iterated`
+            keeps the best member at each restart; its key in `scores` is
+            `"<member_id>@<step>"`).
 
     Example:
 
@@ -58,9 +62,11 @@ class FinalChoice:
     loss: Optional[float] = None
     scores: Dict[Any, float] = dataclasses.field(default_factory=dict)
     schedule: Tuple = ()
+    step: Optional[int] = None
 
     def __repr__(self):
-        return (f"FinalChoice(member_id={self.member_id!r}, {self.metric}={self.score:.4g} on "
+        at = "" if self.step is None else f", step={self.step}"
+        return (f"FinalChoice(member_id={self.member_id!r}{at}, {self.metric}={self.score:.4g} on "
                 f"{self.split}, hparams={self.hparams!r})")
 
 

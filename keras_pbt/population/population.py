@@ -60,8 +60,10 @@ class Population(PopulationResults):
             Defaults to `8`.
         monitor: metric to rank by. Defaults to `"val_accuracy"`.
         mode: `"auto"`, `"min"` or `"max"`. Defaults to `"auto"`.
-        interval: when members decide: an int (every that many epochs) or a
-            `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)`.
+        interval: when members decide: an int (every that many epochs), a
+            `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)`, or
+            `"auto"` / `keras_pbt.Iterated(...)` (Iterated PBT: restarts
+            with a longer interval when the population stagnates).
             Defaults to `1`.
         synchronous: all members meet at each boundary and decide on the
             same reports (True), or each decides on the latest comparable
@@ -183,6 +185,7 @@ class Population(PopulationResults):
         initial_hparams = list(initial_hparams)
         extra_hparams, initial_hparams = initial_hparams[size:], initial_hparams[:size]
         self.space = space
+        self._build = build
         self.population_size = size
         self.monitor = monitor
         self.max_failures = int(max_failures)
@@ -357,6 +360,8 @@ class Population(PopulationResults):
                 member.initial_snapshot = snapshot_lib.capture(
                     member.model, member.member_id, member.callback.steps, member.callback.hparams,
                     on_device=False)
+            if member.callback.iterated is not None and member.callback.epochs == 0:
+                member.callback.iterated.initial_snapshot = member.initial_snapshot
         if self._start_candidates and all(m.callback.epochs == 0 for m in self.members):
             plan = self.policy.start.plan(self.population_size, epochs)
             own = [wide_lib_run.Candidate(m.member_id, m.callback.hparams, m.initial_snapshot)

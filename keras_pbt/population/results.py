@@ -5,6 +5,7 @@ from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import final as final_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.population import data as data_lib
+from keras_pbt.storage.payload import Snapshot
 
 
 class PopulationResults:
@@ -89,13 +90,24 @@ class PopulationResults:
         final.model.evaluate(x_test, y_test)
         ```
         """
+        # Iterated PBT's champions (the best member at each restart) compete
+        # with the final members, under the key "<member id>@<step>".
+        champions = {f"{c.member_id}@{c.step}": c for c in self.store.champions()}
         if validation_data is None:
             best = self.best_member
             histories = self.store.histories()
             scores = {m.member_id: histories[m.member_id][-1].metric for m in self.members
                       if histories.get(m.member_id)}
-            return self._choice(best, scores, self.monitor, "last boundary", None)
-        evaluated = self.evaluate(*data_lib.evaluation_args(validation_data), batch_size=batch_size)
+            scores.update({k: c.metric for k, c in champions.items()})
+            best_id = schedule_lib.order_members(scores, self.mode)[0]
+            return self._choice(champions.get(best_id, best), best_id, scores, self.monitor,
+                                "last boundary", None)
+        args = data_lib.evaluation_args(validation_data)
+        evaluated = self.evaluate(*args, batch_size=batch_size)
+        models = {k: self._champion_model(c) for k, c in champions.items()}
+        evaluated.update({k: {n: float(v) for n, v in model.evaluate(
+            *args, batch_size=batch_size, verbose=0, return_dict=True).items()}
+            for k, model in models.items()})
         name = selection_lib.metric_name(self.monitor)
         first = next(iter(evaluated.values()))
         if name not in first:
@@ -106,14 +118,29 @@ class PopulationResults:
         scores = {mid: s[name] for mid, s in evaluated.items()}
         losses = {mid: s["loss"] for mid, s in evaluated.items() if "loss" in s}
         best_id = final_lib.choose_member(scores, self.mode, losses)
-        best = next(m for m in self.members if m.member_id == best_id)
-        return self._choice(best, scores, name, "validation_data", losses.get(best_id))
+        best = champions.get(best_id) or next(m for m in self.members if m.member_id == best_id)
+        return self._choice(best, best_id, scores, name, "validation_data", losses.get(best_id),
+                            models.get(best_id))
 
-    def _choice(self, member, scores, metric, split, loss):
+    def _champion_model(self, snapshot):
+        """A new model (`build(hp)`) holding a champion's weights; its optimizer is new."""
+        from keras_pbt.runtime.iterated import shrink_perturb
+
+        model = self._build(dict(snapshot.hparams))
+        shrink_perturb(model, snapshot, 0.0, 1.0, fresh=True)
+        return model
+
+    def _choice(self, chosen, key, scores, metric, split, loss, model=None):
+        """The `FinalChoice` of a `Member`, or of a champion's `Snapshot`."""
+        champion = isinstance(chosen, Snapshot)
+        if champion and model is None:
+            model = self._champion_model(chosen)
+        step = chosen.step if champion else None
         return final_lib.FinalChoice(
-            model=member.model, member_id=member.member_id, hparams=member.hparams,
-            score=scores[member.member_id], metric=metric, split=split, loss=loss, scores=dict(scores),
-            schedule=tuple(schedule_lib.ancestry_schedule(self.lineage, member.member_id)))
+            model=model if champion else chosen.model, member_id=chosen.member_id,
+            hparams=dict(chosen.hparams), score=scores[key], metric=metric, split=split,
+            loss=loss, scores=dict(scores), step=step, schedule=tuple(
+                schedule_lib.ancestry_schedule(self.lineage, chosen.member_id, step=step)))
 
     def best_model(self, validation_data=None, batch_size=None):
         """The trained `keras.Model` of `choose(validation_data, batch_size)`.

@@ -10,6 +10,7 @@ from keras_pbt.core import lineage as lineage_lib
 from keras_pbt.core import noise as noise_lib
 from keras_pbt.core import policy as policy_lib
 from keras_pbt.core import selection as selection_lib
+from keras_pbt.runtime import iterated as iterated_lib
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.runtime.callback_state import MemberState
 from keras_pbt.runtime.hyperparameters import HyperparameterApplier
@@ -50,8 +51,9 @@ class PBTCallback(keras.callbacks.Callback):
             `Choice`: the hyperparameters PBT tunes.
         monitor: metric to rank by. Defaults to `"val_accuracy"`.
         mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
-        interval: when to decide: an int (every that many epochs) or a
-            `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)`. With
+        interval: when to decide: an int (every that many epochs), a
+            `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)` or
+            `"auto"` / `keras_pbt.Iterated` (synchronous stores only). With
             `steps` the callback hooks batches (which turns off Keras'
             asynchronous batch dispatch) and the monitored metric must be
             in the batch logs. Defaults to `1`.
@@ -124,6 +126,16 @@ class PBTCallback(keras.callbacks.Callback):
                              "trains the configurations in turn; a PBTCallback alone cannot. "
                              f"Received: policy={self.policy!r}")
         self.engine = self.policy.make(space, self.mode, store.seed)
+        self.iterated = None
+        if isinstance(self.interval, config_lib.Iterated):
+            if not store.synchronous or not hasattr(store, "keep_champion"):
+                raise ValueError(
+                    "Iterated PBT (`interval=\"auto\"` or keras_pbt.Iterated) restarts every "
+                    "member at the same boundary: it needs a synchronous InMemoryStore "
+                    "(keras_pbt.Population(synchronous=True), the default). Received: "
+                    f"interval={self.interval!r}, store={store!r} (synchronous="
+                    f"{getattr(store, 'synchronous', None)!r})")
+            self.iterated = iterated_lib.IteratedRestarts(self)
         self.space = self.engine.space
         if initial_hparams is not None:
             initial_hparams = dict(initial_hparams)
@@ -177,7 +189,10 @@ class PBTCallback(keras.callbacks.Callback):
         optimizer's."""
         if self._iterations_mark is not None and self.model is not None:
             self._sync_steps()
-        return self.state.get_state()
+        state = self.state.get_state()
+        if self.iterated is not None:
+            state["iteration"] = self.iterated.tracker.get_state()
+        return state
 
     def set_state(self, state):
         """Puts back a `get_state()` dict of the same member (before `fit`).
@@ -191,6 +206,8 @@ class PBTCallback(keras.callbacks.Callback):
                              f"Received: state={state!r}")
         self.state.set_state(state)
         self.engine.seed = self.state.seed
+        if self.iterated is not None and state.get("iteration") is not None:
+            self.iterated.tracker.set_state(state["iteration"])
 
     def restart(self, candidates, initial, reason):
         """After a fault: restarts from the best of `candidates` (`Snapshot`s
@@ -238,6 +255,8 @@ class PBTCallback(keras.callbacks.Callback):
         self._steps_at_mark = state.steps
         self._first_epoch = None
         self._next_step_boundary = self._step_boundary_after(state.steps)
+        if self.iterated is not None:
+            self.iterated.on_train_begin()
         if self.logdir is not None and self._writer is None:
             from keras_pbt.storage.summary import MemberSummaryWriter
 
@@ -253,7 +272,10 @@ class PBTCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.state.epochs += 1
-        if self.interval.epochs is None or self.state.epochs % self.interval.epochs:
+        if self.iterated is not None:
+            if not self.iterated.is_boundary(self.state.epochs):
+                return
+        elif self.interval.epochs is None or self.state.epochs % self.interval.epochs:
             return
         self._boundary(logs or {}, last=self._is_last_epoch(epoch))
 
@@ -405,6 +427,16 @@ class PBTCallback(keras.callbacks.Callback):
             # waits for that snapshot; asynchronous losers copy only what exists.
             available = None if synchronous else store.snapshot_members()
             history = self._run_history()
+            if self.iterated is not None:
+                restart = self.iterated.boundary(plan, history)
+                if restart is not None:
+                    self._applier.apply(restart.hparams)
+                    state.hparams = dict(restart.hparams)
+                    state.root = self.member_id if restart.parent is None else state.root
+                    self.last_decision = restart
+                    self._record(restart.to_record(step, boundary, self.monitor, self.mode,
+                                                   time.time()), metric=restart.metric)
+                    return
         decision = plan.decide(state.rng, available, history)
         copied_step = None
         if decision.is_exploit:

@@ -160,6 +160,7 @@ class InMemoryStore(PopulationStore):
         self._history = {}  # member -> its reports, oldest first
         self._snapshots = {}
         self._lineage = []
+        self._champions = []
         self._closed = None
         # The barrier's index. `_arrived[i]`: member -> the report the barrier
         # at interval `i` counts for it: its latest report for `i`, unless a
@@ -403,6 +404,19 @@ class InMemoryStore(PopulationStore):
     def add_lineage(self, record):
         with self._lock:
             self._lineage.append(record)
+
+    def keep_champion(self, snapshot):
+        """Keeps `snapshot`, the best member at an Iterated PBT restart, for the
+        final choice (`Population.choose` weighs it against the final members)."""
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError(f"`snapshot` must be a Snapshot. Received: {snapshot!r}")
+        with self._lock:
+            self._champions.append(snapshot)
+
+    def champions(self):
+        """The `Snapshot`s kept by `keep_champion`, oldest first."""
+        with self._lock:
+            return list(self._champions)
 
     def lineage(self):
         with self._lock:

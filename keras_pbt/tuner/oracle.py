@@ -117,6 +117,11 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
                                     why=" (PBT needs a population)")
         max_epochs = check_int("max_epochs", max_epochs, allow_none=True)
         interval = config_lib.get_interval(interval)
+        if isinstance(interval, config_lib.Iterated):
+            raise ValueError(
+                "PBTOracle runs fixed segments; Iterated PBT (`interval=\"auto\"`) restarts a "
+                "synchronous keras_pbt.Population. Give an int or keras_pbt.Interval. "
+                f"Received: interval={interval!r}")
         if interval.steps is not None:
             raise ValueError(
                 "PBTOracle decides between segments of whole epochs: give an int or "
