@@ -79,7 +79,7 @@ def pbt_run(task, seed, name, arm, interval, label, data=None, log=print, fresh=
             the population's seed).
         name: the arm's name in `search_arms.ARMS`.
         arm: the `search_arms.Arm`.
-        interval: `interval_epochs`.
+        interval: epochs between decisions, or `"iterated"` (`population_interval`).
         label: the label of the library code this run measures.
         data: the task's splits for `seed` (loaded when needed).
         log: `fn(text)` for progress lines.
@@ -119,13 +119,24 @@ def pbt_run(task, seed, name, arm, interval, label, data=None, log=print, fresh=
         return cached or _run(task, seed, name, arm, interval, label, data, log, path)
 
 
+def population_interval(interval):
+    """The `interval=` of a run: an int, or `"iterated"` for `keras_pbt.Iterated()`
+    (Iterated PBT with its defaults, starting at every epoch)."""
+    if interval == "iterated":
+        return keras_pbt.Iterated()
+    if not isinstance(interval, int):
+        raise ValueError(f"An interval is an int or 'iterated'. Received: interval={interval!r}")
+    return interval
+
+
 def _run(task, seed, name, arm, interval, label, data, log, path):
     data = data or task.load(seed)
     configs = search_tasks.draw_configs(task.space, arm.configs, seed)
     counter = search_baselines.EpochCounter()
     keras.utils.set_random_seed(seed)
     kwargs = dict(population_size=arm.size, monitor=task.monitor, mode=task.mode,
-                  interval=interval, synchronous=True, devices=keras_pbt.Devices(num_cpu=CPU_DEVICES),
+                  interval=population_interval(interval), synchronous=True,
+                  devices=keras_pbt.Devices(num_cpu=CPU_DEVICES),
                   seed=seed, initial_hparams=configs, policy=arm.make_policy())
     kwargs.update(arm.population)
     pop = keras_pbt.Population(task.build, task.space, **kwargs)

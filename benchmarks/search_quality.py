@@ -18,7 +18,8 @@ epochs (1x = 8 configurations x the task's epochs):
   members, synchronous, ranked on `val`, at every interval of `--intervals`
   (epochs between decisions); each hands back `pop.best_model()` (arm
   `<arm> i<interval>`) and `pop.best_model(validation_data=select)`
-  (`<arm> i<interval> +select`), see `search_pbt.py`.
+  (`<arm> i<interval> +select`), see `search_pbt.py`; the interval
+  `iterated` is `keras_pbt.Iterated()` (Iterated PBT's restarts).
 
 Everything is cached in `$KERAS_PBT_BENCH_CACHE` (default
 `benchmarks/cache/`): baselines by task and seed, PBT runs by task, seed,
@@ -27,7 +28,7 @@ Seeds and arms can be filled by several invocations, then `--report-only`
 prints the tables from the cache without training anything.
 
     python benchmarks/search_quality.py [--tasks mnist1d-cnn,friedman1-mlp,digits-mlp,digits-cnn]
-        [--seeds 0,1,2,3,4] [--arms pbt] [--intervals 1,2,4] [--label dev]
+        [--seeds 0,1,2,3,4] [--arms pbt] [--intervals 1,2,4,iterated] [--label dev]
         [--baselines random,hyperband,bayesopt] [--baselines-only | --pbt-only | --report-only]
         [--fresh] [--toy]
 """
@@ -219,7 +220,8 @@ def parse(argv):
     parser.add_argument("--tasks", default=",".join(available))
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--arms", default="pbt", help=f"PBT arms, from {sorted(search_arms.ARMS)}")
-    parser.add_argument("--intervals", default="1,2,4", help="epochs between PBT decisions")
+    parser.add_argument("--intervals", default="1,2,4",
+                        help="epochs between PBT decisions, or 'iterated' (keras_pbt.Iterated())")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--label", default="dev",
                         help="the library code the PBT runs measure; several (a,b) to report")
@@ -237,6 +239,9 @@ def parse(argv):
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.arms = [a for a in args.arms.split(",") if a]
     args.intervals = [_interval(i) for i in args.intervals.split(",") if i]
+    odd = [i for i in args.intervals if not isinstance(i, int) and i != "iterated"]
+    if odd:
+        parser.error(f"--intervals takes ints and 'iterated'. Received: --intervals {odd!r}")
     args.baselines = [b for b in args.baselines.split(",") if b]
     args.labels = [x for x in args.label.split(",") if x]
     bad = {"--tasks": set(args.tasks) - set(available), "--arms": set(args.arms) - set(search_arms.ARMS),

@@ -1,4 +1,4 @@
-"""Iterated PBT (`interval="auto"`, `keras_pbt.Iterated`): the pure restart
+"""Iterated PBT (`keras_pbt.Iterated`): the pure restart
 rules, the weights a restart gives, and a real population that stagnates
 and restarts with a longer interval (tiny models, logical CPU devices)."""
 
@@ -83,8 +83,8 @@ def test_population_best_ignores_nan():
 # -------------------------------------------------------------- the settings
 
 
-def test_auto_is_iterated_and_bad_settings_are_refused():
-    assert keras_pbt.core.config.get_interval("auto") == keras_pbt.Iterated()
+def test_bad_settings_are_refused_and_there_is_no_auto():
+    assert keras_pbt.core.config.get_interval(keras_pbt.Iterated()) == keras_pbt.Iterated()
     assert keras_pbt.Iterated(epochs=2).length == 2
     with pytest.raises(ValueError, match=r"Received: growth=1"):
         keras_pbt.Iterated(growth=1)
@@ -94,16 +94,17 @@ def test_auto_is_iterated_and_bad_settings_are_refused():
         keras_pbt.Iterated(patience=0)
     with pytest.raises(ValueError, match=r"Received: steps=10"):
         keras_pbt.Iterated(steps=10)
-    with pytest.raises(ValueError, match=r"Received: interval='fast'"):
-        keras_pbt.core.config.get_interval("fast")
+    with pytest.raises(ValueError, match=r"Iterated\(\.\.\.\)\. Received: interval='auto'"):
+        keras_pbt.core.config.get_interval("auto")
 
 
 def test_iterated_needs_a_synchronous_store_and_is_refused_by_the_oracle():
     with pytest.raises(ValueError, match=r"synchronous.*Received: interval=Iterated"):
-        keras_pbt.Population(build, FROZEN, population_size=2, interval="auto",
+        keras_pbt.Population(build, FROZEN, population_size=2, interval=keras_pbt.Iterated(),
                              synchronous=False)
     with pytest.raises(ValueError, match=r"Received: interval=Iterated"):
-        keras_pbt.PBTOracle(FROZEN, population_size=2, max_epochs=4, interval="auto")
+        keras_pbt.PBTOracle(FROZEN, population_size=2, max_epochs=4,
+                            interval=keras_pbt.Iterated())
 
 
 # -------------------------------------------------------------- the weights
@@ -180,7 +181,8 @@ def test_a_stagnating_population_restarts_once_with_a_doubled_interval():
 
 
 def test_a_champion_better_than_every_final_member_is_handed_back():
-    pop = keras_pbt.Population(build, FROZEN, population_size=2, seed=2, interval="auto",
+    pop = keras_pbt.Population(build, FROZEN, population_size=2, seed=2,
+                               interval=keras_pbt.Iterated(),
                                devices=keras_pbt.Devices(num_cpu=2))
     pop.fit(X, Y, validation_data=(X, Y), epochs=2, batch_size=16, verbose=0)
     # A champion whose weights classify the split perfectly (x[:, 0] > 0).

@@ -265,9 +265,11 @@ class Iterated(Interval):
     beside the final members (Chebykin, Alderliesten and Bosman 2025,
     arXiv 2511.09190; `keras_pbt.core.iterated` lists what differs).
 
-    `interval="auto"` is `Iterated()`. It needs a synchronous population
-    (`Population`, or `PBTCallback`s on a synchronous store) and epoch
-    intervals; `PBTTuner` does not take it.
+    It needs a synchronous population (`Population`, or `PBTCallback`s on
+    a synchronous store) and epoch intervals; `PBTTuner` does not take it.
+    It is an option, not the default, and there is no `interval="auto"`:
+    on the search-quality benchmark it did not beat a fixed interval
+    (docs/search-quality.md, "The interval between decisions").
 
     Args:
         epochs: the first interval, in epochs. Defaults to `1`.
@@ -287,8 +289,8 @@ class Iterated(Interval):
 
     Example:
 
-    >>> get_interval("auto") == Iterated()
-    True
+    >>> get_interval(Iterated(patience=2)).unit
+    'epochs'
     >>> Iterated(patience=2).length
     1
     """
@@ -320,15 +322,15 @@ def get_interval(interval):
     """The `Interval` a front door was given.
 
     Args:
-        interval: an int (every that many epochs), `"auto"` (`Iterated()`)
-            or an `Interval`.
+        interval: an int (every that many epochs), an `Interval` or an
+            `Iterated`.
 
     Returns:
         An `Interval`.
 
     Raises:
-        ValueError: anything else (another string, a float, 0), naming
-            the accepted forms.
+        ValueError: anything else (a string, a float, 0), naming the
+            accepted forms.
 
     Example:
 
@@ -337,12 +339,10 @@ def get_interval(interval):
     """
     if isinstance(interval, Interval):
         return interval
-    if isinstance(interval, str) and interval == "auto":
-        return Iterated()
     if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
         raise ValueError(
-            "`interval` must be a positive int (decide every that many epochs), \"auto\" "
-            "(keras_pbt.Iterated()) or keras_pbt.Interval(epochs=..., steps=..., burn_in=...). "
+            "`interval` must be a positive int (decide every that many epochs), "
+            "keras_pbt.Interval(epochs=..., steps=..., burn_in=...) or keras_pbt.Iterated(...). "
             f"Received: interval={interval!r}")
     return Interval(epochs=int(interval))
 

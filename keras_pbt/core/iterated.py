@@ -14,8 +14,7 @@ epochs left; the best member at the restart is kept (a "champion"), so a
 restart never loses the best model found.
 
 This module decides; `keras_pbt.runtime.iterated` acts. The settings are
-`keras_pbt.Iterated` (`keras_pbt.core.config`); `interval="auto"` is
-`Iterated()`.
+`keras_pbt.Iterated` (`keras_pbt.core.config`).
 
 Differences from the paper, on purpose: the hyperparameters of the
 explored half come from the population's own explore (perturb, or PB2's

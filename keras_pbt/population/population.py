@@ -62,8 +62,8 @@ class Population(PopulationResults):
         mode: `"auto"`, `"min"` or `"max"`. Defaults to `"auto"`.
         interval: when members decide: an int (every that many epochs), a
             `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)`, or
-            `"auto"` / `keras_pbt.Iterated(...)` (Iterated PBT: restarts
-            with a longer interval when the population stagnates).
+            `keras_pbt.Iterated(...)` (Iterated PBT: restarts with a longer
+            interval when the population stagnates).
             Defaults to `1`.
         synchronous: all members meet at each boundary and decide on the
             same reports (True), or each decides on the latest comparable

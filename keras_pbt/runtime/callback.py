@@ -53,7 +53,7 @@ class PBTCallback(keras.callbacks.Callback):
         mode: `"auto"`, `"min"` or `"max"`, as in Keras. Defaults to `"auto"`.
         interval: when to decide: an int (every that many epochs), a
             `keras_pbt.Interval(epochs=..., steps=..., burn_in=...)` or
-            `"auto"` / `keras_pbt.Iterated` (synchronous stores only). With
+            `keras_pbt.Iterated` (synchronous stores only). With
             `steps` the callback hooks batches (which turns off Keras'
             asynchronous batch dispatch) and the monitored metric must be
             in the batch logs. Defaults to `1`.
@@ -130,7 +130,7 @@ class PBTCallback(keras.callbacks.Callback):
         if isinstance(self.interval, config_lib.Iterated):
             if not store.synchronous or not hasattr(store, "keep_champion"):
                 raise ValueError(
-                    "Iterated PBT (`interval=\"auto\"` or keras_pbt.Iterated) restarts every "
+                    "Iterated PBT (keras_pbt.Iterated) restarts every "
                     "member at the same boundary: it needs a synchronous InMemoryStore "
                     "(keras_pbt.Population(synchronous=True), the default). Received: "
                     f"interval={self.interval!r}, store={store!r} (synchronous="

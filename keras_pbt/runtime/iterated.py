@@ -1,7 +1,7 @@
 """Iterated PBT in a member's callback: the glue that acts on the restarts
 `keras_pbt.core.iterated` decides.
 
-A `PBTCallback` given `interval=keras_pbt.Iterated(...)` (or `"auto"`)
+A `PBTCallback` given `interval=keras_pbt.Iterated(...)`
 holds one `IteratedRestarts`: it says which epochs end an interval, and at
 each judged boundary of a synchronous population it records the
 population's best and, when the population stagnated, restarts the member

@@ -119,7 +119,7 @@ class PBTOracle(SegmentResults, OracleState, keras_tuner.Oracle):
         interval = config_lib.get_interval(interval)
         if isinstance(interval, config_lib.Iterated):
             raise ValueError(
-                "PBTOracle runs fixed segments; Iterated PBT (`interval=\"auto\"`) restarts a "
+                "PBTOracle runs fixed segments; Iterated PBT (keras_pbt.Iterated) restarts a "
                 "synchronous keras_pbt.Population. Give an int or keras_pbt.Interval. "
                 f"Received: interval={interval!r}")
         if interval.steps is not None:
