@@ -200,3 +200,23 @@ def test_a_champion_better_than_every_final_member_is_handed_back():
     logits = keras.ops.convert_to_numpy(chosen.model(X))
     assert np.mean(np.argmax(logits, -1) == Y) == 1.0
     assert "step=5" in repr(chosen)
+
+
+def test_a_resumed_checkpoint_keeps_the_iteration(tmp_path):
+    def population():
+        return keras_pbt.Population(build, FROZEN, population_size=2, seed=4,
+                                    interval=keras_pbt.Iterated(patience=1),
+                                    devices=keras_pbt.Devices(num_cpu=2))
+
+    fit = dict(validation_data=(X, Y), batch_size=16, verbose=0, checkpoint_dir=str(tmp_path))
+    first = population()
+    first.fit(X, Y, epochs=4, **fit)  # no restart: two 2-epoch intervals do not fit in 4
+    assert not any(r.action == "restart" for r in first.lineage)
+    assert first.members[0].callback.get_state()["iteration"]["bests"] != []
+    resumed = population()
+    resumed.fit(X, Y, epochs=10, **fit)
+    assert resumed.resumed_from == 4
+    # The bests of epochs 1-3 came back: the population has stagnated by
+    # epoch 5 (5 + 2 * 2 <= 10). A fresh iteration would wait for epoch 6.
+    restarts = {r.step // 4 for r in resumed.lineage if r.action == "restart"}
+    assert restarts == {5}
