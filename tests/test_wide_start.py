@@ -228,3 +228,16 @@ def test_a_wide_start_with_all_configurations_given():
     with pytest.raises(ValueError, match=r"list of `population_size`=2 dicts \(or 4, every "):
         keras_pbt.Population(build, SPACE, population_size=2, initial_hparams=configs[:3],
                              policy=keras_pbt.Policy(start=WideStart(2)))
+
+
+def test_a_wide_start_validates_at_the_end_of_each_rung_whatever_validation_freq():
+    # PBT decides every 2 epochs and validates only there; the rungs of the
+    # wide start last 1 epoch, and are cut on their validation metric.
+    pop = keras_pbt.Population(build, SPACE, population_size=2, seed=1, interval=2,
+                               policy=keras_pbt.Policy(start=WideStart(2)))
+    pop.fit(X, Y, validation_data=(XV, YV), epochs=6, batch_size=32, validation_freq=2,
+            verbose=0)
+    cut = [r for r in pop.lineage if r.reason.startswith("wide start: ") and r.action == "keep"]
+    assert len(cut) == 4 and all(0.0 <= r.metric <= 1.0 for r in cut)
+    # PBT's own fit still validates every 2 epochs: twice in the 4 after the start.
+    assert {m: len(h["val_accuracy"]) for m, h in pop.history.items()} == {0: 2, 1: 2}

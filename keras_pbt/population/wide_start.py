@@ -51,6 +51,15 @@ def initial_state(model, cid, hparams):
     return snapshot_lib.capture(model, cid, 0, hparams, on_device=False)
 
 
+def rung_kwargs(kwargs, epochs):
+    """A rung's `model.fit` arguments: `epochs` from 0, validating at its last
+    epoch whatever `validation_freq` PBT's own fit has (the cut ranks there)."""
+    out = dict(kwargs, epochs=epochs, initial_epoch=0)
+    if "validation_freq" in out:
+        out["validation_freq"] = epochs
+    return out
+
+
 class WideStartRun:
     """The wide start of one `Population.fit`, shared by the member threads.
 
@@ -153,7 +162,7 @@ class WideStartRun:
         monitor = self.population.monitor
         try:
             with devices_lib.fit_scope(member.strategy):
-                history = model.fit(data, **dict(kwargs, epochs=rung.epochs, initial_epoch=0))
+                history = model.fit(data, **rung_kwargs(kwargs, rung.epochs))
             logs = history.history
         except Exception as error:  # noqa: BLE001 - a configuration that fails ranks last
             logs, failure = {}, f"{type(error).__name__}: {error}"
