@@ -59,7 +59,7 @@ CASES = [
     ("population size not an int", lambda: dict(population_size=2.5), ValueError, "size=2.5"),
     ("interval zero", lambda: dict(interval=0), ValueError, "interval=0"),
     ("interval a string", lambda: dict(interval="auto"), ValueError,
-     "a positive int (decide every that many epochs) or keras_pbt.Interval"),
+     "a positive int (decide every that many epochs), keras_pbt.Interval"),
     ("negative step interval", lambda: dict(interval=keras_pbt.Interval(steps=-5)), ValueError,
      "steps=-5"),
     ("both intervals", lambda: dict(interval=keras_pbt.Interval(epochs=1, steps=5)), ValueError,
