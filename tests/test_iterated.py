@@ -11,6 +11,7 @@ from keras_pbt.core import iterated as iterated_lib
 from keras_pbt.core.selection import Report
 from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.runtime.iterated import shrink_perturb
+from keras_pbt.runtime.snapshot import restore_weights
 
 pytestmark = pytest.mark.all_backends
 
@@ -110,7 +111,7 @@ def test_iterated_needs_a_synchronous_store_and_is_refused_by_the_oracle():
 # -------------------------------------------------------------- the weights
 
 
-def test_shrink_perturb_sets_trainable_weights_and_fresh_sets_every_weight():
+def test_shrink_perturb_sets_trainable_weights_and_restore_weights_sets_every_weight():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
                               keras.layers.BatchNormalization()])
     model.compile("sgd", "mse")
@@ -123,7 +124,7 @@ def test_shrink_perturb_sets_trainable_weights_and_fresh_sets_every_weight():
         got = keras.ops.convert_to_numpy(v)
         want = 0.2 * 5.0 + 0.1 * w0 if id(v) in trainable else np.full(v.shape, 5.0)
         np.testing.assert_allclose(got, want, rtol=1e-6)
-    shrink_perturb(model, initial, 0.2, 0.1, fresh=True)
+    restore_weights(model, initial)
     for v, w0 in zip(model.weights, initial.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), w0)
 

@@ -83,12 +83,10 @@ class IterationTracker:
     def stagnated(self, patience):
         """Whether the last `patience` bests failed to beat every best before them."""
         patience = int(patience)
-        finite = [b for b in self.bests if selection_lib.is_finite(b)]
-        if len(self.bests) <= patience or not finite:
+        if len(self.bests) <= patience:
             return False
-        before, recent = self.bests[:-patience], self.bests[-patience:]
-        best_before = _best(before, self.mode)
-        best_recent = _best(recent, self.mode)
+        best_before = _best(self.bests[:-patience], self.mode)
+        best_recent = _best(self.bests[-patience:], self.mode)
         if best_before is None:
             return False
         if best_recent is None:

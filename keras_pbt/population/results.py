@@ -5,6 +5,7 @@ from keras_pbt.core import ancestry as schedule_lib
 from keras_pbt.core import final as final_lib
 from keras_pbt.core import selection as selection_lib
 from keras_pbt.population import data as data_lib
+from keras_pbt.runtime import snapshot as snapshot_lib
 from keras_pbt.storage.payload import Snapshot
 
 
@@ -35,13 +36,21 @@ class PopulationResults:
     def best_member(self):
         """The `Member` with the best metric at its latest boundary
         (`keras_pbt.core.ancestry.order_members`: NaN last, ties by member id)."""
+        best_id = self._first(self._last_metrics())
+        return next(m for m in self.members if m.member_id == best_id)
+
+    def _last_metrics(self):
+        """member id -> its metric at its latest boundary (members with a report)."""
         histories = self.store.histories()
-        ranked = schedule_lib.order_members(
-            {m.member_id: histories[m.member_id][-1].metric for m in self.members if histories.get(m.member_id)},
-            self.mode)
+        return {m.member_id: histories[m.member_id][-1].metric for m in self.members
+                if histories.get(m.member_id)}
+
+    def _first(self, scores):
+        """The key ranked first by `order_members` (NaN last, ties by member order)."""
+        ranked = schedule_lib.order_members(scores, self.mode)
         if not ranked:
             raise ValueError("No member has reported a metric yet: call fit first.")
-        return next(m for m in self.members if m.member_id == ranked[0])
+        return ranked[0]
 
     def evaluate(self, x, y=None, batch_size=None):
         """Evaluates every member's current model on `(x, y)`.
@@ -55,9 +64,7 @@ class PopulationResults:
             dict member id -> dict metric name -> float (the names of
             `model.evaluate(..., return_dict=True)`, e.g. `"accuracy"`).
         """
-        return {m.member_id: {k: float(v) for k, v in m.model.evaluate(
-                    x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
-                for m in self.members}
+        return {m.member_id: _evaluated(m.model, x, y, batch_size) for m in self.members}
 
     def choose(self, validation_data=None, batch_size=None):
         """The final model and which member it is: a `keras_pbt.FinalChoice`.
@@ -94,20 +101,16 @@ class PopulationResults:
         # with the final members, under the key "<member id>@<step>".
         champions = {f"{c.member_id}@{c.step}": c for c in self.store.champions()}
         if validation_data is None:
-            best = self.best_member
-            histories = self.store.histories()
-            scores = {m.member_id: histories[m.member_id][-1].metric for m in self.members
-                      if histories.get(m.member_id)}
+            scores = self._last_metrics()
             scores.update({k: c.metric for k, c in champions.items()})
-            best_id = schedule_lib.order_members(scores, self.mode)[0]
-            return self._choice(champions.get(best_id, best), best_id, scores, self.monitor,
-                                "last boundary", None)
+            best_id = self._first(scores)
+            return self._choice(self._member_or_champion(best_id, champions), best_id, scores,
+                                self.monitor, "last boundary", None)
         args = data_lib.evaluation_args(validation_data)
         evaluated = self.evaluate(*args, batch_size=batch_size)
         models = {k: self._champion_model(c) for k, c in champions.items()}
-        evaluated.update({k: {n: float(v) for n, v in model.evaluate(
-            *args, batch_size=batch_size, verbose=0, return_dict=True).items()}
-            for k, model in models.items()})
+        evaluated.update({k: _evaluated(model, *args, batch_size=batch_size)
+                          for k, model in models.items()})
         name = selection_lib.metric_name(self.monitor)
         first = next(iter(evaluated.values()))
         if name not in first:
@@ -118,16 +121,19 @@ class PopulationResults:
         scores = {mid: s[name] for mid, s in evaluated.items()}
         losses = {mid: s["loss"] for mid, s in evaluated.items() if "loss" in s}
         best_id = final_lib.choose_member(scores, self.mode, losses)
-        best = champions.get(best_id) or next(m for m in self.members if m.member_id == best_id)
-        return self._choice(best, best_id, scores, name, "validation_data", losses.get(best_id),
-                            models.get(best_id))
+        return self._choice(self._member_or_champion(best_id, champions), best_id, scores, name,
+                            "validation_data", losses.get(best_id), models.get(best_id))
+
+    def _member_or_champion(self, key, champions):
+        """The `Member` whose id is `key`, or the champion's `Snapshot` keyed so."""
+        if key in champions:
+            return champions[key]
+        return next(m for m in self.members if m.member_id == key)
 
     def _champion_model(self, snapshot):
         """A new model (`build(hp)`) holding a champion's weights; its optimizer is new."""
-        from keras_pbt.runtime.iterated import shrink_perturb
-
         model = self._build(dict(snapshot.hparams))
-        shrink_perturb(model, snapshot, 0.0, 1.0, fresh=True)
+        snapshot_lib.restore_weights(model, snapshot)
         return model
 
     def _choice(self, chosen, key, scores, metric, split, loss, model=None):
@@ -164,3 +170,9 @@ class PopulationResults:
             f"{best.last_metric:.4g}; final hyperparameters {hp}; {exploits} exploits, "
             f"{restarts} restarts."
         )
+
+
+def _evaluated(model, x, y=None, batch_size=None):
+    """`model.evaluate` on `(x, y)` as a dict metric name -> float."""
+    return {k: float(v) for k, v in model.evaluate(
+        x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}

@@ -412,7 +412,7 @@ class PBTCallback(keras.callbacks.Callback):
         plan = self.engine.boundary(report, key=boundary, progress=progress,
                                     burn_in=self.interval.burn_in, last=last)
         synchronous = store.synchronous
-        available = history = None
+        available = history = decision = None
         if plan.judged:
             if synchronous:
                 reports = store.wait_for_interval(self.member_id, boundary)
@@ -427,19 +427,16 @@ class PBTCallback(keras.callbacks.Callback):
             # waits for that snapshot; asynchronous losers copy only what exists.
             available = None if synchronous else store.snapshot_members()
             history = self._run_history()
-            if self.iterated is not None:
-                restart = self.iterated.boundary(plan, history)
-                if restart is not None:
-                    self._applier.apply(restart.hparams)
-                    state.hparams = dict(restart.hparams)
-                    state.root = self.member_id if restart.parent is None else state.root
-                    self.last_decision = restart
-                    self._record(restart.to_record(step, boundary, self.monitor, self.mode,
-                                                   time.time()), metric=restart.metric)
-                    return
-        decision = plan.decide(state.rng, available, history)
+            if self.iterated is not None:  # a restart of a stagnating population, or None
+                decision = self.iterated.boundary(plan, history)
+        if decision is None:
+            decision = plan.decide(state.rng, available, history)
         copied_step = None
-        if decision.is_exploit:
+        if decision.action == "restart":
+            self._applier.apply(decision.hparams)
+            if decision.parent is None:  # back to its initial weights: a line of its own
+                state.root = self.member_id
+        elif decision.is_exploit:
             snap = store.snapshot(
                 decision.parent,
                 min_step=decision.parent_step if synchronous else None,

@@ -19,21 +19,19 @@ from keras_pbt.core.policy import Decision
 from keras_pbt.runtime import snapshot as snapshot_lib
 
 
-def shrink_perturb(model, initial, shrink, perturb, fresh=False):
+def shrink_perturb(model, initial, shrink, perturb):
     """Sets each trainable weight `w` of `model` to `shrink * w + perturb * w0`,
     `w0` its value in `initial` (a `Snapshot` of the same model).
 
-    The optimizer's state (and its step count) is left as it is, as are
-    non-trainable weights (a BatchNormalization's statistics) unless
-    `fresh`.
+    The optimizer's state (and its step count) and the non-trainable weights
+    (a BatchNormalization's statistics) are left as they are. A restart to
+    the initial weights is `keras_pbt.runtime.snapshot.restore_weights`.
 
     Args:
         model: a built `keras.Model`.
         initial: a `Snapshot` of `model` (its initial weights).
         shrink: the factor on the current weights.
         perturb: the factor on the initial weights.
-        fresh: give every weight, trainable or not, its initial value
-            (`shrink` and `perturb` are then ignored). Defaults to `False`.
 
     Example:
 
@@ -42,16 +40,9 @@ def shrink_perturb(model, initial, shrink, perturb, fresh=False):
     ```
     """
     backend = backend_lib.current()
-    backend.sync_state(model)
-    weights = snapshot_lib._model_variables(model)
-    if len(weights) != len(initial.weights):
-        raise ValueError(f"The initial snapshot of member {initial.member_id!r} holds "
-                         f"{len(initial.weights)} weights; the model has {len(weights)}.")
     trainable = {id(v) for v in model.trainable_variables}
-    for variable, w0 in zip(weights, initial.weights):
-        if fresh:
-            backend.assign(variable, w0)
-        elif id(variable) in trainable:
+    for variable, w0 in snapshot_lib.weight_pairs(model, initial):
+        if id(variable) in trainable:
             w = keras.ops.convert_to_numpy(variable)
             w0 = keras.ops.convert_to_numpy(w0)
             backend.assign(variable, (shrink * w + perturb * w0).astype(w.dtype))
@@ -121,22 +112,24 @@ class IteratedRestarts:
         else:
             hparams, ops = cb.engine.explore(best.hparams, cb.state.rng, history)
         length = tracker.length
-        shrink_perturb(cb.model, self.initial_snapshot, settings.shrink, settings.perturb,
-                       fresh=cb.member_id in fresh)
-        if cb.member_id in fresh:
+        fresh_weights = cb.member_id in fresh
+        if fresh_weights:
+            snapshot_lib.restore_weights(cb.model, self.initial_snapshot)
             weights = "its initial weights"
         else:
+            shrink_perturb(cb.model, self.initial_snapshot, settings.shrink, settings.perturb)
             weights = (f"{settings.shrink:g} x its weights + {settings.perturb:g} x its initial "
                        "weights")
+        source = ("from the space" if cb.member_id in random
+                  else f"explored from member {best.member_id!r}")
         tracker.restarted(epochs, settings.growth)
         reason = (f"iterated PBT: the population's best did not improve for "
                   f"{settings.patience} boundaries; restart {tracker.restarts}, interval "
-                  f"{length} -> {tracker.length} epochs; hyperparameters "
-                  f"{'from the space' if cb.member_id in random else 'explored from member '}"
-                  f"{'' if cb.member_id in random else repr(best.member_id)}; weights: {weights}")
+                  f"{length} -> {tracker.length} epochs; hyperparameters {source}; "
+                  f"weights: {weights}")
         return Decision(cb.member_id, "restart", hparams, dict(me.hparams), me.metric,
-                        parent=None if cb.member_id in fresh else cb.member_id,
-                        parent_step=None if cb.member_id in fresh else me.step,
-                        parent_metric=None if cb.member_id in fresh else me.metric,
+                        parent=None if fresh_weights else cb.member_id,
+                        parent_step=None if fresh_weights else me.step,
+                        parent_metric=None if fresh_weights else me.metric,
                         ops=ops, reason=reason)
 

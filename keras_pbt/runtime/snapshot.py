@@ -286,3 +286,39 @@ def restore(model, snapshot, copy_optimizer_state=True):
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
         else:
             backend.assign(variable, values[j])
+
+
+def weight_pairs(model, snapshot):
+    """Each weight of `model` with its value in `snapshot`, the optimizer's left out.
+
+    The backend's training state is synced into the variables first (JAX).
+
+    Args:
+        model: a built `keras.Model`.
+        snapshot: a `Snapshot` of a model of the same architecture.
+
+    Returns:
+        A list of `(variable, array)` in `layout` order.
+
+    Raises:
+        ValueError: the snapshot holds another number of weights.
+    """
+    backend_lib.current().sync_state(model)
+    weights = _model_variables(model)
+    if len(weights) != len(snapshot.weights):
+        raise ValueError(f"The snapshot of member {snapshot.member_id!r} holds "
+                         f"{len(snapshot.weights)} weights; the model has {len(weights)}.")
+    return list(zip(weights, snapshot.weights))
+
+
+def restore_weights(model, snapshot):
+    """Assigns `snapshot`'s weights, trainable or not, to `model` and leaves its
+    optimizer as it is (unbuilt, or with its own state and step count).
+
+    Args:
+        model: a built `keras.Model`.
+        snapshot: a `Snapshot` of a model of the same architecture.
+    """
+    backend = backend_lib.current()
+    for variable, value in weight_pairs(model, snapshot):
+        backend.assign(variable, value)
