@@ -22,6 +22,7 @@ import pytest
 
 from tests.test_tuner_distributed import free_port
 from tests.test_tuner_distributed import start
+from tests.test_tuner_distributed import stop
 
 POPULATION = 2
 SEGMENTS = 5  # MAX_EPOCHS of the job, one epoch per segment
@@ -77,11 +78,7 @@ def _run(directory, kill=None):
         for proc, _ in procs[1:]:
             proc.wait(timeout=400)
     finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
+        stop(procs)
     assert all(proc.poll() is not None for proc, _ in procs)  # none left running
     return [proc.returncode for proc, _ in procs]
 

@@ -29,6 +29,15 @@ def start(role, directory, port, log_mode="w", **extra_env):
                             stderr=subprocess.STDOUT), log
 
 
+def stop(procs):
+    """Kills the processes of `start` still running, reaps them, closes their logs."""
+    for proc, log in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(tmp_path, monkeypatch):
     directory = str(tmp_path)
     port = free_port()
@@ -47,10 +56,7 @@ def test_chief_and_two_workers_finish_a_pbt_search_with_exploits_across_workers(
             # The chief polls keras-tuner's exit condition every 20 s: allow for it.
             proc.wait(timeout=400)
     finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        stop(procs)
     logs = {role: open(os.path.join(directory, f"{role}.log")).read()
             for role in ("chief", "worker0", "worker1")}
     assert [p.returncode for p, _ in procs] == [0, 0, 0], logs
