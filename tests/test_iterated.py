@@ -221,3 +221,29 @@ def test_a_resumed_checkpoint_keeps_the_iteration(tmp_path):
     # epoch 5 (5 + 2 * 2 <= 10). A fresh iteration would wait for epoch 6.
     restarts = {r.step // 4 for r in resumed.lineage if r.action == "restart"}
     assert restarts == {5}
+
+
+def test_a_resumed_checkpoint_keeps_the_champions_and_the_initial_weights(tmp_path):
+    def population():
+        return keras_pbt.Population(build, FROZEN, population_size=2, seed=5,
+                                    interval=keras_pbt.Iterated(patience=1),
+                                    devices=keras_pbt.Devices(num_cpu=2))
+
+    fit = dict(validation_data=(X, Y), batch_size=16, verbose=0, checkpoint_dir=str(tmp_path))
+    first = population()
+    first.fit(X, Y, epochs=6, **fit)  # restarts at epoch 2 (2 + 2 * 2 <= 6)
+    [champion] = first.store.champions()
+    initial = {m.member_id: m.callback.iterated.initial_snapshot for m in first.members}
+    resumed = population()
+    resumed.fit(X, Y, epochs=8, **fit)
+    assert resumed.resumed_from == 6
+    [back] = resumed.store.champions()
+    assert (back.member_id, back.step, back.metric, back.hparams) == (
+        champion.member_id, champion.step, champion.metric, champion.hparams)
+    for w, w_back in zip(champion.weights, back.weights):
+        np.testing.assert_array_equal(w, w_back)
+    for m in resumed.members:  # what a restart goes back to: the first run's initial weights
+        for w, w_back in zip(initial[m.member_id].weights,
+                             m.callback.iterated.initial_snapshot.weights):
+            np.testing.assert_array_equal(w, w_back)
+    assert f"{champion.member_id}@{champion.step}" in resumed.choose().scores

@@ -43,6 +43,26 @@ def test_counts_that_do_not_match_the_arrays_are_refused():
         payload.decode_snapshot({}, {"n_weights": 1}, "x.npz")
 
 
+def test_kept_snapshots_round_trip_beside_the_main_one():
+    main = _snapshot(member_id=1, metric=0.5)
+    kept = {"initial": _snapshot(member_id=1, weights=np.zeros((2, 3), "float32")),
+            "champion0": _snapshot(member_id=1, metric=0.75)}
+    arrays, meta = payload.encode_snapshot(main, extra=[np.array([3], "uint32")])
+    payload.encode_kept(arrays, meta, kept)
+    arrays, meta = ck.decode_arrays(ck.encode_arrays(arrays, meta), "x.npz")
+    back, extra = payload.decode_snapshot(arrays, meta, "x.npz")  # the kept ones do not leak in
+    assert back.checksum() == main.checksum() and [e.tolist() for e in extra] == [[3]]
+    again = payload.decode_kept(arrays, meta, "x.npz")
+    assert sorted(again) == ["champion0", "initial"]
+    assert again["champion0"].metric == 0.75 and again["initial"].checksum() == kept[
+        "initial"].checksum()
+    del arrays["initial.w00000"]
+    with pytest.raises(ck.CheckpointError, match=r"x.npz \(initial\) holds 0 arrays"):
+        payload.decode_kept(arrays, meta, "x.npz")
+    with pytest.raises(ValueError, match=r"Received: tag='a.b'"):
+        payload.encode_kept({}, {}, {"a.b": main})
+
+
 def test_the_tuner_and_the_population_share_the_layout(tmp_path):
     snap = _snapshot(member_id=3, metric=0.25)
     snapshots.save(str(tmp_path), snap)

@@ -6,7 +6,10 @@ optimizer variables) with its RNG-state variables as extra arrays, in the
 one payload layout of `keras_pbt.storage.payload`, and as metadata its
 `PBTCallback`'s state (through `get_state()` / `set_state()`, never its
 private fields), its seed, history and failures, and its reports and
-lineage records.
+lineage records. A member of an Iterated PBT population also keeps its
+initial weights and the champions it was (`payload.encode_kept`), so a
+resumed run restarts to the same weights and still weighs every champion
+in its final choice.
 """
 
 import dataclasses
@@ -153,6 +156,7 @@ def save_member(checkpointer, index, member, store):
     extra = snapshot_lib.other_variables(member.model)
     arrays, meta = payload_lib.encode_snapshot(
         snap, extra=[np.array(v.numpy(), copy=True) for v in extra])
+    payload_lib.encode_kept(arrays, meta, _kept(member, store))
     meta.update({
         "state": checkpoint_lib.to_json(state),
         "seed": member.seed,
@@ -169,6 +173,18 @@ def save_member(checkpointer, index, member, store):
         raise checkpoint_lib.CheckpointError(
             f"Could not write the checkpoint of member {member.member_id!r} to "
             f"{checkpointer.directory}: {error}", checkpointer.directory) from error
+
+
+def _kept(member, store):
+    """The snapshots an Iterated PBT member keeps beside its own: its initial
+    weights (what a restart goes back to) and the champions it was."""
+    iterated = member.callback.iterated
+    if iterated is None:
+        return {}
+    kept = {} if iterated.initial_snapshot is None else {"initial": iterated.initial_snapshot}
+    own = [c for c in store.champions() if c.member_id == member.member_id]
+    kept.update({f"champion{j}": c for j, c in enumerate(own)})
+    return kept
 
 
 def _floats(values):
@@ -193,7 +209,7 @@ def restore(population, body, members):
     Only the fields that hold metrics are read as floats: a hyperparameter
     or a member id spelled `"NaN"` comes back as the string it was.
     """
-    histories, lineages = {}, []
+    histories, lineages, champions = {}, [], []
     population.seed = population.store.seed = int(body["seed"])
     for member, (arrays, meta), entry in zip(population.members, members, body["files"]):
         snap, saved = payload_lib.decode_snapshot(arrays, meta, entry["file"])
@@ -226,8 +242,13 @@ def restore(population, body, members):
         member.history = {k: _floats(v) for k, v in meta["history"].items()}
         member.failures = [RestoredFailure(text) for text in meta["failures"]]
         member.initial_snapshot = None
+        kept = payload_lib.decode_kept(arrays, meta, entry["file"])
+        if member.callback.iterated is not None:
+            member.callback.iterated.initial_snapshot = kept.get("initial")
+        champions += [s for tag, s in kept.items() if tag.startswith("champion")]
         histories[member.member_id] = [_report(r) for r in meta["reports"]]
         lineages.append([lineage_lib.LineageRecord.from_dict(r) for r in meta["lineage"]])
     population.store.restore_records(
         histories, checkpoint_lib.merge_lineage(lineages),
-        {m.member_id: m.callback.hparams for m in population.members})
+        {m.member_id: m.callback.hparams for m in population.members},
+        sorted(champions, key=lambda s: s.step))

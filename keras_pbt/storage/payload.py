@@ -14,7 +14,11 @@ snapshot) stores it this way, written by `encode_snapshot` and read by
 * `meta["snapshot"]`: `member_id`, `step`, `hparams`, `metric` (a NaN or
   infinite metric in the project's one spelling, `"NaN"`), `layout` (the
   rows `keras_pbt.runtime.snapshot.layout` checks a restore against),
-  `num_weights`, `num_optimizer` and `num_extra`.
+  `num_weights`, `num_optimizer` and `num_extra`;
+* further snapshots stored beside the main one (`encode_kept`): arrays
+  `<tag>.w00000, ...` and `meta["kept"][tag]`, each laid out as above (a
+  member file of an Iterated PBT population keeps its initial weights and
+  its champions so).
 
 A snapshot whose arrays live on a GPU is copied to the host first
 (`Snapshot.to_host()`: a PyTorch CUDA tensor through `.cpu()`), so the
@@ -176,7 +180,7 @@ def decode_snapshot(arrays, meta, path):
     info = meta.get(KEY) if isinstance(meta, dict) else None
     if not isinstance(info, dict):
         raise CheckpointError(f"Checkpoint file {path} holds no {KEY!r} payload.", path)
-    names = sorted(arrays)
+    names = sorted(k for k in arrays if "." not in k)  # `<tag>.*`: snapshots kept beside
     groups = [tuple(arrays[k] for k in names if k[:1] == p) for p in _PREFIXES]
     for group, key in zip(groups, ("num_weights", "num_optimizer", "num_extra")):
         if len(group) != info.get(key):
@@ -189,3 +193,46 @@ def decode_snapshot(arrays, meta, path):
                     hparams=dict(info["hparams"]), metric=lineage_lib.decode_float(info["metric"]),
                     layout=layout)
     return snap, groups[2]
+
+
+def encode_kept(arrays, meta, kept):
+    """Adds the snapshots of `kept` to `(arrays, meta)` of `encode_snapshot`.
+
+    Args:
+        arrays: the dict of arrays to add to (changed in place).
+        meta: the metadata to add to (changed in place).
+        kept: dict tag -> `Snapshot`; a tag is a name without a dot.
+
+    Example:
+
+    >>> import numpy as np
+    >>> arrays, meta = encode_snapshot(Snapshot("a", 3, (np.ones(2),), ()))
+    >>> encode_kept(arrays, meta, {"initial": Snapshot("a", 0, (np.zeros(2),), ())})
+    >>> sorted(arrays), sorted(decode_kept(arrays, meta, "x.npz"))
+    (['initial.w00000', 'w00000'], ['initial'])
+    """
+    for tag, snapshot in kept.items():
+        if not isinstance(tag, str) or not tag or "." in tag:
+            raise ValueError(f"A kept snapshot's tag must be a name without a dot. Received: "
+                             f"tag={tag!r}")
+        sub_arrays, sub_meta = encode_snapshot(snapshot)
+        arrays.update({f"{tag}.{name}": a for name, a in sub_arrays.items()})
+        meta.setdefault("kept", {})[tag] = sub_meta[KEY]
+
+
+def decode_kept(arrays, meta, path):
+    """Inverse of `encode_kept`: dict tag -> `Snapshot` (empty if none was kept).
+
+    Raises:
+        CheckpointError: naming `path` when a kept snapshot's arrays do not
+            match its metadata.
+    """
+    kept = meta.get("kept") or {}
+    if not isinstance(kept, dict):
+        raise CheckpointError(f"Checkpoint file {path} has malformed kept snapshots.", path)
+    out = {}
+    for tag, info in kept.items():
+        prefix = f"{tag}."
+        sub = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+        out[tag], _ = decode_snapshot(sub, {KEY: info}, f"{path} ({tag})")
+    return out

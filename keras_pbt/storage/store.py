@@ -433,13 +433,14 @@ class InMemoryStore(PopulationStore):
             return (list(self._history.get(member_id, ())),
                     [r for r in self._lineage if r.member_id == member_id])
 
-    def restore_records(self, histories, lineage, hparams=None):
-        """Replaces reports and lineage with checkpointed ones.
+    def restore_records(self, histories, lineage, hparams=None, champions=()):
+        """Replaces reports, lineage and champions with checkpointed ones.
 
         Args:
             histories: dict member -> list of `Report`, oldest first.
             lineage: list of `LineageRecord`s, in order.
             hparams: optional dict member -> hyperparameters.
+            champions: the `Snapshot`s `keep_champion` kept, oldest first.
 
         Raises:
             KeyError: for a member that is not registered.
@@ -451,6 +452,7 @@ class InMemoryStore(PopulationStore):
             for m, reports in histories.items():
                 self._history[m] = list(reports)
             self._lineage = list(lineage)
+            self._champions = list(champions)
             for m, hp in (hparams or {}).items():
                 self._hparams[m] = dict(hp)
             # Rebuild the barrier index from the histories now held.
