@@ -88,9 +88,13 @@ def synthetic_records(n_members, n_boundaries, steps_per_interval=10, seed=0):
 
 def write_synthetic_population(logdir, n_members, n_boundaries, seed=0):
     """Writes `synthetic_records` as real summaries; returns them (member -> list)."""
+    return write_records(logdir, synthetic_records(n_members, n_boundaries, seed=seed))
+
+
+def write_records(logdir, records):
+    """Writes `records` (member -> list of `LineageRecord`) as real summaries; returns them."""
     from keras_pbt.storage.summary import MemberSummaryWriter
 
-    records = synthetic_records(n_members, n_boundaries, seed=seed)
     for m, recs in records.items():
         w = MemberSummaryWriter(logdir, m)
         for r in recs:
@@ -98,6 +102,25 @@ def write_synthetic_population(logdir, n_members, n_boundaries, seed=0):
                     hparams=r.hparams, records=[r])
         w.close()
     return records
+
+
+def restart_records():
+    """Two members: member 0 ends with an Iterated PBT restart from its own
+    weights (parent = itself), member 1 copied member 0 once."""
+    from keras_pbt.core.lineage import LineageRecord
+
+    hp = {"learning_rate": 0.01}
+    kw = dict(monitor="val_accuracy", mode="max")
+    return {
+        0: [LineageRecord(0, 0, "init", hp, **kw),
+            LineageRecord(0, 10, "keep", hp, hp, 0.5, interval=1, **kw),
+            LineageRecord(0, 20, "restart", {"learning_rate": 0.02}, hp, 0.6, 0, 20, 0.6,
+                          {"learning_rate": "resample"}, 2, reason="iterated PBT", **kw)],
+        1: [LineageRecord(1, 0, "init", hp, **kw),
+            LineageRecord(1, 10, "exploit", hp, hp, 0.3, 0, 10, 0.5, {"learning_rate": "copy"},
+                          1, **kw),
+            LineageRecord(1, 20, "keep", hp, hp, 0.55, interval=2, **kw)],
+    }
 
 
 # A payload cut in the middle, as a crash while writing could leave it.

@@ -57,7 +57,8 @@ def logdir(tmp_path_factory):
         shutil.copytree(os.path.join(shared, name), root / name)
     records = pbt_logdir.write_synthetic_population(str(root / "pop_large"), *LARGE)
     pair = pbt_logdir.write_synthetic_population(str(root / PAIR), 2, 6)
-    info = dict(info, records_large=records, records_pair=pair)
+    restart = pbt_logdir.write_records(str(root / "pop_restart"), pbt_logdir.restart_records())
+    info = dict(info, records_large=records, records_pair=pair, records_restart=restart)
     return str(root), info
 
 
@@ -74,6 +75,7 @@ def server(logdir):
     base = f"http://127.0.0.1:{port}"
     want = {"pop_a": len(info["lineage_a"]),
             PAIR: sum(len(v) for v in info["records_pair"].values()),
+            "pop_restart": sum(len(v) for v in info["records_restart"].values()),
             "pop_large": sum(len(v) for v in info["records_large"].values())}
     # A readiness wait, not a speed check: generous for a loaded machine.
     deadline = time.time() + 300
@@ -262,7 +264,7 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir, 
     _, info = logdir
     options = frame.locator("#experiment option").all()
     assert [o.get_attribute("value") for o in options] == ["pop_a", "pop_b", "pop_bad", "pop_large",
-                                                          PAIR]
+                                                          "pop_restart", PAIR]
 
     _select(frame, "pop_b")
     want = sum(r.is_exploit for recs in info["records_b"].values() for r in recs)
@@ -285,6 +287,24 @@ def test_experiments_can_be_chosen_and_malformed_data_is_explained(tab, logdir, 
     assert "malformed or truncated" in text and "truncated" in text and "version 99" in text
     assert frame.locator("g.lane").count() == 1  # the readable member still drawn
     assert frame.locator("img").count() == 0  # `<b>` in a bad record stays text
+    assert dialogs == [] and errors == []
+
+
+def test_a_restart_from_its_own_weights_draws_no_arrow(tab, logdir, server):
+    # Iterated PBT's shrink-and-perturb restart names the member itself as
+    # its parent: the member stays on its lane, so only member 1's copy of
+    # member 0 is an arrow, and the restart's details say where its weights came from.
+    page, frame, dialogs, errors = tab
+    _select(frame, "pop_restart")
+    drawn = [(a.get_attribute("data-child"), a.get_attribute("data-parent"),
+              a.get_attribute("data-step")) for a in frame.locator("path.exploit-arrow").all()]
+    assert drawn == [("1", "0", "10")]
+    box = frame.locator('g.lane[data-member="0"] rect').bounding_box()
+    svg_box = frame.locator("svg.tree").bounding_box()
+    page.mouse.click(svg_box["x"] + svg_box["width"] - 24, box["y"] + box["height"] / 2)
+    details = frame.locator(".details").inner_text()
+    assert "member 0 \u00b7 step 20 \u00b7 restart" in details
+    assert "from its own weights at step 20" in details and "copied member" not in details
     assert dialogs == [] and errors == []
 
 

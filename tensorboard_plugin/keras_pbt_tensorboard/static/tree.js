@@ -98,11 +98,13 @@ export class TreeView {
     root.append(svg('path', {d: dots.join(''), class: 'nodes',
       'stroke-width': Math.max(3, Math.min(7, laneH * 0.45))}));
 
-    // Exploit arrows: parent (at the copied step) -> child (at its step).
+    // Exploit arrows: parent (at the copied step) -> child (at its step). A
+    // restart from the member's own weights (Iterated PBT's shrink and
+    // perturb) stays on its lane: no arrow.
     const arrows = svg('g', {class: 'arrows'});
     m.exploits.forEach((r) => {
       const parent = r.parent === null || r.parent === undefined ? null : String(r.parent);
-      if (parent === null || !m.lane.has(parent)) return;
+      if (parent === null || parent === r.key || !m.lane.has(parent)) return;
       const x1 = x(Number.isFinite(r.parent_step) ? r.parent_step : r.step);
       const y1 = y(parent);
       const x2 = x(r.step);
@@ -199,7 +201,9 @@ export class TreeView {
     const out = [el('div', {class: 'title'},
       el('strong', {}, `member ${r.key}`), ` \u00b7 step ${r.step} \u00b7 ${r.action}`)];
     out.push(el('div', {}, `${r.monitor || m.monitor}: ${fmt(r.metric)}`));
-    if (r.parent !== null && r.parent !== undefined) {
+    if (r.parent !== null && r.parent !== undefined && String(r.parent) === r.key) {
+      out.push(el('div', {}, `from its own weights at step ${fmt(r.parent_step)}`));
+    } else if (r.parent !== null && r.parent !== undefined) {
       out.push(el('div', {}, `copied member ${String(r.parent)} at step ${fmt(r.parent_step)}` +
         ` (${r.monitor || m.monitor} ${fmt(r.parent_metric)})`));
     }
