@@ -203,18 +203,21 @@ def test_a_champion_better_than_every_final_member_is_handed_back():
     assert "step=5" in repr(chosen)
 
 
-def test_a_resumed_checkpoint_keeps_the_iteration(tmp_path):
-    def population():
-        return keras_pbt.Population(build, FROZEN, population_size=2, seed=4,
-                                    interval=keras_pbt.Iterated(patience=1),
-                                    devices=keras_pbt.Devices(num_cpu=2))
+def _checkpointed(seed, tmp_path):
+    """A new 2-member population that restarts whenever it may, and its fit arguments."""
+    pop = keras_pbt.Population(build, FROZEN, population_size=2, seed=seed,
+                               interval=keras_pbt.Iterated(patience=1),
+                               devices=keras_pbt.Devices(num_cpu=2))
+    return pop, dict(validation_data=(X, Y), batch_size=16, verbose=0,
+                     checkpoint_dir=str(tmp_path))
 
-    fit = dict(validation_data=(X, Y), batch_size=16, verbose=0, checkpoint_dir=str(tmp_path))
-    first = population()
+
+def test_a_resumed_checkpoint_keeps_the_iteration(tmp_path):
+    first, fit = _checkpointed(4, tmp_path)
     first.fit(X, Y, epochs=4, **fit)  # no restart: two 2-epoch intervals do not fit in 4
     assert not any(r.action == "restart" for r in first.lineage)
     assert first.members[0].callback.get_state()["iteration"]["bests"] != []
-    resumed = population()
+    resumed, _ = _checkpointed(4, tmp_path)
     resumed.fit(X, Y, epochs=10, **fit)
     assert resumed.resumed_from == 4
     # The bests of epochs 1-3 came back: the population has stagnated by
@@ -224,17 +227,11 @@ def test_a_resumed_checkpoint_keeps_the_iteration(tmp_path):
 
 
 def test_a_resumed_checkpoint_keeps_the_champions_and_the_initial_weights(tmp_path):
-    def population():
-        return keras_pbt.Population(build, FROZEN, population_size=2, seed=5,
-                                    interval=keras_pbt.Iterated(patience=1),
-                                    devices=keras_pbt.Devices(num_cpu=2))
-
-    fit = dict(validation_data=(X, Y), batch_size=16, verbose=0, checkpoint_dir=str(tmp_path))
-    first = population()
+    first, fit = _checkpointed(5, tmp_path)
     first.fit(X, Y, epochs=6, **fit)  # restarts at epoch 2 (2 + 2 * 2 <= 6)
     [champion] = first.store.champions()
     initial = {m.member_id: m.callback.iterated.initial_snapshot for m in first.members}
-    resumed = population()
+    resumed, _ = _checkpointed(5, tmp_path)
     resumed.fit(X, Y, epochs=8, **fit)
     assert resumed.resumed_from == 6
     [back] = resumed.store.champions()
