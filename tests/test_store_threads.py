@@ -156,8 +156,10 @@ def run_member(store, m, ops, n_members, barrier):
 OPS = ["report", "publish", "snapshot", "lineage", "histories"]
 
 
-def test_sixteen_threads_thousand_ops():
-    n, per_thread = 16, 1000
+def run_members(plans, timeout):
+    """A store with `len(plans)` members; member `m` runs `plans[m]` in its own
+    thread (`run_member`), all starting together. Returns `(store, results)`."""
+    n = len(plans)
     store = InMemoryStore(seed=0)
     for m in range(n):
         store.register(m)
@@ -166,14 +168,21 @@ def test_sixteen_threads_thousand_ops():
 
     def member(m):
         def run():
-            rng = np.random.default_rng(m)
-            # histories copies every list: O(total reports) per call.
-            ops = rng.choice(OPS, size=per_thread, p=[0.25, 0.2, 0.25, 0.15, 0.15])
-            results[m] = run_member(store, m, list(ops), n, barrier)
+            results[m] = run_member(store, m, plans[m], n, barrier)
         return run
 
+    run_threads([member(m) for m in range(n)], timeout=timeout)
+    return store, results
+
+
+def test_sixteen_threads_thousand_ops():
+    n, per_thread = 16, 1000
+    # histories copies every list: O(total reports) per call.
+    plans = [list(np.random.default_rng(m).choice(OPS, size=per_thread,
+                                                  p=[0.25, 0.2, 0.25, 0.15, 0.15]))
+             for m in range(n)]
     start = time.monotonic()
-    run_threads([member(m) for m in range(n)], timeout=60)
+    store, results = run_members(plans, timeout=60)
     assert time.monotonic() - start < 30
     expected_steps = {m: results[m][0] for m in range(n)}
     assert all(len(s) > 200 for s in expected_steps.values())  # exact counts checked below
@@ -194,21 +203,10 @@ def test_random_interleavings(plans, switch):
     old = sys.getswitchinterval()
     sys.setswitchinterval(switch)  # vary how often threads are preempted
     try:
-        n = len(plans)
-        store = InMemoryStore(seed=0)
-        for m in range(n):
-            store.register(m)
-        barrier = threading.Barrier(n)
-        results = {}
-
-        def member(m):
-            def run():
-                results[m] = run_member(store, m, plans[m], n, barrier)
-            return run
-
-        run_threads([member(m) for m in range(n)], timeout=30)
+        store, results = run_members(plans, timeout=30)
     finally:
         sys.setswitchinterval(old)
+    n = len(plans)
     expected_steps = {m: list(range(1, plans[m].count("report") + 1)) for m in range(n)}
     assert {m: results[m][0] for m in range(n)} == expected_steps
     check_final_state(store, expected_steps, {m: plans[m].count("lineage") for m in range(n)})

@@ -5,6 +5,11 @@
 import {BUCKETS, colour, el, fmt, niceTicks, svg, truncate} from './dom.js';
 import {metricT} from './legend.js';
 
+// The lane key of the member a record copied, or null.
+function parentKey(r) {
+  return r.parent === null || r.parent === undefined ? null : String(r.parent);
+}
+
 export class TreeView {
   constructor(wrap, details, tooltip) {
     this.wrap = wrap;
@@ -103,7 +108,7 @@ export class TreeView {
     // perturb) stays on its lane: no arrow.
     const arrows = svg('g', {class: 'arrows'});
     m.exploits.forEach((r) => {
-      const parent = r.parent === null || r.parent === undefined ? null : String(r.parent);
+      const parent = parentKey(r);
       if (parent === null || parent === r.key || !m.lane.has(parent)) return;
       const x1 = x(Number.isFinite(r.parent_step) ? r.parent_step : r.step);
       const y1 = y(parent);
@@ -201,10 +206,11 @@ export class TreeView {
     const out = [el('div', {class: 'title'},
       el('strong', {}, `member ${r.key}`), ` \u00b7 step ${r.step} \u00b7 ${r.action}`)];
     out.push(el('div', {}, `${r.monitor || m.monitor}: ${fmt(r.metric)}`));
-    if (r.parent !== null && r.parent !== undefined && String(r.parent) === r.key) {
+    const parent = parentKey(r);
+    if (parent === r.key) {
       out.push(el('div', {}, `from its own weights at step ${fmt(r.parent_step)}`));
-    } else if (r.parent !== null && r.parent !== undefined) {
-      out.push(el('div', {}, `copied member ${String(r.parent)} at step ${fmt(r.parent_step)}` +
+    } else if (parent !== null) {
+      out.push(el('div', {}, `copied member ${parent} at step ${fmt(r.parent_step)}` +
         ` (${r.monitor || m.monitor} ${fmt(r.parent_metric)})`));
     }
     if (r.reason && !short) out.push(el('div', {class: 'reason'}, `reason: ${r.reason}`));
